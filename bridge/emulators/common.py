@@ -1,0 +1,248 @@
+"""What both vendor emulators share: fault injection, call counters, the admin API, a runner.
+
+The admin API lives under ``/__emulator/`` (never a vendor path). Tests, benchmarks and the
+demo use it to inject faults and read how many calls each endpoint received; adapters never do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import random
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request, Response
+from pydantic import BaseModel, Field
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+ADMIN_PREFIX = "/__emulator"
+
+FaultKind = Literal["error", "rate_limit"]
+FaultResponder = Callable[[FaultKind, int], Response]
+
+
+class FaultSettings(BaseModel):
+    """Faults to inject. Patterns are globs over ``"METHOD /path"``, e.g. ``"POST /crm/*"``."""
+
+    error_rate: float = Field(0.0, ge=0.0, le=1.0, description="share of calls answered 5xx")
+    error_status: int = Field(503, ge=500, le=599)
+    drop_rate: float = Field(0.0, ge=0.0, le=1.0, description="share of connections dropped")
+    latency_ms: int = Field(0, ge=0, description="added to every matching call")
+    burst_429: int = Field(0, ge=0, description="the next N matching calls get a rate-limit error")
+    endpoints: list[str] = Field(default_factory=lambda: ["*"])
+    seed: int | None = None
+
+
+@dataclass
+class EmulatorControl:
+    """Mutable fault settings and counters of one emulator instance, safe across threads."""
+
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    calls: Counter[str] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)
+    _rng: random.Random = field(default_factory=random.Random)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set_faults(self, faults: FaultSettings) -> None:
+        with self._lock:
+            self.faults = faults
+            self._rng = random.Random(faults.seed)
+
+    def count(self, key: str) -> None:
+        with self._lock:
+            self.calls[key] += 1
+
+    def choose_fault(self, method: str, path: str) -> Literal["drop", "error", "rate_limit"] | None:
+        """Decide, once per call, which fault (if any) this call suffers."""
+        target = f"{method} {path}"
+        with self._lock:
+            faults = self.faults
+            if not any(fnmatch.fnmatchcase(target, p) for p in faults.endpoints):
+                return None
+            if faults.burst_429 > 0:
+                self.faults = faults.model_copy(update={"burst_429": faults.burst_429 - 1})
+                chosen: Literal["drop", "error", "rate_limit"] | None = "rate_limit"
+            elif self._rng.random() < faults.drop_rate:
+                chosen = "drop"
+            elif self._rng.random() < faults.error_rate:
+                chosen = "error"
+            else:
+                chosen = None
+            if chosen:
+                self.injected[chosen] += 1
+            return chosen
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "calls": dict(self.calls),
+                "total": sum(self.calls.values()),
+                "injected": dict(self.injected),
+            }
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.injected.clear()
+
+
+def _abort_connection(send: Send) -> bool:
+    """Drop the TCP connection under the current request, as a flaky network would.
+
+    uvicorn's ``send`` is a bound method of its request cycle, which holds the transport;
+    aborting it closes the socket without any HTTP response.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        return False
+    transport.abort()
+    return True
+
+
+class FaultMiddleware:
+    """Counts every vendor call by route and injects the configured faults before it runs."""
+
+    def __init__(self, app: ASGIApp, control: EmulatorControl, respond: FaultResponder) -> None:
+        self.app = app
+        self.control = control
+        self.respond = respond
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(ADMIN_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        fault = self.control.choose_fault(method, path)
+        latency = self.control.faults.latency_ms
+        if latency:
+            await asyncio.sleep(latency / 1000)
+        if fault == "drop" and _abort_connection(send):
+            self.control.count(f"{method} {_route_key(self.app, scope)} (dropped)")
+            return
+        if fault in ("error", "rate_limit"):
+            status = 429 if fault == "rate_limit" else self.control.faults.error_status
+            self.control.count(f"{method} {_route_key(self.app, scope)}")
+            await self.respond(fault, status)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+        self.control.count(f"{method} {_route_key(self.app, scope)}")
+
+
+def _route_key(app: ASGIApp, scope: Scope) -> str:
+    """The route template (``/crm/v3/objects/contacts/{contact_id}``) so ids do not split counts."""
+    route = scope.get("route")
+    if route is not None and hasattr(route, "path"):
+        return str(route.path)
+    for candidate in getattr(getattr(app, "router", None), "routes", []):
+        match, _ = candidate.matches(scope)
+        if match.name == "FULL":
+            return str(candidate.path)
+    return str(scope["path"])
+
+
+def admin_router(control: EmulatorControl) -> APIRouter:
+    """The fault and counter endpoints that both emulators expose under ``/__emulator``."""
+    router = APIRouter(prefix=ADMIN_PREFIX)
+
+    @router.get("/faults")
+    def get_faults() -> FaultSettings:
+        return control.faults
+
+    @router.put("/faults")
+    def put_faults(faults: FaultSettings) -> FaultSettings:
+        control.set_faults(faults)
+        return control.faults
+
+    @router.delete("/faults", status_code=204)
+    def clear_faults() -> None:
+        control.set_faults(FaultSettings())
+
+    @router.get("/counters")
+    def get_counters() -> dict[str, Any]:
+        return control.snapshot()
+
+    @router.delete("/counters", status_code=204)
+    def reset_counters() -> None:
+        control.reset_counters()
+
+    return router
+
+
+def install(app: FastAPI, control: EmulatorControl, respond: FaultResponder) -> FaultMiddleware:
+    """Mount the admin API on an emulator app and wrap it in the fault middleware.
+
+    The middleware must be outermost (serve what this returns) so that it holds uvicorn's own
+    ``send`` and can drop the connection for real.
+    """
+    app.include_router(admin_router(control))
+    return FaultMiddleware(app, control=control, respond=respond)
+
+
+class AddHeaders(BaseHTTPMiddleware):
+    """Adds headers computed per response (rate-limit counters and the like)."""
+
+    def __init__(
+        self, app: ASGIApp, headers: Callable[[Request, Response], Awaitable[dict[str, str]]]
+    ) -> None:
+        super().__init__(app)
+        self.headers = headers
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        if not request.url.path.startswith(ADMIN_PREFIX):
+            response.headers.update(await self.headers(request, response))
+        return response
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    """An ASGI app served by uvicorn in a background thread, on loopback."""
+
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@contextmanager
+def serve_in_thread(
+    app: ASGIApp, port: int = 0, log_level: str = "warning"
+) -> Iterator[RunningServer]:
+    """Serve ``app`` on 127.0.0.1 (a free port unless given) until the block ends."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("emulator server did not start")
+        time.sleep(0.01)
+    running = RunningServer(url=f"http://127.0.0.1:{bound_port}", server=server, thread=thread)
+    try:
+        yield running
+    finally:
+        running.stop()
+        sock.close()

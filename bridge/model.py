@@ -1,0 +1,147 @@
+"""The common model every adapter normalises into and every policy reasons about.
+
+No vendor names appear in field names. Fields that hold personal data carry the metadata
+``personal=True``; the log processor and the audit log refuse to let their values through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+PERSONAL = {"personal": True}
+
+
+class System(StrEnum):
+    HUBSPOT = "hubspot"
+    SALESFORCE = "salesforce"
+
+
+class ObjectType(StrEnum):
+    CONTACT = "contact"
+    LEAD = "lead"
+    INDIVIDUAL = "individual"
+
+
+class LawfulBasis(StrEnum):
+    """GDPR Art. 6(1)(a)-(f), plus ``not_applicable`` for records outside its scope."""
+
+    CONSENT = "consent"
+    CONTRACT = "contract"
+    LEGAL_OBLIGATION = "legal_obligation"
+    VITAL_INTERESTS = "vital_interests"
+    PUBLIC_TASK = "public_task"
+    LEGITIMATE_INTERESTS = "legitimate_interests"
+    NOT_APPLICABLE = "not_applicable"
+
+
+class ConsentStatus(StrEnum):
+    GRANTED = "granted"
+    WITHDRAWN = "withdrawn"
+    UNKNOWN = "unknown"
+
+
+class Purpose(BaseModel):
+    """A processing purpose, configured once and mapped onto each vendor's own notion of it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    description: str = ""
+    hubspot_subscription_id: str | None = None
+    salesforce_data_use_purpose: str | None = None
+    salesforce_contact_point_type: str = "Email"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """How a consent was captured: what makes a grant an *active act* of the person."""
+
+    capture_source: str | None = None
+    captured_at: datetime | None = None
+    double_opt_in_at: datetime | None = None
+
+    @property
+    def is_active_act(self) -> bool:
+        return bool(self.capture_source) and self.captured_at is not None
+
+
+@dataclass(frozen=True)
+class Consent:
+    purpose: str
+    status: ConsentStatus
+    changed_at: datetime | None
+    source_system: System
+    source_record: str
+    lawful_basis: LawfulBasis | None = None
+    explanation: str | None = None
+    evidence: Evidence = field(default_factory=Evidence)
+
+
+@dataclass(frozen=True)
+class GlobalOptOut:
+    """Opted out of all email (HubSpot unsubscribe-all / Salesforce HasOptedOutOfEmail)."""
+
+    email: bool
+    do_not_call: bool
+    changed_at: datetime | None
+    source_system: System
+    source_record: str
+
+
+@dataclass(frozen=True)
+class CrmRecord:
+    system: System
+    object_type: ObjectType
+    id: str
+    emails: tuple[str, ...] = field(default=(), metadata=PERSONAL)
+    """Primary email first, then any additional ones, as the vendor holds them."""
+    personal_fields: dict[str, str] = field(default_factory=dict, metadata=PERSONAL)
+    lawful_basis: LawfulBasis | None = None
+    consents: tuple[Consent, ...] = ()
+    opt_out: GlobalOptOut | None = None
+    modified_at: datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.system.value, self.object_type.value, self.id)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A person: every record, in every system, that shares a normalised email with another."""
+
+    subject_ref: str
+    records: tuple[CrmRecord, ...]
+    emails: frozenset[str] = field(default=frozenset(), metadata=PERSONAL)
+    """Every normalised email of the subject (needed to erase and to suppress them all)."""
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One fact for the audit log: who did what, where, to whom, with what outcome and why.
+
+    ``subject_ref`` is the pseudonym; no field ever holds an email, name or phone.
+    """
+
+    actor: str
+    action: str
+    outcome: str
+    system: str | None = None
+    record_id: str | None = None
+    subject_ref: str | None = None
+    reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def personal_field_names() -> frozenset[str]:
+    """Names of model fields marked personal, so logs can redact them wherever they appear."""
+    names = {"email", "first_name", "last_name", "name", "phone", "mobile_phone"}
+    for cls in (CrmRecord, Subject):
+        names.update(f.name for f in dataclasses.fields(cls) if f.metadata.get("personal"))
+    return frozenset(names)

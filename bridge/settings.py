@@ -1,0 +1,200 @@
+"""Settings: environment (``BRIDGE_*``, nested with ``__``) over a TOML file.
+
+Secrets (every ``SecretStr`` field) come only from the environment or from files in
+``BRIDGE_SECRETS_DIR`` (one file per variable name, as Docker and Kubernetes mount them);
+a secret written into the TOML file is refused, because config files end up in repositories.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.fernet import Fernet
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bridge.errors import ConfigError
+from bridge.model import Purpose
+
+ENV_PREFIX = "BRIDGE_"
+DEFAULT_CONFIG = Path("config/bridge.toml")
+
+
+class HubSpotSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    access_token: SecretStr | None = None
+    base_url: str = "https://api.hubapi.com"
+    client_secret: SecretStr | None = None
+
+
+class SalesforceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(
+        None, description="every request goes here instead of Salesforce (emulator, tests)"
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    security_token: SecretStr | None = None
+    domain: str = "login"
+    consumer_key: str | None = None
+    consumer_secret: SecretStr | None = None
+    private_key_file: Path | None = None
+    instance_url: str | None = None
+    session_id: SecretStr | None = None
+    organization_id: str | None = None
+    outbound_token: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        toml_file=DEFAULT_CONFIG,
+    )
+
+    database_url: str = "sqlite:///./bridge.db"
+    pseudonym_key: SecretStr | None = None
+    encryption_key: SecretStr | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    hubspot: HubSpotSettings = HubSpotSettings()
+    salesforce: SalesforceSettings = SalesforceSettings()
+    purposes: list[Purpose] = []
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters of random secret")
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Fernet(value.get_secret_value())
+            except ValueError:
+                raise ValueError(
+                    "must be a Fernet key (32 url-safe base64-encoded bytes)"
+                ) from None
+        return value
+
+    @field_validator("purposes")
+    @classmethod
+    def _unique_purposes(cls, value: list[Purpose]) -> list[Purpose]:
+        ids = [p.id for p in value]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"purpose ids must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("secrets_dir"):
+            sources.append(NestedSecretsSettingsSource(file_secret_settings))
+        sources.append(_TomlWithoutSecrets(settings_cls))
+        return tuple(sources)
+
+    def require_pseudonym_key(self) -> bytes:
+        """The HMAC key for ``subject_ref``; nothing that pseudonymises can run without it."""
+        if self.pseudonym_key is None:
+            raise ConfigError(
+                [
+                    "pseudonym_key: not set; set BRIDGE_PSEUDONYM_KEY to a random secret of at "
+                    "least 32 characters (python -c 'import secrets; print(secrets.token_hex(32))')"
+                ]
+            )
+        return self.pseudonym_key.get_secret_value().encode()
+
+
+def env_name(key: str) -> str:
+    """``hubspot.access_token`` -> ``BRIDGE_HUBSPOT__ACCESS_TOKEN``."""
+    return ENV_PREFIX + key.replace(".", "__").upper()
+
+
+def secret_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:
+    """Dotted names of every secret setting: the ``SecretStr`` fields, however deep."""
+    keys = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += secret_keys(annotation, f"{prefix}{name}.")
+        elif SecretStr in getattr(annotation, "__args__", ()) or annotation is SecretStr:
+            keys.append(prefix + name)
+    return keys
+
+
+class _TomlWithoutSecrets(TomlConfigSettingsSource):
+    """The TOML source, refusing any secret found in the file."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = settings_cls.model_config.get("toml_file")
+        found = [key for key in secret_keys() if _dig(self.toml_data, key.split(".")) is not None]
+        if found:
+            raise ConfigError(
+                [
+                    f"{key}: secrets may not be written in {path}; remove it there and set "
+                    f"{env_name(key)} in the environment or in BRIDGE_SECRETS_DIR"
+                    for key in found
+                ]
+            )
+
+
+def _dig(data: Any, path: list[str]) -> Any:
+    for part in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)
+    return data
+
+
+def load_settings(config: Path | None = None) -> Settings:
+    """Load settings from ``config`` (or ``BRIDGE_CONFIG``, or ``config/bridge.toml``).
+
+    An explicitly named file must exist; the default one may be absent. Every problem comes
+    back in one ``ConfigError``, one line per key, each naming the fix.
+    """
+    from_env = os.environ.get("BRIDGE_CONFIG")
+    explicit = config or (Path(from_env) if from_env else None)
+    path = explicit or DEFAULT_CONFIG
+    if explicit and not explicit.is_file():
+        raise ConfigError([f"config: file {explicit} not found; pass an existing --config file"])
+    config_dict = {**Settings.model_config, "toml_file": path}
+    if secrets_dir := os.environ.get("BRIDGE_SECRETS_DIR"):
+        config_dict |= {"secrets_dir": secrets_dir, "secrets_dir_missing": "error"}
+    bound = type("Settings", (Settings,), {"model_config": config_dict})
+    try:
+        return bound()  # type: ignore[no-any-return]
+    except ValidationError as error:
+        raise ConfigError([_describe(e, path) for e in error.errors()]) from None
+    except (OSError, ValueError) as error:
+        raise ConfigError([f"config: cannot read {path}: {error}"]) from None
+
+
+def _describe(error: Any, path: Path) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    where = env_name(key) if key in secret_keys() else f"`{key}` in {path} or {env_name(key)}"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown setting; remove it (see config/bridge.example.toml for the keys)"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key}: {message}; fix {where}"

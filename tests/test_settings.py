@@ -1,0 +1,122 @@
+"""Settings: environment over TOML, secrets never from TOML, one clear line per problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import ConfigError
+from bridge.settings import load_settings, secret_keys
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in (
+        "BRIDGE_CONFIG",
+        "BRIDGE_DATABASE_URL",
+        "BRIDGE_PSEUDONYM_KEY",
+        "BRIDGE_LOG_LEVEL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_environment_overrides_toml_and_nests_with_double_underscore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(
+        tmp_path / "bridge.toml",
+        'log_level = "debug"\n[hubspot]\nbase_url = "http://from-toml"\n'
+        '[[purposes]]\nid = "marketing_email"\nhubspot_subscription_id = "1"\n',
+    )
+    monkeypatch.setenv("BRIDGE_HUBSPOT__BASE_URL", "http://from-env")
+    monkeypatch.setenv("BRIDGE_HUBSPOT__ACCESS_TOKEN", "pat-123")
+    settings = load_settings(config)
+    assert settings.hubspot.base_url == "http://from-env"
+    assert settings.hubspot.access_token is not None
+    assert settings.hubspot.access_token.get_secret_value() == "pat-123"
+    assert settings.log_level == "debug"
+    assert settings.purposes[0].hubspot_subscription_id == "1"
+
+
+def test_config_path_comes_from_bridge_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_CONFIG", str(write(tmp_path / "x.toml", 'log_level = "error"\n')))
+    assert load_settings().log_level == "error"
+
+
+def test_default_config_file_may_be_absent_but_a_named_one_may_not(tmp_path: Path) -> None:
+    assert load_settings().database_url == "sqlite:///./bridge.db"
+    with pytest.raises(ConfigError, match=r"missing\.toml not found"):
+        load_settings(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("key", secret_keys())
+def test_every_secret_in_the_toml_is_refused_by_name(key: str, tmp_path: Path) -> None:
+    section, _, name = key.rpartition(".")
+    text = (f"[{section}]\n" if section else "") + f'{name} = "leaked"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path / "bridge.toml", text))
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{key}: secrets may not be written in")
+    assert "BRIDGE_" + key.replace(".", "__").upper() in problem
+
+
+def test_secrets_are_read_from_files_in_the_secrets_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "BRIDGE_PSEUDONYM_KEY").write_text("s" * 40)
+    (secrets / "BRIDGE_HUBSPOT__CLIENT_SECRET").write_text("client-secret")
+    monkeypatch.setenv("BRIDGE_SECRETS_DIR", str(secrets))
+    settings = load_settings()
+    assert settings.require_pseudonym_key() == b"s" * 40
+    assert settings.hubspot.client_secret is not None
+    assert settings.hubspot.client_secret.get_secret_value() == "client-secret"
+
+
+def test_every_bad_value_gets_one_line_naming_key_and_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_PSEUDONYM_KEY", "short")
+    monkeypatch.setenv("BRIDGE_ENCRYPTION_KEY", "not-a-fernet-key")
+    config = write(
+        tmp_path / "bridge.toml",
+        'log_level = "loud"\nsurprise = 1\n[[purposes]]\nid = "a"\n[[purposes]]\nid = "a"\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    problems = caught.value.problems
+    assert len(problems) == 5
+    joined = "\n".join(problems)
+    assert "pseudonym_key: must be at least 32 characters" in joined
+    assert "fix BRIDGE_PSEUDONYM_KEY" in joined
+    assert "encryption_key: must be a Fernet key" in joined
+    assert "log_level: Input should be" in joined and "BRIDGE_LOG_LEVEL" in joined
+    assert "surprise: unknown setting" in joined
+    assert "purposes: purpose ids must be unique; repeated: a" in joined
+    assert "short" not in joined and "not-a-fernet-key" not in joined  # values stay secret
+
+
+def test_missing_pseudonym_key_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="BRIDGE_PSEUDONYM_KEY"):
+        load_settings().require_pseudonym_key()
+
+
+def test_example_config_loads_and_documents_every_setting() -> None:
+    example = Path(__file__).parents[1] / "config" / "bridge.example.toml"
+    settings = load_settings(example)
+    text = example.read_text()
+    for key in ("database_url", "log_level", "base_url", "domain", "organization_id", "purposes"):
+        assert key in text
+    for key in secret_keys():
+        assert "BRIDGE_" + key.replace(".", "__").upper() in text
+    assert settings.purposes
