@@ -1,0 +1,284 @@
+"""What every CRM adapter owes the rest of the bridge, and the machinery they share.
+
+Above this line nothing knows a vendor: sync, erasure and policies see the common model, the
+four adapter errors, and the outcomes defined here. Each adapter maps its vendor's errors to
+those four through one declarative table (``ErrorRule``), retries only what may be retried
+(``retrying``), and paces itself with a ``RateLimiter`` fed by the vendor's own headers, so
+that it never needs a 429 to slow down.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal, Protocol, TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from bridge.model import ConsentStatus, CrmRecord, Evidence, LawfulBasis, System
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class AdapterError(Exception):
+    """A vendor call failed. The message is the vendor's, never personal data."""
+
+    def __init__(self, system: System, message: str) -> None:
+        super().__init__(f"{system.value}: {message}")
+        self.system = system
+
+
+class RateLimited(AdapterError):
+    """Over a vendor limit; retry after ``retry_after`` seconds (None: the vendor did not say)."""
+
+    def __init__(self, system: System, message: str, retry_after: float | None = None) -> None:
+        super().__init__(system, message)
+        self.retry_after = retry_after
+
+
+class Transient(AdapterError):
+    """A failure that may pass: 5xx, dropped connection, timeout, lock."""
+
+
+class NotFound(AdapterError):
+    """The record is not there. For an erasure this is success."""
+
+
+class Permanent(AdapterError):
+    """The vendor refused for good (validation, permission, quota for the day)."""
+
+
+ErrorKind = type[AdapterError]
+
+
+@dataclass(frozen=True)
+class ErrorRule:
+    """One row of an adapter's error table: what a vendor answer means to the bridge.
+
+    ``status`` and ``code`` (the vendor's error code or category) are matched when set; the
+    first matching row of the table wins, so specific rows go before general ones.
+    """
+
+    error: ErrorKind
+    status: int | range | None = None
+    code: str | None = None
+
+    def matches(self, status: int | None, code: str | None) -> bool:
+        if self.code is not None and self.code != code:
+            return False
+        if self.status is None:
+            return True
+        if status is None:
+            return False
+        return status in self.status if isinstance(self.status, range) else status == self.status
+
+
+def classify(table: Sequence[ErrorRule], status: int | None, code: str | None) -> ErrorKind:
+    """The adapter error a vendor answer maps to; unknown answers are ``Permanent``."""
+    for rule in table:
+        if rule.matches(status, code):
+            return rule.error
+    return Permanent
+
+
+# --- retries ------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _wait(state: RetryCallState) -> float:
+    """Full jitter, but never sooner than a vendor's own retry-after."""
+    jitter = float(wait_random_exponential(multiplier=0.5, max=30)(state))
+    error = state.outcome.exception() if state.outcome else None
+    if isinstance(error, RateLimited) and error.retry_after:
+        return error.retry_after + random.uniform(0, 1)
+    return jitter
+
+
+def retrying(call: Callable[[], T], *, attempts: int = 8, max_seconds: float = 300) -> T:
+    """Run ``call``, retrying ``RateLimited`` and ``Transient`` only.
+
+    Use it for idempotent operations, or ones made idempotent by reading first: a retried
+    create that had in fact landed would otherwise land twice.
+    """
+    retryer = Retrying(
+        retry=retry_if_exception_type((RateLimited, Transient)),
+        wait=_wait,
+        stop=stop_after_attempt(attempts) | stop_after_delay(max_seconds),
+        reraise=True,
+    )
+    return retryer(call)
+
+
+# --- pacing -------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """A sliding-window limiter that starts from published limits and follows the vendor.
+
+    ``acquire`` blocks until one more call fits in the window. ``observe`` takes what the
+    vendor's headers say is left: when other clients share the quota and the server counts
+    more calls than we made, the difference is booked into our window so we slow down too.
+    """
+
+    def __init__(
+        self,
+        max_calls: int,
+        per_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.max_calls = max_calls
+        self.per_seconds = per_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._sent: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def _expire(self, now: float) -> None:
+        while self._sent and self._sent[0] <= now - self.per_seconds:
+            self._sent.popleft()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._expire(now)
+                if len(self._sent) < self.max_calls:
+                    self._sent.append(now)
+                    return
+                delay = self._sent[0] + self.per_seconds - now
+            self._sleep(max(delay, 0.001))
+
+    def observe(
+        self, remaining: int | None, limit: int | None = None, per_seconds: float | None = None
+    ) -> None:
+        with self._lock:
+            if limit:
+                self.max_calls = limit
+            if per_seconds:
+                self.per_seconds = per_seconds
+            if remaining is None:
+                return
+            now = self._clock()
+            self._expire(now)
+            unseen = (self.max_calls - remaining) - len(self._sent)
+            self._sent.extend([now] * max(unseen, 0))
+
+
+# --- what adapters read and write ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    """A record in a vendor system (``object_type`` as the adapter names it, e.g. ``lead``)."""
+
+    system: System
+    object_type: str
+    id: str
+
+
+class WriteStatus(StrEnum):
+    DONE = "done"
+    ALREADY = "already"  # the vendor already held this state: an idempotent success
+    NEEDS_SELF_SERVICE = "needs_self_service"  # the vendor refuses; only the person can do it
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ConsentWrite:
+    """Set one purpose's consent, or (``purpose`` None) the global email opt-out."""
+
+    record: RecordRef
+    email: str = field(metadata={"personal": True})
+    purpose: str | None
+    status: ConsentStatus
+    lawful_basis: LawfulBasis | None = None
+    explanation: str | None = None
+    evidence: Evidence = field(default_factory=Evidence)
+
+
+@dataclass(frozen=True)
+class LawfulBasisWrite:
+    record: RecordRef
+    lawful_basis: LawfulBasis
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    record: RecordRef
+    status: WriteStatus
+    detail: str = ""
+
+
+ErasureMode = Literal["delete", "anonymize"]
+
+
+@dataclass(frozen=True)
+class ErasureTarget:
+    """One thing to erase: a record, or (``id`` None) an address to blocklist by email."""
+
+    system: System
+    object_type: str
+    id: str | None
+    email: str | None = field(default=None, metadata={"personal": True})
+
+
+class ErasureStatus(StrEnum):
+    ERASED = "erased"
+    ANONYMIZED = "anonymized"
+    ALREADY_GONE = "already_gone"
+    IN_RECYCLE_BIN = "in_recycle_bin"  # deleted, but recoverable for 15 days
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    target: ErasureTarget
+    status: ErasureStatus
+    detail: str = ""
+
+
+class CrmAdapter(Protocol):
+    """What every adapter does; ``tests/adapters/conformance.py`` holds each one to it."""
+
+    system: System
+
+    def read(self, since: datetime | None = None) -> Iterator[CrmRecord]:
+        """Every record (``since`` None) or those modified at or after ``since``, each once."""
+        ...
+
+    def find_by_emails(self, emails: Collection[str]) -> list[CrmRecord]:
+        """Every record reached by any of ``emails`` (primary or additional), in bulk."""
+        ...
+
+    def write_consents(self, writes: Sequence[ConsentWrite]) -> list[WriteOutcome]:
+        """Apply consent changes batched at the vendor maximum; one outcome per write."""
+        ...
+
+    def write_lawful_bases(self, writes: Sequence[LawfulBasisWrite]) -> list[WriteOutcome]: ...
+
+    def erasure_targets(self, emails: Collection[str]) -> list[ErasureTarget]:
+        """Everything to erase for these emails: one target per record (and per address)."""
+        ...
+
+    def erase(self, target: ErasureTarget, mode: ErasureMode) -> ErasureResult:
+        """Erase one target; a target already gone is ``ALREADY_GONE``, not an error."""
+        ...
+
+    def export(self, emails: Collection[str]) -> dict[str, Any]:
+        """Everything held about these emails, every field the adapter exposes."""
+        ...
