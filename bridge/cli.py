@@ -150,6 +150,33 @@ def audit_command(
     out.print(table)
 
 
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Interface [default: web.host, 127.0.0.1]")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: web.port, 8080]")] = None,
+) -> None:
+    """Run the webhook receiver alone (the daemon runs it beside the scheduler)."""
+    import uvicorn
+
+    from bridge.web.app import create_app
+
+    context: Context = ctx.obj
+    settings = context.settings
+    receiver = create_app(settings, context.store())
+    # No access log: the Salesforce path carries a secret token.
+    uvicorn.run(
+        receiver,
+        host=host or settings.web.host,
+        port=port or settings.web.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
+
+
 @app.command("check")
 def check(ctx: typer.Context) -> None:
     """Check settings, database and schema; one line per check, exit 1 if any fails."""

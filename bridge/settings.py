@@ -34,6 +34,10 @@ class HubSpotSettings(BaseModel):
     access_token: SecretStr | None = None
     base_url: str = "https://api.hubapi.com"
     client_secret: SecretStr | None = None
+    webhook_url: str | None = Field(
+        None, description="the target URL exactly as configured in the HubSpot app"
+    )
+    legacy_signatures: bool = Field(False, description="also accept v1/v2 signatures")
 
 
 class SalesforceSettings(BaseModel):
@@ -55,6 +59,14 @@ class SalesforceSettings(BaseModel):
     outbound_token: SecretStr | None = None
 
 
+class WebSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -69,6 +81,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     hubspot: HubSpotSettings = HubSpotSettings()
     salesforce: SalesforceSettings = SalesforceSettings()
+    web: WebSettings = WebSettings()
     purposes: list[Purpose] = []
 
     @field_validator("pseudonym_key")
@@ -124,6 +137,18 @@ class Settings(BaseSettings):
                 ]
             )
         return self.pseudonym_key.get_secret_value().encode()
+
+    def require_encryption_key(self) -> bytes:
+        """The Fernet key for personal data held in flight (inbox payloads, open requests)."""
+        if self.encryption_key is None:
+            raise ConfigError(
+                [
+                    "encryption_key: not set; set BRIDGE_ENCRYPTION_KEY to a Fernet key "
+                    "(python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())')"
+                ]
+            )
+        return self.encryption_key.get_secret_value().encode()
 
 
 def env_name(key: str) -> str:

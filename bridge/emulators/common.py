@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import random
-import socket
 import threading
 import time
 from collections import Counter
@@ -143,9 +142,9 @@ def _route_key(app: ASGIApp, scope: Scope) -> str:
     if route is not None and hasattr(route, "path"):
         return str(route.path)
     for candidate in getattr(getattr(app, "router", None), "routes", []):
-        match, _ = candidate.matches(scope)
-        if match.name == "FULL":
-            return str(candidate.path)
+        path = getattr(candidate, "path", None)  # included routers have none
+        if path is not None and candidate.matches(scope)[0].name == "FULL":
+            return str(path)
     return str(scope["path"])
 
 
@@ -203,12 +202,6 @@ class AddHeaders(BaseHTTPMiddleware):
         return response
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class RunningServer:
     """An ASGI app served by uvicorn in a background thread, on loopback."""
@@ -227,22 +220,20 @@ def serve_in_thread(
     app: ASGIApp, port: int = 0, log_level: str = "warning"
 ) -> Iterator[RunningServer]:
     """Serve ``app`` on 127.0.0.1 (a free port unless given) until the block ends."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level=log_level, access_log=False, lifespan="off"
+    )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("emulator server did not start")
         time.sleep(0.01)
+    bound_port = server.servers[0].sockets[0].getsockname()[1]
     running = RunningServer(url=f"http://127.0.0.1:{bound_port}", server=server, thread=thread)
     try:
         yield running
     finally:
         running.stop()
-        sock.close()

@@ -5,7 +5,18 @@ No column holds an email, name or phone in clear: people appear only as ``subjec
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 metadata = MetaData()
 
@@ -27,4 +38,28 @@ audit_log = Table(
     Column("details", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False, unique=True),
+)
+
+# Webhook events, stored before they are acknowledged and processed in order of receipt.
+# ``payload`` is the vendor event encrypted with Fernet, deleted once processed.
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source", String(20), nullable=False),
+    Column("event_key", String(200), nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("object_type", String(50)),
+    Column("object_id", String(100)),
+    Column("occurred_at", String(32)),
+    Column("received_at", String(32), nullable=False),
+    Column("payload", LargeBinary),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("available_at", String(32)),
+    Column("last_error", Text),
+    Column("processed_at", String(32)),
+    UniqueConstraint("source", "event_key", name="uq_inbox_source_event_key"),
+    Index("ix_inbox_claim", "status", "available_at"),
 )

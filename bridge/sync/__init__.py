@@ -1,0 +1,1 @@
+"""Moving state between the CRMs: reconcile, propagate, erase, and the inbox behind webhooks."""

@@ -1,0 +1,153 @@
+"""Draining the webhook inbox, oldest receipt first.
+
+Each event kind goes to the handler registered for it: ``consent`` (opt-outs and consent
+changes) to propagation and ``deletion`` to erasure, which register themselves as they land;
+``other`` events are recorded and dropped. A kind with no handler yet stays in the inbox,
+never dropped. Vendors deliver out of order and more than once, so handlers re-read the
+vendor's current state before writing rather than trusting the event's value.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+from bridge import audit
+from bridge.adapters.base import AdapterError, Permanent
+from bridge.logs import get_logger
+from bridge.model import AuditEvent
+from bridge.store import inbox
+from bridge.store.db import Store
+
+log = get_logger("bridge.inbox")
+DROPPED_KINDS = frozenset({"other"})
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    id: int
+    source: str
+    kind: str
+    event_type: str
+    object_type: str | None
+    object_id: str | None
+    occurred_at: str | None
+    payload: dict[str, Any] = field(repr=False)
+
+
+Handler = Callable[[InboxEvent], None]
+
+
+@dataclass
+class DrainResult:
+    processed: int = 0
+    retried: int = 0
+    dead: int = 0
+
+
+class InboxWorker:
+    """Claims due events under a lease, hands each to its handler, and settles the outcome."""
+
+    def __init__(
+        self,
+        store: Store,
+        cipher: Fernet,
+        handlers: Mapping[str, Handler],
+        *,
+        max_attempts: int = 8,
+        lease_seconds: float = 300,
+        backoff_seconds: float = 2.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.cipher = cipher
+        self.handlers = dict(handlers)
+        self.max_attempts = max_attempts
+        self.lease = timedelta(seconds=lease_seconds)
+        self.backoff_seconds = backoff_seconds
+        self.clock = clock
+
+    def drain(self, batch: int = 100) -> DrainResult:
+        """Process every due event, batch by batch, until none is left."""
+        total = DrainResult()
+        while True:
+            result = self.run_once(batch)
+            total.processed += result.processed
+            total.retried += result.retried
+            total.dead += result.dead
+            if not (result.processed or result.retried or result.dead):
+                return total
+
+    def run_once(self, batch: int = 100) -> DrainResult:
+        now = self.clock()
+        rows = inbox.claim(
+            self.store,
+            kinds=set(self.handlers) | DROPPED_KINDS,
+            now=now.isoformat(timespec="microseconds"),
+            lease_until=(now + self.lease).isoformat(timespec="microseconds"),
+            limit=batch,
+        )
+        result = DrainResult()
+        for row in rows:
+            outcome = self._process(row)
+            setattr(result, outcome, getattr(result, outcome) + 1)
+        return result
+
+    def _process(self, row: inbox.InboxRow) -> str:
+        stamp = self.clock().isoformat(timespec="microseconds")
+        handler = self.handlers.get(row.kind)
+        if handler is None:  # a dropped kind: keeping the row is the record of it
+            inbox.finish(self.store, row.id, stamp)
+            return "processed"
+        try:
+            handler(self._event(row))
+        except Exception as error:
+            reason = _reason(error)
+            if isinstance(error, Permanent) or row.attempts >= self.max_attempts:
+                inbox.dead_letter(self.store, row.id, stamp, reason)
+                audit.record(
+                    self.store,
+                    AuditEvent(
+                        actor="inbox",
+                        action="inbox.dead_letter",
+                        outcome="failed",
+                        system=row.source,
+                        record_id=row.object_id,
+                        reason=reason,
+                        details={"inbox_id": row.id, "kind": row.kind, "attempts": row.attempts},
+                    ),
+                )
+                log.warning("inbox event dead-lettered", inbox_id=row.id, reason=reason)
+                return "dead"
+            delay = self.backoff_seconds * 2 ** (row.attempts - 1) * random.uniform(0.5, 1.0)
+            later = self.clock() + timedelta(seconds=min(delay, 3600))
+            inbox.retry_later(self.store, row.id, later.isoformat(timespec="microseconds"), reason)
+            log.info("inbox event will be retried", inbox_id=row.id, reason=reason)
+            return "retried"
+        inbox.finish(self.store, row.id, stamp)
+        return "processed"
+
+    def _event(self, row: inbox.InboxRow) -> InboxEvent:
+        payload = json.loads(self.cipher.decrypt(row.payload)) if row.payload else {}
+        return InboxEvent(
+            id=row.id,
+            source=row.source,
+            kind=row.kind,
+            event_type=row.event_type,
+            object_type=row.object_type,
+            object_id=row.object_id,
+            occurred_at=row.occurred_at,
+            payload=payload,
+        )
+
+
+def _reason(error: Exception) -> str:
+    """Adapter errors carry vendor messages without personal data; anything else, its type."""
+    text = str(error) if isinstance(error, AdapterError) else type(error).__name__
+    return text[:500]
