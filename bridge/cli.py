@@ -7,8 +7,10 @@ configuration), never a traceback.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from dataclasses import dataclass, field
+from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any
@@ -159,13 +161,14 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port [default: web.port, 8080]")] = None,
 ) -> None:
     """Run the webhook receiver alone (the daemon runs it beside the scheduler)."""
-    import uvicorn
+    import uvicorn  # imported here: the server stack is slow to load for other commands
 
     from bridge.web.app import create_app
 
     context: Context = ctx.obj
     settings = context.settings
     receiver = create_app(settings, context.store())
+    _stop_quietly_on_signals()
     # No access log: the Salesforce path carries a secret token.
     uvicorn.run(
         receiver,
@@ -175,6 +178,33 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=20,
     )
+
+
+class Vendor(StrEnum):
+    HUBSPOT = "hubspot"
+    SALESFORCE = "salesforce"
+
+
+@app.command("emulate")
+def emulate(
+    vendor: Annotated[Vendor, typer.Argument(help="Which vendor API to emulate.")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
+) -> None:
+    """Serve a faithful vendor API emulator on loopback: no account needed to try the bridge."""
+    import uvicorn
+
+    from bridge.emulators import hubspot, salesforce
+
+    factory = hubspot.create_app if vendor is Vendor.HUBSPOT else salesforce.create_app
+    _stop_quietly_on_signals()
+    uvicorn.run(factory(), host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
+def _stop_quietly_on_signals() -> None:
+    """After a graceful shutdown uvicorn re-raises SIGTERM/SIGINT to the previous handlers;
+    with these no-op handlers in place the process then exits 0, as an orderly stop should."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frame: None)
 
 
 @app.command("check")

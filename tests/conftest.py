@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
@@ -62,6 +65,18 @@ class BridgeCli:
     cwd: Path
     env: dict[str, str]
 
+    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        """A long-running command (``serve``, ``run``), its output kept in the work folder."""
+        log = (self.cwd / f"{args[0]}-{time.monotonic_ns()}.log").open("w")
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge", *args],
+            cwd=self.cwd,
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
     def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "bridge", *args],
@@ -72,6 +87,27 @@ class BridgeCli:
             timeout=120,
             check=False,
         )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_healthy(
+    url: str, process: subprocess.Popen[str], timeout: float = 20, path: str = "/healthz"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} not healthy after {timeout}s")
 
 
 @pytest.fixture
