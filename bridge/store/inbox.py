@@ -36,18 +36,31 @@ class InboxRow:
 
 
 def add(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[bool]:
-    """Insert events, skipping any already stored; True for each newly stored one."""
+    """Insert events, skipping any already stored; True for each new one.
+
+    An event repeated within ``rows`` counts as stored once, at its first occurrence.
+    """
+    first: dict[tuple[str, str], int] = {}
+    for index, row in enumerate(rows):
+        first.setdefault((row["source"], row["event_key"]), index)
+    if not first:
+        return []
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stored = []
-    for row in rows:
-        statement = (
-            dialect.insert(inbox)
-            .values(**row, status=PENDING, attempts=0)
-            .on_conflict_do_nothing(index_elements=["source", "event_key"])
-            .returning(inbox.c.id)
-        )
-        stored.append(conn.execute(statement).first() is not None)
-    return stored
+    statement = (
+        dialect.insert(inbox)
+        .on_conflict_do_nothing(index_elements=["source", "event_key"])
+        .returning(inbox.c.source, inbox.c.event_key)
+    )
+    optional = dict.fromkeys(c.name for c in inbox.c if c.nullable)
+    params = [
+        {**optional, **rows[i], "status": PENDING, "attempts": 0} for i in first.values()
+    ]  # one statement shape for every row, so it compiles once and runs as executemany
+    inserted = {(source, key) for source, key in conn.execute(statement, params)}
+    return [
+        first[(row["source"], row["event_key"])] == i
+        and (row["source"], row["event_key"]) in inserted
+        for i, row in enumerate(rows)
+    ]
 
 
 def claim(
