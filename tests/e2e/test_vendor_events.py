@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,14 +11,17 @@ import pytest
 from cryptography.fernet import Fernet
 from hubspot import HubSpot
 from hubspot.crm.contacts import PublicGdprDeleteInput
+from simple_salesforce import Salesforce
 
 from bridge.emulators.common import serve_in_thread
 from bridge.emulators.hubspot import create_app as hubspot_emulator
+from bridge.emulators.salesforce import create_app as salesforce_emulator
 from bridge.store import inbox
 from bridge.store.db import Store
 from bridge.sync.inbox import InboxEvent, InboxWorker
 from tests.conftest import BridgeCli, free_port, wait_until_healthy
-from tests.web.conftest import CLIENT_SECRET
+from tests.e2e.test_emulate import ToEmulator
+from tests.web.conftest import CLIENT_SECRET, ORG_ID, OUTBOUND_TOKEN
 
 KEY = Fernet.generate_key().decode()
 
@@ -33,6 +37,8 @@ def receiver_url(bridge: BridgeCli) -> Iterator[str]:
         str(port),
         BRIDGE_ENCRYPTION_KEY=KEY,
         BRIDGE_HUBSPOT__CLIENT_SECRET=CLIENT_SECRET,
+        BRIDGE_SALESFORCE__ORGANIZATION_ID=ORG_ID,
+        BRIDGE_SALESFORCE__OUTBOUND_TOKEN=OUTBOUND_TOKEN,
     )
     wait_until_healthy(url, process)
     yield url
@@ -94,4 +100,59 @@ def test_hubspot_emulator_webhooks_are_stored_once_and_processed(
     assert worker.drain().processed == len(rows)
     assert {e.kind for e in handled} == {"consent", "deletion"}
     assert {r["status"] for r in inbox.all_rows(store)} == {"done"}
+    store.dispose()
+
+
+def test_salesforce_outbound_messages_are_stored_once_and_processed(
+    bridge: BridgeCli, receiver_url: str
+) -> None:
+    endpoint = f"{receiver_url}/webhooks/salesforce/{OUTBOUND_TOKEN}"
+    messages = [
+        {"object": kind, "endpoint_url": endpoint, "watched_fields": fields}
+        for kind, fields in (
+            ("Contact", ["HasOptedOutOfEmail", "DoNotCall"]),
+            ("Lead", ["HasOptedOutOfEmail", "DoNotCall"]),
+            ("Individual", ["ShouldForget"]),
+        )
+    ]
+    with (
+        serve_in_thread(salesforce_emulator()) as emulator,
+        httpx.Client(base_url=emulator.url) as admin,
+    ):
+        admin.put(
+            "/__emulator/outbound", json={"organization_id": ORG_ID, "messages": messages}
+        ).raise_for_status()
+        sf = Salesforce(
+            username="u", password="p", security_token="t", session=ToEmulator(emulator.url)
+        )
+        individual = sf.Individual.create({"LastName": "Opt"})["id"]
+        contact = sf.Contact.create(
+            {"LastName": "Opt", "Email": "ann.opt@example.com", "IndividualId": individual}
+        )["id"]
+        lead = sf.Lead.create(
+            {"LastName": "Opt", "Company": "Acme", "Email": "ann.opt@example.com"}
+        )["id"]
+        sf.Contact.update(contact, {"HasOptedOutOfEmail": True})
+        sf.Lead.update(lead, {"DoNotCall": True})
+        sf.Individual.update(individual, {"ShouldForget": True})
+        deadline = time.monotonic() + 15
+        while admin.get("/__emulator/outbound").json()["delivered"] < 3:
+            assert time.monotonic() < deadline, admin.get("/__emulator/outbound").json()
+            time.sleep(0.05)
+
+    store = Store(bridge.env["BRIDGE_DATABASE_URL"])
+    rows = inbox.all_rows(store)
+    assert sorted((r["object_type"], r["kind"]) for r in rows) == [
+        ("Contact", "consent"),
+        ("Individual", "deletion"),
+        ("Lead", "consent"),
+    ]
+    handled: list[InboxEvent] = []
+    worker = InboxWorker(
+        store, Fernet(KEY), {"consent": handled.append, "deletion": handled.append}
+    )
+    assert worker.drain().processed == 3
+    contact_event = next(e for e in handled if e.object_type == "Contact")
+    assert contact_event.object_id == contact
+    assert contact_event.payload["fields"]["HasOptedOutOfEmail"] == "true"
     store.dispose()
