@@ -1,0 +1,152 @@
+"""Which consent state wins when the CRMs disagree (DESIGN.md section 4). Pure: no I/O.
+
+The rule, per subject and purpose: the latest act wins, except that a withdrawal can only be
+overturned by a later grant carrying evidence of an active act (capture source and time);
+``unknown`` never overrides a known state; ties go to withdrawal; a global email opt-out
+withdraws every email purpose.
+
+Pairwise "who beats whom" cannot express that rule without cycles (an unevidenced grant
+beats an older evidenced one, which beats an older withdrawal, which beats the unevidenced
+grant), so the merge keeps a *summary* instead: the latest withdrawal, the latest evidenced
+grant, the latest grant and the latest unknown. Summaries combine component-wise by "latest",
+which is commutative, associative and idempotent, and the decision is read off the summary
+at the end; the order in which systems are read cannot change the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bridge.model import Consent, ConsentStatus, GlobalOptOut, Purpose
+
+EMAIL_CONTACT_POINT = "Email"
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _order(consent: Consent) -> tuple[datetime, str, str, str]:
+    """Latest first by time; equal times settle on a fixed, content-based order."""
+    return (
+        consent.changed_at or _OLDEST,
+        consent.source_system.value,
+        consent.source_record,
+        repr(consent),
+    )
+
+
+def _later(a: Consent | None, b: Consent | None) -> Consent | None:
+    if a is None or b is None:
+        return a or b
+    return a if _order(a) >= _order(b) else b
+
+
+@dataclass(frozen=True)
+class ConsentSummary:
+    """What the merge needs to remember of any number of consent records."""
+
+    withdrawal: Consent | None = None
+    active_grant: Consent | None = None
+    grant: Consent | None = None
+    unknown: Consent | None = None
+
+    @classmethod
+    def of(cls, consent: Consent) -> ConsentSummary:
+        if consent.status is ConsentStatus.WITHDRAWN:
+            return cls(withdrawal=consent)
+        if consent.status is ConsentStatus.UNKNOWN:
+            return cls(unknown=consent)
+        active = consent if consent.evidence.is_active_act else None
+        return cls(active_grant=active, grant=consent)
+
+    def combine(self, other: ConsentSummary) -> ConsentSummary:
+        return ConsentSummary(
+            withdrawal=_later(self.withdrawal, other.withdrawal),
+            active_grant=_later(self.active_grant, other.active_grant),
+            grant=_later(self.grant, other.grant),
+            unknown=_later(self.unknown, other.unknown),
+        )
+
+    def decide(self) -> ConsentDecision:
+        withdrawal, active = self.withdrawal, self.active_grant
+        if withdrawal is None and self.grant is not None:
+            return ConsentDecision(ConsentStatus.GRANTED, self.grant, "latest grant")
+        if withdrawal is not None:
+            overturned = active is not None and _when(active) > _when(withdrawal)
+            if not overturned:
+                return ConsentDecision(ConsentStatus.WITHDRAWN, withdrawal, "latest withdrawal")
+            return ConsentDecision(
+                ConsentStatus.GRANTED, active, "evidenced grant after the latest withdrawal"
+            )
+        return ConsentDecision(ConsentStatus.UNKNOWN, self.unknown, "no known state")
+
+
+def _when(consent: Consent) -> datetime:
+    return consent.changed_at or _OLDEST
+
+
+@dataclass(frozen=True)
+class ConsentDecision:
+    """The merged state of one purpose, and the record and act it follows."""
+
+    status: ConsentStatus
+    follows: Consent | None
+    why: str
+
+
+def summarise(consents: Iterable[Consent]) -> ConsentSummary:
+    summary = ConsentSummary()
+    for consent in consents:
+        summary = summary.combine(ConsentSummary.of(consent))
+    return summary
+
+
+def opt_out_as_withdrawal(purpose: Purpose, opt_out: GlobalOptOut) -> Consent:
+    """A global email opt-out read as a withdrawal of one email purpose."""
+    return Consent(
+        purpose=purpose.id,
+        status=ConsentStatus.WITHDRAWN,
+        changed_at=opt_out.changed_at,
+        source_system=opt_out.source_system,
+        source_record=opt_out.source_record,
+        explanation="global email opt-out",
+    )
+
+
+def merge_purpose(
+    purpose: Purpose, consents: Iterable[Consent], opt_outs: Iterable[GlobalOptOut] = ()
+) -> ConsentDecision:
+    """The state every system should hold for ``purpose``, from every record's view of it."""
+    own = [c for c in consents if c.purpose == purpose.id]
+    if purpose.salesforce_contact_point_type == EMAIL_CONTACT_POINT:
+        own += [opt_out_as_withdrawal(purpose, o) for o in opt_outs if o.email]
+    return summarise(own).decide()
+
+
+@dataclass(frozen=True)
+class OptOutDecision:
+    """Global opt-outs in force. Once any system holds one, it holds everywhere: lifting an
+    opt-out takes the person's own act in the system that recorded it, never a sync."""
+
+    email: GlobalOptOut | None
+    do_not_call: GlobalOptOut | None
+
+
+def merge_opt_outs(opt_outs: Iterable[GlobalOptOut]) -> OptOutDecision:
+    email: GlobalOptOut | None = None
+    call: GlobalOptOut | None = None
+    for opt_out in opt_outs:
+        if opt_out.email:
+            email = _earliest(email, opt_out)
+        if opt_out.do_not_call:
+            call = _earliest(call, opt_out)
+    return OptOutDecision(email=email, do_not_call=call)
+
+
+def _earliest(a: GlobalOptOut | None, b: GlobalOptOut) -> GlobalOptOut:
+    """The first recorded opt-out is the person's act; later ones are its echoes."""
+    if a is None:
+        return b
+    key_a = (a.changed_at or _OLDEST, a.source_system.value, a.source_record)
+    key_b = (b.changed_at or _OLDEST, b.source_system.value, b.source_record)
+    return a if key_a <= key_b else b
