@@ -12,7 +12,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, make_url, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.errors import BridgeError, SchemaError
@@ -30,6 +31,13 @@ def engine_url(url: str) -> str:
 def safe_url(url: str) -> str:
     """The URL with any password hidden, fit for an error message."""
     return make_url(engine_url(url)).render_as_string(hide_password=True)
+
+
+def insert_or_skip(conn: Connection, table: Table, unique: list[str]) -> Insert:
+    """An INSERT that skips rows whose ``unique`` columns already exist, on either database."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement: Insert = dialect.insert(table).on_conflict_do_nothing(index_elements=unique)
+    return statement
 
 
 def _lock_key(name: str) -> int:

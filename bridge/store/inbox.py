@@ -1,8 +1,8 @@
 """SQL for the webhook inbox: store once, claim with a lease, finish, retry or dead-letter.
 
-A claim is a lease, not a held transaction: vendor calls made while processing can take
-seconds, and on SQLite a long write transaction would stall the receiver's acknowledgements.
-A worker that dies leaves its lease to expire, and the event is claimed again.
+A claim is a lease (``store.leases``), not a held transaction: vendor calls made while
+processing can take seconds, and on SQLite a long write transaction would stall the
+receiver's acknowledgements.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, func, select
 
-from bridge.store.db import Store
+from bridge.store import leases
+from bridge.store.db import Store, insert_or_skip
+from bridge.store.leases import DEAD, DONE, PENDING, PROCESSING
 from bridge.store.tables import inbox
-
-PENDING, PROCESSING, DONE, DEAD = "pending", "processing", "done", "dead"
 
 
 @dataclass(frozen=True)
@@ -45,11 +44,8 @@ def add(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[bool]:
         first.setdefault((row["source"], row["event_key"]), index)
     if not first:
         return []
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(inbox)
-        .on_conflict_do_nothing(index_elements=["source", "event_key"])
-        .returning(inbox.c.source, inbox.c.event_key)
+    statement = insert_or_skip(conn, inbox, ["source", "event_key"]).returning(
+        inbox.c.source, inbox.c.event_key
     )
     optional = dict.fromkeys(c.name for c in inbox.c if c.nullable)
     params = [
@@ -67,58 +63,30 @@ def claim(
     store: Store, kinds: Collection[str], now: str, lease_until: str, limit: int
 ) -> list[InboxRow]:
     """Lease up to ``limit`` due events of the given kinds, oldest receipt first."""
-    due = and_(
-        inbox.c.kind.in_(list(kinds)),
-        inbox.c.status.in_([PENDING, PROCESSING]),
-        or_(inbox.c.available_at.is_(None), inbox.c.available_at <= now),
-    )
-    query = select(inbox).where(due).order_by(inbox.c.id).limit(limit)
-    # PostgreSQL: concurrent workers skip each other's rows. SQLite: one writer at a time.
-    exclusive = "inbox.claim" if store.is_sqlite else None
-    with store.transaction(serialize=exclusive) as conn:
-        if not store.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        rows = conn.execute(query).mappings().all()
-        ids = [row["id"] for row in rows]
-        if ids:
-            conn.execute(
-                update(inbox)
-                .where(inbox.c.id.in_(ids))
-                .values(status=PROCESSING, available_at=lease_until, attempts=inbox.c.attempts + 1)
-            )
+    rows = leases.claim(store, inbox, inbox.c.kind.in_(list(kinds)), now, lease_until, limit)
     fields = InboxRow.__dataclass_fields__
-    return [
-        InboxRow(**{**{f: row[f] for f in fields}, "attempts": row["attempts"] + 1}) for row in rows
-    ]
+    return [InboxRow(**{f: row[f] for f in fields}) for row in rows]
 
 
 def finish(store: Store, event_id: int, now: str) -> None:
     """Processed: keep the row as the record of it, drop the payload."""
-    with store.transaction() as conn:
-        conn.execute(
-            update(inbox)
-            .where(inbox.c.id == event_id)
-            .values(status=DONE, payload=None, processed_at=now, available_at=None, last_error=None)
-        )
+    leases.settle(
+        store, inbox, event_id,
+        status=DONE, payload=None, processed_at=now, available_at=None, last_error=None,
+    )  # fmt: skip
 
 
 def retry_later(store: Store, event_id: int, available_at: str, error: str) -> None:
-    with store.transaction() as conn:
-        conn.execute(
-            update(inbox)
-            .where(inbox.c.id == event_id)
-            .values(status=PENDING, available_at=available_at, last_error=error)
-        )
+    leases.settle(
+        store, inbox, event_id, status=PENDING, available_at=available_at, last_error=error
+    )
 
 
 def dead_letter(store: Store, event_id: int, now: str, error: str) -> None:
     """Given up: the payload stays (encrypted) so that a replay can still process it."""
-    with store.transaction() as conn:
-        conn.execute(
-            update(inbox)
-            .where(inbox.c.id == event_id)
-            .values(status=DEAD, processed_at=now, available_at=None, last_error=error)
-        )
+    leases.settle(
+        store, inbox, event_id, status=DEAD, processed_at=now, available_at=None, last_error=error
+    )
 
 
 def counts(store: Store) -> dict[str, int]:
