@@ -1,0 +1,785 @@
+"""The HubSpot adapter against its emulator: the real SDK, real HTTP, a server in-process.
+
+``TestHubSpotConformance`` runs the generic suite (tests/adapters/conformance.py) through
+``HubSpotHarness``. The tests after it prove what only HubSpot has: the 10,000-result search
+cap, its rate-limit headers and 5/s search limit, v3's refusal to resubscribe, blocklisting by
+address, exactly-once writes under faults, the error table, the v4 transport (with respx),
+and the lawful-basis vocabularies (property-tested).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+import unicodedata
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import respx
+import structlog
+from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+from urllib3.exceptions import MaxRetryError, ProtocolError
+
+from bridge.adapters.base import (
+    ConsentWrite,
+    ErasureStatus,
+    LawfulBasisWrite,
+    NotFound,
+    Permanent,
+    RateLimited,
+    RecordRef,
+    Transient,
+    WriteStatus,
+    classify,
+)
+from bridge.adapters.hubspot import HubSpotAdapter
+from bridge.adapters.hubspot_preferences import Preferences
+from bridge.adapters.hubspot_transport import ERRORS, HubSpotLimits, Transport
+from bridge.emulators.common import RunningServer, serve_in_thread
+from bridge.emulators.hubspot import HubSpotEmulatorConfig, RateLimits, create_app
+from bridge.emulators.hubspot_properties import LEGAL_BASIS_OPTIONS
+from bridge.identity import normalise_email
+from bridge.model import ConsentStatus, LawfulBasis, Purpose, System
+from bridge.policies.lawful_basis import (
+    DEFAULT_HUBSPOT,
+    HUBSPOT_PROPERTY,
+    HUBSPOT_SUBSCRIPTION,
+    Unmappable,
+    Vocabulary,
+)
+from bridge.settings import HubSpotSettings
+from tests.adapters.conformance import AdapterConformance, Faults, Held, Person
+
+TOKEN = "test-token"
+PURPOSES = (
+    Purpose(id="marketing", hubspot_subscription_id="1"),
+    Purpose(id="product_updates", hubspot_subscription_id="2"),
+)
+# Twenty times HubSpot's rates, so that a retry after a 429 waits half a second, not ten; the
+# tests of pacing set the published limits themselves.
+EMULATOR_LIMITS = RateLimits(burst_max=100, burst_interval_ms=500, search_max=100)
+ADAPTER_LIMITS = HubSpotLimits(burst_max=100, burst_seconds=0.5, search_max=100)
+STATES = {"SUBSCRIBED": ConsentStatus.GRANTED, "UNSUBSCRIBED": ConsentStatus.WITHDRAWN}
+SEED_STATES = {state: name for name, state in STATES.items()}
+V4_READ = "https://hubspot.test/communication-preferences/v4/statuses/batch/read"
+CALLS, ERRORS_METRIC = "bridge_adapter_calls_total", "bridge_adapter_errors_total"
+
+
+def make_adapter(
+    url: str, token: str = TOKEN, purposes: Sequence[Purpose] = PURPOSES, **options: Any
+) -> HubSpotAdapter:
+    settings = HubSpotSettings(access_token=SecretStr(token), base_url=url)
+    return HubSpotAdapter(settings, purposes, **({"limits": ADAPTER_LIMITS} | options))
+
+
+def seed_json(person: Person) -> dict[str, Any]:
+    """A ``Person`` as the emulator's seed API takes it."""
+    subscriptions: list[dict[str, Any]] = [
+        {"subscription_id": p.hubspot_subscription_id, "status": SEED_STATES[person.consents[p.id]]}
+        for p in PURPOSES
+        if person.consents.get(p.id) in SEED_STATES
+    ]
+    if person.opted_out:
+        subscriptions.append({"status": "UNSUBSCRIBED"})
+    return {
+        "email": person.email,
+        "additional_emails": list(person.additional_emails),
+        "firstname": person.first_name,
+        "lastname": person.last_name,
+        "hs_legal_basis": HUBSPOT_PROPERTY.to_vendor(person.lawful_basis)
+        if person.lawful_basis
+        else None,
+        "lastmodifieddate": person.modified_at.isoformat() if person.modified_at else None,
+        "subscriptions": subscriptions,
+    }
+
+
+class HubSpotHarness:
+    """The conformance harness: the emulator's admin API behind the adapter's back."""
+
+    purposes: Sequence[Purpose] = PURPOSES
+
+    def __init__(self, server: RunningServer, admin: httpx.Client) -> None:
+        self.server = server
+        self.admin = admin
+        self._adapters: dict[tuple[str, int], HubSpotAdapter] = {}
+
+    def _cached(self, token: str, attempts: int) -> HubSpotAdapter:
+        key = (token, attempts)
+        if key not in self._adapters:
+            self._adapters[key] = make_adapter(self.server.url, token, attempts=attempts)
+        return self._adapters[key]
+
+    def adapter(self, *, attempts: int = 8) -> HubSpotAdapter:
+        return self._cached(TOKEN, attempts)
+
+    def unauthorised_adapter(self) -> HubSpotAdapter:
+        return self._cached("revoked-token", 1)
+
+    def ref(self, record_id: str) -> RecordRef:
+        return RecordRef(System.HUBSPOT, "contact", record_id)
+
+    def seed(self, people: Sequence[Person]) -> list[str]:
+        body = {"contacts": [seed_json(p) for p in people]}
+        response = self.admin.post("/__emulator/seed", json=body)
+        response.raise_for_status()
+        return [c["id"] for c in response.json()["contacts"]]
+
+    def state(self) -> dict[str, Any]:
+        response = self.admin.get("/__emulator/state")
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
+
+    def held(self, email: str) -> Held:
+        address = normalise_email(email)
+        state = self.state()
+        contacts = [c for c in state["contacts"] if address in emails_of(c)]
+        statuses = [s for s in state["subscriptions"] if s["email"] == address]
+        purposes = {p.hubspot_subscription_id: p.id for p in PURPOSES}
+        return Held(
+            record_ids=frozenset(c["id"] for c in contacts),
+            consents={
+                purposes[s["subscriptionId"]]: STATES[s["status"]]
+                for s in statuses
+                if s["subscriptionId"] in purposes
+            },
+            opted_out=any(
+                s["subscriptionId"] is None and s["status"] == "UNSUBSCRIBED" for s in statuses
+            ),
+            lawful_basis=HUBSPOT_PROPERTY.from_multi(
+                contacts[0]["properties"].get("hs_legal_basis")
+            )
+            if contacts
+            else None,
+        )
+
+    def set_faults(self, faults: Faults | None) -> None:
+        if faults is None:
+            self.admin.delete("/__emulator/faults").raise_for_status()
+        else:
+            self.admin.put("/__emulator/faults", json=vars(faults)).raise_for_status()
+
+    def counters(self) -> dict[str, Any]:
+        counters: dict[str, Any] = self.admin.get("/__emulator/counters").json()
+        return counters
+
+    def close(self) -> None:
+        for adapter in self._adapters.values():
+            adapter.close()
+
+
+def emails_of(contact: dict[str, Any]) -> list[str]:
+    properties = contact["properties"]
+    extra = (properties.get("hs_additional_emails") or "").split(";")
+    return [e for e in [properties.get("email"), *extra] if e]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    config = HubSpotEmulatorConfig(
+        strict_auth=True, access_tokens=[TOKEN], rate_limits=EMULATOR_LIMITS
+    )
+    with serve_in_thread(create_app(config)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def admin(server: RunningServer) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture
+def harness(server: RunningServer, admin: httpx.Client) -> Iterator[HubSpotHarness]:
+    """An empty portal at the test limits, without faults, its counters at zero."""
+    admin.post("/__emulator/reset").raise_for_status()
+    admin.delete("/__emulator/faults").raise_for_status()
+    admin.put("/__emulator/rate-limits", json=EMULATOR_LIMITS.model_dump()).raise_for_status()
+    admin.delete("/__emulator/counters").raise_for_status()
+    running = HubSpotHarness(server, admin)
+    yield running
+    running.close()
+
+
+class TestHubSpotConformance(AdapterConformance):
+    """The generic adapter contract, held against the HubSpot emulator."""
+
+
+# -- reading at scale and at the published limits ------------------------------------------------
+
+
+def test_read_since_pages_past_the_10000_result_cap_exactly_once(harness: HubSpotHarness) -> None:
+    """25,000 contacts changed in one window: every one comes back once, 200 per search.
+
+    No purpose is configured, so the read is search alone: the emulator scans every contact
+    on every search, and this test is about the window, not consent.
+    """
+    fast_search = EMULATOR_LIMITS.model_copy(update={"search_max": 10_000})
+    harness.admin.put("/__emulator/rate-limits", json=fast_search.model_dump()).raise_for_status()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    older = [Person(f"old{i}@example.com", modified_at=start - timedelta(days=1)) for i in range(5)]
+    changed = [
+        Person(f"c{i}@example.com", modified_at=start + timedelta(seconds=i)) for i in range(25_000)
+    ]
+    expected = [i for at in range(0, 25_000, 5_000) for i in harness.seed(changed[at : at + 5_000])]
+    harness.seed(older)
+    harness.admin.delete("/__emulator/counters")
+    limits = HubSpotLimits(burst_max=100, burst_seconds=1.0, search_max=10_000)
+    with make_adapter(harness.server.url, purposes=(), limits=limits) as adapter:
+        ids = [record.id for record in adapter.read(since=start)]
+    assert len(ids) == len(set(ids)) == 25_000
+    assert set(ids) == set(expected)
+    calls = harness.counters()["calls"]
+    assert calls["POST /crm/v3/objects/contacts/search"] == 25_000 // 200
+
+
+def test_full_read_follows_rate_limit_headers_and_receives_no_429(harness: HubSpotHarness) -> None:
+    """HubSpot's rate in a 1 s window, most of it already used by another app on the portal."""
+    limits = RateLimits(burst_max=10, burst_interval_ms=1_000)
+    harness.admin.put("/__emulator/rate-limits", json=limits.model_dump()).raise_for_status()
+    crowd = [Person(f"p{i}@example.com", opted_out=i % 10 == 0) for i in range(400)]
+    harness.seed(crowd)
+    for _ in range(7):
+        harness.admin.get("/crm/v3/properties/contacts/email").raise_for_status()
+    harness.admin.delete("/__emulator/counters")
+    # Starts from the published limits; the first answer's headers correct them.
+    with make_adapter(harness.server.url, limits=HubSpotLimits()) as adapter:
+        records = list(adapter.read())
+    assert len(records) == 400
+    assert sum(r.opt_out is not None and r.opt_out.email for r in records) == 40
+    # The minimum (4 pages, 4 status reads, 1 unsubscribe-all read): nothing was refused.
+    assert harness.counters()["total"] == 9
+
+
+def test_incremental_read_keeps_search_under_five_a_second(harness: HubSpotHarness) -> None:
+    published = EMULATOR_LIMITS.model_copy(update={"search_max": 5})
+    harness.admin.put("/__emulator/rate-limits", json=published.model_dump()).raise_for_status()
+    harness.seed([Person(f"p{i}@example.com") for i in range(1_200)])
+    harness.admin.delete("/__emulator/counters")
+    since = datetime.now(UTC) - timedelta(hours=1)
+    with make_adapter(harness.server.url, limits=HubSpotLimits(burst_seconds=1.0)) as adapter:
+        assert len(list(adapter.read(since=since))) == 1_200
+    calls = harness.counters()["calls"]
+    assert calls["POST /crm/v3/objects/contacts/search"] == 6  # none refused, none repeated
+
+
+def test_find_by_emails_batches_100_and_searches_additional_addresses_five_a_call(
+    harness: HubSpotHarness,
+) -> None:
+    crowd = [
+        Person(f"p{i}@example.com", additional_emails=(f"alias{i}@example.com",))
+        for i in range(150)
+    ]
+    ids = harness.seed(crowd)
+    # The first 138 by primary address (their aliases come along), the last 12 by alias only.
+    asked = [p.email for p in crowd[:138]] + [f"alias{i}@example.com" for i in range(138, 150)]
+    found = harness.adapter().find_by_emails([*asked, "x@example.com", "X@example.com"])
+    assert sorted(r.id for r in found) == sorted(ids)
+    calls = harness.counters()["calls"]
+    assert calls["POST /crm/v3/objects/contacts/batch/read"] == 2  # 151 addresses; 207s
+    assert calls["POST /crm/v3/objects/contacts/search"] == math.ceil(13 / 5)
+
+
+def test_find_by_emails_reaches_unicode_local_parts_in_either_normal_form(
+    harness: HubSpotHarness,
+) -> None:
+    addresses = ["jörg.müller@example.com", "δοκιμή@example.com"]
+    ids = harness.seed([Person(a) for a in addresses])
+    asked = [unicodedata.normalize("NFD", addresses[0]).upper(), addresses[1].upper()]
+    found = harness.adapter().find_by_emails(asked)
+    assert sorted(r.id for r in found) == sorted(ids)
+    assert sorted(e for r in found for e in r.emails) == sorted(addresses)
+
+
+def test_unmappable_legal_basis_is_reported_with_the_record_id_never_guessed(
+    harness: HubSpotHarness,
+) -> None:
+    [record_id] = harness.seed([Person("mixed@example.com")])
+    both = "Performance of a contract;Freely given consent from contact"
+    update = {"contacts": [{"email": "mixed@example.com", "hs_legal_basis": both}]}
+    harness.admin.post("/__emulator/seed", json=update).raise_for_status()
+    with structlog.testing.capture_logs() as logs:
+        [record] = harness.adapter().find_by_emails(["mixed@example.com"])
+    assert record.lawful_basis is None
+    [warning] = [e for e in logs if e["event"] == "hubspot.unmappable_lawful_basis"]
+    assert warning["record_id"] == record_id and warning["value"] == both
+
+
+# -- consent writes --------------------------------------------------------------------------------
+
+
+def test_grant_after_an_opt_out_needs_self_service_and_is_not_retried(
+    harness: HubSpotHarness,
+) -> None:
+    ids = harness.seed(
+        [
+            Person("withdrew@example.com", consents={"marketing": ConsentStatus.WITHDRAWN}),
+            Person("left@example.com", opted_out=True),
+        ]
+    )
+    writes = [
+        ConsentWrite(
+            harness.ref(record_id), email, "marketing", ConsentStatus.GRANTED, LawfulBasis.CONSENT
+        )
+        for record_id, email in zip(ids, ["withdrew@example.com", "left@example.com"], strict=True)
+    ]
+    with structlog.testing.capture_logs() as logs:
+        outcomes = harness.adapter().write_consents(writes)
+    assert [o.status for o in outcomes] == [WriteStatus.NEEDS_SELF_SERVICE] * 2
+    assert harness.counters()["calls"]["POST /communication-preferences/v3/subscribe"] == 2
+    assert harness.held("withdrew@example.com").consents["marketing"] is ConsentStatus.WITHDRAWN
+    assert "@example.com" not in json.dumps(logs, default=str)  # HubSpot's refusal names it
+
+
+def test_writes_that_cannot_be_expressed_fail_alone_without_personal_data(
+    harness: HubSpotHarness,
+) -> None:
+    [record_id] = harness.seed([Person("fine@example.com")])
+    ref = harness.ref(record_id)
+    outcomes = harness.adapter().write_consents(
+        [
+            ConsentWrite(ref, "bad address@example.com", "marketing", ConsentStatus.WITHDRAWN),
+            ConsentWrite(ref, "fine@example.com", "marketing", ConsentStatus.WITHDRAWN),
+            ConsentWrite(ref, "fine@example.com", "unmapped", ConsentStatus.WITHDRAWN),
+            ConsentWrite(ref, "fine@example.com", "product_updates", ConsentStatus.UNKNOWN),
+            ConsentWrite(ref, "fine@example.com", None, ConsentStatus.GRANTED),
+            ConsentWrite(
+                ref,
+                "fine@example.com",
+                "product_updates",
+                ConsentStatus.GRANTED,
+                LawfulBasis.LEGAL_OBLIGATION,
+            ),
+        ]
+    )
+    assert [o.status for o in outcomes] == [
+        WriteStatus.FAILED,  # HubSpot's 207 names the invalid address
+        WriteStatus.DONE,
+        WriteStatus.FAILED,  # a purpose without a HubSpot subscription
+        WriteStatus.FAILED,  # unknown is not a state
+        WriteStatus.NEEDS_SELF_SERVICE,  # only the person lifts an unsubscribe-all
+        WriteStatus.FAILED,  # no subscription legal basis says "legal obligation"
+    ]
+    assert "invalid email" in outcomes[0].detail.lower()
+    assert "@example.com" not in outcomes[0].detail
+
+
+def test_writes_land_exactly_once_under_faults(harness: HubSpotHarness) -> None:
+    """20% of write calls fail (5xx or dropped); each batch still lands once, every outcome DONE."""
+    crowd = [
+        Person(f"p{i}@example.com", consents={"marketing": ConsentStatus.GRANTED})
+        for i in range(200)
+    ]
+    ids = harness.seed(crowd)
+    routes = [
+        "POST /communication-preferences/v4/statuses/batch/write",
+        "POST /communication-preferences/v4/statuses/batch/unsubscribe-all",
+        "POST /communication-preferences/v3/subscribe",
+        "POST /crm/v3/objects/contacts/batch/update",
+    ]
+    faults = {
+        "error_rate": 0.2,
+        "error_status": 502,
+        "drop_rate": 0.1,
+        "endpoints": routes,
+        "seed": 11,
+    }
+    harness.admin.put("/__emulator/faults", json=faults).raise_for_status()
+    refs = [harness.ref(i) for i in ids]
+    consent_writes = [
+        *(
+            ConsentWrite(refs[i], crowd[i].email, "marketing", ConsentStatus.WITHDRAWN)
+            for i in range(150)
+        ),
+        *(
+            ConsentWrite(refs[i], crowd[i].email, None, ConsentStatus.WITHDRAWN)
+            for i in range(150, 170)
+        ),
+        *(
+            ConsentWrite(refs[i], crowd[i].email, "product_updates", ConsentStatus.GRANTED)
+            for i in range(170, 182)
+        ),
+    ]
+    adapter = harness.adapter()
+    assert {o.status for o in adapter.write_consents(consent_writes)} == {WriteStatus.DONE}
+    basis_writes = [LawfulBasisWrite(r, LawfulBasis.CONTRACT) for r in refs[:150]]
+    assert {o.status for o in adapter.write_lawful_bases(basis_writes)} == {WriteStatus.DONE}
+    counters = harness.counters()
+    answered = sum(counters["calls"].get(route, 0) for route in routes)
+    landed = answered - counters["injected"].get("error", 0)
+    assert counters["injected"].get("error", 0) + counters["injected"].get("drop", 0) > 0
+    assert landed == 2 + 1 + 12 + 2  # v4 batch writes, unsubscribe-all, subscribes, updates
+
+
+def test_lawful_basis_writes_keep_a_specific_option_and_report_what_failed(
+    harness: HubSpotHarness,
+) -> None:
+    customer = "Legitimate interest \u2013 existing customer"
+    ids = harness.seed([Person("client@example.com"), Person("lead@example.com")])
+    update = {"contacts": [{"email": "client@example.com", "hs_legal_basis": customer}]}
+    harness.admin.post("/__emulator/seed", json=update).raise_for_status()
+    client, lead = (harness.ref(i) for i in ids)
+    outcomes = harness.adapter().write_lawful_bases(
+        [
+            LawfulBasisWrite(client, LawfulBasis.LEGITIMATE_INTERESTS),
+            LawfulBasisWrite(client, LawfulBasis.LEGAL_OBLIGATION),
+            LawfulBasisWrite(lead, LawfulBasis.CONTRACT),
+            LawfulBasisWrite(lead, LawfulBasis.CONSENT),
+            LawfulBasisWrite(harness.ref("999999"), LawfulBasis.CONSENT),
+        ]
+    )
+    assert [(o.status, o.detail) for o in outcomes] == [
+        (WriteStatus.ALREADY, ""),
+        (WriteStatus.FAILED, "hubspot hs_legal_basis: no mapping for 'legal_obligation'"),
+        (WriteStatus.FAILED, "superseded by a later write in this call"),
+        (WriteStatus.DONE, ""),
+        (WriteStatus.FAILED, "record not found"),
+    ]
+    properties = {c["properties"]["email"]: c["properties"] for c in harness.state()["contacts"]}
+    assert properties["client@example.com"]["hs_legal_basis"] == customer
+    assert properties["lead@example.com"]["hs_legal_basis"] == "Freely given consent from contact"
+
+
+# -- erasure and export ----------------------------------------------------------------------------
+
+
+def test_a_contact_with_three_addresses_is_erased_and_all_three_are_blocklisted(
+    harness: HubSpotHarness,
+) -> None:
+    [record_id] = harness.seed(
+        [Person("one@example.com", additional_emails=("two@example.com", "three@example.com"))]
+    )
+    adapter = harness.adapter()
+    targets = adapter.erasure_targets(["Three@example.com", "stranger@example.com"])
+    assert [(t.id, t.email) for t in targets] == [
+        (record_id, "one@example.com"),
+        (None, "three@example.com"),
+        (None, "stranger@example.com"),
+        (None, "one@example.com"),
+        (None, "two@example.com"),
+    ]
+    assert {adapter.erase(t, "delete").status for t in targets} == {ErasureStatus.ERASED}
+    blocked = {entry["email"] for entry in harness.state()["blocklist"]}
+    assert blocked == {
+        "one@example.com",
+        "two@example.com",
+        "three@example.com",
+        "stranger@example.com",
+    }
+    rejected = harness.admin.post(
+        "/__emulator/import", json={"contacts": [{"email": "two@example.com"}]}
+    )
+    assert rejected.json()["rejected"] == [{"email": "two@example.com", "reason": "BLOCKLISTED"}]
+    assert harness.counters()["calls"]["POST /crm/v3/objects/contacts/gdpr-delete"] == 5
+
+
+def test_anonymised_contact_gets_placeholders_hubspot_accepts(harness: HubSpotHarness) -> None:
+    [record_id] = harness.seed(
+        [
+            Person(
+                "hidden@example.com",
+                additional_emails=("alias@example.com",),
+                consents={"marketing": ConsentStatus.GRANTED},
+            )
+        ]
+    )
+    adapter = harness.adapter()
+    results = [
+        adapter.erase(t, "anonymize") for t in adapter.erasure_targets(["hidden@example.com"])
+    ]
+    assert [r.status for r in results] == [
+        ErasureStatus.ANONYMIZED,
+        ErasureStatus.ERASED,
+        ErasureStatus.ERASED,
+    ]
+    state = harness.state()
+    [contact] = state["contacts"]
+    assert contact["id"] == record_id
+    assert re.fullmatch(r"anon-[0-9a-f]{8}@invalid\.example", contact["properties"]["email"])
+    assert contact["properties"]["firstname"] == contact["properties"]["lastname"] == "Anonymised"
+    assert not contact["properties"].get("hs_additional_emails")
+    # The address-level data went with the addresses: statuses erased, addresses blocklisted.
+    assert [s for s in state["subscriptions"] if "example.com" in s["email"]] == []
+    assert {e["email"] for e in state["blocklist"]} == {"hidden@example.com", "alias@example.com"}
+
+
+def test_export_lists_every_property_and_every_subscription_status(harness: HubSpotHarness) -> None:
+    [record_id] = harness.seed(
+        [
+            Person(
+                "kept@example.com",
+                lawful_basis=LawfulBasis.CONSENT,
+                consents={"marketing": ConsentStatus.GRANTED},
+                opted_out=True,
+            )
+        ]
+    )
+    more = {
+        "email": "kept@example.com",
+        "phone": "+44 20 7946 0000",
+        "properties": {"city": "London"},
+    }
+    harness.admin.post("/__emulator/seed", json={"contacts": [more]}).raise_for_status()
+    exported = harness.adapter().export(["kept@example.com"])
+    [contact] = exported["contacts"]
+    assert contact["id"] == record_id
+    assert contact["properties"]["city"] == "London"
+    assert contact["properties"]["phone"] == "+44 20 7946 0000"
+    assert contact["properties"]["hs_legal_basis"] == "Freely given consent from contact"
+    [prefs] = exported["communication_preferences"]
+    assert {(s["subscriptionId"], s["status"]) for s in prefs["subscriptions"]} == {
+        (1, "SUBSCRIBED")
+    }
+    assert prefs["unsubscribed_from_all"]["status"] == "UNSUBSCRIBED"
+
+
+# -- the error table and the v4 transport ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (429, "DAILY", Permanent),
+        (429, "TEN_SECONDLY_ROLLING", RateLimited),
+        (429, "SECONDLY", RateLimited),
+        (423, None, RateLimited),
+        (477, None, RateLimited),
+        (401, "INVALID_AUTHENTICATION", Permanent),
+        (403, "MISSING_SCOPES", Permanent),
+        (404, "OBJECT_NOT_FOUND", NotFound),
+        (409, "CONFLICT", Permanent),
+        (400, "VALIDATION_ERROR", Permanent),
+        (500, "INTERNAL_ERROR", Transient),
+        (502, None, Transient),
+        (504, None, Transient),
+        (0, None, Transient),
+        (None, "CONNECTION", Transient),
+    ],
+)
+def test_the_error_table(status: int | None, code: str | None, expected: type) -> None:
+    assert classify(ERRORS, status, code) is expected
+
+
+@pytest.fixture
+def transport() -> Iterator[Transport]:
+    settings = HubSpotSettings(access_token=SecretStr(TOKEN), base_url="https://hubspot.test")
+    running = Transport(settings, HubSpotLimits(), attempts=1, timeout=5.0)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def preferences(transport: Transport) -> Preferences:
+    return Preferences(transport, PURPOSES, HUBSPOT_SUBSCRIPTION)
+
+
+def error(status: int, body: dict[str, Any], **headers: str) -> httpx.Response:
+    return httpx.Response(
+        status, json={"status": "error", "correlationId": "c", **body}, headers=headers
+    )
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("answer", "expected", "retry_after"),
+    [
+        (
+            error(429, {"policyName": "TEN_SECONDLY_ROLLING", "errorType": "RATE_LIMIT"}),
+            RateLimited,
+            10.3,
+        ),
+        (error(429, {"policyName": "DAILY", "errorType": "RATE_LIMIT"}), Permanent, None),
+        (error(423, {"category": "LOCKED"}), RateLimited, 2.0),
+        (
+            error(477, {"category": "MIGRATION_IN_PROGRESS"}, **{"Retry-After": "7"}),
+            RateLimited,
+            7.0,
+        ),
+        (error(503, {"category": "INTERNAL_ERROR"}), Transient, None),
+        (error(404, {"category": "OBJECT_NOT_FOUND"}), NotFound, None),
+        (error(403, {"category": "MISSING_SCOPES"}), Permanent, None),
+        (httpx.Response(502, text="<html>Bad gateway</html>"), Transient, None),
+    ],
+)
+def test_v4_answers_map_through_the_same_table(
+    preferences: Preferences, answer: httpx.Response, expected: type, retry_after: float | None
+) -> None:
+    respx.post(V4_READ).mock(return_value=answer)
+    with pytest.raises(expected) as caught:
+        preferences.statuses(["ada@example.com"])
+    assert getattr(caught.value, "retry_after", None) == pytest.approx(retry_after)
+    if answer.status_code == 429 and expected is Permanent:
+        assert "daily API limit" in str(caught.value)
+
+
+@respx.mock
+def test_v4_messages_lose_personal_data_and_connection_errors_are_transient(
+    preferences: Preferences,
+) -> None:
+    message = "ada.lovelace@example.com is invalid; call +44 20 7946 0000"
+    respx.post(V4_READ).mock(
+        return_value=error(400, {"category": "VALIDATION_ERROR", "message": message})
+    )
+    with pytest.raises(Permanent) as caught:
+        preferences.statuses(["ada.lovelace@example.com"])
+    assert "ada.lovelace" not in str(caught.value) and "7946" not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    respx.post(V4_READ).mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(Transient):
+        preferences.statuses(["ada@example.com"])
+
+
+@respx.mock
+def test_v4_partial_batches_keep_the_good_results_and_feed_the_limiter(
+    preferences: Preferences, transport: Transport
+) -> None:
+    status = {"subscriberIdString": "ada@example.com", "subscriptionId": 1, "status": "SUBSCRIBED"}
+    body = {
+        "status": "COMPLETE",
+        "results": [{"subscriberIdString": "ada@example.com", "statuses": [status]}],
+        "numErrors": 1,
+        "errors": [
+            {
+                "status": "error",
+                "category": "VALIDATION_ERROR",
+                "message": "bad",
+                "context": {"subscriberIdString": ["x"]},
+            }
+        ],
+    }
+    headers = {
+        "X-HubSpot-RateLimit-Max": "190",
+        "X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
+        "X-HubSpot-RateLimit-Remaining": "150",
+    }
+    respx.post(V4_READ).mock(return_value=httpx.Response(207, json=body, headers=headers))
+    with structlog.testing.capture_logs() as logs:
+        found = preferences.statuses(["Ada@Example.com", "x"])
+    assert found == {"ada@example.com": [status]}
+    assert [e["errors"] for e in logs if e["event"] == "hubspot.partial_batch"] == [1]
+    assert transport.burst_limiter.max_calls == 190  # a Professional portal's limit
+    assert transport.burst_limiter.per_seconds == pytest.approx(10.3)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        MaxRetryError(None, "/crm/v3/objects/contacts"),  # type: ignore[arg-type]
+        ProtocolError("Connection aborted."),
+        ContactsApiException(status=0, reason="SSLError"),
+    ],
+)
+def test_sdk_calls_that_get_no_answer_are_transient(
+    transport: Transport, failure: Exception
+) -> None:
+    def send() -> Any:
+        raise failure
+
+    with pytest.raises(Transient):
+        transport.call("list_contacts", send)
+
+
+def test_a_transient_failure_is_retried_and_every_attempt_counted() -> None:
+    answers: list[Any] = [ProtocolError("reset"), ({"ok": True}, 200, {})]
+    settings = HubSpotSettings(access_token=SecretStr(TOKEN), base_url="https://hubspot.test")
+    retried = Transport(settings, HubSpotLimits(), attempts=2, timeout=5.0)
+
+    def send() -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"vendor": "hubspot", **labels}) or 0.0
+
+    calls, errors = sample(CALLS, operation="probe"), sample(ERRORS_METRIC, error="Transient")
+    assert retried.call("probe", send) == {"ok": True}
+    assert sample(CALLS, operation="probe") == calls + 2
+    assert sample(ERRORS_METRIC, error="Transient") == errors + 1
+    retried.close()
+
+
+# -- the lawful-basis vocabularies ---------------------------------------------------------------
+
+VOCABULARIES = (HUBSPOT_PROPERTY, HUBSPOT_SUBSCRIPTION)
+# HubSpot has no option for these Art. 6 bases: writing them is refused, never approximated.
+NO_HUBSPOT_WORD = {
+    LawfulBasis.LEGAL_OBLIGATION,
+    LawfulBasis.VITAL_INTERESTS,
+    LawfulBasis.PUBLIC_TASK,
+}
+
+
+@given(st.sampled_from(LawfulBasis), st.sampled_from(VOCABULARIES))
+def test_every_mappable_basis_maps_there_and_back(
+    basis: LawfulBasis, vocabulary: Vocabulary
+) -> None:
+    if basis in NO_HUBSPOT_WORD:
+        with pytest.raises(Unmappable, match=basis.value):
+            vocabulary.to_vendor(basis)
+        return
+    written = vocabulary.to_vendor(basis)
+    assert vocabulary.from_vendor(written) is basis
+    assert vocabulary.from_multi(written) is basis
+
+
+NEAR_MISSES = (
+    "Legitimate interest",
+    "Legitimate interest \u2013 other customer",
+    "Performance of contract",
+    "Consent",
+    "LEGITIMATE_INTEREST",
+    "PROCESS_AND_STORE",
+)
+
+
+@given(
+    st.one_of(st.sampled_from(NEAR_MISSES), st.text(string.digits + string.punctuation + " ")),
+    st.sampled_from(VOCABULARIES),
+)
+def test_an_unknown_vendor_value_is_never_guessed(value: str, vocabulary: Vocabulary) -> None:
+    with pytest.raises(Unmappable) as caught:
+        vocabulary.from_vendor(value)
+    assert caught.value.value == value
+
+
+@given(st.lists(st.sampled_from(sorted(HUBSPOT_PROPERTY.read)), min_size=1, max_size=4))
+def test_a_multi_select_maps_only_when_its_options_agree(options: list[str]) -> None:
+    bases = {HUBSPOT_PROPERTY.read[o] for o in options}
+    value = ";".join(options)
+    if len(bases) == 1:
+        assert HUBSPOT_PROPERTY.from_multi(value) in bases
+    else:
+        with pytest.raises(Unmappable):
+            HUBSPOT_PROPERTY.from_multi(value)
+
+
+def test_hubspot_options_are_written_with_hubspots_exact_dashes() -> None:
+    written = set(DEFAULT_HUBSPOT.property.written.values())
+    assert written <= set(LEGAL_BASIS_OPTIONS)  # the emulator holds HubSpot's exact strings
+    assert set(DEFAULT_HUBSPOT.property.read) == set(LEGAL_BASIS_OPTIONS)
+    en_dash = "Legitimate interest \u2013 prospect/lead"
+    assert (
+        HUBSPOT_PROPERTY.from_vendor(en_dash.replace("\u2013", "-"))
+        is LawfulBasis.LEGITIMATE_INTERESTS
+    )
+    assert HUBSPOT_PROPERTY.from_multi("") is None
+    with pytest.raises(Unmappable):
+        HUBSPOT_SUBSCRIPTION.from_vendor("PROCESS_AND_STORE")  # undocumented basis: reported
+
+
+def test_a_vocabulary_that_would_not_read_back_is_refused() -> None:
+    with pytest.raises(ValueError, match="reads back"):
+        Vocabulary("broken", {LawfulBasis.CONSENT: "Yes"}, {"Yes": LawfulBasis.CONTRACT})
