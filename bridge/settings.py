@@ -57,6 +57,18 @@ class SalesforceSettings(BaseModel):
     session_id: SecretStr | None = None
     organization_id: str | None = None
     outbound_token: SecretStr | None = None
+    lawful_basis_field: str | None = Field(
+        "Lawful_Basis__c",
+        description="picklist on Contact and Lead holding the lawful basis; None: not held",
+    )
+    api_quota_reserve: float = Field(
+        0.05, ge=0, lt=1, description="share of the daily API quota left to other integrations"
+    )
+    empty_recycle_bin: bool = Field(
+        True,
+        description="without the Bulk API Hard Delete permission, purge erased rows from the "
+        "recycle bin (SOAP emptyRecycleBin) instead of leaving them there for 15 days",
+    )
 
 
 class WebSettings(BaseModel):

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 from tenacity import (
     RetryCallState,
@@ -252,10 +252,27 @@ class ErasureResult:
     detail: str = ""
 
 
+class ClosesOnExit:
+    """``with adapter:`` closes the adapter's connections however the block ends."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 class CrmAdapter(Protocol):
     """What every adapter does; ``tests/adapters/conformance.py`` holds each one to it."""
 
     system: System
+
+    def close(self) -> None:
+        """Release the adapter's connections."""
+        ...
 
     def read(self, since: datetime | None = None) -> Iterator[CrmRecord]:
         """Every record (``since`` None) or those modified at or after ``since``, each once."""

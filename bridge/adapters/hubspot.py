@@ -25,7 +25,6 @@ import hashlib
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 from hubspot.crm.contacts import (
@@ -41,6 +40,7 @@ from hubspot.crm.contacts import (
 )
 
 from bridge.adapters.base import (
+    ClosesOnExit,
     ConsentWrite,
     ErasureMode,
     ErasureResult,
@@ -133,7 +133,7 @@ class _Contact:
         return tuple(e.strip() for e in (self.primary or "", *extra) if e.strip())
 
 
-class HubSpotAdapter:
+class HubSpotAdapter(ClosesOnExit):
     """``CrmAdapter`` for HubSpot contacts (see the module docstring for the API choices)."""
 
     system = System.HUBSPOT
@@ -158,17 +158,6 @@ class HubSpotAdapter:
 
     def close(self) -> None:
         self._t.close()
-
-    def __enter__(self) -> HubSpotAdapter:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- reading --------------------------------------------------------------------------
 

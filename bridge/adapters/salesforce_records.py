@@ -1,0 +1,340 @@
+"""Salesforce rows in common terms, and back: no I/O, so mapping and calls can be read apart.
+
+A person is a Contact or a Lead; the Individual it points at (``IndividualId``) holds the
+person's privacy preferences, consent rows and further addresses, so they are folded into
+that record: sync compares people, and a Lead and a Contact of one person are two of them.
+An Individual that no Contact or Lead points at is a record of its own. In detail:
+
+- ``HasOptedOutOfEmail``/``DoNotCall`` of the record, or its Individual's
+  ``HasOptedOutSolicit`` ("Don't Market") or ``HasOptedOutProcessing`` ("Don't Process"),
+  which object to every channel: the record's ``GlobalOptOut``. ``ShouldForget`` and the
+  other preference flags have no place in the common model; the export includes them.
+- ``ContactPointTypeConsent`` rows of the Individual (``PartyId``), one purpose each through
+  its ``DataUsePurpose`` name and contact-point type: a ``Consent`` with its evidence
+  (``CaptureSource``, ``CaptureDate``, ``DoubleConsentCaptureDate``), explanation (the row's
+  ``Name``) and lawful basis (``DataUsePurpose.LegalBasis.Name``).
+- ``ContactPointEmail`` rows of the Individual (``ParentId``): the record's further emails,
+  the primary one first, after the record's own ``Email``.
+- The configured picklist field (``Lawful_Basis__c`` by default) of a Contact or Lead: the
+  record's lawful basis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.identity import normalise_email
+from bridge.logs import get_logger
+from bridge.model import (
+    Consent,
+    ConsentStatus,
+    CrmRecord,
+    Evidence,
+    GlobalOptOut,
+    LawfulBasis,
+    ObjectType,
+    Purpose,
+    System,
+)
+from bridge.policies.lawful_basis import SALESFORCE_LEGAL_BASIS, Unmappable
+
+CONTACT_POINT_EMAIL = "contact_point_email"
+CONSENT_ROW = "contact_point_type_consent"
+SOBJECTS: dict[str, str] = {
+    ObjectType.CONTACT.value: "Contact",
+    ObjectType.LEAD.value: "Lead",
+    ObjectType.INDIVIDUAL.value: "Individual",
+    CONTACT_POINT_EMAIL: "ContactPointEmail",
+    CONSENT_ROW: "ContactPointTypeConsent",
+}
+PEOPLE = (ObjectType.CONTACT, ObjectType.LEAD)
+# The key prefix of Individual ids: a contact point's parent may also be an Account.
+INDIVIDUAL_PREFIX = "0PK"
+
+PERSONAL = {
+    "FirstName": "first_name",
+    "LastName": "last_name",
+    "Phone": "phone",
+    "MobilePhone": "mobile_phone",
+}
+STAMPS = ("LastModifiedDate", "SystemModstamp")
+OBJECTIONS = ("HasOptedOutSolicit", "HasOptedOutProcessing")
+PERSON_FIELDS = (
+    "Id",
+    "Email",
+    *PERSONAL,
+    "IndividualId",
+    "HasOptedOutOfEmail",
+    "DoNotCall",
+    *STAMPS,
+    *(f"Individual.{name}" for name in (*OBJECTIONS, *STAMPS)),
+)
+INDIVIDUAL_FIELDS = ("Id", "FirstName", "LastName", *OBJECTIONS, *STAMPS)
+# A consent row's own fields (what the writer compares), and with its purpose (what reads map).
+CONSENT_ROW_FIELDS = (
+    "Id",
+    "PartyId",
+    "DataUsePurposeId",
+    "ContactPointType",
+    "PrivacyConsentStatus",
+    "CaptureDate",
+    "CaptureSource",
+    "DoubleConsentCaptureDate",
+    "Name",
+    "LastModifiedDate",
+)
+CONSENT_FIELDS = (*CONSENT_ROW_FIELDS, "DataUsePurpose.Name", "DataUsePurpose.LegalBasis.Name")
+ADDRESS_FIELDS = ("Id", "ParentId", "EmailAddress", "IsPrimary")
+
+STATUS_READ = {
+    "OptIn": ConsentStatus.GRANTED,
+    "OptOut": ConsentStatus.WITHDRAWN,
+    # A withdrawal waiting to be processed is already the person's choice.
+    "OptOutPending": ConsentStatus.WITHDRAWN,
+    # A grant waiting for its confirmation (double opt-in) is not a grant yet.
+    "OptInPending": ConsentStatus.UNKNOWN,
+    "Seen": ConsentStatus.UNKNOWN,
+    "NotSeen": ConsentStatus.UNKNOWN,
+}
+STATUS_WRITTEN = {ConsentStatus.GRANTED: "OptIn", ConsentStatus.WITHDRAWN: "OptOut"}
+# Written as CaptureSource when a change carries no evidence of its own (Salesforce requires
+# one). It is the bridge's bookkeeping, not the person's act, so it reads back as no evidence.
+BRIDGE_SOURCE = "consent-bridge"
+
+ANONYMISED = "Anonymised"
+PLACEHOLDER_DOMAIN = "invalid.example"
+# Per sObject: the fields an anonymisation overwrites (None clears). Names and the address get
+# placeholders Salesforce accepts (lengths, email format; required fields stay filled).
+_PERSON_CLEARS = ("Salutation", "Phone", "MobilePhone", "Title", "Description")
+ANONYMISE: dict[str, dict[str, str | None]] = {
+    "Contact": dict.fromkeys(
+        (
+            *_PERSON_CLEARS,
+            "Department",
+            "MailingStreet",
+            "MailingCity",
+            "MailingPostalCode",
+            "MailingCountry",
+            "Birthdate",
+            "EmailBouncedReason",
+        )
+    ),
+    "Lead": dict.fromkeys((*_PERSON_CLEARS, "Street", "City", "PostalCode", "Country"))
+    | {"Company": ANONYMISED},
+    "Individual": dict.fromkeys(("Salutation", "BirthDate")),
+    "ContactPointEmail": {"EmailLatestBounceReasonText": None},
+}
+_NAMED = ("Contact", "Lead", "Individual")
+_ADDRESSED = {"Contact": "Email", "Lead": "Email", "ContactPointEmail": "EmailAddress"}
+
+log = get_logger(__name__)
+
+
+def when(value: Any) -> datetime | None:
+    """A Salesforce datetime (``2024-01-01T00:00:00.000+0000``) as an aware UTC datetime."""
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def select(sobject: str, fields: Iterable[str], where: str = "") -> str:
+    """SOQL over names from this code, never from data; every value in ``where`` has been
+    escaped with ``format_soql`` (an ``IN`` list may follow: see ``Transport.query_in``)."""
+    query = f"SELECT {', '.join(fields)} FROM {sobject}"  # noqa: S608 - names are constants
+    return f"{query} WHERE {where}" if where else query
+
+
+def recorded_at(row: Mapping[str, Any]) -> datetime:
+    """When a consent row was captured, else last changed: the latest row per purpose wins."""
+    return (
+        when(row.get("CaptureDate"))
+        or when(row.get("LastModifiedDate"))
+        or datetime.min.replace(tzinfo=UTC)
+    )
+
+
+def utc(moment: datetime) -> datetime:
+    """Aware and in UTC; a naive datetime is taken as UTC, as everywhere in the bridge."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """A datetime as the REST API takes it: UTC, to the millisecond Salesforce keeps."""
+    return utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def placeholders(sobject: str, record_id: str) -> dict[str, str | None]:
+    """What anonymising one row writes: valid for Salesforce, unique, undeliverable.
+
+    The address is email-shaped and short (a bare hash is refused by Email fields); the hash
+    is of the record id, so it says nothing about the person.
+    """
+    digest = hashlib.sha256(f"salesforce:{record_id}".encode()).hexdigest()[:12]
+    changes = dict(ANONYMISE[sobject])
+    if sobject in _NAMED:
+        changes |= {"FirstName": ANONYMISED, "LastName": ANONYMISED}
+    if sobject in _ADDRESSED:
+        changes[_ADDRESSED[sobject]] = f"anon-{digest}@{PLACEHOLDER_DOMAIN}"
+    return changes
+
+
+def lawful_basis(record_id: str, field: str, value: Any) -> LawfulBasis | None:
+    """A picklist or DataUseLegalBasis value in common terms; unmappable ones are reported
+    (the value is an option label, never personal data) and left unknown, never guessed."""
+    if not value:
+        return None
+    try:
+        return SALESFORCE_LEGAL_BASIS.from_vendor(str(value))
+    except Unmappable as unmappable:
+        log.warning(
+            "salesforce.unmappable_lawful_basis",
+            record_id=record_id,
+            field=field,
+            value=unmappable.value,
+        )
+        return None
+
+
+def _key(name: str, contact_point_type: str) -> tuple[str, str]:
+    return name.casefold(), contact_point_type.casefold()
+
+
+class RecordMapper:
+    """Rows of one org into ``CrmRecord``s, given the configured purposes and basis field."""
+
+    def __init__(self, purposes: Sequence[Purpose], lawful_basis_field: str | None) -> None:
+        self.purposes = {
+            _key(p.salesforce_data_use_purpose, p.salesforce_contact_point_type): p
+            for p in purposes
+            if p.salesforce_data_use_purpose
+        }
+        self.purpose_names = sorted(
+            {
+                p.salesforce_data_use_purpose
+                for p in self.purposes.values()
+                if p.salesforce_data_use_purpose
+            }
+        )
+        self.lawful_basis_field = lawful_basis_field
+        extra = (lawful_basis_field,) if lawful_basis_field else ()
+        self.person_fields = (*PERSON_FIELDS, *extra)
+
+    def purpose_of(self, row: Mapping[str, Any]) -> Purpose | None:
+        """The configured purpose a consent row stands for, if any."""
+        name = (row.get("DataUsePurpose") or {}).get("Name")
+        if not name:
+            return None
+        return self.purposes.get(_key(name, row.get("ContactPointType") or ""))
+
+    def consents(self, rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[Consent, ...]]:
+        """Each party's consents: per purpose, its latest row (by capture, else change)."""
+        latest: dict[tuple[str, str], Mapping[str, Any]] = {}
+        for row in rows:
+            purpose = self.purpose_of(row)
+            if purpose is None or not row.get("PartyId"):
+                continue
+            key = (str(row["PartyId"]), purpose.id)
+            if key not in latest or recorded_at(row) >= recorded_at(latest[key]):
+                latest[key] = row
+        by_party: dict[str, list[Consent]] = {}
+        for (party, purpose_id), row in sorted(latest.items(), key=lambda item: item[0]):
+            by_party.setdefault(party, []).append(self.consent(purpose_id, row))
+        return {party: tuple(consents) for party, consents in by_party.items()}
+
+    @staticmethod
+    def evidence(row: Mapping[str, Any]) -> Evidence:
+        source = row.get("CaptureSource")
+        return Evidence(
+            capture_source=None if source == BRIDGE_SOURCE else source,
+            captured_at=when(row.get("CaptureDate")),
+            double_opt_in_at=when(row.get("DoubleConsentCaptureDate")),
+        )
+
+    def consent(self, purpose_id: str, row: Mapping[str, Any]) -> Consent:
+        basis = ((row.get("DataUsePurpose") or {}).get("LegalBasis") or {}).get("Name")
+        return Consent(
+            purpose=purpose_id,
+            status=STATUS_READ.get(row.get("PrivacyConsentStatus") or "", ConsentStatus.UNKNOWN),
+            changed_at=when(row.get("CaptureDate")) or when(row.get("LastModifiedDate")),
+            source_system=System.SALESFORCE,
+            source_record=str(row["Id"]),
+            lawful_basis=lawful_basis(str(row["Id"]), "DataUseLegalBasis.Name", basis),
+            explanation=row.get("Name") or None,
+            evidence=self.evidence(row),
+        )
+
+    def person(
+        self,
+        row: Mapping[str, Any],
+        object_type: ObjectType,
+        consents: tuple[Consent, ...],
+        addresses: Sequence[str],
+    ) -> CrmRecord:
+        """A Contact or Lead, with what its Individual holds."""
+        record_id = str(row["Id"])
+        field = self.lawful_basis_field
+        individual = row.get("Individual") or {}
+        objects = any(individual.get(name) for name in OBJECTIONS)
+        return CrmRecord(
+            system=System.SALESFORCE,
+            object_type=object_type,
+            id=record_id,
+            emails=_distinct([row.get("Email"), *addresses]),
+            personal_fields=_personal(row),
+            lawful_basis=lawful_basis(record_id, field, row.get(field)) if field else None,
+            consents=consents,
+            opt_out=GlobalOptOut(
+                email=bool(row.get("HasOptedOutOfEmail")) or objects,
+                do_not_call=bool(row.get("DoNotCall")) or objects,
+                changed_at=_latest(row, individual, "LastModifiedDate"),
+                source_system=System.SALESFORCE,
+                source_record=record_id,
+            ),
+            modified_at=_latest(row, individual, "SystemModstamp"),
+        )
+
+    @staticmethod
+    def individual(
+        row: Mapping[str, Any], consents: tuple[Consent, ...], addresses: Sequence[str]
+    ) -> CrmRecord:
+        """An Individual no Contact or Lead points at: a person of its own."""
+        record_id = str(row["Id"])
+        objects = any(row.get(name) for name in OBJECTIONS)
+        return CrmRecord(
+            system=System.SALESFORCE,
+            object_type=ObjectType.INDIVIDUAL,
+            id=record_id,
+            emails=_distinct(addresses),
+            personal_fields=_personal(row),
+            consents=consents,
+            opt_out=GlobalOptOut(
+                email=objects,
+                do_not_call=objects,
+                changed_at=when(row.get("LastModifiedDate")),
+                source_system=System.SALESFORCE,
+                source_record=record_id,
+            ),
+            modified_at=when(row.get("SystemModstamp")),
+        )
+
+
+def _personal(row: Mapping[str, Any]) -> dict[str, str]:
+    return {name: row[key] for key, name in PERSONAL.items() if row.get(key)}
+
+
+def _distinct(emails: Iterable[str | None]) -> tuple[str, ...]:
+    """Each address once (the first spelling wins), empty ones left out."""
+    seen: dict[str, str] = {}
+    for email in emails:
+        if email and email.strip():
+            seen.setdefault(normalise_email(email), email)
+    return tuple(seen.values())
+
+
+def _latest(row: Mapping[str, Any], individual: Mapping[str, Any], field: str) -> datetime | None:
+    """The later of a record's and its Individual's timestamp."""
+    stamps = [t for t in (when(row.get(field)), when(individual.get(field))) if t]
+    return max(stamps, default=None)

@@ -1,0 +1,1118 @@
+"""The Salesforce adapter against its emulator: real simple-salesforce, real HTTP, in-process.
+
+``TestSalesforceConformance`` runs the generic suite (tests/adapters/conformance.py) through
+``SalesforceHarness``. The tests after it prove what only Salesforce has: 2,000-row query
+pages, people spread over Contact, Lead, Individual, contact points and consent rows, the
+session that expires mid-run, sObject Collections failing row by row, the recycle bin, the
+daily API quota, the four ways to log in, and the error table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceRefusedRequest
+from simple_salesforce.format import format_soql
+from simple_salesforce.login import SalesforceLogin
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bridge.adapters.base import (
+    ConsentWrite,
+    ErasureResult,
+    ErasureStatus,
+    LawfulBasisWrite,
+    NotFound,
+    Permanent,
+    RateLimited,
+    RecordRef,
+    Transient,
+    WriteStatus,
+    classify,
+)
+from bridge.adapters.salesforce import SalesforceAdapter
+from bridge.adapters.salesforce_records import STATUS_READ, placeholders
+from bridge.adapters.salesforce_transport import (
+    ERRORS,
+    SalesforceSession,
+    adapter_error,
+    in_lists,
+    sanitise,
+)
+from bridge.emulators.common import RunningServer, serve_in_thread
+from bridge.emulators.salesforce import SalesforceEmulatorConfig, create_app
+from bridge.errors import ConfigError
+from bridge.identity import link_subjects, normalise_email
+from bridge.model import (
+    ConsentStatus,
+    CrmRecord,
+    Evidence,
+    LawfulBasis,
+    ObjectType,
+    Purpose,
+    System,
+)
+from bridge.policies.lawful_basis import (
+    SALESFORCE_LEGAL_BASIS,
+    Unmappable,
+    salesforce_field_vocabulary,
+)
+from bridge.settings import SalesforceSettings
+from tests.adapters.conformance import AdapterConformance, Faults, Held, Person
+
+USERNAME, PASSWORD, TOKEN = "bridge@example.com", "password", "token"
+CONSUMER_KEY, CONSUMER_SECRET = "bridge-consumer-key", "bridge-consumer-secret"
+PURPOSES = (
+    Purpose(id="marketing", salesforce_data_use_purpose="Marketing"),
+    Purpose(id="product_updates", salesforce_data_use_purpose="Product Updates"),
+)
+SEED_STATUS = {
+    ConsentStatus.GRANTED: "OptIn",
+    ConsentStatus.WITHDRAWN: "OptOut",
+    ConsentStatus.UNKNOWN: "NotSeen",
+}
+SOAP_LOGIN = "POST /services/Soap/u/{version}"
+QUERY, QUERY_MORE = (
+    "GET /services/data/v{version}/query",
+    "GET /services/data/v{version}/query/{locator}",
+)
+PARTIES = ("Contact", "Lead", "Individual", "ContactPointEmail", "ContactPointTypeConsent")
+EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+
+
+def settings(url: str, **changes: Any) -> SalesforceSettings:
+    """Username-password-token login to the emulator at ``url``."""
+    values: dict[str, Any] = {
+        "base_url": url,
+        "username": USERNAME,
+        "password": SecretStr(PASSWORD),
+        "security_token": SecretStr(TOKEN),
+    }
+    return SalesforceSettings(**(values | changes))
+
+
+def stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SalesforceHarness:
+    """The conformance harness: the emulator's admin API behind the adapter's back.
+
+    A person is a Contact; one with consents or further addresses also gets an Individual,
+    its ContactPointTypeConsent rows and ContactPointEmail rows, all stamped alike.
+    """
+
+    purposes: Sequence[Purpose] = PURPOSES
+
+    def __init__(self, server: RunningServer, admin: httpx.Client) -> None:
+        self.server = server
+        self.admin = admin
+        self._adapters: list[SalesforceAdapter] = []
+        bases = {r["Name"]: r["Id"] for r in self.rows("DataUseLegalBasis")}
+        self.purpose_ids = dict(
+            zip(
+                (p.id for p in PURPOSES),
+                self.insert(
+                    {
+                        "attributes": {"type": "DataUsePurpose"},
+                        "Name": p.salesforce_data_use_purpose,
+                        "LegalBasisId": bases["Consent"],
+                        "CanDataSubjectOptOut": True,
+                    }
+                    for p in PURPOSES
+                ),
+                strict=True,
+            )
+        )
+
+    # -- the Harness protocol ----------------------------------------------------------------
+
+    def adapter(self, *, attempts: int = 8, **changes: Any) -> SalesforceAdapter:
+        adapter = SalesforceAdapter(
+            settings(self.server.url, **changes), PURPOSES, attempts=attempts, bulk_wait=0
+        )
+        self._adapters.append(adapter)
+        return adapter
+
+    def unauthorised_adapter(self) -> SalesforceAdapter:
+        return self.adapter(attempts=1, password=SecretStr("wrong"))
+
+    def ref(self, record_id: str) -> RecordRef:
+        return RecordRef(System.SALESFORCE, ObjectType.CONTACT.value, record_id)
+
+    def seed(self, people: Sequence[Person]) -> list[str]:
+        now = datetime.now(UTC)
+
+        def stamps(person: Person) -> dict[str, str]:
+            when = person.modified_at
+            names = ("CreatedDate", "LastModifiedDate", "SystemModstamp")
+            return dict.fromkeys(names, stamp(when)) if when else {}
+
+        wanting = [p for p in people if p.consents or p.additional_emails]
+        individuals = dict(
+            zip(
+                (id(p) for p in wanting),
+                self.insert(
+                    {
+                        "attributes": {"type": "Individual"},
+                        "FirstName": p.first_name,
+                        "LastName": p.last_name,
+                        **stamps(p),
+                    }
+                    for p in wanting
+                ),
+                strict=True,
+            )
+        )
+        contacts = self.insert(
+            {
+                "attributes": {"type": "Contact"},
+                "FirstName": p.first_name,
+                "LastName": p.last_name,
+                "Email": p.email,
+                "HasOptedOutOfEmail": p.opted_out,
+                "Lawful_Basis__c": SALESFORCE_LEGAL_BASIS.to_vendor(p.lawful_basis)
+                if p.lawful_basis
+                else None,
+                "IndividualId": individuals.get(id(p)),
+                **stamps(p),
+            }
+            for p in people
+        )
+        self.insert(
+            row
+            for p in wanting
+            for row in [
+                *(
+                    {
+                        "attributes": {"type": "ContactPointEmail"},
+                        "ParentId": individuals[id(p)],
+                        "EmailAddress": address,
+                        **stamps(p),
+                    }
+                    for address in p.additional_emails
+                ),
+                *(
+                    {
+                        "attributes": {"type": "ContactPointTypeConsent"},
+                        "PartyId": individuals[id(p)],
+                        "DataUsePurposeId": self.purpose_ids[purpose],
+                        "ContactPointType": "Email",
+                        "PrivacyConsentStatus": SEED_STATUS[status],
+                        "CaptureDate": stamp(p.modified_at or now),
+                        "CaptureSource": "sign-up form",
+                        **stamps(p),
+                    }
+                    for purpose, status in p.consents.items()
+                ),
+            ]
+        )
+        return contacts
+
+    def held(self, email: str) -> Held:
+        """Every live row reached by the address, and what they say, read from the admin API."""
+        rows = self.everything()
+        address = normalise_email(email)
+        people = [
+            r
+            for r in rows["Contact"] + rows["Lead"]
+            if normalise_email(r.get("Email") or "") == address
+        ]
+        points = [
+            r for r in rows["ContactPointEmail"] if normalise_email(r["EmailAddress"]) == address
+        ]
+        parties = {r["IndividualId"] for r in people if r["IndividualId"]}
+        parties |= {r["ParentId"] for r in points}
+        people += [
+            r
+            for r in rows["Contact"] + rows["Lead"]
+            if r["IndividualId"] in parties and r not in people
+        ]
+        consents = sorted(
+            (r for r in rows["ContactPointTypeConsent"] if r["PartyId"] in parties),
+            key=lambda r: r["CaptureDate"] or "",
+        )
+        purposes = {dup: purpose for purpose, dup in self.purpose_ids.items()}
+        bases = [r["Lawful_Basis__c"] for r in people if r.get("Lawful_Basis__c")]
+        live = {r["Id"] for r in rows["Individual"]} & parties
+        return Held(
+            record_ids=frozenset(
+                r["Id"]
+                for r in [
+                    *people,
+                    *points,
+                    *consents,
+                    *(r for r in rows["ContactPointEmail"] if r["ParentId"] in parties),
+                ]
+            )
+            | live,
+            consents={
+                purposes[r["DataUsePurposeId"]]: STATUS_READ[r["PrivacyConsentStatus"]]
+                for r in consents
+            },
+            opted_out=any(r["HasOptedOutOfEmail"] for r in people),
+            lawful_basis=SALESFORCE_LEGAL_BASIS.from_vendor(bases[0]) if bases else None,
+        )
+
+    def set_faults(self, faults: Faults | None) -> None:
+        if faults is None:
+            self.admin.delete("/__emulator/faults").raise_for_status()
+        else:
+            self.admin.put("/__emulator/faults", json=vars(faults)).raise_for_status()
+
+    # -- more of the emulator ----------------------------------------------------------------
+
+    def insert(self, rows: Any) -> list[str]:
+        body = {"records": list(rows)}
+        if not body["records"]:
+            return []
+        response = self.admin.post("/__emulator/records", json=body)
+        assert response.status_code == 201, response.text
+        ids: list[str] = response.json()["ids"]
+        return ids
+
+    def rows(self, sobject: str, *, deleted: bool = False) -> list[dict[str, Any]]:
+        params = {"type": sobject, "include_deleted": str(deleted).lower()}
+        records: list[dict[str, Any]] = self.admin.get("/__emulator/records", params=params).json()[
+            "records"
+        ]
+        return records
+
+    def everything(self) -> dict[str, list[dict[str, Any]]]:
+        response = self.admin.get("/__emulator/records", params={"include_deleted": "false"})
+        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in PARTIES}
+        for row in response.json()["records"]:
+            rows.setdefault(row["attributes"]["type"], []).append(row)
+        return rows
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = self.admin.get("/__emulator/state").json()
+        return state
+
+    def calls(self) -> dict[str, int]:
+        calls: dict[str, int] = self.admin.get("/__emulator/counters").json()["calls"]
+        return calls
+
+    def counters(self) -> dict[str, Any]:
+        counters: dict[str, Any] = self.admin.get("/__emulator/counters").json()
+        return counters
+
+    def reset_counters(self) -> None:
+        self.admin.delete("/__emulator/counters").raise_for_status()
+
+    def settings(self, **changes: Any) -> None:
+        self.admin.patch("/__emulator/settings", json=changes).raise_for_status()
+
+    def close(self) -> None:
+        for adapter in self._adapters:
+            adapter.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with serve_in_thread(create_app(SalesforceEmulatorConfig(strict_auth=True))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def admin(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture
+def harness(server: RunningServer, admin: httpx.Client) -> Iterator[SalesforceHarness]:
+    """An empty org with the two purposes' DataUsePurposes, no faults, counters at zero."""
+    admin.post("/__emulator/reset").raise_for_status()
+    admin.delete("/__emulator/faults").raise_for_status()
+    running = SalesforceHarness(server, admin)
+    running.reset_counters()
+    yield running
+    running.close()
+
+
+class TestSalesforceConformance(AdapterConformance):
+    """The generic adapter contract, held against the Salesforce emulator."""
+
+
+def contacts(count: int, prefix: str = "person") -> list[dict[str, Any]]:
+    return [
+        {
+            "attributes": {"type": "Contact"},
+            "LastName": f"P{n}",
+            "Email": f"{prefix}{n}@example.com",
+        }
+        for n in range(count)
+    ]
+
+
+def opt_out(record: CrmRecord) -> tuple[bool, bool]:
+    assert record.opt_out is not None
+    return record.opt_out.email, record.opt_out.do_not_call
+
+
+def withdraw(record_id: str, kind: str = "contact") -> ConsentWrite:
+    ref = RecordRef(System.SALESFORCE, kind, record_id)
+    return ConsentWrite(ref, f"{record_id}@example.com", None, ConsentStatus.WITHDRAWN)
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def calls_metric(operation: str) -> float:
+    labels = {"vendor": "salesforce", "operation": operation}
+    return REGISTRY.get_sample_value("bridge_adapter_calls_total", labels) or 0.0
+
+
+def test_full_read_pages_5000_contacts_in_the_fewest_calls(harness: SalesforceHarness) -> None:
+    ids = harness.insert(contacts(5000))
+    counted = calls_metric("read")
+    read = [r.id for r in harness.adapter().read()]
+    assert sorted(read) == sorted(ids)
+    calls = harness.calls()
+    # The login; consent rows, contact points, Contacts (3 pages of 2,000), Leads: no more.
+    assert (calls[QUERY], calls[QUERY_MORE], calls[SOAP_LOGIN]) == (4, 2, 1)
+    assert sum(calls.values()) == 7 == calls_metric("read") - counted
+
+
+def test_people_across_leads_contacts_and_cases_are_found_and_linked(
+    harness: SalesforceHarness,
+) -> None:
+    """One person as a Lead and two Contacts in different case; a converted Lead; an
+    address with a quote; a Contact without any address."""
+    ids = harness.insert(
+        [
+            {"attributes": {"type": "Contact"}, "LastName": "Pat", "Email": "Pat@Example.com"},
+            {"attributes": {"type": "Contact"}, "LastName": "Pat", "Email": "pat@example.com"},
+            {
+                "attributes": {"type": "Lead"},
+                "LastName": "Pat",
+                "Company": "Co",
+                "Email": "PAT@example.com",
+            },
+            {
+                "attributes": {"type": "Lead"},
+                "LastName": "Pat",
+                "Company": "Co",
+                "Email": "pat@example.com",
+                "IsConverted": True,
+                "Status": "Closed - Converted",
+            },
+            {
+                "attributes": {"type": "Contact"},
+                "LastName": "O'Brien",
+                "Email": "O'Brien@example.com",
+            },
+            {"attributes": {"type": "Contact"}, "LastName": "Nobody"},
+        ]
+    )
+    pat, lead, converted, quoted, silent = ids[:2], ids[2], ids[3], ids[4], ids[5]
+    adapter = harness.adapter()
+    records = {r.id: r for r in adapter.read()}
+    assert set(records) == {*pat, lead, quoted, silent}
+    assert records[silent].emails == () and records[lead].object_type is ObjectType.LEAD
+    found = adapter.find_by_emails(["pat@EXAMPLE.com"])
+    assert sorted(r.id for r in found) == sorted([*pat, lead])
+    [subject] = link_subjects(b"k" * 32, found)
+    assert len(subject.records) == 3
+    assert [r.id for r in adapter.find_by_emails(["o'brien@example.com"])] == [quoted]
+    targets = {t.id for t in adapter.erasure_targets(["pat@example.com"])}
+    assert targets == {*pat, lead, converted}
+    assert converted in json.dumps(adapter.export(["pat@example.com"]))
+
+
+def test_find_by_emails_cuts_in_lists_to_the_uri_limit(harness: SalesforceHarness) -> None:
+    wanted = [f"someone.with.a.rather.long.address.{n}@example.com" for n in range(1200)]
+    ids = harness.insert(contacts(3, "known"))
+    found = harness.adapter().find_by_emails([*wanted, "known1@example.com"])
+    assert [r.id for r in found] == [ids[1]]
+    assert harness.calls()[QUERY] > 3  # several IN lists per object, each within the limit
+
+
+@given(st.lists(st.text(min_size=1, max_size=60), max_size=80), st.integers(300, 3000))
+def test_in_lists_cover_every_value_within_the_budget(values: list[str], budget: int) -> None:
+    soql = "SELECT Id FROM Contact WHERE Email IN "
+    chunks = list(in_lists(soql, values, budget))
+    assert [v for chunk in chunks for v in chunk] == values
+    for chunk in chunks:
+        assert len(chunk) == 1 or len(quote_plus(soql + format_soql("{}", chunk))) <= budget
+
+
+def test_read_since_takes_changes_and_people_whose_consent_changed(
+    harness: SalesforceHarness,
+) -> None:
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=3), now - timedelta(minutes=5)
+    [untouched, consenting, edited] = harness.seed(
+        [
+            Person("untouched@example.com", modified_at=old),
+            Person(
+                "consenting@example.com",
+                modified_at=old,
+                consents={"marketing": ConsentStatus.GRANTED},
+            ),
+            Person("edited@example.com", modified_at=recent),
+        ]
+    )
+    [row] = [r for r in harness.rows("ContactPointTypeConsent")]
+    harness.insert(
+        [
+            {
+                "attributes": {"type": "ContactPointTypeConsent"},
+                "PartyId": row["PartyId"],
+                "DataUsePurposeId": harness.purpose_ids["product_updates"],
+                "ContactPointType": "Email",
+                "PrivacyConsentStatus": "OptOut",
+                "SystemModstamp": stamp(recent),
+            },
+            {
+                "attributes": {"type": "Contact"},
+                "LastName": "Gone",
+                "IsDeleted": True,
+                "LastModifiedDate": stamp(recent),
+            },
+        ]
+    )
+    adapter = harness.adapter()
+    changed = {r.id: r for r in adapter.read(since=now - timedelta(hours=1))}
+    assert set(changed) == {consenting, edited}
+    assert {c.purpose: c.status for c in changed[consenting].consents} == {
+        "marketing": ConsentStatus.GRANTED,
+        "product_updates": ConsentStatus.WITHDRAWN,
+    }
+    [deletion] = adapter.read_deleted(now - timedelta(hours=1))
+    assert deletion.record.object_type == "contact" and deletion.deleted_at is not None
+    with pytest.raises(Permanent, match="15 days"):
+        adapter.read_deleted(now - timedelta(days=16))
+    assert untouched not in changed
+
+
+# -- consent and lawful basis --------------------------------------------------------------------
+
+
+def test_opt_out_flags_and_individual_objections_round_trip(harness: SalesforceHarness) -> None:
+    [objecting] = harness.insert(
+        [{"attributes": {"type": "Individual"}, "LastName": "Obj", "HasOptedOutProcessing": True}]
+    )
+    ids = harness.insert(
+        [
+            {
+                "attributes": {"type": "Contact"},
+                "LastName": "C",
+                "Email": "c@example.com",
+                "DoNotCall": True,
+            },
+            {
+                "attributes": {"type": "Lead"},
+                "LastName": "L",
+                "Company": "Co",
+                "Email": "l@example.com",
+            },
+            {
+                "attributes": {"type": "Contact"},
+                "LastName": "O",
+                "Email": "o@example.com",
+                "IndividualId": objecting,
+            },
+        ]
+    )
+    contact, lead, objector = ids
+    adapter = harness.adapter()
+    before = {r.id: opt_out(r) for r in adapter.read()}
+    assert (before[contact], before[lead], before[objector]) == (
+        (False, True),
+        (False, False),
+        (True, True),
+    )
+    writes = [withdraw(contact), withdraw(lead, "lead")]
+    assert [o.status for o in adapter.write_consents(writes)] == [WriteStatus.DONE] * 2
+    after = {r.id: opt_out(r) for r in adapter.read()}
+    assert (after[contact], after[lead]) == ((True, True), (True, False))
+    assert {
+        r["Id"] for r in harness.rows("Lead") + harness.rows("Contact") if r["HasOptedOutOfEmail"]
+    } == {contact, lead}
+    grant = ConsentWrite(
+        RecordRef(System.SALESFORCE, "contact", objector),
+        "o@example.com",
+        None,
+        ConsentStatus.GRANTED,
+    )
+    [refused] = adapter.write_consents([grant])
+    assert refused.status is WriteStatus.NEEDS_SELF_SERVICE and "Don't Process" in refused.detail
+    regrant = ConsentWrite(
+        RecordRef(System.SALESFORCE, "lead", lead), "l@example.com", None, ConsentStatus.GRANTED
+    )
+    assert [o.status for o in adapter.write_consents([regrant])] == [WriteStatus.DONE]
+
+
+def test_purpose_consent_creates_the_individual_and_keeps_its_evidence(
+    harness: SalesforceHarness,
+) -> None:
+    """A Contact and a Lead of one address share one new Individual; the consent row carries
+    the capture source and dates, reads back as the same evidence, and repeats as ALREADY."""
+    contact, lead = harness.insert(
+        [
+            {"attributes": {"type": "Contact"}, "LastName": "Eve", "Email": "eve@example.com"},
+            {
+                "attributes": {"type": "Lead"},
+                "LastName": "Eve",
+                "Company": "Co",
+                "Email": "EVE@example.com",
+            },
+        ]
+    )
+    evidence = Evidence(
+        capture_source="double opt-in form",
+        captured_at=datetime(2025, 3, 1, 9, 30, tzinfo=UTC),
+        double_opt_in_at=datetime(2025, 3, 1, 9, 45, tzinfo=UTC),
+    )
+    writes = [
+        ConsentWrite(
+            RecordRef(System.SALESFORCE, kind, rid),
+            "eve@example.com",
+            "marketing",
+            ConsentStatus.GRANTED,
+            evidence=evidence,
+        )
+        for kind, rid in (("contact", contact), ("lead", lead))
+    ]
+    adapter = harness.adapter()
+    assert [o.status for o in adapter.write_consents(writes)] == [WriteStatus.DONE] * 2
+    [individual] = harness.rows("Individual")
+    assert "eve" not in json.dumps(individual).lower()  # no personal data copied into it
+    people = harness.rows("Contact") + harness.rows("Lead")
+    assert {r["IndividualId"] for r in people} == {individual["Id"]}
+    [row] = harness.rows("ContactPointTypeConsent")
+    assert (row["PrivacyConsentStatus"], row["CaptureSource"], row["PartyId"]) == (
+        "OptIn",
+        "double opt-in form",
+        individual["Id"],
+    )
+    for record in adapter.find_by_emails(["eve@example.com"]):
+        [consent] = record.consents
+        assert (consent.status, consent.evidence, consent.lawful_basis) == (
+            ConsentStatus.GRANTED,
+            evidence,
+            LawfulBasis.CONSENT,
+        )
+    assert [o.status for o in adapter.write_consents(writes)] == [WriteStatus.ALREADY] * 2
+    withdrawal = ConsentWrite(
+        writes[0].record, "eve@example.com", "marketing", ConsentStatus.WITHDRAWN
+    )
+    [done] = adapter.write_consents([withdrawal])
+    assert done.status is WriteStatus.DONE
+    [row] = harness.rows("ContactPointTypeConsent")
+    assert (row["PrivacyConsentStatus"], row["CaptureSource"]) == ("OptOut", "consent-bridge")
+    [record, _] = adapter.find_by_emails(["eve@example.com"])
+    [consent] = record.consents
+    assert consent.status is ConsentStatus.WITHDRAWN and not consent.evidence.is_active_act
+    assert (
+        len(harness.rows("Individual")) == 1 and len(harness.rows("ContactPointTypeConsent")) == 1
+    )
+
+
+def test_lawful_basis_reads_and_writes_the_orgs_own_options(harness: SalesforceHarness) -> None:
+    contact, odd, lead = harness.insert(
+        [
+            {"attributes": {"type": "Contact"}, "LastName": "A", "Lawful_Basis__c": "Contract"},
+            {"attributes": {"type": "Contact"}, "LastName": "B", "Lawful_Basis__c": "Because"},
+            {"attributes": {"type": "Lead"}, "LastName": "C", "Company": "Co"},
+        ]
+    )
+    adapter = harness.adapter()
+    bases = {r.id: r.lawful_basis for r in adapter.read()}
+    assert bases == {contact: LawfulBasis.CONTRACT, odd: None, lead: None}
+    writes = [
+        LawfulBasisWrite(
+            RecordRef(System.SALESFORCE, "lead", lead), LawfulBasis.LEGITIMATE_INTERESTS
+        ),
+        LawfulBasisWrite(RecordRef(System.SALESFORCE, "contact", contact), LawfulBasis.CONTRACT),
+        LawfulBasisWrite(RecordRef(System.SALESFORCE, "contact", odd), LawfulBasis.NOT_APPLICABLE),
+        LawfulBasisWrite(RecordRef(System.SALESFORCE, "individual", lead), LawfulBasis.CONSENT),
+    ]
+    outcomes = adapter.write_lawful_bases(writes)
+    assert [o.status for o in outcomes] == [
+        WriteStatus.DONE,
+        WriteStatus.ALREADY,
+        WriteStatus.FAILED,
+        WriteStatus.FAILED,
+    ]
+    assert "not_applicable" in outcomes[2].detail
+    [row] = harness.rows("Lead")
+    assert row["Lawful_Basis__c"] == "Legitimate Interests"
+
+
+def test_the_field_vocabulary_writes_the_orgs_spelling() -> None:
+    vocabulary = salesforce_field_vocabulary(
+        "Basis__c", ["Legitimate Interest", "Consent", "Something else"]
+    )
+    assert vocabulary.to_vendor(LawfulBasis.LEGITIMATE_INTERESTS) == "Legitimate Interest"
+    assert vocabulary.from_vendor("legitimate  INTERESTS") is LawfulBasis.LEGITIMATE_INTERESTS
+    with pytest.raises(Unmappable):
+        vocabulary.to_vendor(LawfulBasis.CONTRACT)
+    with pytest.raises(Unmappable):
+        vocabulary.from_vendor("Something else")
+
+
+@given(st.sampled_from(list(SALESFORCE_LEGAL_BASIS.written)))
+def test_every_written_legal_basis_reads_back(basis: LawfulBasis) -> None:
+    assert SALESFORCE_LEGAL_BASIS.from_vendor(SALESFORCE_LEGAL_BASIS.to_vendor(basis)) is basis
+
+
+# -- failures, faults, sessions, quota ------------------------------------------------------------
+
+
+class LockRows:
+    """Answers chosen rows of the first collections update UNABLE_TO_LOCK_ROW, as Salesforce
+    does when another transaction holds them; the other rows reach the emulator."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.locked: set[str] = set()
+        self.updates: list[list[str]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "PATCH"
+            or not path.endswith("/composite/sobjects")
+        ):
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        payload = json.loads(body)
+        ids = [row.get("Id") for row in payload["records"]]
+        self.updates.append(ids)
+        locked, self.locked = self.locked, set()
+        payload["records"] = [row for row in payload["records"] if row.get("Id") not in locked]
+        forwarded = json.dumps(payload).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        inner = dict(scope, headers=[*headers, (b"content-length", str(len(forwarded)).encode())])
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": forwarded, "more_body": False}
+
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            answer = iter(json.loads(b"".join(chunks)))
+            failure = {
+                "statusCode": "UNABLE_TO_LOCK_ROW",
+                "message": "unable to obtain exclusive access to this record",
+                "fields": [],
+            }
+            rows = [
+                {"id": i, "success": False, "errors": [failure]} if i in locked else next(answer)
+                for i in ids
+            ]
+            content = json.dumps(rows).encode()
+            headers = [(k, v) for k, v in start["headers"] if k != b"content-length"]
+            await send(
+                {**start, "headers": [*headers, (b"content-length", str(len(content)).encode())]}
+            )
+            await send({"type": "http.response.body", "body": content, "more_body": False})
+
+        await self.app(inner, replay, capture)
+
+
+def test_collections_report_failed_rows_retry_locked_ones_and_the_rest_stand() -> None:
+    locks = LockRows(create_app(SalesforceEmulatorConfig()))
+    with serve_in_thread(locks) as server, httpx.Client(base_url=server.url) as client:
+        harness = SalesforceHarness(server, client)
+        ids = harness.insert(contacts(10))
+        [converted] = harness.insert(
+            [
+                {
+                    "attributes": {"type": "Lead"},
+                    "LastName": "X",
+                    "Company": "Co",
+                    "IsConverted": True,
+                }
+            ]
+        )
+        locks.locked = {ids[2], ids[5]}
+        writes = [withdraw(i) for i in ids] + [withdraw(converted, "lead")]
+        outcomes = harness.adapter().write_consents(writes)
+        harness.close()
+        assert [o.status for o in outcomes] == [WriteStatus.DONE] * 10 + [WriteStatus.FAILED]
+        assert outcomes[-1].detail == "CANNOT_UPDATE_CONVERTED_LEAD"
+        assert locks.updates == [[*ids, converted], [ids[2], ids[5]]]
+        assert all(r["HasOptedOutOfEmail"] for r in harness.rows("Contact"))
+
+
+def test_a_failed_row_names_its_code_and_field_never_the_value(harness: SalesforceHarness) -> None:
+    [contact] = harness.insert(contacts(1))
+    long_source = "confirmed by jane.doe@example.com, +44 20 7946 0958, " * 6
+    write = ConsentWrite(
+        RecordRef(System.SALESFORCE, "contact", contact),
+        "person0@example.com",
+        "marketing",
+        ConsentStatus.GRANTED,
+        evidence=Evidence(capture_source=long_source, captured_at=datetime.now(UTC)),
+    )
+    [outcome] = harness.adapter().write_consents([write])
+    assert (outcome.status, outcome.detail) == (
+        WriteStatus.FAILED,
+        "STRING_TOO_LONG (CaptureSource)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "kept", "gone"),
+    [
+        (
+            "Email: invalid email address: jane@example.com",
+            "Email: invalid email address: …",
+            "jane",
+        ),
+        (
+            "Last Name: data value too large: Bartholomew (max length=80)",
+            "data value too large: …",
+            "Bartholomew",
+        ),
+        (
+            "Cannot deserialize instance of boolean from VALUE_STRING value Jane or request ...",
+            "value …",
+            "Jane",
+        ),
+        (
+            "\nSELECT Id FROM Contact WHERE Email = 'x@y.z\nERROR at Row:1:Column:40\n"
+            "unexpected token: 'x@y.z'",
+            "unexpected token: …",
+            "x@y.z",
+        ),
+    ],
+)
+def test_vendor_messages_lose_the_values_they_repeat(message: str, kept: str, gone: str) -> None:
+    assert kept in sanitise(message) and gone not in sanitise(message)
+
+
+def test_errors_keep_the_vendors_words_but_not_the_values_they_repeat() -> None:
+    body = [
+        {
+            "errorCode": "INVALID_EMAIL_ADDRESS",
+            "message": "Email: invalid email address: jane.doe@example.com",
+            "fields": ["Email"],
+        }
+    ]
+    url = "https://acme.my.salesforce.com/services/data/v59.0/query/?q=jane.doe%40example.com"
+    error = adapter_error(
+        "write", SalesforceMalformedRequest(url, 400, "query", body), quota_spent=False
+    )
+    assert isinstance(error, Permanent)
+    assert str(error) == (
+        "salesforce: write: 400 INVALID_EMAIL_ADDRESS (Email): Email: invalid email address: …"
+    )
+    limited = [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}]
+    spent = SalesforceRefusedRequest(url, 403, "query", limited)
+    assert "daily API quota exhausted" in str(adapter_error("read", spent, quota_spent=True))
+    assert isinstance(adapter_error("read", spent, quota_spent=False), RateLimited)
+
+
+def test_the_error_table_maps_salesforce_answers() -> None:
+    assert classify(ERRORS, 404, "ENTITY_IS_DELETED") is NotFound
+    assert classify(ERRORS, 400, "FIELD_CUSTOM_VALIDATION_EXCEPTION") is Permanent
+    assert classify(ERRORS, None, "UNABLE_TO_LOCK_ROW") is Transient
+    assert classify(ERRORS, 503, "SERVER_UNAVAILABLE") is Transient
+    assert classify(ERRORS, 403, "REQUEST_LIMIT_EXCEEDED") is RateLimited
+    assert classify(ERRORS, 403, "REQUEST_LIMIT_EXCEEDED/daily") is Permanent
+    assert classify(ERRORS, 401, "INVALID_SESSION_ID") is Permanent
+
+
+def answered(counters: dict[str, Any], route: str) -> int:
+    """Calls on matching routes that reached the emulator's logic: all of them, less the
+    ones it failed on purpose (faults only ever hit the routes under test)."""
+    assert counters["injected"], "no fault was injected"
+    calls = counters["calls"]
+    reached = sum(n for key, n in calls.items() if route in key and "(dropped)" not in key)
+    return reached - int(counters["injected"].get("error", 0))
+
+
+def test_reads_each_record_once_and_writes_each_batch_once_under_20_percent_faults(
+    harness: SalesforceHarness,
+) -> None:
+    ids = harness.insert(contacts(4500))
+    adapter = harness.adapter()
+    harness.admin.put(
+        "/__emulator/faults",
+        json={
+            "error_rate": 0.1,
+            "drop_rate": 0.1,
+            "seed": 3,
+            "endpoints": ["GET /services/data/*"],
+        },
+    ).raise_for_status()
+    read = [r.id for r in adapter.read()]
+    assert sorted(read) == sorted(ids)
+    # Every page fetched once: 3 of Contacts, one of each other object. (A call the emulator
+    # fails is counted too, as is one it drops, under a key of its own.)
+    assert answered(harness.counters(), "GET ") == 4 + 2
+    harness.reset_counters()
+    harness.admin.put(
+        "/__emulator/faults",
+        json={
+            "error_rate": 0.1,
+            "drop_rate": 0.1,
+            "seed": 5,
+            "endpoints": ["* */composite/sobjects"],
+        },
+    ).raise_for_status()
+    writes = [
+        ConsentWrite(
+            RecordRef(System.SALESFORCE, "contact", i),
+            f"person{n}@example.com",
+            "marketing",
+            ConsentStatus.GRANTED,
+        )
+        for n, i in enumerate(ids[:300])
+    ]
+    assert {o.status for o in adapter.write_consents(writes)} == {WriteStatus.DONE}
+    # Individuals created, Contacts linked, consent rows created: two batches of 200 each.
+    assert answered(harness.counters(), "composite/sobjects") == 6
+    harness.set_faults(None)
+    assert len(harness.rows("Individual")) == 300 == len(harness.rows("ContactPointTypeConsent"))
+    assert len({r["IndividualId"] for r in harness.rows("Contact") if r["IndividualId"]}) == 300
+
+
+def test_an_expired_session_is_renewed_once_and_the_read_continues(
+    harness: SalesforceHarness,
+) -> None:
+    ids = harness.insert(contacts(4100))
+    records = harness.adapter().read()
+    first = [next(records)]
+    assert harness.admin.post("/__emulator/sessions/expire").json() == {"expired": 1}
+    rest = [r.id for r in records]
+    assert sorted([first[0].id, *rest]) == sorted(ids)
+    assert harness.calls()[SOAP_LOGIN] == 2
+
+
+def test_a_session_refused_right_after_login_stops_instead_of_looping(
+    harness: SalesforceHarness,
+) -> None:
+    harness.settings(session_lifetime_seconds=0.001)
+    with pytest.raises(Permanent, match="right after a fresh login"):
+        list(harness.adapter(attempts=3).read())
+    assert harness.calls()[SOAP_LOGIN] == 2
+
+
+def test_a_given_session_is_used_and_never_renewed(harness: SalesforceHarness) -> None:
+    session = SalesforceSession(harness.server.url, 10, lambda: None, lambda _: None)
+    session_id, _ = SalesforceLogin(
+        username=USERNAME, password=PASSWORD, security_token=TOKEN, session=session
+    )
+    given = SalesforceSettings(
+        base_url=harness.server.url,
+        instance_url="https://acme.my.salesforce.com",
+        session_id=SecretStr(session_id),
+    )
+    adapter = SalesforceAdapter(given, PURPOSES, attempts=1)
+    [record_id] = harness.insert(contacts(1))
+    assert [r.id for r in adapter.find_by_emails(["person0@example.com"])] == [record_id]
+    harness.admin.post("/__emulator/sessions/expire").raise_for_status()
+    with pytest.raises(Permanent, match="cannot be renewed"):
+        adapter.find_by_emails(["person0@example.com"])
+    adapter.close()
+
+
+def test_every_configured_login_mode_reaches_the_org(
+    harness: SalesforceHarness, tmp_path: Path
+) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "salesforce.key"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    modes = [
+        {"consumer_key": CONSUMER_KEY, "private_key_file": pem, "password": None},
+        {"consumer_key": CONSUMER_KEY, "consumer_secret": SecretStr(CONSUMER_SECRET)},
+        {
+            "username": None,
+            "password": None,
+            "consumer_key": CONSUMER_KEY,
+            "consumer_secret": SecretStr(CONSUMER_SECRET),
+            "domain": "acme.my",
+        },
+    ]
+    [record_id] = harness.insert(contacts(1))
+    for mode in modes:
+        found = harness.adapter(**mode).find_by_emails(["person0@example.com"])
+        assert [r.id for r in found] == [record_id]
+    assert harness.calls()["POST /services/oauth2/token"] == 3
+    with pytest.raises(ConfigError, match="My Domain"):
+        harness.adapter(
+            username=None, password=None, consumer_key="k", consumer_secret=SecretStr("s")
+        )
+    with pytest.raises(ConfigError, match="no credentials"):
+        harness.adapter(username=None)
+
+
+def test_the_bridge_stops_before_the_daily_quota_with_a_clear_message(
+    harness: SalesforceHarness,
+) -> None:
+    harness.insert(contacts(10))
+    harness.settings(api_requests_used=14_247)
+    adapter = harness.adapter()
+    with pytest.raises(Permanent, match="daily API quota nearly exhausted") as stopped:
+        list(adapter.read())
+    assert "14250 of 15000" in str(stopped.value)
+    assert harness.state()["settings"]["api_requests_used"] == 14_250  # not one call more
+
+
+def test_a_spent_quota_is_permanent_and_a_momentary_limit_is_retried(
+    harness: SalesforceHarness,
+) -> None:
+    harness.insert(contacts(3))
+    harness.set_faults(Faults(burst_429=2))
+    assert len(list(harness.adapter().read())) == 3
+    harness.set_faults(None)
+    harness.settings(api_requests_used=15_000)
+    with pytest.raises(Permanent, match="daily API quota exhausted"):
+        list(harness.adapter(api_quota_reserve=0).read())
+
+
+# -- erasure and export -----------------------------------------------------------------------
+
+
+def seed_person(harness: SalesforceHarness) -> list[str]:
+    """A Contact with an Individual, a further address and a consent row."""
+    return harness.seed(
+        [
+            Person(
+                "gone@example.com",
+                additional_emails=("alias@example.com",),
+                first_name="Siobhán",
+                last_name="O'Brien",
+                consents={"marketing": ConsentStatus.GRANTED},
+            ),
+            Person("stays@example.com"),
+        ]
+    )
+
+
+def erase_all(adapter: SalesforceAdapter) -> list[ErasureResult]:
+    """Erase (delete) the seeded person, reached by the further address only."""
+    targets = adapter.erasure_targets(["alias@example.com"])
+    assert [t.object_type for t in targets] == [
+        "contact_point_type_consent",
+        "contact_point_email",
+        "contact",
+        "individual",
+    ]
+    return [adapter.erase(t, "delete") for t in targets]
+
+
+def test_erasure_with_hard_delete_never_passes_the_recycle_bin(harness: SalesforceHarness) -> None:
+    seed_person(harness)
+    harness.settings(hard_delete_permission=True)
+    results = erase_all(harness.adapter())
+    assert {r.status for r in results} == {ErasureStatus.ERASED}
+    assert all("hard-deleted" in r.detail for r in results)
+    state = harness.state()
+    assert state["recycle_bin"] == [] and len(state["hard_deleted"]) == 4
+    assert harness.held("gone@example.com").record_ids == frozenset()
+
+
+def test_erasure_without_hard_delete_empties_the_recycle_bin(harness: SalesforceHarness) -> None:
+    seed_person(harness)
+    adapter = harness.adapter()
+    results = erase_all(adapter)
+    assert {r.status for r in results} == {ErasureStatus.ERASED}
+    state = harness.state()
+    assert state["recycle_bin"] == [] and len(state["hard_deleted"]) == 4
+    assert harness.calls()["POST /services/data/v{version}/jobs/ingest"] == 1  # tried once
+    again = [adapter.erase(r.target, "delete") for r in results]
+    assert {r.status for r in again} == {ErasureStatus.ALREADY_GONE}
+
+
+def test_erasure_without_any_purge_says_the_rows_sit_in_the_recycle_bin(
+    harness: SalesforceHarness,
+) -> None:
+    seed_person(harness)
+    results = erase_all(harness.adapter(empty_recycle_bin=False))
+    assert {r.status for r in results} == {ErasureStatus.IN_RECYCLE_BIN}
+    assert all("recycle bin for 15 days" in r.detail for r in results)
+    assert len(harness.state()["recycle_bin"]) == 4
+    assert harness.held("gone@example.com").record_ids == frozenset()
+
+
+def test_anonymisation_writes_placeholders_salesforce_accepts(harness: SalesforceHarness) -> None:
+    [contact, _] = seed_person(harness)
+    [converted] = harness.insert(
+        [
+            {
+                "attributes": {"type": "Lead"},
+                "LastName": "O'Brien",
+                "Company": "Co",
+                "Email": "alias@example.com",
+                "IsConverted": True,
+            }
+        ]
+    )
+    adapter = harness.adapter()
+    targets = adapter.erasure_targets(["alias@example.com"])
+    results = {t.id: adapter.erase(t, "anonymize") for t in targets}
+    assert results[converted].status is ErasureStatus.ERASED
+    assert "converted lead" in results[converted].detail
+    assert {r.status for i, r in results.items() if i != converted} == {ErasureStatus.ANONYMIZED}
+    [row] = [r for r in harness.rows("Contact") if r["Id"] == contact]
+    assert (row["FirstName"], row["LastName"]) == ("Anonymised", "Anonymised")
+    for address in [row["Email"], *(r["EmailAddress"] for r in harness.rows("ContactPointEmail"))]:
+        assert EMAIL.match(address) and len(address) <= 80
+        assert not re.fullmatch(r"[0-9a-f]{32,}", address.split("@")[0])
+    assert "Brien" not in json.dumps(harness.everything())
+    assert adapter.find_by_emails(["gone@example.com", "alias@example.com"]) == []
+    assert placeholders("Contact", contact) == placeholders("Contact", contact)  # idempotent
+
+
+def test_export_holds_every_field_of_every_row_of_the_person(harness: SalesforceHarness) -> None:
+    [contact, _] = seed_person(harness)
+    exported = harness.adapter().export(["ALIAS@example.com"])
+    records = exported["records"]
+    assert {name: len(rows) for name, rows in records.items()} == {
+        "Contact": 1,
+        "Lead": 0,
+        "ContactPointEmail": 1,
+        "ContactPointTypeConsent": 1,
+        "Individual": 1,
+    }
+    [person] = records["Contact"]
+    assert (person["Id"], person["Email"], person["FirstName"]) == (
+        contact,
+        "gone@example.com",
+        "Siobhán",
+    )
+    assert "ShouldForget" in records["Individual"][0]
+    assert json.loads(json.dumps(exported)) == exported
