@@ -27,6 +27,7 @@ from bridge.logs import get_logger
 from bridge.model import AuditEvent
 from bridge.settings import Settings, load_settings
 from bridge.store.db import Store, safe_url
+from bridge.sync.erasure import COMPLETED, Erasure
 
 app = typer.Typer(
     name="bridge",
@@ -56,6 +57,20 @@ class Context:
             self._settings = load_settings(self.config)
             configure_logging(self._settings.log_level)
         return self._settings
+
+    def erasure(self) -> Erasure:
+        """The erasure service over every configured CRM."""
+        from cryptography.fernet import Fernet
+
+        from bridge.adapters import connect
+
+        settings = self.settings
+        return Erasure(
+            self.store(),
+            connect(settings),
+            Fernet(settings.require_encryption_key()),
+            settings.require_pseudonym_key(),
+        )
 
     def store(self, *, current_schema: bool = True) -> Store:
         if self._store is None:
@@ -150,6 +165,116 @@ def audit_command(
             (event["subject_ref"] or "")[:12],
         )
     out.print(table)
+
+
+class Mode(StrEnum):
+    DELETE = "delete"
+    ANONYMIZE = "anonymize"
+
+
+@app.command("erase")
+def erase(
+    ctx: typer.Context,
+    emails: Annotated[list[str] | None, typer.Argument(help="One request per address.")] = None,
+    mode: Annotated[Mode, typer.Option(help="Delete records, or anonymise them.")] = Mode.DELETE,
+    reason: Annotated[str | None, typer.Option(help="Why (no personal data).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be erased.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Store and plan; run later.")] = False,
+    receipt: Annotated[str | None, typer.Option(help="Print a request's receipt.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Erase people everywhere (GDPR Art. 17), verify, and keep them erased."""
+    service = ctx.obj.erasure()
+    if receipt:
+        _print_json(service.receipt(receipt))
+        return
+    if not emails:
+        raise ConfigError(["erase: give at least one EMAIL, or --receipt ID"])
+    if dry_run:
+        targets = [t for email in emails for t in service.dry_run([email])]
+        listed = [
+            {"system": t.system.value, "object_type": t.object_type, "record_id": t.id}
+            for t in targets
+        ]
+        if as_json:
+            _print_json({"targets": listed})
+        else:
+            for target in listed:
+                what = target["record_id"] or "(address, blocklisted)"
+                line = f"would erase {target['system']} {target['object_type']} {what}"
+                out.print(line, markup=False)
+        return
+    views = []
+    for email in emails:
+        request_id = service.submit([email], mode.value, reason, "cli")
+        if no_wait:
+            service.plan(request_id)
+            views.append(service.view(request_id))
+        else:
+            views.append(service.run(request_id))
+    _render_requests(views, as_json)
+    if not no_wait and any(view["status"] != COMPLETED for view in views):
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="Any email of the person.")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write here, not stdout.")] = None,
+) -> None:
+    """Everything held about a person, in every system, as one JSON document (Art. 15/20)."""
+    from bridge.adapters import connect
+    from bridge.sync.rights import export_subject
+
+    context: Context = ctx.obj
+    settings = context.settings
+    document = export_subject(
+        context.store(), connect(settings), settings.require_pseudonym_key(), [email]
+    )
+    text = json.dumps(document, ensure_ascii=False, indent=2, default=str)
+    if out_file is None:
+        print(text)
+    else:
+        out_file.write_text(text + "\n", encoding="utf-8")
+        out_file.chmod(0o600)  # personal data: readable by its owner only
+
+
+@app.command("requests")
+def requests_command(
+    ctx: typer.Context,
+    overdue: Annotated[bool, typer.Option("--overdue", help="Only overdue requests.")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Only failed requests.")] = False,
+    retry: Annotated[str | None, typer.Option(help="Retry a request's failed steps.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """List erasure requests and their state, or retry one."""
+    service = ctx.obj.erasure()
+    if retry:
+        view = service.retry(retry)
+        _render_requests([view], as_json)
+        if view["status"] != COMPLETED:
+            raise typer.Exit(1)
+        return
+    _render_requests(service.requests(overdue=overdue, failed=failed), as_json)
+
+
+def _render_requests(views: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        _print_json({"requests": views})
+        return
+    for view in views:
+        flag = " OVERDUE" if view["overdue"] else ""
+        out.print(f"request {view['id']}: {view['status']}{flag} (due {view['due_at'][:10]})")
+        for system, entry in sorted(view["systems"].items()):
+            objects = ", ".join(
+                f"{kind} " + "/".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+                for kind, counts in sorted(entry["objects"].items())
+            )
+            out.print(f"  {system}: {objects}", markup=False)
+        for failure in view["failures"]:
+            line = f"  failed {failure['system']} {failure['object_type']}: {failure['reason']}"
+            out.print(line, markup=False)
 
 
 @app.command("serve")

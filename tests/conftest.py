@@ -11,12 +11,19 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
+from bridge.emulators.common import serve_in_thread
+from bridge.emulators.hubspot import create_app as hubspot_emulator
+from bridge.emulators.salesforce import create_app as salesforce_emulator
+from bridge.model import Purpose
+from bridge.settings import HubSpotSettings, SalesforceSettings, Settings
 from bridge.store.db import Store
 
 POSTGRES_URL = os.environ.get("BRIDGE_TEST_POSTGRES_URL")
@@ -118,3 +125,70 @@ def bridge(tmp_path: Path) -> BridgeCli:
         "BRIDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'bridge.db'}",
     }
     return BridgeCli(cwd=tmp_path, env=env)
+
+
+PURPOSES = [
+    Purpose(id="marketing_email", hubspot_subscription_id="1",
+            salesforce_data_use_purpose="Marketing"),
+    Purpose(id="product_updates", hubspot_subscription_id="2",
+            salesforce_data_use_purpose="Product Updates"),
+]  # fmt: skip
+
+
+@dataclass
+class Crms:
+    """Both emulators, their admin APIs, and bridge settings aimed at them."""
+
+    hubspot: httpx.Client
+    salesforce: httpx.Client
+    settings: Settings
+
+    def env(self) -> dict[str, str]:
+        """The same settings as environment variables, for the CLI as a subprocess."""
+        return {
+            "BRIDGE_HUBSPOT__BASE_URL": self.settings.hubspot.base_url,
+            "BRIDGE_HUBSPOT__ACCESS_TOKEN": "pat-test",
+            "BRIDGE_SALESFORCE__BASE_URL": str(self.settings.salesforce.base_url),
+            "BRIDGE_SALESFORCE__USERNAME": "bridge@example.com",
+            "BRIDGE_SALESFORCE__PASSWORD": "password",
+            "BRIDGE_SALESFORCE__SECURITY_TOKEN": "token",
+            "BRIDGE_ENCRYPTION_KEY": str(self.settings.encryption_key.get_secret_value())
+            if self.settings.encryption_key
+            else "",
+        }
+
+    def seed_salesforce(self, sobject: str, **fields: Any) -> str:
+        reply = self.salesforce.post(
+            "/__emulator/records", json={"records": [{"attributes": {"type": sobject}, **fields}]}
+        )
+        reply.raise_for_status()
+        return str(reply.json()["ids"][0])
+
+    def seed_hubspot(self, **contact: Any) -> str:
+        reply = self.hubspot.post("/__emulator/seed", json={"contacts": [contact]})
+        reply.raise_for_status()
+        return str(reply.json()["contacts"][0]["id"])
+
+
+@pytest.fixture
+def crms(database_url: str) -> Iterator[Crms]:
+    with (
+        serve_in_thread(hubspot_emulator()) as hubspot,
+        serve_in_thread(salesforce_emulator()) as salesforce,
+        httpx.Client(base_url=hubspot.url, timeout=10) as hubspot_admin,
+        httpx.Client(base_url=salesforce.url, timeout=10) as salesforce_admin,
+    ):
+        settings = Settings(
+            database_url=database_url,
+            pseudonym_key=PSEUDONYM_KEY,
+            encryption_key=Fernet.generate_key().decode(),
+            hubspot=HubSpotSettings(access_token="pat-test", base_url=hubspot.url),
+            salesforce=SalesforceSettings(
+                base_url=salesforce.url,
+                username="bridge@example.com",
+                password="password",
+                security_token="token",
+            ),
+            purposes=PURPOSES,
+        )
+        yield Crms(hubspot_admin, salesforce_admin, settings)

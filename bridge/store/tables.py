@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -62,4 +63,51 @@ inbox = Table(
     Column("processed_at", String(32)),
     UniqueConstraint("source", "event_key", name="uq_inbox_source_event_key"),
     Index("ix_inbox_claim", "status", "available_at"),
+)
+
+# Erasure requests (GDPR Art. 17). The subject's emails are held encrypted while the request
+# runs and destroyed when it completes; the receipt that remains holds no personal data.
+erasure_requests = Table(
+    "erasure_requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("subject_ref", String(64), nullable=False, index=True),
+    Column("emails_encrypted", LargeBinary),
+    Column("mode", String(10), nullable=False),
+    Column("reason", Text),
+    Column("trigger", String(50), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("received_at", String(32), nullable=False),
+    Column("due_at", String(32), nullable=False),
+    Column("completed_at", String(32)),
+    Column("receipt", Text),
+)
+
+# One step per system and record (or address) to erase; claimed with a lease like the inbox.
+erasure_steps = Table(
+    "erasure_steps",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("request_id", String(36), ForeignKey("erasure_requests.id"), nullable=False),
+    Column("target_key", String(200), nullable=False),
+    Column("system", String(20), nullable=False),
+    Column("object_type", String(50), nullable=False),
+    Column("record_id", String(100)),
+    Column("email_ref", String(64)),
+    Column("status", String(20), nullable=False),
+    Column("outcome", String(30)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("available_at", String(32)),
+    Column("last_error", Text),
+    Column("finished_at", String(32)),
+    UniqueConstraint("request_id", "target_key", name="uq_erasure_steps_target"),
+)
+
+# Pseudonyms of every email of every erased subject: never synced, linked or re-created.
+suppression = Table(
+    "suppression",
+    metadata,
+    Column("subject_ref", String(64), primary_key=True),
+    Column("request_id", String(36), nullable=False),
+    Column("added_at", String(32), nullable=False),
 )

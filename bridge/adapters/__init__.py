@@ -1,0 +1,30 @@
+"""The CRM adapters, and the one place that decides which of them the settings configure."""
+
+from __future__ import annotations
+
+from bridge.adapters.base import CrmAdapter
+from bridge.errors import ConfigError
+from bridge.model import System
+from bridge.settings import Settings
+
+
+def connect(settings: Settings) -> dict[System, CrmAdapter]:
+    """An adapter for each CRM with credentials in the settings; none at all is an error."""
+    from bridge.adapters.hubspot import HubSpotAdapter
+    from bridge.adapters.salesforce import SalesforceAdapter
+
+    adapters: dict[System, CrmAdapter] = {}
+    if settings.hubspot.access_token is not None:
+        adapters[System.HUBSPOT] = HubSpotAdapter(settings.hubspot, settings.purposes)
+    sf = settings.salesforce
+    if sf.username or sf.consumer_key or sf.session_id:
+        adapters[System.SALESFORCE] = SalesforceAdapter(sf, settings.purposes)
+    if not adapters:
+        raise ConfigError(
+            [
+                "crm: no CRM configured; set BRIDGE_HUBSPOT__ACCESS_TOKEN and/or Salesforce "
+                "credentials (BRIDGE_SALESFORCE__USERNAME with __PASSWORD and __SECURITY_TOKEN, "
+                "or __CONSUMER_KEY, or __SESSION_ID with instance_url)"
+            ]
+        )
+    return adapters

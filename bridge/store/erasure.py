@@ -1,0 +1,103 @@
+"""SQL for erasure requests, their steps, and the suppression list."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from bridge.store import leases
+from bridge.store.db import Store, insert_or_skip
+from bridge.store.tables import erasure_requests, erasure_steps, suppression
+
+
+def add_request(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(insert(erasure_requests).values(**row))
+
+
+def open_request_for(conn: Connection, subject_ref: str) -> str | None:
+    """The id of a request for this subject that has not completed, if any."""
+    query = select(erasure_requests.c.id).where(
+        erasure_requests.c.subject_ref == subject_ref, erasure_requests.c.status != "completed"
+    )
+    return conn.execute(query.order_by(erasure_requests.c.received_at).limit(1)).scalar()
+
+
+def update_request(conn: Connection, request_id: str, **values: Any) -> None:
+    conn.execute(
+        update(erasure_requests).where(erasure_requests.c.id == request_id).values(**values)
+    )
+
+
+def request(store: Store, request_id: str) -> dict[str, Any] | None:
+    with store.engine.connect() as conn:
+        row = (
+            conn.execute(select(erasure_requests).where(erasure_requests.c.id == request_id))
+            .mappings()
+            .first()
+        )
+    return dict(row) if row else None
+
+
+def requests(store: Store, statuses: Collection[str] | None = None) -> list[dict[str, Any]]:
+    query = select(erasure_requests).order_by(erasure_requests.c.received_at)
+    if statuses is not None:
+        query = query.where(erasure_requests.c.status.in_(list(statuses)))
+    with store.engine.connect() as conn:
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def add_steps(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert steps, skipping any the request already has (planning may run again)."""
+    if not rows:
+        return
+    conn.execute(
+        insert_or_skip(conn, erasure_steps, ["request_id", "target_key"]),
+        [{**row, "status": leases.PENDING, "attempts": 0} for row in rows],
+    )
+
+
+def steps(store: Store, request_id: str) -> list[dict[str, Any]]:
+    query = select(erasure_steps).where(erasure_steps.c.request_id == request_id)
+    with store.engine.connect() as conn:
+        return [dict(row) for row in conn.execute(query.order_by(erasure_steps.c.id)).mappings()]
+
+
+def claim_steps(
+    store: Store, request_id: str, now: str, lease_until: str, limit: int
+) -> list[dict[str, Any]]:
+    where = erasure_steps.c.request_id == request_id
+    return leases.claim(store, erasure_steps, where, now, lease_until, limit)
+
+
+def settle_step(store: Store, step_id: int, **values: Any) -> None:
+    leases.settle(store, erasure_steps, step_id, **values)
+
+
+def reset_dead_steps(conn: Connection, request_id: str) -> int:
+    """Give permanently failed steps another try (``bridge requests --retry``)."""
+    result = conn.execute(
+        update(erasure_steps)
+        .where(erasure_steps.c.request_id == request_id, erasure_steps.c.status == leases.DEAD)
+        .values(status=leases.PENDING, available_at=None, attempts=0)
+    )
+    return int(result.rowcount or 0)
+
+
+def suppress(conn: Connection, refs: Collection[str], request_id: str, now: str) -> None:
+    if not refs:
+        return
+    conn.execute(
+        insert_or_skip(conn, suppression, ["subject_ref"]),
+        [{"subject_ref": ref, "request_id": request_id, "added_at": now} for ref in refs],
+    )
+
+
+def suppressed(store: Store, refs: Collection[str]) -> set[str]:
+    """Which of these pseudonyms belong to erased people."""
+    if not refs:
+        return set()
+    query = select(suppression.c.subject_ref).where(suppression.c.subject_ref.in_(list(refs)))
+    with store.engine.connect() as conn:
+        return {row[0] for row in conn.execute(query)}
