@@ -70,6 +70,7 @@ class Context:
             connect(settings),
             Fernet(settings.require_encryption_key()),
             settings.require_pseudonym_key(),
+            holds=settings.erasure.legal_holds,
         )
 
     def store(self, *, current_schema: bool = True) -> Store:
@@ -191,10 +192,16 @@ def erase(
     if not emails:
         raise ConfigError(["erase: give at least one EMAIL, or --receipt ID"])
     if dry_run:
-        targets = [t for email in emails for t in service.dry_run([email])]
+        planned = [p for email in emails for p in service.dry_run([email])]
         listed = [
-            {"system": t.system.value, "object_type": t.object_type, "record_id": t.id}
-            for t in targets
+            {
+                "system": t.system.value,
+                "object_type": t.object_type,
+                "record_id": t.id,
+                "legal_hold": hold.name if hold else None,
+                "action": hold.action if hold else mode.value,
+            }
+            for t, hold in planned
         ]
         if as_json:
             _print_json({"targets": listed})
@@ -202,6 +209,8 @@ def erase(
             for target in listed:
                 what = target["record_id"] or "(address, blocklisted)"
                 line = f"would erase {target['system']} {target['object_type']} {what}"
+                if target["legal_hold"]:
+                    line += f": held by {target['legal_hold']}, {target['action']} instead"
                 out.print(line, markup=False)
         return
     views = []
@@ -240,16 +249,80 @@ def export(
         out_file.chmod(0o600)  # personal data: readable by its owner only
 
 
+@app.command("rectify")
+def rectify(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="Any email of the person.")],
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="FIELD=VALUE, repeatable; FIELD from rectify.fields.", show_default=False
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Correct a person's data in every record of every system (Art. 16); audited."""
+    from bridge.adapters import connect
+    from bridge.sync.rights import rectify_subject
+
+    changes = _parse_sets(sets)
+    context: Context = ctx.obj
+    settings = context.settings
+    records = rectify_subject(
+        context.store(),
+        connect(settings),
+        settings.require_pseudonym_key(),
+        [email],
+        changes,
+        settings.rectify.fields,
+    )["records"]
+    if as_json:
+        _print_json({"records": records})
+    elif not records:
+        out.print("no record of this person in any system: nothing corrected", markup=False)
+    else:
+        for record in records:
+            where = (record["system"], record["object_type"], record["record_id"])
+            detail = f": {record['detail']}" if record["detail"] else ""
+            line = f"{' '.join(w for w in where if w)}: {record['status']}{detail}"
+            out.print(line, markup=False, highlight=False)
+    if not records or any(r["status"] not in ("done", "already") for r in records):
+        raise typer.Exit(1)
+
+
+def _parse_sets(sets: list[str] | None) -> dict[str, str]:
+    """``--set FIELD=VALUE`` options as a mapping; a problem never repeats a value."""
+    if not sets:
+        raise ConfigError(["rectify: nothing to correct; give --set FIELD=VALUE"])
+    changes: dict[str, str] = {}
+    for number, item in enumerate(sets, 1):
+        name, separator, value = item.partition("=")
+        name = name.strip()
+        if not separator or not name:
+            raise ConfigError([f"rectify: --set number {number} is not FIELD=VALUE"])
+        if name in changes:
+            raise ConfigError([f"rectify: {name} is set more than once"])
+        changes[name] = value.strip()
+    return changes
+
+
 @app.command("requests")
 def requests_command(
     ctx: typer.Context,
     overdue: Annotated[bool, typer.Option("--overdue", help="Only overdue requests.")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Only failed requests.")] = False,
     retry: Annotated[str | None, typer.Option(help="Retry a request's failed steps.")] = None,
+    reappeared: Annotated[
+        bool,
+        typer.Option("--reappeared", help="Scan the CRMs for erased people back again."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
-    """List erasure requests and their state, or retry one."""
+    """List erasure requests and their state, retry one, or list erased people who re-appeared."""
     service = ctx.obj.erasure()
+    if reappeared:
+        _reappeared(ctx.obj, service, as_json)
+        return
     if retry:
         view = service.retry(retry)
         _render_requests([view], as_json)
@@ -257,6 +330,27 @@ def requests_command(
             raise typer.Exit(1)
         return
     _render_requests(service.requests(overdue=overdue, failed=failed), as_json)
+
+
+def _reappeared(context: Context, service: Erasure, as_json: bool) -> None:
+    """Scan what changed since the last scan, then list every re-appearance ever flagged."""
+    from bridge.store.records import all_reappearances
+    from bridge.sync.watch import Watch
+
+    settings = context.settings
+    again = service if settings.erasure.reerase_reappeared else None
+    Watch(service.store, service.key, again).scan(service.adapters)
+    found = all_reappearances(service.store)
+    if as_json:
+        _print_json({"reappeared": found})
+        return
+    for row in found:
+        then = f", erased again by request {row['request_id']}" if row["request_id"] else ""
+        line = (
+            f"{row['detected_at'][:19]} {row['system']} {row['object_type']} {row['record_id']}"
+            f" holds erased subject {row['subject_ref'][:12]}{then}"
+        )
+        out.print(line, markup=False)
 
 
 def _render_requests(views: list[dict[str, Any]], as_json: bool) -> None:
@@ -272,6 +366,12 @@ def _render_requests(views: list[dict[str, Any]], as_json: bool) -> None:
                 for kind, counts in sorted(entry["objects"].items())
             )
             out.print(f"  {system}: {objects}", markup=False)
+        for held in view["legal_holds"]:
+            line = (
+                f"  kept {held['system']} {held['object_type']} {held['record_id']} "
+                f"({held['outcome']}) under legal hold {held['hold']}: {held['reason']}"
+            )
+            out.print(line, markup=False)
         for failure in view["failures"]:
             line = f"  failed {failure['system']} {failure['object_type']}: {failure['reason']}"
             out.print(line, markup=False)

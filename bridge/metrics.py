@@ -17,3 +17,6 @@ ADAPTER_CALLS = Counter(
 ADAPTER_ERRORS = Counter(
     "bridge_adapter_errors_total", "Vendor API call failures by adapter error", ["vendor", "error"]
 )
+REAPPEARANCES = Counter(
+    "bridge_reappearances_total", "Erased people found again in a CRM, by system", ["system"]
+)

@@ -71,6 +71,52 @@ class SalesforceSettings(BaseModel):
     )
 
 
+class LegalHold(BaseModel):
+    """A reason the law requires keeping a record (Art. 17(3)): a Salesforce row of
+    ``related_object`` whose ``link_field`` points at the Contact or Lead being erased and
+    that matches ``where`` (SOQL) holds it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    related_object: str = Field(description="e.g. Opportunity, Task")
+    link_field: str = Field(
+        description="the field pointing at the Contact or Lead: ContactId, WhoId"
+    )
+    where: str = Field(description="SOQL condition on the related object")
+    action: Literal["anonymize", "refuse"] = Field(
+        description="anonymise the held record instead of deleting it, or refuse to erase it"
+    )
+    reason: str = Field(description="recorded in the audit log and receipt; no personal data")
+
+
+class ErasureSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    legal_holds: list[LegalHold] = []
+    keep_on_anonymize: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "hubspot.contact": ["lifecyclestage", "hs_lead_status", "hubspot_owner_id"],
+            "salesforce.Contact": ["LeadSource", "AccountId", "OwnerId"],
+            "salesforce.Lead": ["LeadSource", "Status", "Rating", "Industry", "OwnerId"],
+        },
+        description="per '<system>.<object>': the non-personal fields anonymising keeps for "
+        "statistics; every other field holding a value is cleared or given a placeholder",
+    )
+    reerase_reappeared: bool = Field(
+        False, description="erase an erased person again when they re-appear in a CRM"
+    )
+
+
+class RectifySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fields: list[str] = Field(
+        default_factory=lambda: ["first_name", "last_name", "phone"],
+        description="common field names `bridge rectify --set` may write",
+    )
+
+
 class WebSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -94,6 +140,8 @@ class Settings(BaseSettings):
     hubspot: HubSpotSettings = HubSpotSettings()
     salesforce: SalesforceSettings = SalesforceSettings()
     web: WebSettings = WebSettings()
+    erasure: ErasureSettings = ErasureSettings()
+    rectify: RectifySettings = RectifySettings()
     purposes: list[Purpose] = []
 
     @field_validator("pseudonym_key")

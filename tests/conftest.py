@@ -192,3 +192,11 @@ def crms(database_url: str) -> Iterator[Crms]:
             purposes=PURPOSES,
         )
         yield Crms(hubspot_admin, salesforce_admin, settings)
+
+
+@pytest.fixture
+def cli(bridge: BridgeCli, crms: Crms) -> BridgeCli:
+    """The CLI aimed at both emulators, on a migrated database."""
+    bridge.env |= crms.env()
+    assert bridge("db", "upgrade").returncode == 0
+    return bridge

@@ -14,11 +14,16 @@ def connect(settings: Settings) -> dict[System, CrmAdapter]:
     from bridge.adapters.salesforce import SalesforceAdapter
 
     adapters: dict[System, CrmAdapter] = {}
+    keep = settings.erasure.keep_on_anonymize
     if settings.hubspot.access_token is not None:
-        adapters[System.HUBSPOT] = HubSpotAdapter(settings.hubspot, settings.purposes)
+        adapters[System.HUBSPOT] = HubSpotAdapter(
+            settings.hubspot, settings.purposes, keep_on_anonymize=keep
+        )
     sf = settings.salesforce
     if sf.username or sf.consumer_key or sf.session_id:
-        adapters[System.SALESFORCE] = SalesforceAdapter(sf, settings.purposes)
+        adapters[System.SALESFORCE] = SalesforceAdapter(
+            sf, settings.purposes, keep_on_anonymize=keep
+        )
     if not adapters:
         raise ConfigError(
             [

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -29,6 +29,7 @@ from tenacity import (
 )
 
 from bridge.model import ConsentStatus, CrmRecord, Evidence, LawfulBasis, System
+from bridge.settings import LegalHold
 
 # --- errors -------------------------------------------------------------------------------
 
@@ -298,4 +299,20 @@ class CrmAdapter(Protocol):
 
     def export(self, emails: Collection[str]) -> dict[str, Any]:
         """Everything held about these emails, every field the adapter exposes."""
+        ...
+
+    def rectify(self, emails: Collection[str], changes: Mapping[str, str]) -> list[WriteOutcome]:
+        """Write corrections (common field names, e.g. ``last_name``) to every record these
+        emails reach (Art. 16); one outcome per record."""
+        ...
+
+    def legal_holds(
+        self, targets: Sequence[ErasureTarget], holds: Sequence[LegalHold]
+    ) -> dict[str, LegalHold]:
+        """Which targets (by record id) a configured legal hold keeps, and by which hold."""
+        ...
+
+    def emails_of(self, record: RecordRef) -> list[str]:
+        """Every email a record holds (an Individual: its people's and contact points'); none
+        if the record is gone."""
         ...

@@ -13,7 +13,9 @@ What it reads and writes, and through which API:
   grants one by one through v3, which refuses to resubscribe a person who opted out: that
   refusal is the vendor enforcing the person's choice and becomes ``NEEDS_SELF_SERVICE``.
 - erasure: ``gdpr-delete`` by id or by address (an unknown address is blocklisted), or
-  anonymisation with placeholders HubSpot's validation accepts.
+  anonymisation: every writable property holding a value is emptied, except checkboxes and
+  the ones ``erasure.keep_on_anonymize`` keeps; the address and names get placeholders
+  HubSpot's validation accepts.
 
 Subscription status belongs to an address, not a contact: a record's consents are those of
 its primary address, the one HubSpot sends marketing email to.
@@ -22,7 +24,7 @@ its primary address, the one HubSpot sends marketing email to.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +42,7 @@ from hubspot.crm.contacts import (
 )
 
 from bridge.adapters.base import (
+    AdapterError,
     ClosesOnExit,
     ConsentWrite,
     ErasureMode,
@@ -49,6 +52,7 @@ from bridge.adapters.base import (
     LawfulBasisWrite,
     NotFound,
     Permanent,
+    RecordRef,
     WriteOutcome,
     WriteStatus,
 )
@@ -64,7 +68,7 @@ from bridge.adapters.hubspot_transport import (
 from bridge.identity import normalise_email
 from bridge.model import CrmRecord, LawfulBasis, ObjectType, Purpose, System
 from bridge.policies.lawful_basis import DEFAULT_HUBSPOT, HubSpotLawfulBases, Unmappable
-from bridge.settings import HubSpotSettings
+from bridge.settings import ErasureSettings, HubSpotSettings, LegalHold
 
 OBJECT_TYPE = ObjectType.CONTACT.value
 SEARCH_PAGE = 200
@@ -78,20 +82,16 @@ PERSONAL_FIELDS = ("firstname", "lastname", "phone")
 BY_ID = {"propertyName": "hs_object_id", "direction": "ASCENDING"}
 ANONYMISED = "Anonymised"
 PLACEHOLDER_DOMAIN = "invalid.example"
-# Cleared on anonymisation, besides the names and addresses that get placeholders.
-ANONYMISE_CLEARS = (
-    ADDITIONAL,
-    "phone",
-    "mobilephone",
-    "fax",
-    "address",
-    "city",
-    "zip",
-    "date_of_birth",
-    "salutation",
-    "website",
-)
+CHECKBOX = "booleancheckbox"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What `rectify` writes: each common field name and the contact property that holds it.
+RECTIFIABLE = {
+    "first_name": "firstname",
+    "last_name": "lastname",
+    "phone": "phone",
+    "mobile_phone": "mobilephone",
+}
+MAX_VALUE = 65_536  # HubSpot's limit on a text property value, in characters
 
 
 def _next_page(page: Any) -> str | None:
@@ -102,6 +102,81 @@ def _next_page(page: Any) -> str | None:
 def _epoch_ms(moment: datetime) -> int:
     aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return (aware - EPOCH) // timedelta(milliseconds=1)
+
+
+def anonymised(
+    contact_id: str,
+    values: Mapping[str, str | None],
+    writable: Mapping[str, str],
+    keep: Collection[str] = (),
+) -> dict[str, str]:
+    """What anonymising a contact writes, from its current ``values`` and the properties
+    HubSpot lets a client set (``writable``: name to field type).
+
+    Every writable property that holds a value is emptied (free text, a custom ``notes``,
+    holds personal data as often as not), except:
+
+    - properties in ``keep``: non-personal ones kept for statistics (``lifecyclestage``);
+    - checkboxes: their emptied value is a statement too, and for an objection (a custom
+      "do not call") it would undo the person's choice;
+    - ``email`` gets an address-shaped, unique, undeliverable placeholder, which HubSpot's
+      validation accepts (it hashes the record id, so it says nothing about the person);
+      the names get "Anonymised".
+
+    Read-only and calculated properties are not writable: HubSpot computes them. The opt-out
+    mirrors (``hs_email_optout*``) are among them: they follow the address's subscription
+    statuses, which anonymising a contact leaves as they are.
+    """
+    digest = hashlib.sha256(f"hubspot:contact:{contact_id}".encode()).hexdigest()[:8]
+    placeholders = {
+        EMAIL: f"anon-{digest}@{PLACEHOLDER_DOMAIN}",
+        "firstname": ANONYMISED,
+        "lastname": ANONYMISED,
+    }
+    return {
+        name: placeholders.get(name, "")
+        for name, value in values.items()
+        if value not in (None, "")
+        and name in writable
+        and name not in keep
+        and writable[name] != CHECKBOX
+    }
+
+
+def _rectify_problem(changes: Mapping[str, str]) -> str | None:
+    """Why HubSpot cannot take these corrections at all, naming fields, never values."""
+    unknown = sorted(set(changes) - set(RECTIFIABLE))
+    if unknown:
+        return f"no HubSpot property is mapped for {', '.join(unknown)}"
+    too_long = sorted(name for name, value in changes.items() if len(value) > MAX_VALUE)
+    if too_long:
+        named = ", ".join(f"{name} ({RECTIFIABLE[name]})" for name in too_long)
+        return f"{named}: longer than HubSpot's limit of {MAX_VALUE:,} characters"
+    return None
+
+
+def _without_words(refused: AdapterError) -> str:
+    """An adapter error's system, operation, status and code: HubSpot's own words may quote
+    the value refused."""
+    return ": ".join(str(refused).split(": ")[:3])
+
+
+def _refusals(errors: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
+    """A 207's per-input errors by record id, as category and property names only."""
+    found: dict[str, str] = {}
+    for error in errors or []:
+        names = sorted(
+            {
+                str(name)
+                for detail in error.get("errors") or []
+                for name in (detail.get("context") or {}).get("propertyName") or []
+            }
+        )
+        text = str(error.get("category") or "refused") + (f" ({', '.join(names)})" if names else "")
+        context = error.get("context") or {}
+        for record_id in (*(context.get("id") or ()), *(context.get("ids") or ())):
+            found[str(record_id)] = text
+    return found
 
 
 @dataclass(frozen=True)
@@ -148,13 +223,19 @@ class HubSpotAdapter(ClosesOnExit):
         attempts: int = 8,
         timeout: float = 30.0,
         personal_fields: Sequence[str] = PERSONAL_FIELDS,
+        keep_on_anonymize: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """``keep_on_anonymize``: ``erasure.keep_on_anonymize`` (its ``hubspot.contact``)."""
         self._t = Transport(settings, limits or HubSpotLimits(), attempts, timeout)
         self._prefs = Preferences(self._t, purposes, lawful_bases.subscription)
         self._bases = lawful_bases
         self._personal_fields = tuple(personal_fields)
         self._properties = [EMAIL, ADDITIONAL, LEGAL_BASIS, OPTOUT, MODIFIED, *personal_fields]
-        self._all_properties: list[str] | None = None
+        keep = (
+            ErasureSettings().keep_on_anonymize if keep_on_anonymize is None else keep_on_anonymize
+        )
+        self._keep = frozenset(keep.get(f"hubspot.{OBJECT_TYPE}", ()))
+        self._definitions: list[Any] | None = None
 
     def close(self) -> None:
         self._t.close()
@@ -432,13 +513,14 @@ class HubSpotAdapter(ClosesOnExit):
         self._t.sdk("gdpr_delete", self._t.basic.purge_with_http_info, request)
 
     def _anonymise(self, contact_id: str) -> None:
-        """Placeholders HubSpot accepts: an address-shaped, unique, undeliverable email."""
-        digest = hashlib.sha256(f"hubspot:contact:{contact_id}".encode()).hexdigest()[:8]
-        properties = {name: "" for name in ANONYMISE_CLEARS} | {
-            EMAIL: f"anon-{digest}@{PLACEHOLDER_DOMAIN}",
-            "firstname": ANONYMISED,
-            "lastname": ANONYMISED,
-        }
+        """Read the contact's writable properties, then write what ``anonymised`` decides."""
+        writable = self._writable()
+        found = self._batch_read([contact_id], list(writable))
+        if not found:
+            raise NotFound(System.HUBSPOT, "anonymise_contact: no such contact")
+        properties = anonymised(contact_id, found[0].properties, writable, self._keep)
+        if not properties:
+            return
         self._t.sdk(
             "anonymise_contact",
             self._t.basic.update_with_http_info,
@@ -477,13 +559,75 @@ class HubSpotAdapter(ClosesOnExit):
             ],
         }
 
-    def _property_names(self) -> list[str]:
-        if self._all_properties is None:
+    def _property_definitions(self) -> list[Any]:
+        """Every contact property the portal defines, listed once per adapter."""
+        if self._definitions is None:
             reply = self._t.sdk(
                 "list_properties",
                 self._t.properties.get_all_with_http_info,
                 "contacts",
                 archived=False,
             )
-            self._all_properties = [prop.name for prop in reply.results]
-        return self._all_properties
+            self._definitions = list(reply.results)
+        return self._definitions
+
+    def _property_names(self) -> list[str]:
+        return [prop.name for prop in self._property_definitions()]
+
+    def _writable(self) -> dict[str, str]:
+        """The properties a client may set (not read-only, not calculated): their field types."""
+        return {
+            prop.name: prop.field_type
+            for prop in self._property_definitions()
+            if not prop.calculated
+            and not (prop.modification_metadata and prop.modification_metadata.read_only_value)
+        }
+
+    # -- rectification ----------------------------------------------------------------------
+
+    def rectify(self, emails: Collection[str], changes: Mapping[str, str]) -> list[WriteOutcome]:
+        """Write corrections (Art. 16) to every contact holding the addresses.
+
+        Read first, then batch-update (100 per call) only the contacts that differ, so a
+        repeat is ``ALREADY`` and a retry is harmless. A field with no property in
+        ``RECTIFIABLE``, or a value HubSpot would refuse, fails every contact without a
+        write. Outcomes name fields and limits, never a value or an address.
+        """
+        problem = _rectify_problem(changes)
+        wanted = {RECTIFIABLE[name]: value for name, value in changes.items() if not problem}
+        contacts = self._contacts_for(emails, [EMAIL, ADDITIONAL, *wanted])
+        refs = {c.id: RecordRef(System.HUBSPOT, OBJECT_TYPE, c.id) for c in contacts}
+        if problem:
+            return [WriteOutcome(ref, WriteStatus.FAILED, problem) for ref in refs.values()]
+        results: dict[str, tuple[WriteStatus, str]] = {
+            c.id: (WriteStatus.ALREADY, "")
+            for c in contacts
+            if all((c.properties.get(name) or "") == value for name, value in wanted.items())
+        }
+        for chunk in chunks([c.id for c in contacts if c.id not in results]):
+            request = BatchInputSimplePublicObjectBatchInput(
+                inputs=[SimplePublicObjectBatchInput(id=i, properties=dict(wanted)) for i in chunk]
+            )
+            try:
+                reply = self._t.sdk("rectify", self._t.batch.update_with_http_info, request)
+            except (Permanent, NotFound) as refused:
+                results |= {i: (WriteStatus.FAILED, _without_words(refused)) for i in chunk}
+                continue
+            results |= {str(obj.id): (WriteStatus.DONE, "") for obj in reply.results}
+            refusals = _refusals(reply.to_dict().get("errors"))
+            for record_id in chunk:
+                results.setdefault(
+                    record_id, (WriteStatus.FAILED, refusals.get(record_id, "no result"))
+                )
+        return [WriteOutcome(refs[c.id], *results[c.id]) for c in contacts]
+
+    def legal_holds(
+        self, targets: Sequence[ErasureTarget], holds: Sequence[LegalHold]
+    ) -> dict[str, LegalHold]:
+        """Legal holds are Salesforce rows (a won deal, an accepted quote): none apply here."""
+        return {}
+
+    def emails_of(self, record: RecordRef) -> list[str]:
+        """A contact's addresses, primary first; a deleted contact has none."""
+        contacts = self._batch_read([record.id], [EMAIL, ADDITIONAL])
+        return [email for contact in contacts for email in contact.emails]

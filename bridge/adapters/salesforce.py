@@ -18,8 +18,10 @@ What it reads and writes, and through which API (every call goes through
 - erasure: Bulk API 2.0 ``hardDelete`` while the integration user has "Bulk API Hard Delete";
   otherwise a delete into the recycle bin, purged with SOAP ``emptyRecycleBin`` unless
   ``salesforce.empty_recycle_bin`` is off, in which case the result says the row sits in the
-  recycle bin for 15 days (``IN_RECYCLE_BIN``). Anonymising writes placeholders Salesforce
-  accepts (field lengths, email format).
+  recycle bin for 15 days (``IN_RECYCLE_BIN``). Anonymising reads the row's updateable fields
+  (describe, then the row) and clears each one holding a value, except the configured
+  ``erasure.keep_on_anonymize`` ones, references and checkboxes (opt-outs stay set); where
+  a value must remain it writes placeholders Salesforce accepts (lengths, email format).
 """
 
 from __future__ import annotations
@@ -54,10 +56,11 @@ from bridge.adapters.salesforce_records import (
     INDIVIDUAL_FIELDS,
     INDIVIDUAL_PREFIX,
     PEOPLE,
+    PERSONAL,
     SOBJECTS,
     RecordMapper,
+    anonymised,
     iso,
-    placeholders,
     select,
     utc,
     when,
@@ -66,7 +69,7 @@ from bridge.adapters.salesforce_transport import ERRORS, HARD_DELETE_REFUSED, Ro
 from bridge.identity import normalise_email
 from bridge.model import Consent, CrmRecord, ObjectType, Purpose, System
 from bridge.policies.lawful_basis import Unmappable, Vocabulary, salesforce_field_vocabulary
-from bridge.settings import SalesforceSettings
+from bridge.settings import ErasureSettings, LegalHold, SalesforceSettings
 
 DELETED_DAYS = 15  # getDeleted and the recycle bin keep deletions this long
 # Erasure order: rows that point at an Individual before the Individual itself.
@@ -76,6 +79,18 @@ OBJECT_TYPES = {sobject: object_type for object_type, sobject in SOBJECTS.items(
 UNEXPORTED_TYPES = frozenset({"address", "location", "base64"})
 ENTITY_IS_DELETED = "ENTITY_IS_DELETED"
 CONVERTED_LEAD = "CANNOT_UPDATE_CONVERTED_LEAD"
+# What `rectify` writes, per object: each common field name and the field that holds it (the
+# read mapping turned round); a person's Individual holds their names only.
+_WRITTEN = {common: field for field, common in PERSONAL.items()}
+RECTIFIABLE: dict[str, dict[str, str]] = {
+    "Contact": _WRITTEN,
+    "Lead": _WRITTEN,
+    "Individual": {c: f for c, f in _WRITTEN.items() if f in INDIVIDUAL_FIELDS},
+}
+CONVERTED = (
+    f"a converted lead: Salesforce refuses to change it ({CONVERTED_LEAD}); "
+    "the person lives on in the contact it became"
+)
 
 Rows = dict[str, list[dict[str, Any]]]
 
@@ -101,14 +116,24 @@ class SalesforceAdapter(ClosesOnExit):
         attempts: int = 8,
         timeout: float = 60.0,
         bulk_wait: int = 1,
+        keep_on_anonymize: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        """``bulk_wait``: seconds before a Bulk API job is first polled."""
+        """``bulk_wait``: seconds before a Bulk API job is first polled;
+        ``keep_on_anonymize``: ``erasure.keep_on_anonymize`` (its ``salesforce.*`` entries)."""
         self._settings = settings
         self._t = Transport(settings, attempts=attempts, timeout=timeout, bulk_wait=bulk_wait)
         self._map = RecordMapper(purposes, settings.lawful_basis_field)
         self._writer = ConsentWriter(self._t, self._map, purposes)
         self._described: dict[str, list[dict[str, Any]]] = {}
         self._hard_delete = True  # until a hardDelete job is refused
+        keep = (
+            ErasureSettings().keep_on_anonymize if keep_on_anonymize is None else keep_on_anonymize
+        )
+        self._keep = {
+            key.removeprefix("salesforce."): tuple(names)
+            for key, names in keep.items()
+            if key.startswith("salesforce.")
+        }
 
     def close(self) -> None:
         self._t.close()
@@ -350,6 +375,75 @@ class SalesforceAdapter(ClosesOnExit):
                 results[index] = (WriteStatus.DONE, "") if result.ok else _failed(result)
         return [WriteOutcome(w.record, *results[i]) for i, w in enumerate(writes)]
 
+    def rectify(self, emails: Collection[str], changes: Mapping[str, str]) -> list[WriteOutcome]:
+        """Write corrections (Art. 16) to the person's Contacts, Leads and Individual.
+
+        The rows are found as erasure finds them, read with the fields to correct, and only
+        those that differ are written (sObject Collections, 200 per call), so a repeat is
+        ``ALREADY``. A record is corrected whole or not at all: a field this adapter cannot
+        map, or a value longer than the org's field allows, fails it without a write, and
+        so does a converted Lead, which Salesforce refuses to change. An Individual takes
+        the names only. Outcomes name fields and limits, never a value or an address.
+        """
+        operation = "rectify"
+        unknown = sorted(set(changes) - set(RECTIFIABLE["Contact"]))
+
+        def fields(sobject: str) -> tuple[str, ...]:
+            mapped = RECTIFIABLE.get(sobject, {})
+            converted = ("IsConverted",) if sobject == "Lead" else ()
+            return (*(mapped[name] for name in changes if name in mapped), *converted)
+
+        rows = self._subject(operation, emails, fields)
+        outcomes: dict[RecordRef, tuple[WriteStatus, str]] = {}
+        writes: dict[RecordRef, dict[str, Any]] = {}
+        for sobject in RECTIFIABLE:
+            for row in rows.get(sobject, []):
+                ref = RecordRef(System.SALESFORCE, OBJECT_TYPES[sobject], str(row["Id"]))
+                correction = self._correction(operation, sobject, row, changes, unknown)
+                if isinstance(correction, dict):
+                    writes[ref] = {"attributes": {"type": sobject}, "Id": ref.id, **correction}
+                    correction = (WriteStatus.FAILED, "no result")  # until the answer comes
+                outcomes[ref] = correction
+        saved = self._t.save(operation, "PATCH", list(writes.values()))
+        for ref, result in zip(writes, saved, strict=True):
+            if result.ok:
+                outcomes[ref] = (WriteStatus.DONE, "")
+            elif result.code == CONVERTED_LEAD:
+                outcomes[ref] = (WriteStatus.FAILED, CONVERTED)
+            else:
+                outcomes[ref] = _failed(result)
+        return [WriteOutcome(ref, *outcome) for ref, outcome in outcomes.items()]
+
+    def _correction(
+        self,
+        operation: str,
+        sobject: str,
+        row: Mapping[str, Any],
+        changes: Mapping[str, str],
+        unknown: Sequence[str],
+    ) -> dict[str, str] | tuple[WriteStatus, str]:
+        """The fields to write to one row, or the outcome that needs no write."""
+        if unknown:
+            return WriteStatus.FAILED, f"no Salesforce field is mapped for {', '.join(unknown)}"
+        if row.get("IsConverted"):
+            return WriteStatus.FAILED, CONVERTED
+        mapped = RECTIFIABLE[sobject]
+        wanted = {mapped[name]: value for name, value in changes.items() if name in mapped}
+        if not wanted:
+            held = ", ".join(sorted(changes))
+            return WriteStatus.ALREADY, f"the {sobject} holds none of: {held}"
+        lengths = {f["name"]: f.get("length") for f in self._describe(operation, sobject)}
+        too_long = [
+            f"{field}: longer than {limit} characters, the limit of {sobject}.{field}"
+            for field, value in wanted.items()
+            if (limit := lengths.get(field)) and len(value) > limit
+        ]
+        if too_long:
+            return WriteStatus.FAILED, "; ".join(too_long)
+        if all((row.get(field) or "") == value for field, value in wanted.items()):
+            return WriteStatus.ALREADY, ""
+        return wanted
+
     def _describe(self, operation: str, sobject: str) -> list[dict[str, Any]]:
         """The fields of an object, described once per adapter."""
         if sobject not in self._described:
@@ -484,7 +578,17 @@ class SalesforceAdapter(ClosesOnExit):
             detail = "a consent row holds no personal data: kept as it is"
             return ErasureResult(target, ErasureStatus.ANONYMIZED, detail)
         record_id = str(target.id)
-        row = {"attributes": {"type": sobject}, "Id": record_id, **placeholders(sobject, record_id)}
+        fields = [
+            f
+            for f in self._describe("erase", sobject)
+            if f.get("updateable") and f.get("type") not in UNEXPORTED_TYPES
+        ]
+        soql = select(sobject, ("Id", *(f["name"] for f in fields)), "Id IN ")
+        current = next(iter(self._t.query_in("erase", soql, [record_id])), None)
+        if current is None:
+            return ErasureResult(target, ErasureStatus.ALREADY_GONE)
+        changes = anonymised(record_id, fields, current, self._keep.get(sobject, ()))
+        row = {"attributes": {"type": sobject}, "Id": record_id, **changes}
         (result,) = self._t.save("erase", "PATCH", [row])
         if result.ok:
             return ErasureResult(target, ErasureStatus.ANONYMIZED)
@@ -495,8 +599,44 @@ class SalesforceAdapter(ClosesOnExit):
         if classify(ERRORS, None, result.code) is NotFound:
             return ErasureResult(target, ErasureStatus.ALREADY_GONE)
         raise Permanent(
-            System.SALESFORCE, f"erase: Salesforce refused the placeholders: {result.detail}"
+            System.SALESFORCE, f"erase: Salesforce refused the anonymisation: {result.detail}"
         )
+
+    def legal_holds(
+        self, targets: Sequence[ErasureTarget], holds: Sequence[LegalHold]
+    ) -> dict[str, LegalHold]:
+        """Contacts and Leads a hold keeps: a row of its related object that points at them
+        and matches its condition (an operator's SOQL, from the settings). The first listed
+        hold that applies wins."""
+        people = {t.value for t in PEOPLE}
+        ids = {str(t.id) for t in targets if t.object_type in people and t.id}
+        held: dict[str, LegalHold] = {}
+        for hold in holds:
+            where = f"({hold.where}) AND {hold.link_field} IN "
+            soql = select(hold.related_object, (hold.link_field,), where)
+            for row in self._t.query_in("legal_holds", soql, ids - held.keys()):
+                held.setdefault(row[hold.link_field], hold)
+        return held
+
+    def emails_of(self, record: RecordRef) -> list[str]:
+        """The addresses of a Contact or Lead, or of an Individual, and of every person and
+        contact point sharing its Individual."""
+        operation = "emails_of"
+        found: set[str] = set()
+        party: str | None = record.id
+        if record.object_type != ObjectType.INDIVIDUAL.value:
+            soql = select(SOBJECTS[record.object_type], ("Email", "IndividualId"), "Id IN ")
+            rows = list(self._t.query_in(operation, soql, [record.id]))
+            found |= {row["Email"] for row in rows if row.get("Email")}
+            party = next((row["IndividualId"] for row in rows if row.get("IndividualId")), None)
+        if party:
+            for object_type in PEOPLE:
+                soql = select(SOBJECTS[object_type.value], ("Email",), "IndividualId IN ")
+                found |= {
+                    r["Email"] for r in self._t.query_in(operation, soql, [party]) if r.get("Email")
+                }
+            found.update(self._addresses(operation, [party]).get(party, []))
+        return sorted({normalise_email(e) for e in found})
 
 
 def _addresses_of(emails: Collection[str]) -> list[str]:

@@ -22,7 +22,7 @@ An Individual that no Contact or Lead points at is a record of its own. In detai
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,29 +106,11 @@ BRIDGE_SOURCE = "consent-bridge"
 
 ANONYMISED = "Anonymised"
 PLACEHOLDER_DOMAIN = "invalid.example"
-# Per sObject: the fields an anonymisation overwrites (None clears). Names and the address get
-# placeholders Salesforce accepts (lengths, email format; required fields stay filled).
-_PERSON_CLEARS = ("Salutation", "Phone", "MobilePhone", "Title", "Description")
-ANONYMISE: dict[str, dict[str, str | None]] = {
-    "Contact": dict.fromkeys(
-        (
-            *_PERSON_CLEARS,
-            "Department",
-            "MailingStreet",
-            "MailingCity",
-            "MailingPostalCode",
-            "MailingCountry",
-            "Birthdate",
-            "EmailBouncedReason",
-        )
-    ),
-    "Lead": dict.fromkeys((*_PERSON_CLEARS, "Street", "City", "PostalCode", "Country"))
-    | {"Company": ANONYMISED},
-    "Individual": dict.fromkeys(("Salutation", "BirthDate")),
-    "ContactPointEmail": {"EmailLatestBounceReasonText": None},
-}
-_NAMED = ("Contact", "Lead", "Individual")
-_ADDRESSED = {"Contact": "Email", "Lead": "Email", "ContactPointEmail": "EmailAddress"}
+NAMES = ("FirstName", "LastName")
+# Where a field must keep a value (a name, a required field), these take "Anonymised".
+TEXT_TYPES = frozenset({"string", "textarea", "phone", "url"})
+# Links to other rows and checkboxes: never cleared (see ``anonymised``).
+STRUCTURAL_TYPES = frozenset({"reference", "boolean"})
 
 log = get_logger(__name__)
 
@@ -166,18 +148,46 @@ def iso(moment: datetime) -> str:
     return utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def placeholders(sobject: str, record_id: str) -> dict[str, str | None]:
-    """What anonymising one row writes: valid for Salesforce, unique, undeliverable.
+def anonymised(
+    record_id: str,
+    fields: Iterable[Mapping[str, Any]],
+    row: Mapping[str, Any],
+    keep: Collection[str] = (),
+) -> dict[str, str | None]:
+    """What anonymising one row writes, from its described ``fields`` and current ``row``.
 
-    The address is email-shaped and short (a bare hash is refused by Email fields); the hash
-    is of the record id, so it says nothing about the person.
+    Every updateable field that holds a value is cleared (free text such as ``Description``
+    or a custom ``Notes__c`` holds personal data as often as not), except:
+
+    - fields in ``keep`` (any case): non-personal ones kept for statistics (``LeadSource``);
+    - references and checkboxes: a reference links the row to its owner, account or
+      Individual, and a checkbox's cleared value, false, is a statement too: for an opt-out
+      or objection (``HasOptedOutOfEmail``, ``DoNotCall``, a custom ``Do_Not_Mail__c``) it
+      would undo the person's choice;
+    - email fields get an address-shaped, unique, undeliverable placeholder (a bare hash is
+      refused; it hashes the record id, so it says nothing about the person); names and the
+      text fields Salesforce requires (``Lead.Company``) get "Anonymised" within the field's
+      length; a required field of another type keeps its value, as it cannot be cleared.
     """
     digest = hashlib.sha256(f"salesforce:{record_id}".encode()).hexdigest()[:12]
-    changes = dict(ANONYMISE[sobject])
-    if sobject in _NAMED:
-        changes |= {"FirstName": ANONYMISED, "LastName": ANONYMISED}
-    if sobject in _ADDRESSED:
-        changes[_ADDRESSED[sobject]] = f"anon-{digest}@{PLACEHOLDER_DOMAIN}"
+    kept = {name.casefold() for name in keep}
+    changes: dict[str, str | None] = {}
+    for field in fields:
+        name, kind = str(field["name"]), field.get("type")
+        if (
+            not field.get("updateable")
+            or row.get(name) in (None, "")
+            or name.casefold() in kept
+            or kind in STRUCTURAL_TYPES
+        ):
+            continue
+        if kind == "email":
+            changes[name] = f"anon-{digest}@{PLACEHOLDER_DOMAIN}"
+        elif name in NAMES or not field.get("nillable", True):
+            if kind in TEXT_TYPES:
+                changes[name] = ANONYMISED[: field.get("length") or None]
+        else:
+            changes[name] = None
     return changes
 
 

@@ -281,6 +281,7 @@ def _email_name(values: Mapping[str, Any]) -> dict[str, Any]:
 CONTACT_POINT_TYPES = ("Email", "MailingAddress", "Phone", "Social", "Web")
 PRIVACY_CONSENT_STATUSES = ("NotSeen", "Seen", "OptIn", "OptInPending", "OptOut", "OptOutPending")
 LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
+INDUSTRIES = ("Technology", "Finance", "Retail", "Other")
 OPPORTUNITY_STAGES = (
     "Prospecting",
     "Qualification",
@@ -336,7 +337,7 @@ def _standard_objects() -> list[tuple[str, str, list[FieldDef], Derive | None]]:
             [
                 _text("Name", 255, required=True),
                 _pick("Type", ("Prospect", "Customer - Direct", "Customer - Channel", "Other")),
-                _pick("Industry", ("Technology", "Finance", "Retail", "Other")),
+                _pick("Industry", INDUSTRIES),
                 _phone("Phone"),
                 FieldDef("Website", "url", 255),
                 *_address("Billing"),
@@ -390,6 +391,8 @@ def _standard_objects() -> list[tuple[str, str, list[FieldDef], Derive | None]]:
                     default="Open - Not Contacted",
                 ),
                 _pick("LeadSource", LEAD_SOURCES),
+                _pick("Industry", INDUSTRIES),
+                _pick("Rating", ("Hot", "Warm", "Cold")),
                 _textarea("Description"),
                 *(_flag(name) for name in _CONSENT_FLAGS),
                 _flag("IsConverted", updateable=False),

@@ -85,12 +85,19 @@ def reset_dead_steps(conn: Connection, request_id: str) -> int:
     return int(result.rowcount or 0)
 
 
-def suppress(conn: Connection, refs: Collection[str], request_id: str, now: str) -> None:
+def request_for_origin(conn: Connection, origin: str) -> str | None:
+    """The request a triggering event already made, if any."""
+    query = select(erasure_requests.c.id).where(erasure_requests.c.origin == origin)
+    return conn.execute(query).scalar()
+
+
+def suppress(conn: Connection, refs: Collection[str], source: str, now: str) -> None:
+    """Add pseudonyms to the suppression list; ``source`` says which erasure put them there."""
     if not refs:
         return
     conn.execute(
         insert_or_skip(conn, suppression, ["subject_ref"]),
-        [{"subject_ref": ref, "request_id": request_id, "added_at": now} for ref in refs],
+        [{"subject_ref": ref, "source": source, "added_at": now} for ref in refs],
     )
 
 
@@ -101,3 +108,11 @@ def suppressed(store: Store, refs: Collection[str]) -> set[str]:
     query = select(suppression.c.subject_ref).where(suppression.c.subject_ref.in_(list(refs)))
     with store.engine.connect() as conn:
         return {row[0] for row in conn.execute(query)}
+
+
+def refused_records(store: Store) -> set[tuple[str, str, str]]:
+    """Records a legal hold kept from erasure: they hold an erased person on purpose."""
+    columns = (erasure_steps.c.system, erasure_steps.c.object_type, erasure_steps.c.record_id)
+    query = select(*columns).where(erasure_steps.c.outcome == "refused")
+    with store.engine.connect() as conn:
+        return {(row[0], row[1], row[2]) for row in conn.execute(query)}

@@ -81,6 +81,7 @@ erasure_requests = Table(
     Column("due_at", String(32), nullable=False),
     Column("completed_at", String(32)),
     Column("receipt", Text),
+    Column("origin", String(200), unique=True),  # the triggering event, for one request each
 )
 
 # One step per system and record (or address) to erase; claimed with a lease like the inbox.
@@ -94,6 +95,9 @@ erasure_steps = Table(
     Column("object_type", String(50), nullable=False),
     Column("record_id", String(100)),
     Column("email_ref", String(64)),
+    Column("action", String(10)),  # a legal hold's: anonymize or refuse; None: the request's
+    Column("hold", String(100)),
+    Column("hold_reason", Text),
     Column("status", String(20), nullable=False),
     Column("outcome", String(30)),
     Column("attempts", Integer, nullable=False, default=0),
@@ -108,6 +112,42 @@ suppression = Table(
     "suppression",
     metadata,
     Column("subject_ref", String(64), primary_key=True),
-    Column("request_id", String(36), nullable=False),
+    Column("source", String(200), nullable=False),  # the request, or the vendor's own erasure
     Column("added_at", String(32), nullable=False),
+)
+
+# Which pseudonyms each CRM record held when the bridge last read it: finds a person's other
+# records after one is gone (a HubSpot privacy deletion leaves no email behind).
+record_index = Table(
+    "record_index",
+    metadata,
+    Column("system", String(20), primary_key=True),
+    Column("object_type", String(50), primary_key=True),
+    Column("record_id", String(100), primary_key=True),
+    Column("subject_ref", String(64), primary_key=True, index=True),
+    Column("seen_at", String(32), nullable=False),
+)
+
+# Erased people found again in a CRM (a form fill, a rep typing them in).
+reappearances = Table(
+    "reappearances",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subject_ref", String(64), nullable=False),
+    Column("system", String(20), nullable=False),
+    Column("object_type", String(50), nullable=False),
+    Column("record_id", String(100), nullable=False),
+    Column("detected_at", String(32), nullable=False),
+    Column("request_id", String(36)),  # the erasure that followed, when configured
+    UniqueConstraint(
+        "system", "object_type", "record_id", "subject_ref", name="uq_reappearances_record"
+    ),
+)
+
+# Where each incremental read left off (an ISO timestamp), per reader and system.
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", String(64), nullable=False),
 )

@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +35,7 @@ from bridge.errors import BridgeError
 from bridge.identity import normalise_email, subject_ref
 from bridge.logs import get_logger, looks_personal
 from bridge.model import AuditEvent, System
+from bridge.settings import LegalHold
 from bridge.store import erasure as rows
 from bridge.store import leases
 from bridge.store.audit_log import LOCK as AUDIT_LOCK
@@ -60,6 +61,7 @@ class Erasure:
         cipher: Fernet,
         pseudonym_key: bytes,
         *,
+        holds: Sequence[LegalHold] = (),
         max_attempts: int = 6,
         backoff_seconds: float = 2.0,
         lease_seconds: float = 30,
@@ -69,6 +71,7 @@ class Erasure:
         self.adapters = dict(adapters)
         self.cipher = cipher
         self.key = pseudonym_key
+        self.holds = list(holds)
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.lease = timedelta(seconds=lease_seconds)
@@ -76,18 +79,33 @@ class Erasure:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def dry_run(self, emails: Sequence[str]) -> list[ErasureTarget]:
-        """What a request for these emails would erase now; nothing is stored or changed."""
-        everyone = subject_emails(self.adapters, [normalise_email(e) for e in emails])
-        return [t for adapter in self.adapters.values() for t in adapter.erasure_targets(everyone)]
+    def dry_run(self, emails: Sequence[str]) -> list[tuple[ErasureTarget, LegalHold | None]]:
+        """What a request for these emails would erase now, and which legal hold keeps what;
+        nothing is stored or changed."""
+        return self._targets(subject_emails(self.adapters, [normalise_email(e) for e in emails]))
+
+    def _targets(self, emails: Sequence[str]) -> list[tuple[ErasureTarget, LegalHold | None]]:
+        """Every record and address to erase in every system, with the hold on it, if any."""
+        planned = []
+        for adapter in self.adapters.values():
+            targets = adapter.erasure_targets(emails)
+            held = adapter.legal_holds(targets, self.holds) if self.holds else {}
+            planned += [(t, held.get(t.id) if t.id else None) for t in targets]
+        return planned
 
     def submit(
-        self, emails: Sequence[str], mode: ErasureMode, reason: str | None, trigger: str
+        self,
+        emails: Sequence[str],
+        mode: ErasureMode,
+        reason: str | None,
+        trigger: str,
+        origin: str | None = None,
     ) -> str:
         """Store a request (the emails encrypted); nothing is erased until it runs.
 
         Asking again for a person whose request is still open returns that request, so a
-        command interrupted half-way is simply run again.
+        command interrupted half-way is simply run again; so does a triggering event
+        (``origin``, e.g. a vendor's deletion event) that already made one.
         """
         addresses = sorted({normalise_email(e) for e in emails if e.strip()})
         if not addresses:
@@ -98,6 +116,8 @@ class Erasure:
         now = self.clock()
         ref = subject_ref(self.key, addresses[0])
         with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            if origin and (earlier := rows.request_for_origin(conn, origin)):
+                return earlier
             if open_request := rows.open_request_for(conn, ref):
                 return open_request
             rows.add_request(
@@ -112,6 +132,7 @@ class Erasure:
                     "status": RECEIVED,
                     "received_at": _iso(now),
                     "due_at": _iso(now + DUE_AFTER),
+                    "origin": origin,
                 },
             )
             audit.append(
@@ -122,7 +143,8 @@ class Erasure:
                     outcome="received",
                     subject_ref=ref,
                     reason=f"request {request_id}",
-                    details={"mode": mode, "emails": len(addresses)},
+                    details={"mode": mode, "emails": len(addresses)}
+                    | ({"origin": origin} if origin else {}),
                 ),
             )
         return request_id
@@ -139,9 +161,11 @@ class Erasure:
                 "object_type": target.object_type,
                 "record_id": target.id,
                 "email_ref": self._ref(target.email),
+                "action": hold.action if hold else None,
+                "hold": hold.name if hold else None,
+                "hold_reason": hold.reason if hold else None,
             }
-            for adapter in self.adapters.values()
-            for target in adapter.erasure_targets(emails)
+            for target, hold in self._targets(emails)
         ]
         with self.store.transaction() as conn:
             rows.add_steps(conn, steps)
@@ -201,14 +225,23 @@ class Erasure:
             system, step["object_type"], step["record_id"], by_ref.get(step["email_ref"] or "")
         )
         now = _iso(self.clock())
+        if step["action"] == REFUSE:
+            self._settle_done(request, step, REFUSED, now)
+            return
         try:
-            result = self.adapters[system].erase(target, request["mode"])
+            mode: ErasureMode = "anonymize" if step["action"] == ANONYMIZE else request["mode"]
+            result = self.adapters[system].erase(target, mode)
             outcome = result.status.value
         except NotFound:
             outcome = ErasureStatus.ALREADY_GONE.value
         except AdapterError as error:
             self._failed_step(request, step, error)
             return
+        self._settle_done(request, step, outcome, now)
+
+    def _settle_done(
+        self, request: Mapping[str, Any], step: Mapping[str, Any], outcome: str, now: str
+    ) -> None:
         rows.settle_step(
             self.store, step["id"], status=leases.DONE, outcome=outcome, finished_at=now,
             available_at=None, last_error=None,
@@ -242,34 +275,41 @@ class Erasure:
         status: str,
         error: str | None = None,
     ) -> None:
+        why = f"request {request['id']}"
+        if step["hold"]:
+            article = "Art. 17(3) refusal" if step["action"] == REFUSE else "anonymised instead"
+            why += f"; legal hold {step['hold']} ({article}): {step['hold_reason']}"
         audit.record(
             self.store,
             AuditEvent(
                 actor=request["trigger"],
-                action="erasure.step",
+                action="erasure.refused" if outcome == REFUSED else "erasure.step",
                 outcome=outcome,
                 system=step["system"],
                 record_id=step["record_id"],
                 subject_ref=request["subject_ref"],
-                reason=f"request {request['id']}",
+                reason=why,
                 details={"object_type": step["object_type"], "status": status}
+                | ({"hold": step["hold"]} if step["hold"] else {})
                 | ({"error": error} if error else {}),
             ),
         )
 
     # -- verification and completion --------------------------------------------------------
 
-    def verify(self, emails: Iterable[str]) -> dict[str, int]:
-        """How many records each system still holds for these emails (all zero to pass)."""
+    def verify(self, emails: Iterable[str], kept: Collection[str] = ()) -> dict[str, int]:
+        """How many records each system still holds for these emails (all zero to pass),
+        besides the ``kept`` record ids a legal hold refused to erase."""
         addresses = list(emails)
         return {
-            system.value: len(adapter.find_by_emails(addresses))
+            system.value: sum(r.id not in kept for r in adapter.find_by_emails(addresses))
             for system, adapter in self.adapters.items()
         }
 
     def _finish(self, request: Mapping[str, Any], emails: list[str]) -> None:
-        found = self.verify(emails)
         steps = rows.steps(self.store, request["id"])
+        kept = {s["record_id"] for s in steps if s["outcome"] == REFUSED}
+        found = self.verify(emails, kept)
         now = _iso(self.clock())
         receipt = {
             "request_id": request["id"],
@@ -279,6 +319,7 @@ class Erasure:
             "due_at": request["due_at"],
             "completed_at": now,
             "systems": _outcomes_by_system(steps),
+            "legal_holds": _holds(steps),
             "verification": {
                 "ok": not any(found.values()),
                 "emails_searched": len(emails),
@@ -288,7 +329,8 @@ class Erasure:
         ok = receipt["verification"]["ok"]
         with self.store.transaction(serialize=AUDIT_LOCK) as conn:
             if ok:
-                rows.suppress(conn, {subject_ref(self.key, e) for e in emails}, request["id"], now)
+                refs = {subject_ref(self.key, e) for e in emails}
+                rows.suppress(conn, refs, f"request {request['id']}", now)
             rows.update_request(
                 conn,
                 request["id"],
@@ -325,6 +367,7 @@ class Erasure:
             "completed_at": request["completed_at"],
             "overdue": request["status"] != COMPLETED and request["due_at"] < _iso(self.clock()),
             "systems": _outcomes_by_system(steps),
+            "legal_holds": _holds(steps),
             "failures": [
                 {"system": s["system"], "object_type": s["object_type"], "reason": s["last_error"]}
                 for s in steps
@@ -376,6 +419,8 @@ class Erasure:
 
 
 _OPEN = (leases.PENDING, leases.PROCESSING)
+ANONYMIZE, REFUSE = "anonymize", "refuse"  # what a legal hold does instead of deleting
+REFUSED = "refused"  # the outcome of a step a hold refused
 
 
 def _target_key(target: ErasureTarget, email_ref: str | None) -> str:
@@ -396,6 +441,22 @@ def _outcomes_by_system(steps: Iterable[Mapping[str, Any]]) -> dict[str, dict[st
         name: {"steps": e["steps"], "objects": {k: dict(v) for k, v in e["objects"].items()}}
         for name, e in systems.items()
     }
+
+
+def _holds(steps: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Records a legal hold kept (anonymised or refused), with the hold's name and reason."""
+    return [
+        {
+            "system": s["system"],
+            "object_type": s["object_type"],
+            "record_id": s["record_id"],
+            "hold": s["hold"],
+            "outcome": s["outcome"] or s["status"],
+            "reason": s["hold_reason"],
+        }
+        for s in steps
+        if s["hold"]
+    ]
 
 
 def _sleep_until_due(pending: Sequence[Mapping[str, Any]], clock: Callable[[], datetime]) -> None:

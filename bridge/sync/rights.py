@@ -1,4 +1,5 @@
-"""Data-subject rights beside erasure: who a person is across systems, and access (Art. 15/20)."""
+"""Data-subject rights beside erasure: who a person is across systems, access (Art. 15/20)
+and rectification (Art. 16)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge import audit
-from bridge.adapters.base import CrmAdapter
+from bridge.adapters.base import AdapterError, CrmAdapter, WriteStatus
+from bridge.errors import BridgeError, ConfigError
 from bridge.identity import normalise_email, subject_ref
-from bridge.model import System
+from bridge.model import AuditEvent, System
 from bridge.store.db import Store
 
 
@@ -35,4 +37,85 @@ def export_subject(
         "emails": everyone,
         "systems": {system.value: adapter.export(everyone) for system, adapter in adapters.items()},
         "audit_events": [e for ref in sorted(refs) for e in audit.events(store, ref)],
+    }
+
+
+def rectify_subject(
+    store: Store,
+    adapters: Mapping[System, CrmAdapter],
+    key: bytes,
+    emails: Sequence[str],
+    changes: Mapping[str, str],
+    allowed: Sequence[str],
+    *,
+    actor: str = "cli",
+) -> dict[str, Any]:
+    """Correct a person's data (Art. 16) in every record of every system that holds them.
+
+    Only fields on the allow-list (``rectify.fields``) may be written; any other is refused
+    before anything is read. Each record's outcome is audited under the person's pseudonym
+    with the names of the fields, never their values. A system that fails as a whole is one
+    failed entry without a record id. Returns ``{"records": [...]}``, free of personal data.
+    """
+    if not changes:
+        raise ConfigError(["rectify: nothing to correct; give --set FIELD=VALUE"])
+    refused = sorted(set(changes) - set(allowed))
+    if refused:
+        raise ConfigError(
+            [
+                f"rectify: {name} is not a field rectify may write; add it to rectify.fields "
+                f"in the settings (allowed now: {', '.join(allowed) or 'none'})"
+                for name in refused
+            ]
+        )
+    given = sorted({normalise_email(e) for e in emails if e.strip()})
+    if not given:
+        raise ConfigError(["rectify: give an EMAIL of the person"])
+    try:
+        everyone = subject_emails(adapters, given)
+    except AdapterError as error:
+        raise BridgeError(f"rectify: cannot look the person up: {error}") from None
+    ref = subject_ref(key, given[0])
+    fields = sorted(changes)
+    records: list[dict[str, Any]] = []
+    for system, adapter in adapters.items():
+        try:
+            outcomes = adapter.rectify(everyone, changes)
+        except AdapterError as error:
+            records.append(_entry(system.value, None, None, WriteStatus.FAILED, str(error)))
+            continue
+        records += [
+            _entry(o.record.system.value, o.record.object_type, o.record.id, o.status, o.detail)
+            for o in outcomes
+        ]
+    for entry in records:
+        audit.record(
+            store,
+            AuditEvent(
+                actor=actor,
+                action="rectify",
+                outcome=entry["status"],
+                system=entry["system"],
+                record_id=entry["record_id"],
+                subject_ref=ref,
+                details={"object_type": entry["object_type"], "fields": fields}
+                | ({"detail": entry["detail"]} if entry["detail"] else {}),
+            ),
+        )
+    if not records:
+        details = {"fields": fields, "systems": sorted(s.value for s in adapters)}
+        event = AuditEvent(actor, "rectify", "not_found", subject_ref=ref, details=details)
+        audit.record(store, event)
+    return {"records": records}
+
+
+def _entry(
+    system: str, object_type: str | None, record_id: str | None, status: WriteStatus, detail: str
+) -> dict[str, Any]:
+    return {
+        "system": system,
+        "object_type": object_type,
+        "record_id": record_id,
+        "status": status.value,
+        "detail": detail,
     }

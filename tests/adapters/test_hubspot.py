@@ -32,6 +32,7 @@ from urllib3.exceptions import MaxRetryError, ProtocolError
 from bridge.adapters.base import (
     ConsentWrite,
     ErasureStatus,
+    ErasureTarget,
     LawfulBasisWrite,
     NotFound,
     Permanent,
@@ -41,7 +42,7 @@ from bridge.adapters.base import (
     WriteStatus,
     classify,
 )
-from bridge.adapters.hubspot import HubSpotAdapter
+from bridge.adapters.hubspot import HubSpotAdapter, _refusals
 from bridge.adapters.hubspot_preferences import Preferences
 from bridge.adapters.hubspot_transport import ERRORS, HubSpotLimits, Transport
 from bridge.emulators.common import RunningServer, serve_in_thread
@@ -187,7 +188,10 @@ def emails_of(contact: dict[str, Any]) -> list[str]:
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
     config = HubSpotEmulatorConfig(
-        strict_auth=True, access_tokens=[TOKEN], rate_limits=EMULATOR_LIMITS
+        strict_auth=True,
+        access_tokens=[TOKEN],
+        rate_limits=EMULATOR_LIMITS,
+        custom_properties=["notes"],
     )
     with serve_in_thread(create_app(config)) as running:
         yield running
@@ -514,6 +518,64 @@ def test_anonymised_contact_gets_placeholders_hubspot_accepts(harness: HubSpotHa
     assert {e["email"] for e in state["blocklist"]} == {"hidden@example.com", "alias@example.com"}
 
 
+def seed_customer(harness: HubSpotHarness) -> str:
+    """A customer with statistics, personal details in free text, and an opt-out."""
+    person = {
+        "email": "customer@example.com",
+        "firstname": "Siobhán",
+        "lastname": "O'Brien",
+        "phone": "+44 20 7946 0000",
+        "lifecyclestage": "customer",
+        "hs_legal_basis": "Performance of a contract",
+        "properties": {
+            "hs_lead_status": "CONNECTED",
+            "company": "O'Brien Ltd",
+            "jobtitle": "Head of Data",
+            "notes": "Siobhán prefers calls after 5pm",
+        },
+        "subscriptions": [{"status": "UNSUBSCRIBED"}],
+    }
+    reply = harness.admin.post("/__emulator/seed", json={"contacts": [person]})
+    reply.raise_for_status()
+    record_id: str = reply.json()["contacts"][0]["id"]
+    return record_id
+
+
+def anonymise_customer(harness: HubSpotHarness, adapter: HubSpotAdapter) -> dict[str, Any]:
+    """Anonymise the seeded customer by id; its properties afterwards."""
+    record_id = seed_customer(harness)
+    target = ErasureTarget(System.HUBSPOT, "contact", record_id, "customer@example.com")
+    assert adapter.erase(target, "anonymize").status is ErasureStatus.ANONYMIZED
+    [contact] = harness.state()["contacts"]
+    properties: dict[str, Any] = contact["properties"]
+    return properties
+
+
+def test_anonymising_keeps_statistics_and_the_opt_out_and_empties_the_rest(
+    harness: HubSpotHarness,
+) -> None:
+    properties = anonymise_customer(harness, harness.adapter())
+    assert (properties["lifecyclestage"], properties["hs_lead_status"]) == ("customer", "CONNECTED")
+    for emptied in ("phone", "company", "jobtitle", "notes", "hs_legal_basis"):
+        assert not properties.get(emptied), emptied
+    assert properties["firstname"] == properties["lastname"] == "Anonymised"
+    assert re.fullmatch(r"anon-[0-9a-f]{8}@invalid\.example", properties["email"])
+    assert "Brien" not in json.dumps(properties) and "Siobh" not in json.dumps(properties)
+    # The opt-out is the address's: anonymising the contact leaves it where it was.
+    assert harness.held("customer@example.com").opted_out
+
+
+def test_a_property_added_to_the_keep_list_survives_anonymisation(
+    harness: HubSpotHarness,
+) -> None:
+    keep = {"hubspot.contact": ["jobtitle"]}
+    with make_adapter(harness.server.url, keep_on_anonymize=keep) as adapter:
+        properties = anonymise_customer(harness, adapter)
+    assert properties["jobtitle"] == "Head of Data"
+    # The configured list replaces the default one: the lifecycle stage is no longer kept.
+    assert not properties.get("lifecyclestage") and not properties.get("notes")
+
+
 def test_export_lists_every_property_and_every_subscription_status(harness: HubSpotHarness) -> None:
     [record_id] = harness.seed(
         [
@@ -542,6 +604,69 @@ def test_export_lists_every_property_and_every_subscription_status(harness: HubS
         (1, "SUBSCRIBED")
     }
     assert prefs["unsubscribed_from_all"]["status"] == "UNSUBSCRIBED"
+
+
+def test_rectify_corrects_every_contact_holding_the_addresses(harness: HubSpotHarness) -> None:
+    [primary, further, other] = harness.seed(
+        [
+            Person("ada@example.com"),
+            Person("countess@example.com", additional_emails=("ada.king@example.com",)),
+            Person("someone@example.com"),
+        ]
+    )
+    adapter = harness.adapter()
+    changes = {"last_name": "King", "phone": "+44 20 7946 0001"}
+    outcomes = adapter.rectify(["ada@example.com", "ADA.King@example.com"], changes)
+    assert {o.record.id: o.status for o in outcomes} == {
+        primary: WriteStatus.DONE,
+        further: WriteStatus.DONE,
+    }
+    assert {o.record.object_type for o in outcomes} == {"contact"}
+    contacts = {c["id"]: c["properties"] for c in harness.state()["contacts"]}
+    for record_id in (primary, further):
+        assert contacts[record_id]["lastname"] == "King"
+        assert contacts[record_id]["phone"] == "+44 20 7946 0001"
+        assert contacts[record_id]["firstname"] == "Ada"  # not corrected: kept
+    assert contacts[other]["lastname"] == "Lovelace" and not contacts[other].get("phone")
+    again = adapter.rectify(["ada@example.com", "ada.king@example.com"], changes)
+    assert {o.status for o in again} == {WriteStatus.ALREADY}
+    assert harness.counters()["calls"]["POST /crm/v3/objects/contacts/batch/update"] == 1
+
+
+def test_rectify_refuses_unmapped_fields_and_values_too_long_without_the_value(
+    harness: HubSpotHarness,
+) -> None:
+    harness.seed([Person("ada@example.com")])
+    adapter = harness.adapter()
+    too_long = "K" * 65_537
+    refused = adapter.rectify(["ada@example.com"], {"last_name": too_long, "first_name": "Augusta"})
+    [outcome] = refused
+    assert outcome.status is WriteStatus.FAILED
+    assert "last_name" in outcome.detail and "65,536" in outcome.detail
+    for personal in (too_long[:20], "Augusta", "ada@example.com"):
+        assert personal not in outcome.detail
+    [unmapped] = adapter.rectify(["ada@example.com"], {"nickname": "Augusta"})
+    assert unmapped.status is WriteStatus.FAILED
+    assert unmapped.detail == "no HubSpot property is mapped for nickname"
+    assert "POST /crm/v3/objects/contacts/batch/update" not in harness.counters()["calls"]
+    [contact] = harness.state()["contacts"]
+    assert (contact["properties"]["firstname"], contact["properties"]["lastname"]) == (
+        "Ada",
+        "Lovelace",
+    )
+
+
+def test_rectify_reports_a_207s_refusals_by_category_and_property_never_the_message() -> None:
+    errors = [
+        {
+            "category": "VALIDATION_ERROR",
+            "message": "Ada Lovelace was not one of the allowed options",
+            "context": {"id": ["7"]},
+            "errors": [{"code": "INVALID_OPTION", "context": {"propertyName": ["lastname"]}}],
+        },
+        {"category": "OBJECT_NOT_FOUND", "message": "resource not found", "context": {"id": ["8"]}},
+    ]
+    assert _refusals(errors) == {"7": "VALIDATION_ERROR (lastname)", "8": "OBJECT_NOT_FOUND"}
 
 
 # -- the error table and the v4 transport ----------------------------------------------------------

@@ -34,6 +34,7 @@ from bridge.adapters.base import (
     ConsentWrite,
     ErasureResult,
     ErasureStatus,
+    ErasureTarget,
     LawfulBasisWrite,
     NotFound,
     Permanent,
@@ -44,7 +45,7 @@ from bridge.adapters.base import (
     classify,
 )
 from bridge.adapters.salesforce import SalesforceAdapter
-from bridge.adapters.salesforce_records import STATUS_READ, placeholders
+from bridge.adapters.salesforce_records import STATUS_READ
 from bridge.adapters.salesforce_transport import (
     ERRORS,
     SalesforceSession,
@@ -1094,7 +1095,73 @@ def test_anonymisation_writes_placeholders_salesforce_accepts(harness: Salesforc
         assert not re.fullmatch(r"[0-9a-f]{32,}", address.split("@")[0])
     assert "Brien" not in json.dumps(harness.everything())
     assert adapter.find_by_emails(["gone@example.com", "alias@example.com"]) == []
-    assert placeholders("Contact", contact) == placeholders("Contact", contact)  # idempotent
+    # Idempotent: a second pass writes the same values.
+    [again] = [t for t in targets if t.id == contact]
+    assert adapter.erase(again, "anonymize").status is ErasureStatus.ANONYMIZED
+    [after] = [r for r in harness.rows("Contact") if r["Id"] == contact]
+    stamps = ("LastModifiedDate", "SystemModstamp")
+    assert {k: v for k, v in after.items() if k not in stamps} == {
+        k: v for k, v in row.items() if k not in stamps
+    }
+
+
+LEAD = {
+    "attributes": {"type": "Lead"},
+    "FirstName": "Siobhán",
+    "LastName": "O'Brien",
+    "Company": "O'Brien Ltd",
+    "Email": "lead@example.com",
+    "Phone": "+44 20 7946 0000",
+    "Title": "Head of Data",
+    "Description": "Met Siobhán at the Dublin fair",
+    "Notes__c": "Prefers calls after 5pm",
+    "LeadSource": "Web",
+    "Status": "Working - Contacted",
+    "Rating": "Hot",
+    "Industry": "Retail",
+    "Lawful_Basis__c": "Legitimate Interests",
+    "HasOptedOutOfEmail": True,
+    "DoNotCall": True,
+}
+
+
+def anonymise_lead(harness: SalesforceHarness, adapter: SalesforceAdapter) -> dict[str, Any]:
+    """Anonymise a Lead with statistics, free text and opt-outs; its row afterwards."""
+    field = {"object": "Lead", "name": "Notes__c", "type": "textarea", "length": 32768}
+    harness.admin.post("/__emulator/fields", json=field).raise_for_status()
+    [lead] = harness.insert([LEAD])
+    target = ErasureTarget(System.SALESFORCE, ObjectType.LEAD.value, lead)
+    assert adapter.erase(target, "anonymize").status is ErasureStatus.ANONYMIZED
+    [row] = harness.rows("Lead")
+    return row
+
+
+def test_anonymising_a_lead_keeps_statistics_and_opt_outs_and_clears_the_rest(
+    harness: SalesforceHarness,
+) -> None:
+    row = anonymise_lead(harness, harness.adapter())
+    for kept in ("LeadSource", "Status", "Rating", "Industry"):
+        assert row[kept] == LEAD[kept], kept
+    assert row["HasOptedOutOfEmail"] is True and row["DoNotCall"] is True
+    for cleared in ("Phone", "Title", "Description", "Notes__c", "Lawful_Basis__c"):
+        assert row[cleared] is None, cleared
+    assert (row["FirstName"], row["LastName"], row["Company"]) == ("Anonymised",) * 3
+    assert EMAIL.match(row["Email"]) and row["Email"].endswith("@invalid.example")
+    assert "Brien" not in json.dumps(row) and "Siobh" not in json.dumps(row)
+
+
+def test_a_field_added_to_the_keep_list_survives_anonymisation(
+    harness: SalesforceHarness,
+) -> None:
+    keep = {"salesforce.Lead": ["Title", "Notes__c"]}
+    with SalesforceAdapter(
+        settings(harness.server.url), PURPOSES, bulk_wait=0, keep_on_anonymize=keep
+    ) as adapter:
+        row = anonymise_lead(harness, adapter)
+    assert (row["Title"], row["Notes__c"]) == (LEAD["Title"], LEAD["Notes__c"])
+    # The configured list replaces the default one: the rating is no longer kept.
+    assert row["Rating"] is None and row["Description"] is None
+    assert row["HasOptedOutOfEmail"] is True
 
 
 def test_export_holds_every_field_of_every_row_of_the_person(harness: SalesforceHarness) -> None:
@@ -1116,3 +1183,89 @@ def test_export_holds_every_field_of_every_row_of_the_person(harness: Salesforce
     )
     assert "ShouldForget" in records["Individual"][0]
     assert json.loads(json.dumps(exported)) == exported
+
+
+# -- rectification ----------------------------------------------------------------------------
+
+
+def seed_lead_and_converted_lead(harness: SalesforceHarness) -> tuple[str, str]:
+    """Beside ``seed_person``'s Contact and Individual: a Lead of the person linked to that
+    Individual, and a converted Lead holding the further address."""
+    [individual] = [r["Id"] for r in harness.rows("Individual")]
+    lead = {"attributes": {"type": "Lead"}, "LastName": "O'Brien", "Company": "Co"}
+    [open_lead, converted] = harness.insert(
+        [
+            lead | {"Email": "gone@example.com", "IndividualId": individual},
+            lead | {"Email": "alias@example.com", "IsConverted": True},
+        ]
+    )
+    return open_lead, converted
+
+
+def test_rectify_corrects_contact_lead_and_individual_and_reports_a_converted_lead(
+    harness: SalesforceHarness,
+) -> None:
+    [contact, other] = seed_person(harness)
+    [individual] = [r["Id"] for r in harness.rows("Individual")]
+    lead, converted = seed_lead_and_converted_lead(harness)
+    adapter = harness.adapter()
+    changes = {"last_name": "Byrne", "phone": "+353 1 555 0100"}
+
+    # Every address of the person, as rectify_subject passes them.
+    outcomes = adapter.rectify(["gone@example.com", "alias@example.com"], changes)
+    assert {(o.record.object_type, o.record.id): o.status for o in outcomes} == {
+        ("contact", contact): WriteStatus.DONE,
+        ("lead", lead): WriteStatus.DONE,
+        ("lead", converted): WriteStatus.FAILED,
+        ("individual", individual): WriteStatus.DONE,
+    }
+    [refused] = [o for o in outcomes if o.record.id == converted]
+    assert "converted lead" in refused.detail and "CANNOT_UPDATE_CONVERTED_LEAD" in refused.detail
+    rows = {r["Id"]: r for sobject in PARTIES[:3] for r in harness.rows(sobject)}
+    for record_id in (contact, lead):
+        assert (rows[record_id]["LastName"], rows[record_id]["Phone"]) == (
+            "Byrne",
+            changes["phone"],
+        )
+    assert rows[individual]["LastName"] == "Byrne"  # an Individual takes the names only
+    assert rows[converted]["LastName"] == "O'Brien"
+    assert rows[other]["LastName"] == "Lovelace"  # someone else: untouched
+    assert rows[other]["Phone"] is None
+    assert rows[contact]["FirstName"] == "Siobhán"  # a field not corrected stays
+
+    again = {o.record.id: o.status for o in adapter.rectify(["alias@example.com"], changes)}
+    assert again == {
+        contact: WriteStatus.ALREADY,
+        lead: WriteStatus.ALREADY,
+        converted: WriteStatus.FAILED,
+        individual: WriteStatus.ALREADY,
+    }
+    phone_only = adapter.rectify(["gone@example.com"], {"phone": "+353 1 555 0199"})
+    [for_individual] = [o for o in phone_only if o.record.object_type == "individual"]
+    assert for_individual.status is WriteStatus.ALREADY
+    assert "holds none of: phone" in for_individual.detail
+
+
+def test_rectify_refuses_a_value_too_long_naming_field_and_limit_never_the_value(
+    harness: SalesforceHarness,
+) -> None:
+    seed_person(harness)
+    adapter = harness.adapter()
+    harness.reset_counters()
+    too_long = "Ó" + "x" * 80  # 81 characters; LastName takes 80
+    outcomes = adapter.rectify(["gone@example.com"], {"first_name": "Shiv", "last_name": too_long})
+    assert [(o.record.object_type, o.status) for o in outcomes] == [
+        ("contact", WriteStatus.FAILED),
+        ("individual", WriteStatus.FAILED),
+    ]
+    for outcome in outcomes:
+        assert "LastName" in outcome.detail and "80" in outcome.detail
+        for personal in (too_long, "Shiv", "gone@example.com", "alias@example.com"):
+            assert personal not in outcome.detail
+    # A record is corrected whole or not at all: the valid first name was not written either.
+    assert not any("composite/sobjects" in call for call in harness.calls())
+    assert {r["FirstName"] for r in harness.rows("Contact")} == {"Siobhán", "Ada"}
+
+    unmapped = adapter.rectify(["gone@example.com"], {"nickname": "Shiv"})
+    assert {o.status for o in unmapped} == {WriteStatus.FAILED}
+    assert all(o.detail == "no Salesforce field is mapped for nickname" for o in unmapped)

@@ -12,13 +12,6 @@ from tests.conftest import BridgeCli, Crms
 ADA = "Ada.Erase@Example.com"
 
 
-@pytest.fixture
-def cli(bridge: BridgeCli, crms: Crms) -> BridgeCli:
-    bridge.env |= crms.env()
-    assert bridge("db", "upgrade").returncode == 0
-    return bridge
-
-
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_erase_json_receipt_and_no_email_left_behind(cli: BridgeCli, crms: Crms) -> None:
     crms.seed_hubspot(email=ADA.lower(), firstname="Ada", lastname="Erase")
@@ -39,6 +32,7 @@ def test_erase_json_receipt_and_no_email_left_behind(cli: BridgeCli, crms: Crms)
 
     result = cli("erase", ADA, "--reason", "ticket 4711", "--json")
     assert result.returncode == 0, result.stderr
+    assert "ada" not in result.stderr.lower().replace("adapter", "")  # the logs
     [request] = json.loads(result.stdout)["requests"]
     assert request["status"] == "completed"
     assert request["systems"]["salesforce"]["objects"]["contact"]
@@ -65,3 +59,22 @@ def test_erase_without_a_crm_configured_is_one_line(bridge: BridgeCli) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert ADA.lower() not in result.stderr.lower()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_requests_reappeared_flags_an_erased_person_typed_in_again(
+    cli: BridgeCli, crms: Crms
+) -> None:
+    crms.seed_hubspot(email=ADA.lower(), firstname="Ada")
+    assert cli("erase", ADA).returncode == 0
+    first = cli("requests", "--reappeared", "--json")
+    assert (first.returncode, json.loads(first.stdout)) == (0, {"reappeared": []}), first.stderr
+
+    lead = crms.seed_salesforce("Lead", LastName="Erase", Company="Acme", Email=ADA)
+    again = cli("requests", "--reappeared", "--json")
+    assert again.returncode == 0, again.stderr
+    [found] = json.loads(again.stdout)["reappeared"]
+    assert (found["system"], found["record_id"], found["request_id"]) == ("salesforce", lead, None)
+    assert ADA.lower() not in (again.stdout + again.stderr).lower()
+    events = json.loads(cli("audit", "--json").stdout)
+    assert "erasure.reappeared" in {e["action"] for e in events["events"]}

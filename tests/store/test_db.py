@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from bridge.errors import BridgeError, SchemaError
 from bridge.store.db import Store, engine_url, safe_url
+from bridge.store.tables import metadata
 
 
 def test_upgrade_creates_the_schema_and_is_idempotent(database_url: str) -> None:
@@ -47,3 +50,11 @@ def test_plain_postgresql_urls_use_psycopg_3() -> None:
     assert engine_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert engine_url("sqlite:///./bridge.db") == "sqlite:///./bridge.db"
     assert "***" in safe_url("postgresql://u:pw@h/db")
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_declares(store: Store) -> None:
+    """A column added to ``tables.py`` without a migration (or the reverse) fails here."""
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(conn)
+        differences = compare_metadata(context, metadata)
+    assert differences == []

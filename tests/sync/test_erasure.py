@@ -104,8 +104,9 @@ def test_a_person_in_every_object_is_erased_everywhere_and_verified(
 
 def test_dry_run_lists_targets_and_changes_nothing(crms: Crms, store: Store) -> None:
     seed_ann(crms)
-    targets = service(crms, store).dry_run([ANN])
-    assert {t.system.value for t in targets} == {"hubspot", "salesforce"}
+    planned = service(crms, store).dry_run([ANN])
+    assert {t.system.value for t, _ in planned} == {"hubspot", "salesforce"}
+    assert {hold for _, hold in planned} == {None}  # no legal holds configured
     assert rows.requests(store) == []
     assert len(crms.hubspot.get("/__emulator/state").json()["contacts"]) == 1
     assert len(live_salesforce(crms, "Contact")) == 2
