@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -253,11 +254,11 @@ class ErasureResult:
     detail: str = ""
 
 
-class ClosesOnExit:
+class ClosesOnExit(ABC):
     """``with adapter:`` closes the adapter's connections however the block ends."""
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def close(self) -> None: ...
 
     def __enter__(self) -> Self:
         return self

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, tuple_, update
 
 from bridge.store.db import Store, insert_or_skip
 from bridge.store.tables import cursors, reappearances, record_index
@@ -14,24 +14,21 @@ RecordKey = tuple[str, str, str]  # system, object type, record id
 INDEX_KEY = ["system", "object_type", "record_id", "subject_ref"]
 
 
-def remember(conn: Connection, seen: Iterable[tuple[RecordKey, Collection[str]]], now: str) -> None:
-    """Each record now holds exactly these pseudonyms (its emails' ``subject_ref``)."""
-    for (system, object_type, record_id), refs in seen:
-        same = (
-            (record_index.c.system == system)
-            & (record_index.c.object_type == object_type)
-            & (record_index.c.record_id == record_id)
-        )
-        conn.execute(delete(record_index).where(same, record_index.c.subject_ref.not_in(refs)))
-        if refs:
-            conn.execute(
-                insert_or_skip(conn, record_index, INDEX_KEY),
-                [
-                    {"system": system, "object_type": object_type, "record_id": record_id,
-                     "subject_ref": ref, "seen_at": now}
-                    for ref in refs
-                ],
-            )  # fmt: skip
+def remember(conn: Connection, seen: Mapping[RecordKey, Collection[str]], now: str) -> None:
+    """These records now hold exactly these pseudonyms (their emails' ``subject_ref``): one
+    delete and one insert for the whole batch."""
+    if not seen:
+        return
+    record = tuple_(record_index.c.system, record_index.c.object_type, record_index.c.record_id)
+    conn.execute(delete(record_index).where(record.in_(list(seen))))
+    rows = [
+        {"system": system, "object_type": object_type, "record_id": record_id,
+         "subject_ref": ref, "seen_at": now}
+        for (system, object_type, record_id), refs in seen.items()
+        for ref in refs
+    ]  # fmt: skip
+    if rows:  # skip rows another instance inserted meanwhile
+        conn.execute(insert_or_skip(conn, record_index, INDEX_KEY), rows)
 
 
 def refs_of(store: Store, key: RecordKey) -> set[str]:

@@ -51,7 +51,7 @@ class Watch:
             now = _now()
             seen = [(r, {subject_ref(self.key, e) for e in r.emails if e.strip()}) for r in batch]
             with self.store.transaction() as conn:
-                rows.remember(conn, [(r.key, refs) for r, refs in seen], now)
+                rows.remember(conn, {r.key: refs for r, refs in seen}, now)
             erased = erasure_rows.suppressed(self.store, set().union(*(refs for _, refs in seen)))
             for record, refs in seen:
                 if refs & erased and record.key not in kept:
