@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,10 +27,15 @@ from bridge.errors import BridgeError, ConfigError
 from bridge.identity import subject_ref
 from bridge.logs import configure as configure_logging
 from bridge.logs import get_logger
-from bridge.model import AuditEvent
+from bridge.model import AuditEvent, System
 from bridge.settings import Settings, load_settings
 from bridge.store.db import Store, safe_url
 from bridge.sync.erasure import COMPLETED, Erasure
+
+if TYPE_CHECKING:
+    from bridge.adapters.base import CrmAdapter
+    from bridge.sync.daemon import Job
+    from bridge.sync.reconcile import Progress, Reconciler, SyncReport
 
 app = typer.Typer(
     name="bridge",
@@ -50,6 +58,7 @@ class Context:
     config: Path | None
     _settings: Settings | None = None
     _store: Store | None = field(default=None, repr=False)
+    _adapters: dict[System, CrmAdapter] | None = field(default=None, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -58,19 +67,52 @@ class Context:
             configure_logging(self._settings.log_level)
         return self._settings
 
-    def erasure(self) -> Erasure:
-        """The erasure service over every configured CRM."""
-        from cryptography.fernet import Fernet
-
+    def adapters(self) -> dict[System, CrmAdapter]:
+        """One adapter per configured CRM, shared by every service of this command."""
         from bridge.adapters import connect
+
+        if self._adapters is None:
+            self._adapters = connect(self.settings)
+        return self._adapters
+
+    def erasure(self, adapters: Mapping[System, CrmAdapter] | None = None) -> Erasure:
+        """The erasure service over every configured CRM (through ``adapters``, when a
+        thread of its own needs connections of its own)."""
+        from cryptography.fernet import Fernet
 
         settings = self.settings
         return Erasure(
             self.store(),
-            connect(settings),
+            adapters or self.adapters(),
             Fernet(settings.require_encryption_key()),
             settings.require_pseudonym_key(),
             holds=settings.erasure.legal_holds,
+            lease_seconds=settings.erasure.lease_seconds,
+        )
+
+    def reconciler(
+        self,
+        progress: Progress | None = None,
+        adapters: Mapping[System, CrmAdapter] | None = None,
+    ) -> Reconciler:
+        """The sync over every configured CRM; erased people who re-appear are erased again
+        when ``erasure.reerase_reappeared`` says so."""
+        from bridge.policies.minimisation import Minimisation
+        from bridge.sync.reconcile import Reconciler
+        from bridge.sync.watch import Watch
+
+        settings = self.settings
+        key = settings.require_pseudonym_key()
+        adapters = adapters or self.adapters()
+        again = self.erasure(adapters) if settings.erasure.reerase_reappeared else None
+        return Reconciler(
+            self.store(),
+            adapters,
+            key,
+            settings.purposes,
+            Minimisation(settings.minimisation.allowed),
+            watch=Watch(self.store(), key, again),
+            progress=progress,
         )
 
     def store(self, *, current_schema: bool = True) -> Store:
@@ -233,13 +275,11 @@ def export(
     out_file: Annotated[Path | None, typer.Option("--out", help="Write here, not stdout.")] = None,
 ) -> None:
     """Everything held about a person, in every system, as one JSON document (Art. 15/20)."""
-    from bridge.adapters import connect
     from bridge.sync.rights import export_subject
 
     context: Context = ctx.obj
-    settings = context.settings
     document = export_subject(
-        context.store(), connect(settings), settings.require_pseudonym_key(), [email]
+        context.store(), context.adapters(), context.settings.require_pseudonym_key(), [email]
     )
     text = json.dumps(document, ensure_ascii=False, indent=2, default=str)
     if out_file is None:
@@ -262,7 +302,6 @@ def rectify(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Correct a person's data in every record of every system (Art. 16); audited."""
-    from bridge.adapters import connect
     from bridge.sync.rights import rectify_subject
 
     changes = _parse_sets(sets)
@@ -270,7 +309,7 @@ def rectify(
     settings = context.settings
     records = rectify_subject(
         context.store(),
-        connect(settings),
+        context.adapters(),
         settings.require_pseudonym_key(),
         [email],
         changes,
@@ -377,13 +416,191 @@ def _render_requests(views: list[dict[str, Any]], as_json: bool) -> None:
             out.print(line, markup=False)
 
 
+@app.command("sync")
+def sync(
+    ctx: typer.Context,
+    full: Annotated[
+        bool, typer.Option("--full", help="Read every record, not the changes.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; write nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Reconcile consent, opt-outs and lawful basis across the CRMs (exit 1 if a write failed)."""
+    context: Context = ctx.obj
+    context.settings  # noqa: B018  settings first: a configuration problem is exit 2
+    with _progress(enabled=out.is_terminal and not as_json) as progress:
+        report = context.reconciler(progress).sync(full=full, dry_run=dry_run)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        _render_sync(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Progress | None]:
+    """A progress bar per phase on a terminal; nothing otherwise."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import Progress as Bar
+
+    with Bar(console=out, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def advance(phase: str, done: int, total: int | None) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        yield advance
+
+
+def _render_sync(report: SyncReport) -> None:
+    counts = report.counts()
+    if report.changes:
+        table = Table("system", "object", "record", "change", "purpose", "value", "reason")
+        if not report.dry_run:
+            table.add_column("outcome")
+        for change in report.changes:
+            row = [
+                change["system"],
+                change["object_type"],
+                change["record_id"],
+                change["change"],
+                change["purpose"] or "",
+                change["value"],
+                change["reason"],
+            ]
+            table.add_row(*row, *([] if report.dry_run else [change["outcome"]]))
+        out.print(table)
+    verb = "would apply" if report.dry_run else "planned"
+    summary = (
+        f"{counts['subjects']} people in {counts['records']} records: {verb} "
+        f"{counts['planned']} changes"
+    )
+    if not report.dry_run:
+        summary += (
+            f" ({counts['done']} done, {counts['already']} already so, "
+            f"{counts['needs_self_service']} left to the person, {counts['failed']} failed)"
+        )
+    out.print(summary, markup=False, highlight=False)
+    if counts["awaiting_person"]:
+        out.print(
+            f"{counts['awaiting_person']} changes wait for the person (the vendor lets only "
+            "them make it); not retried until they act again",
+            markup=False,
+        )
+    for change in report.not_allowed:
+        out.print(
+            f"not copied (minimisation): {change['change']} to {change['system']} "
+            f"{change['object_type']} {change['record_id']}; allow the field in "
+            "[minimisation.allowed] to sync it",
+            markup=False,
+        )
+    if counts["suppressed"]:
+        out.print(f"{counts['suppressed']} erased people skipped (suppressed)", markup=False)
+    if not report.dry_run and not report.cursors_moved:
+        out.print("cursors not moved: the next run reads these changes again", markup=False)
+
+
+HostOption = Annotated[
+    str | None, typer.Option(help="Interface (default: web.host, 127.0.0.1)", show_default=False)
+]
+PortOption = Annotated[
+    int | None, typer.Option(help="Port (default: web.port, 8080)", show_default=False)
+]
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """The daemon: scheduled work (inbox, erasure, sync) beside the webhook receiver.
+
+    SIGTERM: the items under way finish, exit 0 within 30 s. Instances may share PostgreSQL.
+    """
+    from bridge.store.leader import LeaderLock
+    from bridge.sync.daemon import Daemon
+    from bridge.sync.daemon import serve as serve_daemon
+    from bridge.web.app import create_app
+
+    context: Context = ctx.obj
+    settings = context.settings
+    store = context.store()  # refuses an old schema
+    daemon = Daemon(
+        _daemon_jobs(context), LeaderLock(store), settings.schedule.leader_check_seconds
+    )
+    receiver = create_app(settings, store)
+    serve_daemon(daemon, receiver, host or settings.web.host, port or settings.web.port)
+
+
+def _daemon_jobs(context: Context) -> list[Job]:
+    """The daemon's jobs, from the settings. Every instance drains the inbox and runs open
+    erasure requests (the work items are leased, so instances share them); the leader alone
+    runs the leader-only jobs."""
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+    from cryptography.fernet import Fernet
+
+    from bridge.adapters import connect
+    from bridge.sync.daemon import Job
+    from bridge.sync.inbox import Handler, InboxWorker
+    from bridge.sync.propagate import Propagation
+    from bridge.sync.triggers import ErasureTriggers
+
+    settings = context.settings
+    schedule = settings.schedule
+    # Jobs run in threads of their own, side by side: each gets its own vendor connections.
+    inbox_erasure = context.erasure(connect(settings))
+    handlers: dict[str, Handler] = {
+        "deletion": ErasureTriggers(inbox_erasure, inbox_erasure.adapters),
+        "consent": Propagation(context.reconciler(adapters=inbox_erasure.adapters)),
+    }
+    inbox = InboxWorker(context.store(), Fernet(settings.require_encryption_key()), handlers)
+    erasure = context.erasure()
+    reconciler = context.reconciler(adapters=connect(settings))
+    one_sync_at_a_time = threading.Lock()
+
+    def sync(full: bool) -> Callable[[threading.Event], object]:
+        def run(stop: threading.Event) -> object:
+            with one_sync_at_a_time:
+                return reconciler.sync(full=full, stop=stop)
+
+        return run
+
+    return [
+        Job(
+            "inbox",
+            lambda stop: inbox.drain(batch=1, stop=stop),
+            IntervalTrigger(seconds=schedule.inbox_seconds),
+        ),
+        Job("erasure", erasure.drain, IntervalTrigger(seconds=schedule.erasure_seconds)),
+        Job(
+            "incremental_sync",
+            sync(full=False),
+            IntervalTrigger(minutes=schedule.incremental_sync_minutes),
+            leader_only=True,
+        ),
+        Job(
+            "full_sync",
+            sync(full=True),
+            CronTrigger.from_crontab(schedule.full_sync_cron),
+            leader_only=True,
+        ),
+    ]
+
+
 @app.command("serve")
 def serve(
     ctx: typer.Context,
-    host: Annotated[
-        str | None, typer.Option(help="Interface [default: web.host, 127.0.0.1]")
-    ] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: web.port, 8080]")] = None,
+    host: HostOption = None,
+    port: PortOption = None,
 ) -> None:
     """Run the webhook receiver alone (the daemon runs it beside the scheduler)."""
     import uvicorn  # imported here: the server stack is slow to load for other commands

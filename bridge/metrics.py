@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 WEBHOOK_EVENTS = Counter(
     "bridge_webhook_events_total",
@@ -19,4 +19,22 @@ ADAPTER_ERRORS = Counter(
 )
 REAPPEARANCES = Counter(
     "bridge_reappearances_total", "Erased people found again in a CRM, by system", ["system"]
+)
+SYNC_CHANGES = Counter(
+    "bridge_sync_changes_total",
+    "Changes the sync applied, by system, kind and outcome",
+    ["system", "kind", "outcome"],
+)
+PROPAGATION_DELAY = Histogram(
+    "bridge_propagation_delay_seconds",
+    "From a consent event's receipt to its changes applied in every other system",
+    buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
+)
+SCHEDULER_LEADER = Gauge(
+    "bridge_scheduler_leader", "1 while this instance runs the leader-only jobs (sync), else 0"
+)
+DAEMON_JOB_RUNS = Counter(
+    "bridge_daemon_job_runs_total",
+    "Daemon job runs by job and outcome (ok, failed)",
+    ["job", "outcome"],
 )

@@ -106,6 +106,12 @@ class ErasureSettings(BaseModel):
     reerase_reappeared: bool = Field(
         False, description="erase an erased person again when they re-appear in a CRM"
     )
+    lease_seconds: float = Field(
+        30,
+        ge=1,
+        description="how long a claimed step is reserved for the instance running it; if that "
+        "instance dies, another retries the step after this; longer than the slowest step",
+    )
 
 
 class RectifySettings(BaseModel):
@@ -117,12 +123,93 @@ class RectifySettings(BaseModel):
     )
 
 
+# What minimisation allows by default: the fields the bridge reads or writes, and the
+# everyday business fields retention and reports look at.
+# fmt: off
+DEFAULT_ALLOWED_FIELDS: dict[str, list[str]] = {
+    "hubspot.contact": [
+        "email", "hs_additional_emails", "firstname", "lastname", "phone", "company", "jobtitle",
+        "lifecyclestage", "hs_lead_status", "hubspot_owner_id", "hs_legal_basis",
+        "hs_email_optout*",
+    ],
+    "salesforce.Contact": [
+        "Email", "FirstName", "LastName", "Phone", "MobilePhone", "AccountId", "OwnerId",
+        "LeadSource", "HasOptedOutOfEmail", "DoNotCall", "IndividualId", "Lawful_Basis__c",
+    ],
+    "salesforce.Lead": [
+        "Email", "FirstName", "LastName", "Phone", "MobilePhone", "Company", "Status", "OwnerId",
+        "LeadSource", "Industry", "Rating", "HasOptedOutOfEmail", "DoNotCall", "IndividualId",
+        "Lawful_Basis__c",
+    ],
+    "salesforce.Individual": [
+        "FirstName", "LastName", "HasOptedOutSolicit", "HasOptedOutProcessing", "ShouldForget",
+    ],
+    "salesforce.ContactPointTypeConsent": [
+        "Name", "PartyId", "DataUsePurposeId", "ContactPointType", "PrivacyConsentStatus",
+        "CaptureDate", "CaptureSource", "CaptureContactPointType", "DoubleConsentCaptureDate",
+    ],
+    "salesforce.ContactPointEmail": ["ParentId", "EmailAddress", "IsPrimary"],
+}
+# fmt: on
+
+
+class MinimisationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    allowed: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_ALLOWED_FIELDS.items()},
+        description="per '<system>.<object>': the fields the bridge may hold and copy "
+        "('*' ends a prefix); an object not named allows nothing",
+    )
+
+
 class WebSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+
+
+class ScheduleSettings(BaseModel):
+    """When the daemon (``bridge run``) does what. A job still running when it is due again is
+    not started a second time: that run is skipped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    incremental_sync_minutes: float = Field(
+        5, gt=0, description="pull and reconcile what changed since the last sync (leader only)"
+    )
+    full_sync_cron: str = Field(
+        "0 2 * * *",
+        description="crontab (minute hour day month weekday, the host's local time): a full "
+        "reconciliation of every record (leader only); weekdays by name (sun, mon-fri)",
+    )
+    inbox_seconds: float = Field(2, gt=0, description="process stored webhook events")
+    erasure_seconds: float = Field(30, gt=0, description="run open erasure requests")
+    leader_check_seconds: float = Field(
+        10, gt=0, description="how often an instance checks (or takes over) the leader lock"
+    )
+
+    @field_validator("full_sync_cron")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        fields = value.split()
+        # APScheduler 3 counts weekday 0 as Monday, crontab as Sunday: names are unambiguous.
+        if len(fields) == 5 and any(c.isdigit() for c in fields[4]):
+            raise ValueError(
+                "write the weekday by name (sun, mon-fri), not by number: "
+                "numbers mean different days to different cron dialects"
+            )
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as error:
+            raise ValueError(
+                f"not a crontab expression (minute hour day month weekday): {error}"
+            ) from None
+        return value
 
 
 class Settings(BaseSettings):
@@ -142,6 +229,8 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     erasure: ErasureSettings = ErasureSettings()
     rectify: RectifySettings = RectifySettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    minimisation: MinimisationSettings = MinimisationSettings()
     purposes: list[Purpose] = []
 
     @field_validator("pseudonym_key")

@@ -200,3 +200,12 @@ def cli(bridge: BridgeCli, crms: Crms) -> BridgeCli:
     bridge.env |= crms.env()
     assert bridge("db", "upgrade").returncode == 0
     return bridge
+
+
+@pytest.fixture
+def configured_cli(cli: BridgeCli) -> BridgeCli:
+    """The CLI with the shipped example settings, whose purposes match the emulators'."""
+    (cli.cwd / "config").mkdir(exist_ok=True)
+    example = Path(__file__).parents[1] / "config" / "bridge.example.toml"
+    (cli.cwd / "config" / "bridge.toml").write_text(example.read_text())
+    return cli

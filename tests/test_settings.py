@@ -120,3 +120,25 @@ def test_example_config_loads_and_documents_every_setting() -> None:
     for key in secret_keys():
         assert "BRIDGE_" + key.replace(".", "__").upper() in text
     assert settings.purposes
+
+
+def test_schedule_comes_from_toml_and_environment_and_a_bad_cron_names_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(tmp_path / "bridge.toml", '[schedule]\nfull_sync_cron = "30 3 * * sun"\n')
+    monkeypatch.setenv("BRIDGE_SCHEDULE__INBOX_SECONDS", "0.5")
+    schedule = load_settings(config).schedule
+    assert (schedule.full_sync_cron, schedule.inbox_seconds) == ("30 3 * * sun", 0.5)
+    assert schedule.incremental_sync_minutes == 5 and schedule.erasure_seconds == 30
+
+    for cron, problem in (
+        ("0 2 * *", "not a crontab expression (minute hour day month weekday): Wrong number"),
+        ("61 * * * *", "not a crontab expression"),
+        ("0 2 * * 0", "write the weekday by name"),  # Sunday to crontab, Monday to APScheduler
+    ):
+        monkeypatch.setenv("BRIDGE_SCHEDULE__FULL_SYNC_CRON", cron)
+        with pytest.raises(ConfigError) as caught:
+            load_settings(config)
+        [line] = caught.value.problems
+        assert line.startswith(f"schedule.full_sync_cron: {problem}")
+        assert "BRIDGE_SCHEDULE__FULL_SYNC_CRON" in line

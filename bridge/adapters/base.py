@@ -276,6 +276,12 @@ class CrmAdapter(Protocol):
         """Release the adapter's connections."""
         ...
 
+    def field_for(self, object_type: str, field: str) -> tuple[str, str] | None:
+        """Where a common field of a record lives: the vendor object and field the sync
+        writes for ``opt_out``, ``consent:<purpose>`` or ``lawful_basis``; None when this
+        kind of record cannot hold it. Minimisation is judged on these names."""
+        ...
+
     def read(self, since: datetime | None = None) -> Iterator[CrmRecord]:
         """Every record (``since`` None) or those modified at or after ``since``, each once."""
         ...

@@ -228,6 +228,9 @@ class HubSpotAdapter(ClosesOnExit):
         """``keep_on_anonymize``: ``erasure.keep_on_anonymize`` (its ``hubspot.contact``)."""
         self._t = Transport(settings, limits or HubSpotLimits(), attempts, timeout)
         self._prefs = Preferences(self._t, purposes, lawful_bases.subscription)
+        self._subscriptions = {
+            p.id: p.hubspot_subscription_id for p in purposes if p.hubspot_subscription_id
+        }
         self._bases = lawful_bases
         self._personal_fields = tuple(personal_fields)
         self._properties = [EMAIL, ADDITIONAL, LEGAL_BASIS, OPTOUT, MODIFIED, *personal_fields]
@@ -239,6 +242,16 @@ class HubSpotAdapter(ClosesOnExit):
 
     def close(self) -> None:
         self._t.close()
+
+    def field_for(self, object_type: str, field: str) -> tuple[str, str] | None:
+        """Subscriptions show on the contact as their ``hs_email_optout_<id>`` mirrors."""
+        if object_type != OBJECT_TYPE:
+            return None
+        if field.startswith("consent:"):
+            subscription = self._subscriptions.get(field.removeprefix("consent:"))
+            return (OBJECT_TYPE, f"{OPTOUT}_{subscription}") if subscription else None
+        named = {"opt_out": OPTOUT, "lawful_basis": LEGAL_BASIS}.get(field)
+        return (OBJECT_TYPE, named) if named else None
 
     # -- reading --------------------------------------------------------------------------
 

@@ -2,11 +2,13 @@
 
 Status belongs to an email address, not to a contact (reference section 3). Reads use v4
 batches, 100 addresses per call. Withdrawals use v4 batch writes, which are idempotent
-(``NO_STATUS_CHANGE`` comes back as ``ALREADY``) and so safe to retry. Grants go one by one
-through v3, on purpose: v3 refuses to resubscribe an address that opted out, which is HubSpot
-enforcing the person's own choice, and becomes ``NEEDS_SELF_SERVICE`` rather than an error to
-retry; v4 would resubscribe such a person silently. Within one call, withdrawals are applied
-before grants: when both concern one person, the GDPR-safe order wins.
+(``NO_STATUS_CHANGE`` comes back as ``ALREADY``) and so safe to retry. Grants read the
+addresses' statuses first (100 per call): one already held, or one HubSpot would refuse,
+needs no further call; the others go one by one through v3, on purpose: v3 refuses to
+resubscribe an address that opted out, which is HubSpot enforcing the person's own choice,
+and becomes ``NEEDS_SELF_SERVICE`` rather than an error to retry; v4 would resubscribe such
+a person silently. Within one call, withdrawals are applied before grants: when both concern
+one person, the GDPR-safe order wins.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from bridge.policies.lawful_basis import Unmappable, Vocabulary
 STATUSES = "/communication-preferences/v4/statuses"
 STATES = {"SUBSCRIBED": ConsentStatus.GRANTED, "UNSUBSCRIBED": ConsentStatus.WITHDRAWN}
 UNCHANGED = "NO_STATUS_CHANGE"
+OPTED_OUT = (WriteStatus.NEEDS_SELF_SERVICE, "opted out; HubSpot lets only the person resubscribe")
 
 Status = dict[str, Any]
 """A v4 ``PublicStatus`` (or wide status) as HubSpot sends it."""
@@ -170,8 +173,27 @@ class Preferences:
         outcomes |= {
             index: _outcome(writes[index], done[key]) for index, key in withdrawals.items()
         }
-        outcomes |= {index: self._subscribe(writes[index], sub) for index, sub in grants}
+        outcomes |= self._grant({index: (writes[index], sub) for index, sub in grants})
         return [outcomes[index] for index in range(len(writes))]
+
+    def _grant(self, grants: dict[int, tuple[ConsentWrite, str]]) -> dict[int, WriteOutcome]:
+        """Grants, after reading the addresses' statuses 100 at a time: one already held is
+        ``ALREADY`` and one HubSpot would refuse (opted out) is left to the person, both
+        without a call; the rest are subscribed one by one."""
+        addresses = [write.email for write, _ in grants.values()]
+        held = self.statuses(addresses)
+        left_all = self.opted_out(addresses)
+        outcomes: dict[int, WriteOutcome] = {}
+        for index, (write, subscription_id) in grants.items():
+            email = normalise_email(write.email)
+            state = {str(s.get("subscriptionId")): s.get("status") for s in held.get(email, [])}
+            if state.get(subscription_id) == "SUBSCRIBED":
+                outcomes[index] = WriteOutcome(write.record, WriteStatus.ALREADY)
+            elif state.get(subscription_id) == "UNSUBSCRIBED" or email in left_all:
+                outcomes[index] = WriteOutcome(write.record, *OPTED_OUT)
+            else:
+                outcomes[index] = self._subscribe(write, subscription_id)
+        return outcomes
 
     @staticmethod
     def _unwritable(
@@ -294,10 +316,7 @@ class Preferences:
         if current.get(subscription_id) == "SUBSCRIBED":
             return WriteStatus.ALREADY, ""
         if current.get(subscription_id) == "UNSUBSCRIBED" or self.opted_out([email]):
-            return (
-                WriteStatus.NEEDS_SELF_SERVICE,
-                "opted out; HubSpot lets only the person resubscribe",
-            )
+            return OPTED_OUT
         return WriteStatus.FAILED, refusal
 
     def _basis_fields(self, write: ConsentWrite, strict: bool) -> dict[str, str]:

@@ -49,10 +49,11 @@ from bridge.adapters.base import (
     WriteStatus,
     classify,
 )
-from bridge.adapters.salesforce_consent import ConsentWriter
+from bridge.adapters.salesforce_consent import FLAGS, ConsentWriter
 from bridge.adapters.salesforce_records import (
     ADDRESS_FIELDS,
     CONSENT_FIELDS,
+    CONSENT_ROW,
     INDIVIDUAL_FIELDS,
     INDIVIDUAL_PREFIX,
     PEOPLE,
@@ -124,6 +125,7 @@ class SalesforceAdapter(ClosesOnExit):
         self._t = Transport(settings, attempts=attempts, timeout=timeout, bulk_wait=bulk_wait)
         self._map = RecordMapper(purposes, settings.lawful_basis_field)
         self._writer = ConsentWriter(self._t, self._map, purposes)
+        self._purposes = {p.id: p for p in purposes}
         self._described: dict[str, list[dict[str, Any]]] = {}
         self._hard_delete = True  # until a hardDelete job is refused
         keep = (
@@ -137,6 +139,23 @@ class SalesforceAdapter(ClosesOnExit):
 
     def close(self) -> None:
         self._t.close()
+
+    def field_for(self, object_type: str, field: str) -> tuple[str, str] | None:
+        """Consent lives in the Individual's ContactPointTypeConsent rows; the lawful basis
+        in the configured field of Contacts and Leads."""
+        if object_type not in FLAGS:
+            return None
+        sobject = SOBJECTS[object_type]
+        if field.startswith("consent:"):
+            purpose = self._purposes.get(field.removeprefix("consent:"))
+            mapped = purpose is not None and purpose.salesforce_data_use_purpose
+            return (SOBJECTS[CONSENT_ROW], "PrivacyConsentStatus") if mapped else None
+        if field == "opt_out":
+            return sobject, FLAGS[object_type]
+        basis = self._settings.lawful_basis_field
+        if field == "lawful_basis" and basis and object_type != ObjectType.INDIVIDUAL.value:
+            return sobject, basis
+        return None
 
     # -- reading --------------------------------------------------------------------------
 

@@ -25,20 +25,20 @@ EMAIL_CONTACT_POINT = "Email"
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
 
-def _order(consent: Consent) -> tuple[datetime, str, str, str]:
-    """Latest first by time; equal times settle on a fixed, content-based order."""
-    return (
-        consent.changed_at or _OLDEST,
-        consent.source_system.value,
-        consent.source_record,
-        repr(consent),
-    )
+def _order(consent: Consent) -> tuple[datetime, str, str]:
+    """Latest first by time; equal times settle on where the act was recorded."""
+    return (consent.changed_at or _OLDEST, consent.source_system.value, consent.source_record)
 
 
 def _later(a: Consent | None, b: Consent | None) -> Consent | None:
+    """The later act; two acts of one record at one time settle on their content, so that
+    the answer never depends on which was read first."""
     if a is None or b is None:
         return a or b
-    return a if _order(a) >= _order(b) else b
+    order_a, order_b = _order(a), _order(b)
+    if order_a != order_b:
+        return a if order_a > order_b else b
+    return a if repr(a) >= repr(b) else b
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,18 @@ class ConsentDecision:
 
 
 def summarise(consents: Iterable[Consent]) -> ConsentSummary:
-    summary = ConsentSummary()
+    """The summary of many consents: the same as combining each one's, in one pass."""
+    withdrawal = active = grant = unknown = None
     for consent in consents:
-        summary = summary.combine(ConsentSummary.of(consent))
-    return summary
+        if consent.status is ConsentStatus.WITHDRAWN:
+            withdrawal = _later(withdrawal, consent)
+        elif consent.status is ConsentStatus.UNKNOWN:
+            unknown = _later(unknown, consent)
+        else:
+            grant = _later(grant, consent)
+            if consent.evidence.is_active_act:
+                active = _later(active, consent)
+    return ConsentSummary(withdrawal, active, grant, unknown)
 
 
 def opt_out_as_withdrawal(purpose: Purpose, opt_out: GlobalOptOut) -> Consent:

@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 
 from bridge.model import LawfulBasis
@@ -183,3 +184,56 @@ def salesforce_field_vocabulary(field: str, picklist: Iterable[str]) -> Vocabula
             written.setdefault(SALESFORCE_LEGAL_BASIS.from_vendor(option), option)
     read = {**SALESFORCE_LEGAL_BASIS.read, **{value: basis for basis, value in written.items()}}
     return Vocabulary(name=f"salesforce {field}", written=written, read=read)
+
+
+# --- merge --------------------------------------------------------------------------------
+
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class HeldBasis:
+    """One record's lawful basis, with what the merge needs to weigh it."""
+
+    basis: LawfulBasis
+    modified_at: datetime | None
+    system: str
+    record_id: str
+
+    def order(self) -> tuple[datetime, str, str, str]:
+        return (self.modified_at or _OLDEST, self.system, self.record_id, self.basis.value)
+
+
+@dataclass(frozen=True)
+class BasisDecision:
+    """The basis every system should hold, and the record it follows."""
+
+    basis: LawfulBasis
+    follows: HeldBasis
+    why: str
+
+
+def merge_bases(held: Iterable[HeldBasis], agreed: LawfulBasis | None) -> BasisDecision | None:
+    """The lawful basis of a subject, three-way: against the basis the systems last agreed on.
+
+    A record's timestamp moves with any edit, so "latest record wins" would let a phone
+    number typed in one CRM undo a basis set in the other. Instead, a record holding another
+    basis than the agreed one has *changed* it, and the change wins; only when the systems
+    changed it differently (or never agreed) does the latest-modified record decide, as the
+    ``why`` says. Records holding none do not vote: an empty field is not a basis. The
+    answer depends on the set of records only, never on the order they are read in.
+    """
+    values = list(held)
+    if not values:
+        return None
+    changed = [h for h in values if h.basis is not agreed]
+    if not changed:
+        return BasisDecision(values[0].basis, max(values, key=HeldBasis.order), "agreed")
+    follows = max(changed, key=HeldBasis.order)
+    if len({h.basis for h in changed}) > 1:
+        why = "systems disagree: the latest-modified record decides"
+    elif agreed is None:
+        why = "held in one system, not yet agreed"
+    else:
+        why = f"changed from {agreed.value} since the systems last agreed"
+    return BasisDecision(follows.basis, follows, why)

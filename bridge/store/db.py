@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bridge.errors import BridgeError, SchemaError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 
 
 def engine_url(url: str) -> str:
@@ -38,6 +39,19 @@ def insert_or_skip(conn: Connection, table: Table, unique: list[str]) -> Insert:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement: Insert = dialect.insert(table).on_conflict_do_nothing(index_elements=unique)
     return statement
+
+
+def chunked(values: Iterable[T], size: int = 1000) -> Iterator[list[T]]:
+    """``values`` in lists of ``size``: one ``IN`` list each, well under SQLite's limit on
+    bound parameters."""
+    batch: list[T] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _lock_key(name: str) -> int:

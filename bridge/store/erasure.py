@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from bridge.store import leases
-from bridge.store.db import Store, insert_or_skip
+from bridge.store.db import Store, chunked, insert_or_skip
 from bridge.store.tables import erasure_requests, erasure_steps, suppression
 
 
@@ -28,6 +28,32 @@ def update_request(conn: Connection, request_id: str, **values: Any) -> None:
     conn.execute(
         update(erasure_requests).where(erasure_requests.c.id == request_id).values(**values)
     )
+
+
+def mark_unfinished(conn: Connection, request_id: str, status: str) -> None:
+    """Set the status of a request that has not completed; a completed one stays completed
+    (another instance may have completed it a moment ago)."""
+    conn.execute(
+        update(erasure_requests)
+        .where(erasure_requests.c.id == request_id, erasure_requests.c.status != "completed")
+        .values(status=status)
+    )
+
+
+def current_request(conn: Connection, request_id: str) -> dict[str, Any] | None:
+    """The request as the caller's transaction sees it (to re-check it under a lock)."""
+    query = select(erasure_requests).where(erasure_requests.c.id == request_id)
+    row = conn.execute(query).mappings().first()
+    return dict(row) if row else None
+
+
+def open_step_count(conn: Connection, request_id: str) -> int:
+    """How many of the request's steps are still pending or claimed."""
+    query = select(func.count()).where(
+        erasure_steps.c.request_id == request_id,
+        erasure_steps.c.status.in_([leases.PENDING, leases.PROCESSING]),
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def request(store: Store, request_id: str) -> dict[str, Any] | None:
@@ -75,6 +101,16 @@ def settle_step(store: Store, step_id: int, **values: Any) -> None:
     leases.settle(store, erasure_steps, step_id, **values)
 
 
+def renew_step(store: Store, step: dict[str, Any], lease_until: str) -> bool:
+    """Extend a claimed step's lease; False if another instance has claimed it since."""
+    return leases.renew(store, erasure_steps, step["id"], step["attempts"], lease_until)
+
+
+def release_steps(store: Store, step_ids: Collection[int]) -> None:
+    """Steps claimed but not started go back to the queue (the daemon is stopping)."""
+    leases.release(store, erasure_steps, step_ids)
+
+
 def reset_dead_steps(conn: Connection, request_id: str) -> int:
     """Give permanently failed steps another try (``bridge requests --retry``)."""
     result = conn.execute(
@@ -102,12 +138,14 @@ def suppress(conn: Connection, refs: Collection[str], source: str, now: str) -> 
 
 
 def suppressed(store: Store, refs: Collection[str]) -> set[str]:
-    """Which of these pseudonyms belong to erased people."""
-    if not refs:
-        return set()
-    query = select(suppression.c.subject_ref).where(suppression.c.subject_ref.in_(list(refs)))
+    """Which of these pseudonyms belong to erased people (any number of them: a full sync
+    asks about every person at once)."""
+    found: set[str] = set()
     with store.engine.connect() as conn:
-        return {row[0] for row in conn.execute(query)}
+        for chunk in chunked(refs):
+            query = select(suppression.c.subject_ref).where(suppression.c.subject_ref.in_(chunk))
+            found.update(row[0] for row in conn.execute(query))
+    return found
 
 
 def refused_records(store: Store) -> set[tuple[str, str, str]]:

@@ -7,6 +7,7 @@ expire and the row is claimed again. PostgreSQL workers skip each other's locked
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping, Table, and_, or_, select, update
@@ -47,7 +48,35 @@ def claim(
     return [{**row, "attempts": row["attempts"] + 1} for row in rows]
 
 
+def renew(store: Store, table: Table, row_id: int, attempts: int, lease_until: str) -> bool:
+    """Extend a claim before working on the row, if it is still this claim's: ``attempts``
+    (counted at each claim) tells claims apart. False: the lease ran out meanwhile and
+    another worker claimed the row, so this one must leave it alone."""
+    columns = table.c
+    with store.transaction() as conn:
+        result = conn.execute(
+            update(table)
+            .where(columns.id == row_id, columns.status == PROCESSING, columns.attempts == attempts)
+            .values(available_at=lease_until)
+        )
+    return result.rowcount == 1
+
+
 def settle(store: Store, table: Table, row_id: int, **values: Any) -> None:
     """Record a claimed row's outcome (done, retry later, or dead) in its own transaction."""
     with store.transaction() as conn:
         conn.execute(update(table).where(table.c.id == row_id).values(**values))
+
+
+def release(store: Store, table: Table, ids: Collection[int]) -> None:
+    """Give claimed rows back unworked (a worker shutting down): due again at once, and the
+    claim's attempt not counted, since nothing was tried."""
+    if not ids:
+        return
+    columns = table.c
+    with store.transaction() as conn:
+        conn.execute(
+            update(table)
+            .where(columns.id.in_(list(ids)), columns.status == PROCESSING)
+            .values(status=PENDING, available_at=None, attempts=columns.attempts - 1)
+        )

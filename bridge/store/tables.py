@@ -151,3 +151,31 @@ cursors = Table(
     Column("name", String(100), primary_key=True),
     Column("value", String(64), nullable=False),
 )
+
+# The lawful basis both CRMs last agreed on, per subject: the base of the three-way merge
+# that tells which system changed it since (a record's own timestamp moves with any edit).
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("subject_ref", String(64), primary_key=True),
+    Column("lawful_basis", String(30), nullable=False),
+    Column("agreed_at", String(32), nullable=False),
+)
+
+# What the sync wrote to each record field, and the person's act it followed: recognises
+# the bridge's own writes when they come back (echoes) and remembers what the vendor left
+# to the person (needs_self_service), so it is not retried until a newer act.
+sync_writes = Table(
+    "sync_writes",
+    metadata,
+    Column("system", String(20), primary_key=True),
+    Column("object_type", String(50), primary_key=True),
+    Column("record_id", String(100), primary_key=True),
+    Column("field", String(100), primary_key=True),  # opt_out, consent:<purpose>, lawful_basis
+    Column("value", String(30), nullable=False),
+    Column("act_system", String(20), nullable=False),
+    Column("act_record", String(100), nullable=False),
+    Column("act_at", String(32)),
+    Column("outcome", String(30), nullable=False),
+    Column("written_at", String(32), nullable=False, index=True),
+)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 import uuid
 from collections import Counter
@@ -150,7 +151,12 @@ class Erasure:
         return request_id
 
     def plan(self, request_id: str) -> int:
-        """Find every record of the subject in every system and store one step for each."""
+        """Find every record of the subject in every system and store one step for each.
+
+        Another instance may plan or complete the same request meanwhile (the daemon runs on
+        several): steps already stored are skipped, the emails found join those stored, and a
+        request completed in the meantime is left as it is, its emails destroyed.
+        """
         request = self._request(request_id)
         emails = subject_emails(self.adapters, self._open(request))
         steps = [
@@ -167,40 +173,61 @@ class Erasure:
             }
             for target, hold in self._targets(emails)
         ]
-        with self.store.transaction() as conn:
+        # The audit lock, as completion takes it: a plan and a completion never interleave.
+        with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            current = rows.current_request(conn, request_id)
+            if current is None or current["status"] == COMPLETED:
+                return 0
+            known = self._open(current)
             rows.add_steps(conn, steps)
             rows.update_request(
-                conn, request_id, status=PLANNED, emails_encrypted=self._seal(emails)
+                conn,
+                request_id,
+                status=PLANNED,
+                emails_encrypted=self._seal(sorted({*known, *emails})),
             )
         return len(steps)
 
-    def run(self, request_id: str, wait_seconds: float = 60) -> dict[str, Any]:
+    def run(
+        self, request_id: str, wait_seconds: float = 60, stop: threading.Event | None = None
+    ) -> dict[str, Any]:
         """Plan if needed, run every due step, then verify and complete when all are done.
 
         Steps that failed transiently are retried until ``wait_seconds`` pass; a request that
-        cannot finish now stays open, and a later run (or the daemon) picks it up.
+        cannot finish now stays open, and a later run (or the daemon) picks it up. Once
+        ``stop`` is set, the step under way finishes, steps claimed but not started are
+        released, and the request stays open.
         """
+        stop = stop or threading.Event()
         request = self._request(request_id)
-        if request["status"] == COMPLETED:
-            return self.view(request_id)
         if request["status"] == RECEIVED:
             self.plan(request_id)
             request = self._request(request_id)
+        if request["status"] == COMPLETED:  # perhaps by another instance, while we planned
+            return self.view(request_id)
         emails = self._open(request)
         by_ref = {subject_ref(self.key, e): e for e in emails}
         deadline = time.monotonic() + wait_seconds
         while True:
             now = self.clock()
-            claimed = rows.claim_steps(
-                self.store, request_id, _iso(now), _iso(now + self.lease), limit=50
-            )
-            for step in claimed:
-                self._execute(request, step, by_ref)
+            claimed: list[dict[str, Any]] = []
+            if not stop.is_set():
+                claimed = rows.claim_steps(
+                    self.store, request_id, _iso(now), _iso(now + self.lease), limit=50
+                )
+            for index, step in enumerate(claimed):
+                if stop.is_set():
+                    rows.release_steps(self.store, [s["id"] for s in claimed[index:]])
+                    break
+                # Steps are claimed together under one lease; a slow batch may outlive it,
+                # and another instance may have claimed the rest: never start those.
+                if rows.renew_step(self.store, step, _iso(self.clock() + self.lease)):
+                    self._execute(request, step, by_ref)
             pending = [s for s in rows.steps(self.store, request_id) if s["status"] in _OPEN]
-            if not pending or (not claimed and time.monotonic() >= deadline):
+            if not pending or stop.is_set() or (not claimed and time.monotonic() >= deadline):
                 break
             if not claimed:
-                _sleep_until_due(pending, self.clock)
+                _sleep_until_due(pending, self.clock, stop)
         if pending or any(s["status"] == leases.DEAD for s in rows.steps(self.store, request_id)):
             self._mark(request_id, FAILED if not pending else PLANNED)
             return self.view(request_id)
@@ -212,8 +239,30 @@ class Erasure:
         self._request(request_id)
         with self.store.transaction() as conn:
             rows.reset_dead_steps(conn, request_id)
-            rows.update_request(conn, request_id, status=PLANNED)
+            rows.mark_unfinished(conn, request_id, PLANNED)
         return self.run(request_id, wait_seconds)
+
+    def drain(self, stop: threading.Event) -> int:
+        """Run every open request as far as it goes now, oldest first, until ``stop`` is set:
+        the daemon's erasure job. Returns how many completed.
+
+        Instances drain side by side: each step is a leased row claimed with ``SKIP LOCKED``,
+        so it runs on one of them, and planning and completion re-check the request under a
+        lock. A request that fails here is logged and left for the next drain.
+        """
+        completed = 0
+        for request in rows.requests(self.store, (RECEIVED, PLANNED)):
+            if stop.is_set():
+                break
+            try:
+                view = self.run(request["id"], wait_seconds=0, stop=stop)
+            except Exception as error:  # one request's trouble must not hold up the others
+                log.warning(
+                    "erasure.drain_failed", request=request["id"], error=type(error).__name__
+                )
+                continue
+            completed += view["status"] == COMPLETED
+        return completed
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -328,6 +377,13 @@ class Erasure:
         }
         ok = receipt["verification"]["ok"]
         with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            # Another instance may have completed the request, or planned more steps for it,
+            # since we looked: completion happens once, and only with every step settled.
+            current = rows.current_request(conn, request["id"])
+            if current is None or current["status"] == COMPLETED:
+                return
+            if rows.open_step_count(conn, request["id"]):
+                return
             if ok:
                 refs = {subject_ref(self.key, e) for e in emails}
                 rows.suppress(conn, refs, f"request {request['id']}", now)
@@ -415,7 +471,7 @@ class Erasure:
 
     def _mark(self, request_id: str, status: str) -> None:
         with self.store.transaction() as conn:
-            rows.update_request(conn, request_id, status=status)
+            rows.mark_unfinished(conn, request_id, status)
 
 
 _OPEN = (leases.PENDING, leases.PROCESSING)
@@ -459,7 +515,9 @@ def _holds(steps: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _sleep_until_due(pending: Sequence[Mapping[str, Any]], clock: Callable[[], datetime]) -> None:
+def _sleep_until_due(
+    pending: Sequence[Mapping[str, Any]], clock: Callable[[], datetime], stop: threading.Event
+) -> None:
     due = min(s["available_at"] or _iso(clock()) for s in pending)
     wait = (datetime.fromisoformat(due) - clock()).total_seconds()
-    time.sleep(min(max(wait, 0.05), 5.0))
+    stop.wait(min(max(wait, 0.05), 5.0))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ class InboxEvent:
     object_type: str | None
     object_id: str | None
     occurred_at: str | None
+    received_at: str
     payload: dict[str, Any] = field(repr=False)
 
 
@@ -73,16 +75,19 @@ class InboxWorker:
         self.backoff_seconds = backoff_seconds
         self.clock = clock
 
-    def drain(self, batch: int = 100) -> DrainResult:
-        """Process every due event, batch by batch, until none is left."""
+    def drain(self, batch: int = 100, stop: threading.Event | None = None) -> DrainResult:
+        """Process every due event, batch by batch, until none is left or ``stop`` is set
+        (checked between batches: the daemon claims one event per batch, so that it stops
+        between events and several instances share a burst)."""
         total = DrainResult()
-        while True:
+        while stop is None or not stop.is_set():
             result = self.run_once(batch)
             total.processed += result.processed
             total.retried += result.retried
             total.dead += result.dead
             if not (result.processed or result.retried or result.dead):
-                return total
+                break
+        return total
 
     def run_once(self, batch: int = 100) -> DrainResult:
         now = self.clock()
@@ -143,6 +148,7 @@ class InboxWorker:
             object_type=row.object_type,
             object_id=row.object_id,
             occurred_at=row.occurred_at,
+            received_at=row.received_at,
             payload=payload,
         )
 

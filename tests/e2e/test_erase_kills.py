@@ -1,4 +1,4 @@
-"""`bridge erase` of 200 people, SIGKILLed at random points 20 times, then run to the end."""
+"""`bridge erase` of 120 people, SIGKILLed at random points 20 times, then run to the end."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from bridge import audit
 from bridge.store.db import Store
 from tests.conftest import BridgeCli, Crms
 
-PEOPLE = [f"person{n:03d}@example.com" for n in range(200)]
+PEOPLE = [f"person{n:03d}@example.com" for n in range(120)]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

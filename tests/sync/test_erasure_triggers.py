@@ -94,7 +94,8 @@ def test_legal_holds_anonymise_or_refuse_and_are_audited(crms: Crms, store: Stor
 
 
 def add_event(store: Store, source: str, event_type: str, object_type: str, object_id: str,
-              payload: dict[str, Any], kind: str = "deletion") -> None:  # fmt: skip
+              payload: dict[str, Any], kind: str = "deletion",
+              occurred_at: str = "2026-11-23T12:00:00.000000+00:00") -> None:  # fmt: skip
     row = {
         "source": source,
         "event_key": f"event-{next(EVENT_KEYS)}",
@@ -102,8 +103,8 @@ def add_event(store: Store, source: str, event_type: str, object_type: str, obje
         "kind": kind,
         "object_type": object_type,
         "object_id": object_id,
-        "occurred_at": "2026-11-23T12:00:00.000000+00:00",
-        "received_at": "2026-11-23T12:00:01.000000+00:00",
+        "occurred_at": occurred_at,
+        "received_at": occurred_at,
         "payload": Fernet(CIPHER_KEY).encrypt(json.dumps(payload).encode()),
     }
     with store.transaction() as conn:

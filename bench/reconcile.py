@@ -1,0 +1,409 @@
+"""Reconcile benchmark: merge and plan in memory, then a full sync across both emulators.
+
+Run: .venv/bin/python bench/reconcile.py [--subjects 100000] [--people 20000] [--scale 1]
+
+(1) Merge + plan, one core: N subjects already in memory, each a HubSpot contact and a
+Salesforce Contact (a third of them a Salesforce Lead as well), every record with a consent
+for two purposes, a global opt-out (a tenth opted out) and a lawful basis (most); each goes
+through ``bridge.sync.plan.plan_subject`` with every field writable and an empty ledger.
+Prints subjects/second (target >= 50,000) and the peak memory the subjects and their plans
+take, as the growth of the process's peak RSS (target <= 500 MB).
+
+(2) A full sync of P people (``Reconciler.sync(full=True)`` in process, on SQLite, as
+``bridge sync`` builds it): both emulators served in this process on loopback, seeded
+through their admin APIs with people the CRMs disagree about (some in one CRM only; grants
+and withdrawals at different times; unsubscribe-all in HubSpot, ``HasOptedOutOfEmail`` in
+Salesforce; Leads and Contacts; lawful bases on one or both sides). HubSpot's limits are the
+published ones of a Free/Starter private app (100 calls per 10 s, the emulator's defaults),
+or those times ``--scale`` for a quicker run; every ratio is computed against the limits in
+force. Prints:
+
+- API calls used / the minimum possible, per vendor and in total. The minimum does every
+  read and every write the plan needs at the largest batch the vendor allows, and nothing
+  else (no read before a write):
+  - HubSpot reads: ceil(H/100) contact list pages, ceil(H/100) v4 status batch reads, and
+    ceil(K/100) unsubscribe-all batch reads for the K contacts opted out of all email;
+  - HubSpot writes: ceil(S/100) v4 ``statuses/batch/write`` calls for the S subscription
+    changes (grants and withdrawals alike; a grant HubSpot must refuse needs no call, as the
+    read already shows the opt-out), ceil(U/100) ``batch/unsubscribe-all`` calls and
+    ceil(B/100) contact ``batch/update`` calls for the B lawful-basis changes;
+  - Salesforce reads: one login, and ceil(rows/2,000) query pages (at least one) for each
+    object a full read covers: ContactPointTypeConsent, ContactPointEmail, Contact, Lead;
+  - Salesforce writes, sObject Collections of 200: one POST per 200 Individuals to create
+    (for people with consent to write and no Individual yet), one POST per 200 consent rows
+    to create, and one PATCH per 200 rows to update: consent rows that exist, and Contacts
+    and Leads whose opt-out flag, lawful basis or Individual link changes (one row per
+    record, whatever it changes; a collection may mix object types).
+- wall time / the time HubSpot's limit allows the HubSpot calls used: under a rolling window
+  of M calls per I seconds the last of C calls cannot start before floor((C - 1) / M) * I
+  (Salesforce has no per-second limit, only a daily quota);
+- 429s received from HubSpot (calls counted minus calls admitted against the daily quota; a
+  refused call consumes none), and Salesforce's daily quota consumed (it answers an
+  exhausted quota with 403 REQUEST_LIMIT_EXCEEDED, never 429).
+
+Targets: >= 50,000 subjects/s, <= 500 MB, calls ratio <= 1.05, time ratio <= 1.15, 0 429s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import resource
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from bridge.adapters import connect
+from bridge.emulators.common import serve_in_thread
+from bridge.emulators.hubspot import HubSpotEmulatorConfig, RateLimits
+from bridge.emulators.hubspot import create_app as hubspot_app
+from bridge.emulators.people import Act, Held, Person, seed_hubspot, seed_salesforce
+from bridge.emulators.salesforce import SalesforceEmulatorConfig
+from bridge.emulators.salesforce import create_app as salesforce_app
+from bridge.logs import configure as configure_logging
+from bridge.model import (
+    Consent,
+    ConsentStatus,
+    CrmRecord,
+    Evidence,
+    GlobalOptOut,
+    LawfulBasis,
+    ObjectType,
+    Subject,
+    System,
+)
+from bridge.policies.minimisation import Minimisation
+from bridge.settings import HubSpotSettings, SalesforceSettings, Settings, load_settings
+from bridge.store.db import Store
+from bridge.sync.plan import Writable, plan_subject
+from bridge.sync.reconcile import Reconciler
+from bridge.sync.watch import Watch
+
+TOKEN = "bench-token"
+KEY = "bench-pseudonym-key-0123456789abcdef0123456789"
+# The shipped example's purposes: the emulators' subscription definitions match them.
+PURPOSES = load_settings(Path(__file__).parents[1] / "config" / "bridge.example.toml").purposes
+GRANTED, WITHDRAWN, UNKNOWN = ConsentStatus.GRANTED, ConsentStatus.WITHDRAWN, ConsentStatus.UNKNOWN
+BASES = (LawfulBasis.CONSENT, LawfulBasis.CONTRACT, LawfulBasis.LEGITIMATE_INTERESTS)
+START = datetime(2025, 1, 1, tzinfo=UTC)
+HS_BATCH, SF_BATCH, SF_PAGE = 100, 200, 2_000
+MB = 1024 * 1024
+
+
+def moment(rng: random.Random) -> datetime:
+    return START + timedelta(hours=rng.randrange(24 * 90))
+
+
+# -- (1) merge + plan in memory -------------------------------------------------------------
+
+
+def record(rng: random.Random, i: int, system: System, kind: ObjectType) -> CrmRecord:
+    record_id = f"{system.value[:2]}{kind.value[:1]}{i:08d}"
+    evidenced = system is System.SALESFORCE
+    consents = tuple(
+        Consent(
+            purpose=p.id,
+            status=rng.choice((GRANTED, GRANTED, WITHDRAWN, UNKNOWN)),
+            changed_at=(at := moment(rng)),
+            source_system=system,
+            source_record=record_id,
+            lawful_basis=LawfulBasis.CONSENT,
+            evidence=Evidence("web form", at) if evidenced else Evidence(),
+        )
+        for p in PURPOSES
+    )
+    opted_out = rng.random() < 0.1
+    return CrmRecord(
+        system=system,
+        object_type=kind,
+        id=record_id,
+        emails=(f"person{i}@example.com",),
+        lawful_basis=rng.choice(BASES) if rng.random() < 0.7 else None,
+        consents=consents,
+        opt_out=GlobalOptOut(
+            opted_out, False, moment(rng) if opted_out else None, system, record_id
+        ),
+        modified_at=moment(rng),
+    )
+
+
+def subjects(count: int, seed: int = 1) -> list[Subject]:
+    rng = random.Random(seed)
+    made = []
+    for i in range(count):
+        records = [
+            record(rng, i, System.HUBSPOT, ObjectType.CONTACT),
+            record(rng, i, System.SALESFORCE, ObjectType.CONTACT),
+        ]
+        if i % 3 == 0:
+            records.append(record(rng, i, System.SALESFORCE, ObjectType.LEAD))
+        made.append(Subject(f"{i:064x}", tuple(records), frozenset({f"person{i}@example.com"})))
+    return made
+
+
+def writable(_record: CrmRecord, _field: str) -> Writable:
+    return Writable.YES
+
+
+def peak_rss() -> int:
+    """The process's peak resident set so far, in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def bench_plan(count: int) -> None:
+    before = peak_rss()
+    people = subjects(count)
+    started = time.perf_counter()
+    plans = [plan_subject(s, PURPOSES, placement=writable, ledger={}) for s in people]
+    elapsed = time.perf_counter() - started
+    grown = peak_rss() - before
+    changes = sum(len(p.changes) for p in plans)
+    records = sum(len(s.records) for s in people)
+    rate = count / elapsed
+    print(f"merge + plan: {count:,} subjects ({records:,} records), {changes:,} changes planned")
+    print(
+        f"  throughput: {rate:,.0f} subjects/s on one core / 50,000 target = {rate / 50_000:.2f}"
+        f" ({elapsed:.2f} s)"
+    )
+    print(
+        f"  peak memory (subjects and plans): {grown / MB:,.0f} MB / 500 MB target = "
+        f"{grown / MB / 500:.2f}"
+    )
+
+
+# -- (2) a full sync across both emulators --------------------------------------------------
+
+
+def population(count: int, seed: int = 2) -> list[Person]:
+    """People the CRMs disagree about, the same ones for the same seed."""
+    rng = random.Random(seed)
+    people = []
+    for i in range(count):
+        roll = rng.random()
+        sides = [
+            Held(
+                acts=tuple(
+                    Act(p.id, GRANTED if r < 0.7 else WITHDRAWN, moment(rng))
+                    for p in PURPOSES
+                    if (r := rng.random()) >= 0.35
+                ),
+                opted_out_at=moment(rng) if rng.random() < 0.1 else None,
+                lawful_basis=rng.choice(BASES) if rng.random() < 0.45 else None,
+                object_type="lead" if rng.random() < 0.3 else "contact",
+            )
+            for _ in range(2)
+        ]
+        people.append(
+            Person(
+                email=f"person{i:06d}@example.com",
+                first_name="Bench",
+                last_name=f"Person {i}",
+                hubspot=sides[0] if roll >= 0.15 else None,
+                salesforce=sides[1] if roll < 0.15 or roll >= 0.30 else None,
+            )
+        )
+    return people
+
+
+def pages(rows: int, size: int) -> int:
+    return max(1, math.ceil(rows / size))
+
+
+def records(admin: httpx.Client, sobject: str) -> list[dict[str, Any]]:
+    reply = admin.get("/__emulator/records", params={"type": sobject})
+    reply.raise_for_status()
+    rows: list[dict[str, Any]] = reply.json()["records"]
+    return rows
+
+
+def minimum(
+    people: Sequence[Person], sf_people: dict[str, Person], changes: Sequence[dict[str, Any]]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The fewest calls per vendor that read everything and write what the plan needs."""
+    in_hs = [p.hubspot for p in people if p.hubspot is not None]
+    in_sf = [p.salesforce for p in people if p.salesforce is not None]
+    consent_rows = sum(len(held.acts) for held in in_sf)
+    hs = Counter(
+        c["change"]
+        for c in changes
+        if c["system"] == "hubspot" and c.get("outcome") != "needs_self_service"
+    )
+    opted_out = sum(1 for held in in_hs if held.opted_out_at is not None)
+    hubspot = {
+        "list contacts": math.ceil(len(in_hs) / HS_BATCH),
+        "read statuses": math.ceil(len(in_hs) / HS_BATCH),
+        "read unsubscribe-all": math.ceil(opted_out / HS_BATCH),
+        "write statuses": math.ceil(hs["consent"] / HS_BATCH),
+        "unsubscribe-all": math.ceil(hs["opt_out"] / HS_BATCH),
+        "update lawful basis": math.ceil(hs["lawful_basis"] / HS_BATCH),
+    }
+    needs_party: set[str] = set()
+    touched: set[str] = set()
+    new_rows: set[tuple[str, str]] = set()
+    updated_rows: set[tuple[str, str]] = set()
+    for change in changes:
+        if change["system"] != "salesforce":
+            continue
+        record_id, person = change["record_id"], sf_people[change["record_id"]]
+        held = person.salesforce
+        assert held is not None
+        if change["change"] != "consent":
+            touched.add(record_id)
+            continue
+        if not held.acts:
+            needs_party.add(record_id)
+            touched.add(record_id)  # linked to its new Individual
+        rows = {a.purpose for a in held.acts}
+        (updated_rows if change["purpose"] in rows else new_rows).add(
+            (record_id, change["purpose"])
+        )
+    salesforce = {
+        "login": 1,
+        "query ContactPointTypeConsent": pages(consent_rows, SF_PAGE),
+        "query ContactPointEmail": pages(0, SF_PAGE),
+        "query Contact": pages(sum(h.object_type == "contact" for h in in_sf), SF_PAGE),
+        "query Lead": pages(sum(h.object_type == "lead" for h in in_sf), SF_PAGE),
+        "create Individuals": math.ceil(len(needs_party) / SF_BATCH),
+        "create consent rows": math.ceil(len(new_rows) / SF_BATCH),
+        "update rows": math.ceil((len(updated_rows) + len(touched)) / SF_BATCH),
+    }
+    return hubspot, salesforce
+
+
+def admitted_calls(admin: httpx.Client, limits: RateLimits) -> int:
+    """Calls the emulator counted against the daily quota, not counting this probe."""
+    probe = admin.get("/crm/v3/properties/contacts/email")
+    remaining = int(probe.headers["X-HubSpot-RateLimit-Daily-Remaining"])
+    return limits.daily_max - remaining - (probe.status_code != 429)
+
+
+def bench_sync(count: int, scale: int) -> None:
+    published = RateLimits()
+    limits = published.model_copy(
+        update={
+            "burst_max": published.burst_max * scale,
+            "search_max": published.search_max * scale,
+        }
+    )
+    people = population(count)
+    sf_config = SalesforceEmulatorConfig()
+    with (
+        serve_in_thread(hubspot_app(HubSpotEmulatorConfig(rate_limits=limits))) as hs_server,
+        serve_in_thread(salesforce_app(sf_config)) as sf_server,
+        httpx.Client(
+            base_url=hs_server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=300
+        ) as hs_admin,
+        httpx.Client(base_url=sf_server.url, timeout=300) as sf_admin,
+        tempfile.TemporaryDirectory() as folder,
+    ):
+        seed_hubspot(hs_admin, people, PURPOSES)
+        seed_salesforce(sf_admin, people, PURPOSES)
+        by_email = {p.email: p for p in people}
+        sf_people = {
+            row["Id"]: by_email[row["Email"]]
+            for sobject in ("Contact", "Lead")
+            for row in records(sf_admin, sobject)
+        }
+        for admin in (hs_admin, sf_admin):
+            admin.delete("/__emulator/counters").raise_for_status()
+        quota_before = sf_admin.get("/__emulator/settings").json()["api_requests_used"]
+
+        settings = Settings(
+            database_url=f"sqlite:///{Path(folder) / 'bridge.db'}",
+            pseudonym_key=SecretStr(KEY),
+            hubspot=HubSpotSettings(access_token=SecretStr(TOKEN), base_url=hs_server.url),
+            salesforce=SalesforceSettings(
+                base_url=sf_server.url,
+                username="bench@example.com",
+                password=SecretStr("password"),
+                security_token=SecretStr("token"),
+            ),
+            purposes=PURPOSES,
+        )
+        store = Store(settings.database_url)
+        store.upgrade()
+        adapters = connect(settings)
+        key = settings.require_pseudonym_key()
+        reconciler = Reconciler(
+            store,
+            adapters,
+            key,
+            settings.purposes,
+            Minimisation(settings.minimisation.allowed),
+            watch=Watch(store, key),
+        )
+        started = time.monotonic()
+        report = reconciler.sync(full=True)
+        elapsed = time.monotonic() - started
+        for adapter in adapters.values():
+            adapter.close()
+        store.dispose()
+
+        hs_counters = hs_admin.get("/__emulator/counters").json()
+        sf_counters = sf_admin.get("/__emulator/counters").json()
+        refused = hs_counters["total"] - admitted_calls(hs_admin, limits)
+        quota = sf_admin.get("/__emulator/settings").json()["api_requests_used"] - quota_before
+
+    counts = report.counts()
+    hs_min, sf_min = minimum(people, sf_people, report.changes)
+    hs_used, sf_used = hs_counters["total"], sf_counters["total"]
+    window = limits.burst_interval_ms / 1000
+    allowed = (hs_used - 1) // limits.burst_max * window
+    print(
+        f"full sync: {count:,} people, {counts['records']:,} records, {counts['subjects']:,} "
+        f"subjects; {counts['planned']:,} changes planned: {counts['done']:,} done, "
+        f"{counts['already']:,} already, {counts['needs_self_service']:,} needs_self_service, "
+        f"{counts['failed']:,} failed"
+    )
+    print(
+        f"  limits: HubSpot published (Free/Starter private app) x{scale}: "
+        f"{limits.burst_max} calls per {window:g} s; Salesforce: daily quota only"
+    )
+    for name, counters in (("HubSpot", hs_counters), ("Salesforce", sf_counters)):
+        for route, calls in sorted(counters["calls"].items()):
+            print(f"  {calls:>6,}  {name} {route}")
+    for name, used, least in (("HubSpot", hs_used, hs_min), ("Salesforce", sf_used, sf_min)):
+        detail = " + ".join(f"{part} {n}" for part, n in least.items())
+        total = sum(least.values())
+        print(
+            f"  API calls, {name}: {used:,} used / {total:,} minimum = {used / total:.3f} "
+            f"({detail})"
+        )
+    total_min = sum(hs_min.values()) + sum(sf_min.values())
+    print(
+        f"  API calls: {hs_used + sf_used:,} used / {total_min:,} minimum = "
+        f"{(hs_used + sf_used) / total_min:.3f} (target 1.05)"
+    )
+    ratio = f"{elapsed / allowed:.3f}" if allowed else "n/a (all calls fit in one window)"
+    print(f"  wall time: {elapsed:.1f} s / {allowed:.1f} s allowed = {ratio} (target 1.15)")
+    print(f"  429s received: {refused} (target 0)")
+    print(
+        f"  Salesforce daily API quota consumed: {quota:,} calls "
+        f"({quota / sf_config.daily_api_limit:.2%} of {sf_config.daily_api_limit:,})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=100_000)
+    parser.add_argument("--people", type=int, default=20_000, help="0: skip the sync")
+    parser.add_argument(
+        "--scale", type=int, default=1, help="HubSpot's published limits times this"
+    )
+    args = parser.parse_args()
+    configure_logging("warning")
+    bench_plan(args.subjects)
+    if args.people:
+        bench_sync(args.people, args.scale)
+
+
+if __name__ == "__main__":
+    main()

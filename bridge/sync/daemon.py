@@ -1,0 +1,254 @@
+"""The daemon (``bridge run``): the scheduler and the webhook receiver in one process.
+
+Jobs are of two kinds. Leader jobs (sync, later retention) run on one instance at a time: the
+one holding the leader lock (:mod:`bridge.store.leader`). Every instance checks the lock every
+``schedule.leader_check_seconds``: a follower that gets it starts the leader jobs, a leader
+that lost it stops them. Shared jobs (inbox, erasure) run on every instance: their work items
+are leased rows claimed with ``SELECT ... FOR UPDATE SKIP LOCKED``, so instances share them
+and none runs twice.
+
+Each job is given a :class:`threading.Event` that is set when it must stop (shutdown, or lost
+leadership for a leader job) and checks it between items. A job never runs twice at once;
+a run that comes due while the last is still going is skipped. A job's failure is logged with
+its name and error type (no message: it might hold personal data) and never stops the daemon.
+
+SIGTERM or SIGINT: stop taking work, let each running item finish (or release it), let the
+receiver answer what it has, release the leader lock and return, all within 30 seconds. An
+item still running then is abandoned to its lease, and another instance retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any, Protocol
+
+from apscheduler.executors.base import BaseExecutor, run_job
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bridge import metrics
+from bridge.errors import ConfigError
+from bridge.logs import get_logger
+
+log = get_logger("bridge.daemon")
+STOP_SECONDS = 25.0  # from the signal to return: within the promised 30 s, with room to exit
+HTTP_GRACE_SECONDS = 10  # the receiver's share: requests in flight get this long to finish
+
+
+class Leadership(Protocol):
+    """The leader lock, as the daemon uses it (:class:`bridge.store.leader.LeaderLock`)."""
+
+    def try_lead(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Job:
+    """Work on a schedule. ``run`` gets an event that is set when it must stop, and checks it
+    between items; ``trigger`` is an APScheduler trigger (interval or cron). Interval jobs run
+    at once when scheduled (at start, or on becoming leader), then every interval."""
+
+    name: str
+    run: Callable[[threading.Event], object]
+    trigger: Any
+    leader_only: bool = False
+
+
+class _DaemonThreads(BaseExecutor):  # type: ignore[misc]
+    """Runs each job in a daemon thread: an item stuck past the shutdown budget (a vendor
+    call that hangs) must not keep the process alive; its lease hands it to another instance.
+    The standard thread pool's threads are joined at interpreter exit."""
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        def target() -> None:
+            try:
+                events = run_job(job, job._jobstore_alias, run_times, self._logger.name)
+            except BaseException as error:
+                self._run_job_error(job.id, error, error.__traceback__)
+            else:
+                self._run_job_success(job.id, events)
+
+        threading.Thread(target=target, name=f"job-{job.id}", daemon=True).start()
+
+
+class Daemon:
+    """Schedules the jobs: the shared ones from the start, the leader ones while leading."""
+
+    def __init__(
+        self, jobs: Sequence[Job], leader: Leadership, leader_check_seconds: float
+    ) -> None:
+        names = [job.name for job in jobs]
+        if len(set(names)) != len(names) or "leader_check" in names:
+            raise ValueError(f"job names must be unique and not 'leader_check': {names}")
+        self.jobs = list(jobs)
+        self.stopping = threading.Event()
+        self.leading = False
+        self._leader = leader
+        self._check_seconds = leader_check_seconds
+        self._term = threading.Event()  # set when this leadership term ends
+        self._term.set()
+        self._lock = threading.Lock()  # leadership changes and stopping
+        self._running: Counter[str] = Counter()
+        self._idle = threading.Condition()
+        self._scheduler = BackgroundScheduler(
+            executors={"default": _DaemonThreads()},
+            # One run at a time; runs missed while busy collapse into one; never skip a run
+            # only because the process was briefly slow to start it.
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+        )
+
+    def start(self) -> None:
+        # APScheduler logs every run at info and every skipped overlap as a warning; both
+        # are normal here, and job outcomes are logged below.
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        metrics.SCHEDULER_LEADER.set(0)
+        check = IntervalTrigger(seconds=self._check_seconds)
+        self._schedule(Job("leader_check", self._check_leadership, check), self.stopping)
+        for job in self.jobs:
+            if not job.leader_only:
+                self._schedule(job, self.stopping)
+        self._scheduler.start()
+        log.info(
+            "daemon.started",
+            shared=[j.name for j in self.jobs if not j.leader_only],
+            leader_only=[j.name for j in self.jobs if j.leader_only],
+        )
+
+    def request_stop(self) -> None:
+        """Stop taking work. Safe in a signal handler: it only sets events."""
+        self.stopping.set()
+        self._term.set()
+
+    def close(self, deadline: float) -> bool:
+        """Stop, wait until ``deadline`` (``time.monotonic()``) for running jobs to finish
+        their current item, then give up leadership. True if every job finished in time."""
+        with self._idle:
+            self.request_stop()
+        self._scheduler.shutdown(wait=False)
+        with self._idle:
+            finished = self._idle.wait_for(
+                lambda: not self._running, timeout=max(deadline - time.monotonic(), 0)
+            )
+            unfinished = sorted(self._running)
+        # The leader check holds the lock while it talks to the database: wait for it no longer
+        # than the budget (exiting closes the lock's connection anyway).
+        if self._lock.acquire(timeout=max(deadline - time.monotonic(), 0.1)):
+            try:
+                self._leader.release()
+                self._set_leading(False)
+            finally:
+                self._lock.release()
+        if finished:
+            log.info("daemon.stopped")
+        else:
+            log.warning("daemon.stopped_with_jobs_running", jobs=unfinished)
+        return finished
+
+    # -- leadership -------------------------------------------------------------------------
+
+    def _check_leadership(self, _stop: threading.Event) -> None:
+        with self._lock:
+            if self.stopping.is_set():
+                return
+            leading = self._leader.try_lead()
+            if leading == self.leading:
+                return
+            if leading:
+                self._term = threading.Event()
+                for job in self.jobs:
+                    if job.leader_only:
+                        self._schedule(job, self._term)
+            else:
+                self._term.set()  # running leader jobs stop after their current item
+                for job in self.jobs:
+                    if job.leader_only and self._scheduler.get_job(job.name):
+                        self._scheduler.remove_job(job.name)
+            self._set_leading(leading)
+
+    def _set_leading(self, leading: bool) -> None:
+        if leading != self.leading:
+            log.info("daemon.leader", leading=leading)
+        self.leading = leading
+        metrics.SCHEDULER_LEADER.set(1 if leading else 0)
+
+    # -- running jobs -----------------------------------------------------------------------
+
+    def _schedule(self, job: Job, stop: threading.Event) -> None:
+        first: dict[str, Any] = {}
+        if isinstance(job.trigger, IntervalTrigger):
+            first["next_run_time"] = datetime.now(UTC)
+        self._scheduler.add_job(
+            self._runner(job, stop), job.trigger, id=job.name, name=job.name, **first
+        )
+
+    def _runner(self, job: Job, stop: threading.Event) -> Callable[[], None]:
+        def run() -> None:
+            with self._idle:  # either close() waits for this run, or it never starts
+                if self.stopping.is_set() or stop.is_set():
+                    return
+                self._running[job.name] += 1
+            try:
+                job.run(stop)
+            except Exception as error:
+                metrics.DAEMON_JOB_RUNS.labels(job.name, "failed").inc()
+                log.error("daemon.job_failed", job=job.name, error=type(error).__name__)
+                log.debug("daemon.job_failed", job=job.name, exc_info=True)
+            else:
+                metrics.DAEMON_JOB_RUNS.labels(job.name, "ok").inc()
+            finally:
+                with self._idle:
+                    self._running[job.name] -= 1
+                    if not self._running[job.name]:
+                        del self._running[job.name]
+                    self._idle.notify_all()
+
+        return run
+
+
+def serve(daemon: Daemon, app: Any, host: str, port: int) -> bool:
+    """Run the daemon beside the receiver ``app`` on uvicorn until SIGTERM or SIGINT, then stop
+    both within :data:`STOP_SECONDS`. True if every job finished its item in time."""
+    import uvicorn
+
+    signalled: list[float] = []
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if not signalled:
+                signalled.append(time.monotonic())
+            daemon.request_stop()
+            super().handle_exit(sig, frame)
+
+    # No access log: the Salesforce webhook path carries a secret token.
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+    )
+    server = Server(config)
+    # Until uvicorn installs its own handlers (and after it restores these), a signal still
+    # stops the daemon in order; uvicorn re-raises the signals it caught to these on its way out.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, server.handle_exit)
+    daemon.start()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn could not listen; it has logged why
+        daemon.close(time.monotonic() + STOP_SECONDS)
+        raise ConfigError(
+            [f"web: cannot listen on {host}:{port} (see the log); choose another --host/--port"]
+        ) from None
+    stopped_at = signalled[0] if signalled else time.monotonic()
+    return daemon.close(stopped_at + STOP_SECONDS)
