@@ -19,7 +19,7 @@ PEOPLE = [
     Person(
         f"person{n:03d}@example.com", hubspot=Held(opted_out_at=datetime(2025, 5, 1, tzinfo=UTC))
     )
-    for n in range(300)
+    for n in range(500)
 ]
 
 
