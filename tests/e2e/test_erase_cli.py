@@ -14,7 +14,8 @@ ADA = "Ada.Erase@Example.com"
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_erase_json_receipt_and_no_email_left_behind(cli: BridgeCli, crms: Crms) -> None:
-    crms.seed_hubspot(email=ADA.lower(), firstname="Ada", lastname="Erase")
+    # A first name with letters no hex digest or hash in the database can hold by chance.
+    crms.seed_hubspot(email=ADA.lower(), firstname="Augusta", lastname="Erase")
     crms.seed_salesforce("Contact", LastName="Erase", Email=ADA)
     crms.seed_salesforce("Lead", LastName="Erase", Company="Acme", Email=ADA.lower())
 
@@ -32,7 +33,7 @@ def test_erase_json_receipt_and_no_email_left_behind(cli: BridgeCli, crms: Crms)
 
     result = cli("erase", ADA, "--reason", "ticket 4711", "--json")
     assert result.returncode == 0, result.stderr
-    assert "ada" not in result.stderr.lower().replace("adapter", "")  # the logs
+    assert "augusta" not in result.stderr.lower()  # the logs
     [request] = json.loads(result.stdout)["requests"]
     assert request["status"] == "completed"
     assert request["systems"]["salesforce"]["objects"]["contact"]
@@ -50,7 +51,7 @@ def test_erase_json_receipt_and_no_email_left_behind(cli: BridgeCli, crms: Crms)
     for path in cli.cwd.iterdir():  # the database, its WAL and every log
         data = path.read_bytes().lower()
         assert ADA.lower().encode() not in data, path.name
-        assert b"ada" not in data.replace(b"adapter", b""), path.name
+        assert b"augusta" not in data, path.name
 
 
 def test_erase_without_a_crm_configured_is_one_line(bridge: BridgeCli) -> None:
