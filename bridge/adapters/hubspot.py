@@ -228,9 +228,6 @@ class HubSpotAdapter(ClosesOnExit):
         """``keep_on_anonymize``: ``erasure.keep_on_anonymize`` (its ``hubspot.contact``)."""
         self._t = Transport(settings, limits or HubSpotLimits(), attempts, timeout)
         self._prefs = Preferences(self._t, purposes, lawful_bases.subscription)
-        self._subscriptions = {
-            p.id: p.hubspot_subscription_id for p in purposes if p.hubspot_subscription_id
-        }
         self._bases = lawful_bases
         self._personal_fields = tuple(personal_fields)
         self._properties = [EMAIL, ADDITIONAL, LEGAL_BASIS, OPTOUT, MODIFIED, *personal_fields]
@@ -248,7 +245,7 @@ class HubSpotAdapter(ClosesOnExit):
         if object_type != OBJECT_TYPE:
             return None
         if field.startswith("consent:"):
-            subscription = self._subscriptions.get(field.removeprefix("consent:"))
+            subscription = self._prefs.subscriptions.get(field.removeprefix("consent:"))
             return (OBJECT_TYPE, f"{OPTOUT}_{subscription}") if subscription else None
         named = {"opt_out": OPTOUT, "lawful_basis": LEGAL_BASIS}.get(field)
         return (OBJECT_TYPE, named) if named else None

@@ -80,6 +80,11 @@ class Preferences:
         self._vocabulary = vocabulary
 
     @property
+    def subscriptions(self) -> dict[str, str]:
+        """The subscription id of each configured purpose that has one."""
+        return {purpose.id: sub for sub, purpose in self._purposes.items()}
+
+    @property
     def tracked(self) -> bool:
         """Whether any configured purpose maps to a HubSpot subscription."""
         return bool(self._purposes)
@@ -158,7 +163,7 @@ class Preferences:
         outcomes: dict[int, WriteOutcome] = {}
         withdrawals: dict[int, Key] = {}
         grants: list[tuple[int, str]] = []
-        subscriptions = {purpose.id: sub for sub, purpose in self._purposes.items()}
+        subscriptions = self.subscriptions
         for index, write in enumerate(writes):
             granted = write.status is ConsentStatus.GRANTED
             problem = self._unwritable(write, subscriptions)

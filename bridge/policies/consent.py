@@ -121,12 +121,17 @@ def opt_out_as_withdrawal(purpose: Purpose, opt_out: GlobalOptOut) -> Consent:
     )
 
 
+def is_email(purpose: Purpose) -> bool:
+    """Whether a global email opt-out withdraws this purpose."""
+    return purpose.salesforce_contact_point_type == EMAIL_CONTACT_POINT
+
+
 def merge_purpose(
     purpose: Purpose, consents: Iterable[Consent], opt_outs: Iterable[GlobalOptOut] = ()
 ) -> ConsentDecision:
     """The state every system should hold for ``purpose``, from every record's view of it."""
     own = [c for c in consents if c.purpose == purpose.id]
-    if purpose.salesforce_contact_point_type == EMAIL_CONTACT_POINT:
+    if is_email(purpose):
         own += [opt_out_as_withdrawal(purpose, o) for o in opt_outs if o.email]
     return summarise(own).decide()
 

@@ -29,7 +29,7 @@ from bridge.model import (
     Subject,
     System,
 )
-from bridge.policies.consent import EMAIL_CONTACT_POINT, merge_opt_outs, merge_purpose
+from bridge.policies.consent import is_email, merge_opt_outs, merge_purpose
 from bridge.policies.lawful_basis import HeldBasis, merge_bases
 
 OPT_OUT_FIELD = "opt_out"
@@ -155,8 +155,8 @@ def plan_subject(
 ) -> SubjectPlan:
     """Every change that brings the subject's records in line with the merged answer.
 
-    This runs once per person on every sync (the benchmark holds it to 50,000 people per
-    second), so it builds a change only where a record differs from the answer.
+    This runs once per person on every sync (``bench/reconcile.py`` measures it against
+    50,000 people per second), so it builds a change only where a record differs.
     """
     ledger = ledger or {}
     records = [_as_acts(r, ledger) for r in subject.records] if ledger else subject.records
@@ -176,11 +176,7 @@ def plan_subject(
         if r.lawful_basis is not None and placement(r, LAWFUL_BASIS_FIELD) is Writable.YES
     ]
     basis = merge_bases(held, agreed_basis)
-    email_fields = [
-        (p.id, consent_field(p.id))
-        for p in purposes
-        if p.salesforce_contact_point_type == EMAIL_CONTACT_POINT
-    ]
+    email_fields = [(p.id, consent_field(p.id)) for p in purposes if is_email(p)]
     sorter = _Sorter(subject.subject_ref, placement, ledger)
     for record in records:
         target = RecordRef(record.system, record.object_type.value, record.id)

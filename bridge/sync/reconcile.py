@@ -17,7 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
@@ -57,11 +57,9 @@ from bridge.sync.plan import (
     consent_field,
     plan_subject,
 )
-from bridge.sync.watch import Watch
+from bridge.sync.watch import OVERLAP, Watch
 
 log = get_logger("bridge.sync")
-# Vendors index changes with a lag (HubSpot search: seconds), so each pull re-reads a little.
-OVERLAP = timedelta(minutes=1)
 # A multiple of both vendors' batch sizes (HubSpot 100, Salesforce 200). Larger batches save
 # the read-first calls each adapter makes per batch; a stop waits for one batch to finish.
 APPLY_BATCH = 1000

@@ -29,7 +29,8 @@ from bridge.sync.erasure import Erasure
 
 log = get_logger("bridge.watch")
 BATCH = 500
-# Vendors index changes with a lag (HubSpot search: seconds), so each scan re-reads a little.
+# Vendors index changes with a lag (HubSpot search: seconds), so each incremental read (this
+# scan, the sync's pulls) re-reads a little.
 OVERLAP = timedelta(minutes=1)
 
 
