@@ -10,9 +10,11 @@ import json
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
@@ -34,8 +36,10 @@ from bridge.sync.erasure import COMPLETED, Erasure
 
 if TYPE_CHECKING:
     from bridge.adapters.base import CrmAdapter
+    from bridge.policies.minimisation import UsageReport
     from bridge.sync.daemon import Job
     from bridge.sync.reconcile import Progress, Reconciler, SyncReport
+    from bridge.sync.retention import Retention, RetentionReport
 
 app = typer.Typer(
     name="bridge",
@@ -113,6 +117,27 @@ class Context:
             Minimisation(settings.minimisation.allowed),
             watch=Watch(self.store(), key, again),
             progress=progress,
+        )
+
+    def retention(self, adapters: Mapping[System, CrmAdapter] | None = None) -> Retention:
+        """The retention rules over every configured CRM; none configured is an error."""
+        from bridge.sync.retention import Retention
+
+        settings = self.settings
+        if not settings.retention.rules:
+            raise ConfigError(
+                [
+                    "retention.rules: none configured; add [[retention.rules]] tables to "
+                    "config/bridge.toml (see config/bridge.example.toml)"
+                ]
+            )
+        return Retention(
+            self.store(),
+            adapters or self.adapters(),
+            settings.require_pseudonym_key(),
+            settings.purposes,
+            settings.retention.rules,
+            settings.erasure.legal_holds,
         )
 
     def store(self, *, current_schema: bool = True) -> Store:
@@ -343,6 +368,158 @@ def _parse_sets(sets: list[str] | None) -> dict[str, str]:
             raise ConfigError([f"rectify: {name} is set more than once"])
         changes[name] = value.strip()
     return changes
+
+
+@app.command("minimise")
+def minimise(
+    ctx: typer.Context,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report", help="List the fields each CRM fills and those outside the allow-list."
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Data minimisation (Art. 5(1)(c)): which fields hold data, which the allow-list
+    (minimisation.allowed) does not name, and which are free text. Names and counts only."""
+    from bridge.policies.minimisation import Minimisation
+    from bridge.sync.minimise import usage_report
+
+    if not report:
+        raise ConfigError(["minimise: nothing to do; give --report to list the fields in use"])
+    context: Context = ctx.obj
+    allowed = Minimisation(context.settings.minimisation.allowed)
+    found = usage_report(context.adapters(), allowed)
+    if as_json:
+        _print_json(found.as_dict())
+    else:
+        _render_usage(found)
+
+
+def _render_usage(report: UsageReport) -> None:
+    """One table per object, in 80 columns; fields outside the allow-list first, flagged."""
+    from rich.text import Text
+
+    for found in report.objects:
+        plural = "" if found.records == 1 else "s"
+        title = f"{found.system}.{found.sobject}: {found.records} record{plural}"
+        if not found.fields:
+            out.print(f"{title}, no field filled", markup=False, highlight=False)
+            continue
+        columns = ("field", "filled", "share", "allowed", "free text")
+        table = Table(*columns, title=Text(title), title_justify="left")
+        for item in found.fields:
+            table.add_row(
+                Text(item.name),
+                str(item.filled),
+                f"{item.filled / found.records:.0%}" if found.records else "",
+                "yes" if item.allowed else "NO",
+                "yes" if item.free_text else "",
+                style=None if item.allowed else "bold",
+            )
+        out.print(table)
+    if report.outside:
+        many = report.outside != 1
+        line = (
+            f"{report.outside} field{'s' if many else ''} outside the allow-list "
+            f"hold{'' if many else 's'} data ({report.free_text_outside} of them free text): "
+            "clear them in the CRM, or add them to [minimisation.allowed] if they are needed"
+        )
+    else:
+        line = "every field in use is on the allow-list"
+    note = "(ids, dates, formulas and other fields the CRMs compute are not listed)"
+    for text in (line, note):
+        out.print(text, markup=False, highlight=False, soft_wrap=False)  # wrapped at words
+
+
+@app.command("purge")
+def purge(
+    ctx: typer.Context,
+    preview: Annotated[
+        bool, typer.Option("--preview", help="List who falls due; change nothing.")
+    ] = False,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Mark who is warned, erase who is due.")
+    ] = False,
+    within: Annotated[
+        str, typer.Option(help="With --preview: how far ahead, in days or weeks (60d, 8w).")
+    ] = "30d",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Retention (GDPR Art. 5(1)(e)): who no longer justifies being kept, by rule."""
+    if preview == apply:
+        raise ConfigError(["purge: give exactly one of --preview or --apply"])
+    window = _days(within)
+    context: Context = ctx.obj
+    retention = context.retention()
+    if preview:
+        report = retention.preview(window)
+        if as_json:
+            _print_json(report.as_dict())
+        else:
+            _render_due(report)
+        return
+    erasure = context.erasure()
+    report = retention.apply(erasure)
+    views = [erasure.run(request_id) for request_id in report.requests]
+    if as_json:
+        _print_json(report.as_dict() | {"requests": views})
+    else:
+        out.print(
+            f"warning marks: {report.marked} set, {report.unmarked} cleared, "
+            f"{report.mark_failures} failed; {_people(len(report.requests))} due today",
+            markup=False,
+        )
+        _render_requests(views, as_json=False)
+    if report.mark_failures or any(view["status"] != COMPLETED for view in views):
+        raise typer.Exit(1)
+
+
+def _days(text: str) -> timedelta:
+    """``60d`` or ``8w`` as a span of days."""
+    number, unit = text[:-1], text[-1:]
+    if not number.isdigit() or unit not in ("d", "w"):
+        raise ConfigError([f"--within: {text!r} is not a number of days or weeks (60d, 8w)"])
+    return timedelta(days=int(number) * (7 if unit == "w" else 1))
+
+
+def _people(count: int) -> str:
+    return f"{count} {'person' if count == 1 else 'people'}"
+
+
+def _render_due(report: RetentionReport) -> None:
+    """One block per person: when, which rule, what happens, why, and their records."""
+    data = report.as_dict()
+    horizon = report.today + timedelta(days=report.within_days)
+    for item in data["due"]:
+        out.print(
+            f"due {item['due_on']}  {item['rule']}  {item['action']}  "
+            f"subject {item['subject_ref'][:12]}",
+            markup=False,
+            highlight=False,
+        )
+        out.print(f"  {item['why']}", markup=False, highlight=False)
+        for record in item["records"]:
+            line = f"  {record['system']} {record['object']} {record['id']}"
+            line += f" {record['url']}" if record["url"] else ""
+            if record["legal_hold"]:
+                line += f" (legal hold {record['legal_hold']}: {record['held_action']})"
+            out.print(line, markup=False, highlight=False)
+    by_rule = Counter(item["rule"] for item in data["due"])
+    rules = ", ".join(f"{rule} {n}" for rule, n in sorted(by_rule.items()))
+    people = len(data["due"])
+    out.print(
+        f"{_people(people)} {'falls' if people == 1 else 'fall'} due by {horizon.isoformat()}"
+        + (f" ({rules})" if rules else ""),
+        markup=False,
+        highlight=False,
+    )
+    if any(not r["url"] for item in data["due"] for r in item["records"]):
+        out.print(
+            "records without a link: set hubspot.portal_id (your Hub ID) to link HubSpot contacts",
+            markup=False,
+        )
 
 
 @app.command("requests")
@@ -593,7 +770,20 @@ def _daemon_jobs(context: Context) -> list[Job]:
             CronTrigger.from_crontab(schedule.full_sync_cron),
             leader_only=True,
         ),
+        *_retention_job(context, erasure, CronTrigger.from_crontab(schedule.retention_cron)),
     ]
+
+
+def _retention_job(context: Context, erasure: Erasure, trigger: Any) -> list[Job]:
+    """Daily: mark who enters a warning period, and hand who is due to the erasure job
+    (leader only; none without rules)."""
+    from bridge.adapters import connect
+    from bridge.sync.daemon import Job
+
+    if not context.settings.retention.rules:
+        return []
+    retention = context.retention(connect(context.settings))
+    return [Job("retention", lambda stop: retention.apply(erasure), trigger, leader_only=True)]
 
 
 @app.command("serve")
@@ -625,6 +815,29 @@ def serve(
 class Vendor(StrEnum):
     HUBSPOT = "hubspot"
     SALESFORCE = "salesforce"
+
+
+@app.command("demo")
+def demo(
+    people: Annotated[
+        int, typer.Option("--people", min=10, max=20_000, help="How many people to seed.")
+    ] = 300,
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running",
+            help="Leave the emulators and receiver up and print their URLs; Ctrl-C stops them.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """The whole story against both emulators on loopback, every claim checked by reading
+    both CRMs back (exit 1 if a check fails). Nothing to configure; nothing left running."""
+    from bridge.demo import run as run_demo
+
+    code = run_demo(people, keep_running=keep_running, as_json=as_json)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("emulate")

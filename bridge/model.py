@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -106,6 +106,14 @@ class CrmRecord:
     consents: tuple[Consent, ...] = ()
     opt_out: GlobalOptOut | None = None
     modified_at: datetime | None = None
+    created_at: datetime | None = None
+    active_at: datetime | None = None
+    """When someone last worked with the person on this record (a logged call, email or
+    meeting), as the vendor tracks it; never the bridge's own writes."""
+    purge_due: date | None = None
+    """The day a retention rule will purge the person, as marked on this record."""
+    attributes: dict[str, str] = field(default_factory=dict, metadata=PERSONAL)
+    """Vendor fields the retention rules look at, by vendor name (values as text)."""
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.fernet import Fernet
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -38,6 +46,13 @@ class HubSpotSettings(BaseModel):
         None, description="the target URL exactly as configured in the HubSpot app"
     )
     legacy_signatures: bool = Field(False, description="also accept v1/v2 signatures")
+    portal_id: int | None = Field(
+        None, description="the Hub ID (account menu), for links to contacts; None: no links"
+    )
+    app_url: str = Field(
+        "https://app.hubspot.com",
+        description="HubSpot's UI (https://app-eu1.hubspot.com for EU portals)",
+    )
 
 
 class SalesforceSettings(BaseModel):
@@ -71,10 +86,10 @@ class SalesforceSettings(BaseModel):
     )
 
 
-class LegalHold(BaseModel):
-    """A reason the law requires keeping a record (Art. 17(3)): a Salesforce row of
-    ``related_object`` whose ``link_field`` points at the Contact or Lead being erased and
-    that matches ``where`` (SOQL) holds it."""
+class RelatedRecords(BaseModel):
+    """Salesforce rows of ``related_object`` whose ``link_field`` points at a Contact or Lead
+    and that match ``where`` (SOQL): a deal, a quote, a task that says something about the
+    person the record alone does not."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -84,6 +99,12 @@ class LegalHold(BaseModel):
         description="the field pointing at the Contact or Lead: ContactId, WhoId"
     )
     where: str = Field(description="SOQL condition on the related object")
+
+
+class LegalHold(RelatedRecords):
+    """A reason the law requires keeping a record (Art. 17(3)): related rows hold the Contact
+    or Lead being erased."""
+
     action: Literal["anonymize", "refuse"] = Field(
         description="anonymise the held record instead of deleting it, or refuse to erase it"
     )
@@ -130,16 +151,17 @@ DEFAULT_ALLOWED_FIELDS: dict[str, list[str]] = {
     "hubspot.contact": [
         "email", "hs_additional_emails", "firstname", "lastname", "phone", "company", "jobtitle",
         "lifecyclestage", "hs_lead_status", "hubspot_owner_id", "hs_legal_basis",
-        "hs_email_optout*",
+        "hs_email_optout*", "bridge_purge_due",
     ],
     "salesforce.Contact": [
         "Email", "FirstName", "LastName", "Phone", "MobilePhone", "AccountId", "OwnerId",
         "LeadSource", "HasOptedOutOfEmail", "DoNotCall", "IndividualId", "Lawful_Basis__c",
+        "Purge_Due__c", "Contract_End__c",
     ],
     "salesforce.Lead": [
         "Email", "FirstName", "LastName", "Phone", "MobilePhone", "Company", "Status", "OwnerId",
         "LeadSource", "Industry", "Rating", "HasOptedOutOfEmail", "DoNotCall", "IndividualId",
-        "Lawful_Basis__c",
+        "Lawful_Basis__c", "Purge_Due__c",
     ],
     "salesforce.Individual": [
         "FirstName", "LastName", "HasOptedOutSolicit", "HasOptedOutProcessing", "ShouldForget",
@@ -161,6 +183,103 @@ class MinimisationSettings(BaseModel):
         description="per '<system>.<object>': the fields the bridge may hold and copy "
         "('*' ends a prefix); an object not named allows nothing",
     )
+
+
+# A condition on records: field name -> the values that match ("" matches an empty field,
+# "*" any value). Per "<system>.<object>"; every field named must match ({} matches all).
+Conditions = dict[str, dict[str, list[str]]]
+RETAINED_OBJECTS = ("hubspot.contact", "salesforce.Contact", "salesforce.Lead")
+
+
+class RetentionRule(BaseModel):
+    """When records stop being justified (Art. 5(1)(e)) and what then happens to the person.
+
+    A subject falls under the rule when every one of its Contacts, Leads and HubSpot
+    contacts matches ``covers`` (an object not named there matches nothing). It is kept
+    while anything justifies it, in any system: activity (its records' creation, last
+    activity and ``since`` dates) within ``keep_months``, a granted consent for one of
+    ``kept_while_consent``, a record matching ``kept_if``, or a related Salesforce row of
+    ``kept_while_related``. Otherwise it falls due ``keep_months`` after the latest of those
+    dates, and ``warning_days`` before that it is marked in both CRMs.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    covers: Conditions = Field(min_length=1)
+    keep_months: int = Field(ge=1, le=1200)
+    since: list[str] = Field(
+        default_factory=list,
+        description="'<system>.<object>.<field>' dates that restart the clock too "
+        "(an event date, a contract end)",
+    )
+    kept_while_consent: list[str] = Field(
+        default_factory=list, description="purpose ids whose granted consent keeps the person"
+    )
+    kept_if: Conditions = Field(default_factory=dict)
+    kept_while_related: list[RelatedRecords] = Field(default_factory=list)
+    action: Literal["delete", "anonymize"]
+    warning_days: int = Field(30, ge=0, le=3650)
+
+    @field_validator("covers", "kept_if")
+    @classmethod
+    def _known_objects(cls, value: Conditions) -> Conditions:
+        unknown = sorted(set(value) - set(RETAINED_OBJECTS))
+        if unknown:
+            raise ValueError(
+                f"unknown object {', '.join(unknown)}; use {', '.join(RETAINED_OBJECTS)}"
+            )
+        return value
+
+    @field_validator("since")
+    @classmethod
+    def _dated_fields(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry.rpartition(".")[0] not in RETAINED_OBJECTS:
+                raise ValueError(
+                    f"{entry!r} is not '<system>.<object>.<field>' with an object of "
+                    f"{', '.join(RETAINED_OBJECTS)}"
+                )
+        return value
+
+    def since_fields(self, obj: str) -> list[str]:
+        return [e.rpartition(".")[2] for e in self.since if e.rpartition(".")[0] == obj]
+
+
+# The contact property the bridge sets in HubSpot during a retention warning period.
+HUBSPOT_DUE_PROPERTY = "bridge_purge_due"
+
+
+class RetentionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[RetentionRule] = []
+    salesforce_due_field: str | None = Field(
+        "Purge_Due__c",
+        description="date field on Contact and Lead the bridge sets when a person enters a "
+        "rule's warning period (HubSpot: the property bridge_purge_due); None: not marked",
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, value: list[RetentionRule]) -> list[RetentionRule]:
+        names = [r.name for r in value]
+        if repeated := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"rule names must be unique; repeated: {', '.join(repeated)}")
+        return value
+
+    def fields_read(self, obj: str) -> list[str]:
+        """The fields of ``obj`` ("<system>.<object>") the rules look at, for the adapters
+        to read with every record; none without rules (the org may lack the due field)."""
+        if not self.rules:
+            return []
+        names: set[str] = set()
+        for rule in self.rules:
+            for conditions in (rule.covers, rule.kept_if):
+                names.update(conditions.get(obj, {}))
+            names.update(rule.since_fields(obj))
+        return sorted(names)
 
 
 class WebSettings(BaseModel):
@@ -185,13 +304,18 @@ class ScheduleSettings(BaseModel):
         description="crontab (minute hour day month weekday, the host's local time): a full "
         "reconciliation of every record (leader only); weekdays by name (sun, mon-fri)",
     )
+    retention_cron: str = Field(
+        "30 3 * * *",
+        description="crontab: mark who enters a retention warning period and erase who is "
+        "due (leader only)",
+    )
     inbox_seconds: float = Field(2, gt=0, description="process stored webhook events")
     erasure_seconds: float = Field(30, gt=0, description="run open erasure requests")
     leader_check_seconds: float = Field(
         10, gt=0, description="how often an instance checks (or takes over) the leader lock"
     )
 
-    @field_validator("full_sync_cron")
+    @field_validator("full_sync_cron", "retention_cron")
     @classmethod
     def _crontab(cls, value: str) -> str:
         from apscheduler.triggers.cron import CronTrigger
@@ -231,6 +355,7 @@ class Settings(BaseSettings):
     rectify: RectifySettings = RectifySettings()
     schedule: ScheduleSettings = ScheduleSettings()
     minimisation: MinimisationSettings = MinimisationSettings()
+    retention: RetentionSettings = RetentionSettings()
     purposes: list[Purpose] = []
 
     @field_validator("pseudonym_key")
@@ -260,6 +385,17 @@ class Settings(BaseSettings):
         if duplicates:
             raise ValueError(f"purpose ids must be unique; repeated: {', '.join(duplicates)}")
         return value
+
+    @model_validator(mode="after")
+    def _rules_name_purposes(self) -> Settings:
+        known = {p.id for p in self.purposes}
+        for rule in self.retention.rules:
+            if unknown := sorted(set(rule.kept_while_consent) - known):
+                raise ValueError(
+                    f"retention rule {rule.name}: kept_while_consent names unknown purposes "
+                    f"{', '.join(unknown)}; use ids of [[purposes]]"
+                )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -15,14 +15,26 @@ def connect(settings: Settings) -> dict[System, CrmAdapter]:
 
     adapters: dict[System, CrmAdapter] = {}
     keep = settings.erasure.keep_on_anonymize
+    retention = settings.retention
     if settings.hubspot.access_token is not None:
         adapters[System.HUBSPOT] = HubSpotAdapter(
-            settings.hubspot, settings.purposes, keep_on_anonymize=keep
+            settings.hubspot,
+            settings.purposes,
+            keep_on_anonymize=keep,
+            read_fields=retention.fields_read("hubspot.contact"),
         )
     sf = settings.salesforce
     if sf.username or sf.consumer_key or sf.session_id:
         adapters[System.SALESFORCE] = SalesforceAdapter(
-            sf, settings.purposes, keep_on_anonymize=keep
+            sf,
+            settings.purposes,
+            keep_on_anonymize=keep,
+            read_fields={
+                sobject: retention.fields_read(f"salesforce.{sobject}")
+                for sobject in ("Contact", "Lead")
+            },
+            # Only with rules: an org that does not purge need not have the field.
+            due_field=retention.salesforce_due_field if retention.rules else None,
         )
     if not adapters:
         raise ConfigError(

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol, Self, TypeVar
 
@@ -30,7 +30,7 @@ from tenacity import (
 )
 
 from bridge.model import ConsentStatus, CrmRecord, Evidence, LawfulBasis, System
-from bridge.settings import LegalHold
+from bridge.settings import RelatedRecords
 
 # --- errors -------------------------------------------------------------------------------
 
@@ -99,6 +99,7 @@ def classify(table: Sequence[ErrorRule], status: int | None, code: str | None) -
 # --- retries ------------------------------------------------------------------------------
 
 T = TypeVar("T")
+R = TypeVar("R", bound=RelatedRecords)
 
 
 def _wait(state: RetryCallState) -> float:
@@ -221,6 +222,14 @@ class LawfulBasisWrite:
 
 
 @dataclass(frozen=True)
+class DueMark:
+    """The day a retention rule will purge the record (``due``), or None to clear it."""
+
+    record: RecordRef
+    due: date | None
+
+
+@dataclass(frozen=True)
 class WriteOutcome:
     record: RecordRef
     status: WriteStatus
@@ -252,6 +261,27 @@ class ErasureResult:
     target: ErasureTarget
     status: ErasureStatus
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class FieldUsage:
+    """How many records of an object fill one field (``bridge minimise --report``): a name
+    and a count, never a value. ``free_text`` marks a multi-line text field, which can hold
+    anything a user types and so is the hardest to keep minimal."""
+
+    name: str
+    filled: int
+    free_text: bool = False
+
+
+@dataclass(frozen=True)
+class ObjectUsage:
+    """The fields people and integrations can fill on one object (``sobject`` as the
+    allow-list names it: ``contact``, ``Lead``), each with how many of ``records`` fill it."""
+
+    sobject: str
+    records: int
+    fields: tuple[FieldUsage, ...]
 
 
 class ClosesOnExit(ABC):
@@ -313,13 +343,29 @@ class CrmAdapter(Protocol):
         emails reach (Art. 16); one outcome per record."""
         ...
 
-    def legal_holds(
-        self, targets: Sequence[ErasureTarget], holds: Sequence[LegalHold]
-    ) -> dict[str, LegalHold]:
-        """Which targets (by record id) a configured legal hold keeps, and by which hold."""
+    def related(self, targets: Sequence[ErasureTarget], conditions: Sequence[R]) -> dict[str, R]:
+        """Which targets (by record id) related rows of a condition point at, and the first
+        listed condition that does: the legal holds on an erasure, or what keeps a person
+        under a retention rule (an open opportunity)."""
+        ...
+
+    def mark_purge_due(self, marks: Sequence[DueMark]) -> list[WriteOutcome]:
+        """Set or clear the date a retention rule will purge each record (CRM workflows
+        send re-activation email from it); one outcome per mark."""
+        ...
+
+    def record_url(self, record: RecordRef) -> str | None:
+        """Where a user opens the record in the vendor's own UI; None if unknown."""
         ...
 
     def emails_of(self, record: RecordRef) -> list[str]:
         """Every email a record holds (an Individual: its people's and contact points'); none
         if the record is gone."""
+        ...
+
+    def field_usage(self) -> list[ObjectUsage]:
+        """Per object the allow-list names, every field a person or integration can fill and
+        how many records fill it (minimisation, Art. 5(1)(c)). Values are counted, never
+        kept or logged; fields the CRM computes itself (ids, timestamps, formulas) are left
+        out."""
         ...

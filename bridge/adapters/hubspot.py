@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from hubspot.crm.contacts import (
@@ -40,18 +40,22 @@ from hubspot.crm.contacts import (
     SimplePublicObjectId,
     SimplePublicObjectInput,
 )
+from hubspot.crm.properties import PropertyCreate
 
 from bridge.adapters.base import (
     AdapterError,
     ClosesOnExit,
     ConsentWrite,
+    DueMark,
     ErasureMode,
     ErasureResult,
     ErasureStatus,
     ErasureTarget,
     LawfulBasisWrite,
     NotFound,
+    ObjectUsage,
     Permanent,
+    R,
     RecordRef,
     WriteOutcome,
     WriteStatus,
@@ -63,12 +67,14 @@ from bridge.adapters.hubspot_transport import (
     Transport,
     chunks,
     failures,
+    parse_time,
     unique_addresses,
 )
+from bridge.adapters.usage import HUBSPOT_URL_BUDGET, hubspot_cost, measure
 from bridge.identity import normalise_email
 from bridge.model import CrmRecord, LawfulBasis, ObjectType, Purpose, System
 from bridge.policies.lawful_basis import DEFAULT_HUBSPOT, HubSpotLawfulBases, Unmappable
-from bridge.settings import ErasureSettings, HubSpotSettings, LegalHold
+from bridge.settings import HUBSPOT_DUE_PROPERTY, ErasureSettings, HubSpotSettings
 
 OBJECT_TYPE = ObjectType.CONTACT.value
 SEARCH_PAGE = 200
@@ -78,11 +84,15 @@ ADDITIONAL = "hs_additional_emails"
 LEGAL_BASIS = "hs_legal_basis"
 OPTOUT = "hs_email_optout"
 MODIFIED = "lastmodifieddate"
+CREATED = "createdate"
+ACTIVITY = "notes_last_updated"  # "Last Activity Date": calls, emails, meetings, notes
+DUE = HUBSPOT_DUE_PROPERTY
 PERSONAL_FIELDS = ("firstname", "lastname", "phone")
 BY_ID = {"propertyName": "hs_object_id", "direction": "ASCENDING"}
 ANONYMISED = "Anonymised"
 PLACEHOLDER_DOMAIN = "invalid.example"
 CHECKBOX = "booleancheckbox"
+FREE_TEXT = frozenset({"textarea", "html"})  # multi-line and rich text: anything typed in
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # What `rectify` writes: each common field name and the contact property that holds it.
 RECTIFIABLE = {
@@ -97,6 +107,21 @@ MAX_VALUE = 65_536  # HubSpot's limit on a text property value, in characters
 def _next_page(page: Any) -> str | None:
     """The cursor of the page after this one, if any."""
     return page.paging.next.after if page.paging and page.paging.next else None
+
+
+def _moment(value: str | None) -> datetime | None:
+    """A datetime or date property as an aware UTC datetime (a date: its start)."""
+    moment = parse_time(value)
+    if moment is None and value and value.isdigit():
+        moment = EPOCH + timedelta(milliseconds=int(value))
+    if moment is None:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _day(value: str | None) -> date | None:
+    moment = _moment(value)
+    return moment.date() if moment else None
 
 
 def _epoch_ms(moment: datetime) -> int:
@@ -224,13 +249,23 @@ class HubSpotAdapter(ClosesOnExit):
         timeout: float = 30.0,
         personal_fields: Sequence[str] = PERSONAL_FIELDS,
         keep_on_anonymize: Mapping[str, Sequence[str]] | None = None,
+        read_fields: Sequence[str] = (),
     ) -> None:
-        """``keep_on_anonymize``: ``erasure.keep_on_anonymize`` (its ``hubspot.contact``)."""
+        """``keep_on_anonymize``: ``erasure.keep_on_anonymize`` (its ``hubspot.contact``);
+        ``read_fields``: more properties to read (what retention rules look at)."""
         self._t = Transport(settings, limits or HubSpotLimits(), attempts, timeout)
         self._prefs = Preferences(self._t, purposes, lawful_bases.subscription)
         self._bases = lawful_bases
         self._personal_fields = tuple(personal_fields)
-        self._properties = [EMAIL, ADDITIONAL, LEGAL_BASIS, OPTOUT, MODIFIED, *personal_fields]
+        self._attributes = tuple(read_fields)
+        self._properties = list(
+            dict.fromkeys(
+                (EMAIL, ADDITIONAL, LEGAL_BASIS, OPTOUT, MODIFIED, ACTIVITY, DUE, *personal_fields)
+            )
+            | dict.fromkeys(self._attributes)
+        )
+        self._portal_id = settings.portal_id
+        self._app_url = settings.app_url.rstrip("/")
         keep = (
             ErasureSettings().keep_on_anonymize if keep_on_anonymize is None else keep_on_anonymize
         )
@@ -266,17 +301,22 @@ class HubSpotAdapter(ClosesOnExit):
         return list(self._records([self._contacts_for(emails)]))
 
     def _every_page(self) -> Iterator[list[_Contact]]:
+        for page in self._pages("list_contacts", self._properties):
+            yield [_Contact.of(obj) for obj in page]
+
+    def _pages(self, operation: str, properties: Sequence[str]) -> Iterator[list[Any]]:
+        """Every contact with ``properties``, one page (100 contacts) per call."""
         after: str | None = None
         while True:
             page = self._t.sdk(
-                "list_contacts",
+                operation,
                 self._t.basic.get_page_with_http_info,
                 limit=BATCH,
                 after=after,
-                properties=self._properties,
+                properties=list(properties),
                 archived=False,
             )
-            yield [_Contact.of(obj) for obj in page.results]
+            yield list(page.results)
             after = _next_page(page)
             if after is None:
                 return
@@ -405,6 +445,12 @@ class HubSpotAdapter(ClosesOnExit):
             consents=self._prefs.consents(contact.id, statuses),
             opt_out=self._prefs.opt_out(contact.id, wide) if contact.primary else None,
             modified_at=contact.updated_at,
+            created_at=_moment(contact.properties.get(CREATED)),
+            active_at=_moment(contact.properties.get(ACTIVITY)),
+            purge_due=_day(contact.properties.get(DUE)),
+            attributes={
+                name: value for name in self._attributes if (value := contact.properties.get(name))
+            },
         )
 
     def _property_basis(self, contact: _Contact) -> LawfulBasis | None:
@@ -631,13 +677,88 @@ class HubSpotAdapter(ClosesOnExit):
                 )
         return [WriteOutcome(refs[c.id], *results[c.id]) for c in contacts]
 
-    def legal_holds(
-        self, targets: Sequence[ErasureTarget], holds: Sequence[LegalHold]
-    ) -> dict[str, LegalHold]:
-        """Legal holds are Salesforce rows (a won deal, an accepted quote): none apply here."""
+    def related(self, targets: Sequence[ErasureTarget], conditions: Sequence[R]) -> dict[str, R]:
+        """Related rows (a won deal, an accepted quote) are Salesforce's: none apply here."""
         return {}
+
+    # -- retention --------------------------------------------------------------------------
+
+    def mark_purge_due(self, marks: Sequence[DueMark]) -> list[WriteOutcome]:
+        """Set or clear the date property ``bridge_purge_due`` (created on first use), 100
+        contacts per call."""
+        if not marks:
+            return []
+        self._ensure_due_property()
+        results: dict[str, tuple[WriteStatus, str]] = {}
+        for chunk in chunks(list(marks)):
+            request = BatchInputSimplePublicObjectBatchInput(
+                inputs=[
+                    SimplePublicObjectBatchInput(
+                        id=m.record.id, properties={DUE: m.due.isoformat() if m.due else ""}
+                    )
+                    for m in chunk
+                ]
+            )
+            try:
+                reply = self._t.sdk("mark_purge_due", self._t.batch.update_with_http_info, request)
+            except (Permanent, NotFound) as refused:
+                results |= {m.record.id: (WriteStatus.FAILED, str(refused)) for m in chunk}
+                continue
+            results |= {str(obj.id): (WriteStatus.DONE, "") for obj in reply.results}
+            failed = failures(reply.to_dict().get("errors"), "id", "ids")
+            for mark in chunk:
+                results.setdefault(
+                    mark.record.id, (WriteStatus.FAILED, failed.get(mark.record.id, "no result"))
+                )
+        return [WriteOutcome(m.record, *results[m.record.id]) for m in marks]
+
+    def _ensure_due_property(self) -> None:
+        """Create ``bridge_purge_due`` unless the portal has it; another instance creating it
+        meanwhile (409) is as good."""
+        if DUE in self._property_names():
+            return
+        definition = PropertyCreate(
+            name=DUE,
+            label="Purge due (consent-bridge)",
+            description="The day consent-bridge will erase this contact under a retention "
+            "rule unless they re-engage; set during the rule's warning period",
+            type="date",
+            field_type="date",
+            group_name="contactinformation",
+        )
+        try:
+            self._t.sdk(
+                "create_property", self._t.properties.create_with_http_info, "contacts", definition
+            )
+        except Permanent:
+            self._definitions = None
+            if DUE not in self._property_names():
+                raise
+        self._definitions = None
+
+    def record_url(self, record: RecordRef) -> str | None:
+        if self._portal_id is None:
+            return None
+        return f"{self._app_url}/contacts/{self._portal_id}/record/0-1/{record.id}"
 
     def emails_of(self, record: RecordRef) -> list[str]:
         """A contact's addresses, primary first; a deleted contact has none."""
         contacts = self._batch_read([record.id], [EMAIL, ADDITIONAL])
         return [email for contact in contacts for email in contact.emails]
+
+    # -- minimisation -----------------------------------------------------------------------
+
+    def field_usage(self) -> list[ObjectUsage]:
+        """The contact properties a person, form or integration can fill, and how many
+        contacts fill each. Read-only and calculated properties are left out: HubSpot keeps
+        them itself (the record id, create and modified dates, the opt-out mirrors of the
+        subscriptions), no one can clear them, and they repeat or describe data reported
+        here. Every contact is paged (100 per call) once per chunk of names."""
+        fields = {name: kind in FREE_TEXT for name, kind in self._writable().items()}
+        usage = measure(OBJECT_TYPE, fields, self._values, HUBSPOT_URL_BUDGET, hubspot_cost)
+        return [usage]
+
+    def _values(self, properties: Sequence[str]) -> Iterator[dict[str, str | None]]:
+        """Every contact's values of ``properties``, 100 contacts per call."""
+        for page in self._pages("field_usage", properties):
+            yield from (dict(obj.properties or {}) for obj in page)

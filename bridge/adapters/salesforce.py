@@ -37,13 +37,16 @@ from simple_salesforce.format import format_soql
 from bridge.adapters.base import (
     ClosesOnExit,
     ConsentWrite,
+    DueMark,
     ErasureMode,
     ErasureResult,
     ErasureStatus,
     ErasureTarget,
     LawfulBasisWrite,
     NotFound,
+    ObjectUsage,
     Permanent,
+    R,
     RecordRef,
     WriteOutcome,
     WriteStatus,
@@ -67,10 +70,11 @@ from bridge.adapters.salesforce_records import (
     when,
 )
 from bridge.adapters.salesforce_transport import ERRORS, HARD_DELETE_REFUSED, RowResult, Transport
+from bridge.adapters.usage import SALESFORCE_URL_BUDGET, measure, soql_cost
 from bridge.identity import normalise_email
 from bridge.model import Consent, CrmRecord, ObjectType, Purpose, System
 from bridge.policies.lawful_basis import Unmappable, Vocabulary, salesforce_field_vocabulary
-from bridge.settings import ErasureSettings, LegalHold, SalesforceSettings
+from bridge.settings import ErasureSettings, SalesforceSettings
 
 DELETED_DAYS = 15  # getDeleted and the recycle bin keep deletions this long
 # Erasure order: rows that point at an Individual before the Individual itself.
@@ -118,12 +122,16 @@ class SalesforceAdapter(ClosesOnExit):
         timeout: float = 60.0,
         bulk_wait: int = 1,
         keep_on_anonymize: Mapping[str, Sequence[str]] | None = None,
+        read_fields: Mapping[str, Sequence[str]] | None = None,
+        due_field: str | None = None,
     ) -> None:
         """``bulk_wait``: seconds before a Bulk API job is first polled;
-        ``keep_on_anonymize``: ``erasure.keep_on_anonymize`` (its ``salesforce.*`` entries)."""
+        ``keep_on_anonymize``: ``erasure.keep_on_anonymize`` (its ``salesforce.*`` entries);
+        ``read_fields``: more fields to read per sObject (what retention rules look at);
+        ``due_field``: the date field on Contact and Lead that ``mark_purge_due`` sets."""
         self._settings = settings
         self._t = Transport(settings, attempts=attempts, timeout=timeout, bulk_wait=bulk_wait)
-        self._map = RecordMapper(purposes, settings.lawful_basis_field)
+        self._map = RecordMapper(purposes, settings.lawful_basis_field, read_fields, due_field)
         self._writer = ConsentWriter(self._t, self._map, purposes)
         self._purposes = {p.id: p for p in purposes}
         self._described: dict[str, list[dict[str, Any]]] = {}
@@ -257,7 +265,7 @@ class SalesforceAdapter(ClosesOnExit):
         if where:
             conditions.append(where)
         sobject = SOBJECTS[object_type.value]
-        return select(sobject, self._map.person_fields, " AND ".join(conditions))
+        return select(sobject, self._map.person_fields[sobject], " AND ".join(conditions))
 
     def _consent_rows(
         self,
@@ -621,21 +629,51 @@ class SalesforceAdapter(ClosesOnExit):
             System.SALESFORCE, f"erase: Salesforce refused the anonymisation: {result.detail}"
         )
 
-    def legal_holds(
-        self, targets: Sequence[ErasureTarget], holds: Sequence[LegalHold]
-    ) -> dict[str, LegalHold]:
-        """Contacts and Leads a hold keeps: a row of its related object that points at them
-        and matches its condition (an operator's SOQL, from the settings). The first listed
-        hold that applies wins."""
+    def related(self, targets: Sequence[ErasureTarget], conditions: Sequence[R]) -> dict[str, R]:
+        """Contacts and Leads a row of a condition's related object points at, matching its
+        ``where`` (an operator's SOQL, from the settings); the first listed condition wins."""
         people = {t.value for t in PEOPLE}
         ids = {str(t.id) for t in targets if t.object_type in people and t.id}
-        held: dict[str, LegalHold] = {}
-        for hold in holds:
-            where = f"({hold.where}) AND {hold.link_field} IN "
-            soql = select(hold.related_object, (hold.link_field,), where)
-            for row in self._t.query_in("legal_holds", soql, ids - held.keys()):
-                held.setdefault(row[hold.link_field], hold)
-        return held
+        found: dict[str, R] = {}
+        for condition in conditions:
+            where = f"({condition.where}) AND {condition.link_field} IN "
+            soql = select(condition.related_object, (condition.link_field,), where)
+            for row in self._t.query_in("related", soql, ids - found.keys()):
+                found.setdefault(row[condition.link_field], condition)
+        return found
+
+    def mark_purge_due(self, marks: Sequence[DueMark]) -> list[WriteOutcome]:
+        """Set or clear the configured date field (``retention.salesforce_due_field``) on
+        Contacts and Leads, 200 per call; with no field configured nothing is marked."""
+        people = {t.value for t in PEOPLE}
+        wanted = [m for m in marks if m.record.object_type in people]
+        outcomes = [
+            WriteOutcome(m.record, WriteStatus.FAILED, "Salesforce marks Contacts and Leads only")
+            for m in marks
+            if m.record.object_type not in people
+        ]
+        due_field = self._map.due_field
+        if not wanted or due_field is None:
+            return outcomes + [WriteOutcome(m.record, WriteStatus.ALREADY) for m in wanted]
+        rows = [
+            {
+                "attributes": {"type": SOBJECTS[m.record.object_type]},
+                "Id": m.record.id,
+                due_field: m.due.isoformat() if m.due else None,
+            }
+            for m in wanted
+        ]
+        saved = self._t.save("mark_purge_due", "PATCH", rows)
+        for mark, result in zip(wanted, saved, strict=True):
+            status, detail = (WriteStatus.DONE, "") if result.ok else _failed(result)
+            outcomes.append(WriteOutcome(mark.record, status, detail))
+        return outcomes
+
+    def record_url(self, record: RecordRef) -> str | None:
+        sobject = SOBJECTS.get(record.object_type)
+        if sobject is None:
+            return None
+        return f"{self._t.instance_url()}/lightning/r/{sobject}/{record.id}/view"
 
     def emails_of(self, record: RecordRef) -> list[str]:
         """The addresses of a Contact or Lead, or of an Individual, and of every person and
@@ -656,6 +694,36 @@ class SalesforceAdapter(ClosesOnExit):
                 }
             found.update(self._addresses(operation, [party]).get(party, []))
         return sorted({normalise_email(e) for e in found})
+
+    # -- minimisation -----------------------------------------------------------------------
+
+    def field_usage(self) -> list[ObjectUsage]:
+        """Per object the bridge reads, the fields a person or integration can fill (describe:
+        createable or updateable, not a formula), and how many live rows fill each; rows in
+        the recycle bin are not counted. Salesforce maintains the rest itself (ids, audit
+        dates, compound names, conversion links), and they repeat or describe data reported
+        here. Each object is paged (2,000 rows per call) once per chunk of field names; an
+        object this org does not have (no Individual without Data Protection and Privacy)
+        holds nothing and is left out."""
+        usage: list[ObjectUsage] = []
+        for sobject in SOBJECTS.values():
+            try:
+                described = self._describe("field_usage", sobject)
+            except NotFound:
+                continue
+            fields = {
+                f["name"]: f.get("type") == "textarea"
+                for f in described
+                if (f.get("createable") or f.get("updateable"))
+                and not f.get("calculated")
+                and f.get("type") not in UNEXPORTED_TYPES
+            }
+
+            def rows(names: Sequence[str], sobject: str = sobject) -> Iterator[dict[str, Any]]:
+                return self._t.query("field_usage", select(sobject, ("Id", *names)))
+
+            usage.append(measure(sobject, fields, rows, SALESFORCE_URL_BUDGET, soql_cost))
+        return usage
 
 
 def _addresses_of(emails: Collection[str]) -> list[str]:

@@ -70,6 +70,8 @@ PERSON_FIELDS = (
     "HasOptedOutOfEmail",
     "DoNotCall",
     *STAMPS,
+    "CreatedDate",
+    "LastActivityDate",
     *(f"Individual.{name}" for name in (*OBJECTIONS, *STAMPS)),
 )
 INDIVIDUAL_FIELDS = ("Id", "FirstName", "LastName", *OBJECTIONS, *STAMPS)
@@ -116,10 +118,12 @@ log = get_logger(__name__)
 
 
 def when(value: Any) -> datetime | None:
-    """A Salesforce datetime (``2024-01-01T00:00:00.000+0000``) as an aware UTC datetime."""
+    """A Salesforce datetime (``2024-01-01T00:00:00.000+0000``) or date (``2024-01-01``,
+    its start in UTC) as an aware UTC datetime."""
     if not isinstance(value, str) or not value:
         return None
-    return datetime.fromisoformat(value).astimezone(UTC)
+    moment = datetime.fromisoformat(value)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def select(sobject: str, fields: Iterable[str], where: str = "") -> str:
@@ -215,7 +219,16 @@ def _key(name: str, contact_point_type: str) -> tuple[str, str]:
 class RecordMapper:
     """Rows of one org into ``CrmRecord``s, given the configured purposes and basis field."""
 
-    def __init__(self, purposes: Sequence[Purpose], lawful_basis_field: str | None) -> None:
+    def __init__(
+        self,
+        purposes: Sequence[Purpose],
+        lawful_basis_field: str | None,
+        read_fields: Mapping[str, Sequence[str]] | None = None,
+        due_field: str | None = None,
+    ) -> None:
+        """``read_fields``: more fields to read per sObject (``Contact``, ``Lead``), kept
+        as the records' ``attributes`` for the retention rules; ``due_field``: where the
+        retention warning marks Contacts and Leads."""
         self.purposes = {
             _key(p.salesforce_data_use_purpose, p.salesforce_contact_point_type): p
             for p in purposes
@@ -229,8 +242,16 @@ class RecordMapper:
             }
         )
         self.lawful_basis_field = lawful_basis_field
-        extra = (lawful_basis_field,) if lawful_basis_field else ()
-        self.person_fields = (*PERSON_FIELDS, *extra)
+        self.due_field = due_field
+        own = tuple(f for f in (lawful_basis_field, due_field) if f)
+        self.attributes = {
+            sobject: tuple((read_fields or {}).get(sobject, ()))
+            for sobject in (SOBJECTS[t.value] for t in PEOPLE)
+        }
+        self.person_fields = {
+            sobject: tuple(dict.fromkeys((*PERSON_FIELDS, *own, *extra)))
+            for sobject, extra in self.attributes.items()
+        }
 
     def purpose_of(self, row: Mapping[str, Any]) -> Purpose | None:
         """The configured purpose a consent row stands for, if any."""
@@ -304,6 +325,14 @@ class RecordMapper:
                 source_record=record_id,
             ),
             modified_at=_latest(row, individual, "SystemModstamp"),
+            created_at=when(row.get("CreatedDate")),
+            active_at=when(row.get("LastActivityDate")),
+            purge_due=due.date() if (due := when(row.get(self.due_field or ""))) else None,
+            attributes={
+                name: str(row[name])
+                for name in self.attributes[SOBJECTS[object_type.value]]
+                if row.get(name) not in (None, "")
+            },
         )
 
     @staticmethod

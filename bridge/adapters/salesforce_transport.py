@@ -413,6 +413,11 @@ class Transport:
             self._client = self._connect()
         return self._client
 
+    def instance_url(self) -> str:
+        """The org's own address (``https://acme.my.salesforce.com``), for links to records."""
+        client = self._client or self.call("login", lambda sf: sf)
+        return f"https://{client.sf_instance}"
+
     def call(self, operation: str, send: Callable[[Salesforce], T], *, retry: bool = True) -> T:
         """Send once per attempt, paced and counted; retry only what may be retried.
 

@@ -33,6 +33,7 @@ from bridge.emulators.hubspot_http import (
     server_error,
 )
 from bridge.emulators.hubspot_limits import RateLimiter, RateLimits
+from bridge.emulators.hubspot_properties import PropertyDef, PropertyType
 from bridge.emulators.hubspot_search import Scalar, SearchRequest
 from bridge.emulators.hubspot_state import (
     HubSpotState,
@@ -130,6 +131,22 @@ class BatchWriteItem(ContactInput):
 
 class BatchWrite(_Body):
     inputs: list[BatchWriteItem]
+
+
+class PropertyOption(_Body):
+    label: str
+    value: str
+
+
+class PropertyCreate(_Body):
+    """``PropertyCreate``: what a portal's own property is made of."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str
+    type: PropertyType
+    field_type: str = Field(alias="fieldType")
+    group_name: str = Field(alias="groupName")
+    options: list[PropertyOption] = Field(default_factory=list)
 
 
 class GdprDelete(_Body):
@@ -335,6 +352,23 @@ def crm_routes(app: FastAPI, state: HubSpotState) -> None:
                 404, f"Unable to infer object type from: {object_type}", "OBJECT_NOT_FOUND"
             )
         return _json({"results": [prop.to_api() for prop in state.catalog.all()]})
+
+    @app.post("/crm/v3/properties/{object_type}")
+    def create_property(object_type: str, body: PropertyCreate) -> JSONResponse:
+        if object_type not in CONTACT_OBJECT_TYPES:
+            raise HubSpotError(
+                404, f"Unable to infer object type from: {object_type}", "OBJECT_NOT_FOUND"
+            )
+        prop = PropertyDef(
+            body.name,
+            body.label,
+            body.type,
+            body.field_type,
+            options=tuple(option.value for option in body.options),
+            group=body.group_name,
+            hubspot_defined=False,
+        )
+        return _json(state.catalog.create(prop).to_api(), 201)
 
     @app.get("/crm/v3/properties/{object_type}/{property_name}")
     def get_property(object_type: str, property_name: str) -> JSONResponse:

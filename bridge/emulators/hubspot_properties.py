@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from bridge.emulators.hubspot_http import HubSpotError, iso
 
-PropertyType = Literal["string", "number", "datetime", "enumeration"]
+PropertyType = Literal["string", "number", "date", "datetime", "enumeration", "bool"]
 
 LEGAL_BASIS_OPTIONS = (
     "Legitimate interest – prospect/lead",
@@ -76,6 +76,8 @@ class PropertyDef:
     options: tuple[str, ...] = ()
     multi: bool = False
     calculated: bool = False
+    group: str = "contactinformation"
+    hubspot_defined: bool = True
 
     def to_api(self) -> dict[str, Any]:
         """The ``Property`` object of ``GET /crm/v3/properties/contacts/{name}``."""
@@ -88,7 +90,7 @@ class PropertyDef:
             "type": self.type,
             "fieldType": self.field_type,
             "description": self.label,
-            "groupName": "contactinformation",
+            "groupName": self.group,
             "options": [
                 {
                     "label": labels.get(value, value),
@@ -103,7 +105,7 @@ class PropertyDef:
             "externalOptions": False,
             "hasUniqueValue": False,
             "hidden": False,
-            "hubspotDefined": True,
+            "hubspotDefined": self.hubspot_defined,
             "modificationMetadata": {
                 "archivable": True,
                 "readOnlyDefinition": True,
@@ -138,6 +140,8 @@ _STANDARD = (
     _text("hubspot_owner_id", "Contact owner"),
     _text("hs_lead_status", "Lead Status"),
     _text(ADDITIONAL_EMAILS, "Additional email addresses", "textarea"),
+    # A default property forms fill with whatever the person writes (multi-line text).
+    _text("message", "Message", "textarea"),
     PropertyDef(
         "hs_legal_basis",
         "Legal basis for processing contact's data",
@@ -151,6 +155,9 @@ _STANDARD = (
     ),
     PropertyDef("createdate", "Create Date", "datetime", "date", read_only=True),
     PropertyDef("lastmodifieddate", "Last Modified Date", "datetime", "date", read_only=True),
+    # HubSpot sets it from logged calls, emails, meetings and notes (an engagement), never
+    # from property edits; the emulator has no engagements, so tests seed it.
+    PropertyDef("notes_last_updated", "Last Activity Date", "datetime", "date", read_only=True),
     PropertyDef("hs_object_id", "Record ID", "number", "number", read_only=True),
     PropertyDef(
         OPTOUT,
@@ -193,6 +200,16 @@ class PropertyCatalog:
     def get(self, name: str) -> PropertyDef | None:
         return self._defs.get(name)
 
+    def create(self, prop: PropertyDef) -> PropertyDef:
+        """A portal's own property (``POST /crm/v3/properties/contacts``); a taken name is
+        409 ``OBJECT_ALREADY_EXISTS``."""
+        if prop.name in self._defs:
+            raise HubSpotError(
+                409, f"A property named '{prop.name}' already exists.", "OBJECT_ALREADY_EXISTS"
+            )
+        self._defs[prop.name] = prop
+        return prop
+
     def all(self) -> list[PropertyDef]:
         return list(self._defs.values())
 
@@ -225,12 +242,26 @@ class PropertyCatalog:
                     allowed = ", ".join(prop.options)
                     message = f"{option} was not one of the allowed options: [{allowed}]"
                     found.append(PropertyProblem(name, "INVALID_OPTION", message))
+            elif value and prop.type == "date" and not _is_date(value):
+                message = f"{value} is not a valid date: use YYYY-MM-DD or midnight UTC in ms"
+                found.append(PropertyProblem(name, "INVALID_DATE", message))
             elif value and name in ("email", ADDITIONAL_EMAILS):
                 for email in (e for e in value.split(";") if not valid_email(e)):
                     found.append(
                         PropertyProblem(name, "INVALID_EMAIL", f"Email address {email} is invalid")
                     )
         return found
+
+
+def _is_date(value: str) -> bool:
+    """HubSpot date properties take a day, or a millisecond timestamp at midnight UTC."""
+    if value.isdigit():
+        return int(value) % 86_400_000 == 0
+    try:
+        datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
 
 
 def validation_error(problems: list[PropertyProblem]) -> HubSpotError:

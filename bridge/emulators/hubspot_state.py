@@ -99,6 +99,9 @@ class SeedContact(BaseModel):
     properties: dict[str, str] = Field(default_factory=dict)
     createdate: datetime | None = None
     lastmodifieddate: datetime | None = None
+    notes_last_updated: datetime | None = Field(
+        None, description="Last Activity Date: HubSpot derives it from engagements"
+    )
     subscriptions: list[SeedStatus] = Field(default_factory=list)
 
     def writable(self) -> dict[str, str]:
@@ -750,6 +753,8 @@ class HubSpotState:
             if person.createdate is not None:
                 contact.created_at = person.createdate
                 contact.properties["createdate"] = iso(person.createdate)
+            if person.notes_last_updated is not None:
+                contact.properties["notes_last_updated"] = iso(person.notes_last_updated)
             if person.lastmodifieddate is not None:
                 contact.updated_at = person.lastmodifieddate
                 contact.properties["lastmodifieddate"] = iso(person.lastmodifieddate)

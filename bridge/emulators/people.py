@@ -48,6 +48,8 @@ class Held:
     opted_out_at: datetime | None = None
     lawful_basis: LawfulBasis | None = None
     object_type: Literal["contact", "lead"] = "contact"  # Salesforce only
+    last_active: datetime | None = None
+    """The record's last activity (a call, an email, a meeting), as the CRM tracks it."""
 
     def stamp(self, default: datetime) -> datetime:
         """The record's last change: its latest act, else ``default``."""
@@ -108,6 +110,9 @@ def seed_hubspot(
                     "hs_legal_basis": HUBSPOT_PROPERTY.to_vendor(basis) if basis else None,
                     "createdate": created.isoformat(),
                     "lastmodifieddate": held.stamp(created).isoformat(),
+                    "notes_last_updated": held.last_active.isoformat()
+                    if held.last_active
+                    else None,
                     "subscriptions": statuses,
                 }
             )
@@ -189,6 +194,9 @@ def seed_salesforce(
                 "HasOptedOutOfEmail": side.opted_out_at is not None,
                 "Lawful_Basis__c": SALESFORCE_LEGAL_BASIS.to_vendor(basis) if basis else None,
                 "IndividualId": individuals.get(id(person)),
+                "LastActivityDate": side.last_active.date().isoformat()
+                if side.last_active
+                else None,
                 **stamps(person),
             }
             if side.object_type == "lead":

@@ -22,7 +22,11 @@ def _default_custom_fields() -> dict[str, list[CustomField]]:
     lawful_basis = CustomField(
         name="Lawful_Basis__c", type="picklist", values=[name for name, _ in LEGAL_BASES]
     )
-    return {"Contact": [lawful_basis], "Lead": [lawful_basis]}
+    # Where the bridge marks people a retention rule will soon purge, and (on Contacts) the
+    # end of a customer's contract that the example retention rules count from.
+    purge_due = CustomField(name="Purge_Due__c", type="date")
+    contract_end = CustomField(name="Contract_End__c", type="date")
+    return {"Contact": [lawful_basis, purge_due, contract_end], "Lead": [lawful_basis, purge_due]}
 
 
 class OutboundMessageConfig(BaseModel):

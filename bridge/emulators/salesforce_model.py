@@ -280,7 +280,16 @@ def _email_name(values: Mapping[str, Any]) -> dict[str, Any]:
 
 CONTACT_POINT_TYPES = ("Email", "MailingAddress", "Phone", "Social", "Web")
 PRIVACY_CONSENT_STATUSES = ("NotSeen", "Seen", "OptIn", "OptInPending", "OptOut", "OptOutPending")
-LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
+LEAD_SOURCES = (
+    "Web",
+    "Phone Inquiry",
+    "Partner Referral",
+    "Purchased List",
+    "Trade Show",
+    "Seminar - Internal",
+    "Seminar - Partner",
+    "Other",
+)
 INDUSTRIES = ("Technology", "Finance", "Retail", "Other")
 OPPORTUNITY_STAGES = (
     "Prospecting",
@@ -361,6 +370,7 @@ def _standard_objects() -> list[tuple[str, str, list[FieldDef], Derive | None]]:
                 _day("Birthdate"),
                 _pick("LeadSource", LEAD_SOURCES),
                 _textarea("Description"),
+                _read_only(_day("LastActivityDate")),
                 *(_flag(name) for name in _CONSENT_FLAGS),
                 _flag("IsEmailBounced"),
                 _text("EmailBouncedReason", 255),
@@ -394,6 +404,7 @@ def _standard_objects() -> list[tuple[str, str, list[FieldDef], Derive | None]]:
                 _pick("Industry", INDUSTRIES),
                 _pick("Rating", ("Hot", "Warm", "Cold")),
                 _textarea("Description"),
+                _read_only(_day("LastActivityDate")),
                 *(_flag(name) for name in _CONSENT_FLAGS),
                 _flag("IsConverted", updateable=False),
                 _read_only(_day("ConvertedDate")),

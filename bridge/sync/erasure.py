@@ -90,7 +90,7 @@ class Erasure:
         planned = []
         for adapter in self.adapters.values():
             targets = adapter.erasure_targets(emails)
-            held = adapter.legal_holds(targets, self.holds) if self.holds else {}
+            held = adapter.related(targets, self.holds) if self.holds else {}
             planned += [(t, held.get(t.id) if t.id else None) for t in targets]
         return planned
 

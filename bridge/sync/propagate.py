@@ -25,9 +25,12 @@ from bridge.sync.inbox import InboxEvent
 from bridge.sync.reconcile import Reconciler
 
 log = get_logger("bridge.propagate")
-# How long after the bridge's write its echo may be stamped (vendor clocks and queues).
+# An event is the echo of a bridge write recorded from ECHO_BEFORE before the event's time to
+# ECHO_AFTER after it: the vendor stamps the change while the call runs, and the bridge records
+# the write once its whole batch has returned (up to a minute later); a few seconds the other
+# way allow for clock skew between the vendor and us.
 ECHO_AFTER = timedelta(seconds=60)
-ECHO_BEFORE = timedelta(seconds=5)  # the vendor stamps the change before our call returns
+ECHO_BEFORE = timedelta(seconds=5)
 
 
 class PropagationFailed(BridgeError):

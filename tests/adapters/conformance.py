@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 import pytest
@@ -20,6 +20,7 @@ import pytest
 from bridge.adapters.base import (
     ConsentWrite,
     CrmAdapter,
+    DueMark,
     ErasureStatus,
     LawfulBasisWrite,
     Permanent,
@@ -239,6 +240,16 @@ class AdapterConformance:
         assert harness.held("edsger@example.com").lawful_basis is LawfulBasis.CONTRACT
         [record] = adapter.find_by_emails(["edsger@example.com"])
         assert record.lawful_basis is LawfulBasis.CONTRACT
+
+    def test_purge_due_mark_round_trips_and_clears(self, harness: Harness) -> None:
+        [record_id] = harness.seed([Person("grace@example.com")])
+        adapter = harness.adapter()
+        due = date(2031, 5, 17)
+        for mark in (due, None):
+            written = adapter.mark_purge_due([DueMark(harness.ref(record_id), mark)])
+            assert [o.status for o in written] == [WriteStatus.DONE]
+            [record] = adapter.find_by_emails(["grace@example.com"])
+            assert record.purge_due == mark
 
     # -- erasure and export -----------------------------------------------------------------
 

@@ -143,7 +143,11 @@ class SalesforceHarness:
 
     def adapter(self, *, attempts: int = 8, **changes: Any) -> SalesforceAdapter:
         adapter = SalesforceAdapter(
-            settings(self.server.url, **changes), PURPOSES, attempts=attempts, bulk_wait=0
+            settings(self.server.url, **changes),
+            PURPOSES,
+            attempts=attempts,
+            bulk_wait=0,
+            due_field="Purge_Due__c",
         )
         self._adapters.append(adapter)
         return adapter

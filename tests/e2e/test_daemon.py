@@ -138,6 +138,9 @@ def test_daemon_refuses_an_old_schema_and_a_bad_schedule(bridge: BridgeCli) -> N
     bad = bridge("run", BRIDGE_SCHEDULE__FULL_SYNC_CRON="0 2 * * 0")
     assert bad.returncode == 2
     assert "schedule.full_sync_cron: write the weekday by name" in bad.stderr
+    bad = bridge("run", BRIDGE_SCHEDULE__RETENTION_CRON="every day")
+    assert bad.returncode == 2
+    assert "schedule.retention_cron: not a crontab expression" in bad.stderr
 
 
 PEOPLE = [f"daemon{n:02d}@example.com" for n in range(24)]
