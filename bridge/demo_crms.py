@@ -1,0 +1,311 @@
+"""What ``bridge demo`` checks with: both emulators read back, and acted on as people would.
+
+Every check of the demo reads the emulators' state here, through their admin APIs, never
+through the bridge's adapters: the bridge's own account of what it did is what is being
+checked. The people's acts go through the vendors' public APIs where the vendor has one for
+them (a rep editing a Salesforce record, an integration creating a HubSpot contact), and
+through the admin API where a vendor's own UI would act (an unsubscribe link in HubSpot).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from bridge.identity import normalise_email
+from bridge.model import LawfulBasis, Purpose
+from bridge.policies.lawful_basis import HUBSPOT_PROPERTY, SALESFORCE_LEGAL_BASIS, Unmappable
+
+API = "/services/data/v59.0"
+SALESFORCE_PEOPLE = ("Contact", "Lead")
+SALESFORCE_TYPES = (*SALESFORCE_PEOPLE, "Individual", "ContactPointTypeConsent")
+GRANTED, WITHDRAWN, UNKNOWN = "granted", "withdrawn", "unknown"
+_STATUS = {"SUBSCRIBED": GRANTED, "UNSUBSCRIBED": WITHDRAWN, "OptIn": GRANTED, "OptOut": WITHDRAWN}
+
+
+@dataclass(frozen=True)
+class Held:
+    """One record of a person as its CRM holds it, in common terms."""
+
+    system: str
+    object_type: str
+    id: str
+    opted_out: bool
+    consent: dict[str, str]
+    """purpose id -> granted or withdrawn, where the record holds a status."""
+    basis: LawfulBasis | str | None
+    """The common basis; an unmappable vendor value as it is."""
+    stamp: str = ""
+
+    def effective(self, purpose: str) -> str:
+        """What the record says about email for a purpose: an opt-out of all email wins."""
+        return WITHDRAWN if self.opted_out else self.consent.get(purpose, UNKNOWN)
+
+    @property
+    def label(self) -> str:
+        """``HubSpot contact 12``, ``Salesforce Contact 003...``: no personal data."""
+        name = "HubSpot" if self.system == "hubspot" else "Salesforce"
+        return f"{name} {self.object_type} {self.id}"
+
+
+@dataclass(frozen=True)
+class Person:
+    """Every record both CRMs hold for one normalised address."""
+
+    records: tuple[Held, ...]
+
+    @property
+    def hubspot(self) -> list[Held]:
+        return [r for r in self.records if r.system == "hubspot"]
+
+    @property
+    def salesforce(self) -> list[Held]:
+        return [r for r in self.records if r.system == "salesforce"]
+
+    def disagreements(self, purposes: Iterable[str]) -> list[tuple[str, str, str]]:
+        """``(what, this, that)`` for each way two of the records tell different stories:
+        the opt-out of all email, each purpose's consent, the lawful basis."""
+        found = []
+        first, *others = self.records
+        for other in others:
+            if first.opted_out != other.opted_out:
+                found.append(("opt_out", str(first.opted_out), str(other.opted_out)))
+            for purpose in purposes:
+                this, that = first.effective(purpose), other.effective(purpose)
+                if this != that:
+                    found.append((f"consent:{purpose}", this, that))
+            if first.basis != other.basis:
+                found.append(("lawful_basis", str(first.basis), str(other.basis)))
+        return found
+
+
+class Crms:
+    """Both emulators, through their admin APIs (reading) and public APIs (acting)."""
+
+    def __init__(
+        self, hubspot: httpx.Client, salesforce: httpx.Client, purposes: Sequence[Purpose]
+    ) -> None:
+        self.hubspot = hubspot
+        self.salesforce = salesforce
+        self.purposes = list(purposes)
+        self._rep_token: str | None = None
+
+    # -- reading back -------------------------------------------------------------------
+
+    def hubspot_state(self) -> dict[str, Any]:
+        return _json(self.hubspot.get("/__emulator/state"))
+
+    def salesforce_rows(self, sobject: str, include_deleted: bool = False) -> list[dict[str, Any]]:
+        params = {"type": sobject} | ({"include_deleted": "true"} if include_deleted else {})
+        rows: list[dict[str, Any]] = _json(
+            self.salesforce.get("/__emulator/records", params=params)
+        )["records"]
+        return rows
+
+    def fingerprint(self) -> str:
+        """A digest of everything either CRM holds about people: equal digests, no change."""
+        state = {
+            "hubspot": self.hubspot_state(),
+            **{t: self.salesforce_rows(t, include_deleted=True) for t in SALESFORCE_TYPES},
+        }
+        return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+    def people(self) -> dict[str, Person]:
+        """Every person either CRM holds, by normalised address."""
+        records: dict[str, list[Held]] = defaultdict(list)
+        for email, held in [*self._hubspot_records(), *self._salesforce_records()]:
+            records[normalise_email(email)].append(held)
+        return {email: Person(tuple(held)) for email, held in records.items()}
+
+    def person(self, email: str) -> Person:
+        return self.people().get(normalise_email(email), Person(()))
+
+    def _hubspot_records(self) -> list[tuple[str, Held]]:
+        state = self.hubspot_state()
+        purpose_of = {p.hubspot_subscription_id: p.id for p in self.purposes}
+        statuses: dict[str, dict[str | None, str]] = defaultdict(dict)
+        for row in state["subscriptions"]:
+            statuses[normalise_email(row["email"])][row["subscriptionId"]] = row["status"]
+        found = []
+        for contact in state["contacts"]:
+            properties = contact["properties"]
+            email = normalise_email(properties["email"])
+            mine = statuses.get(email, {})
+            consent = {
+                purpose_of[sub]: _STATUS[status]
+                for sub, status in mine.items()
+                if sub in purpose_of and status in _STATUS
+            }
+            basis = _basis(
+                lambda v: HUBSPOT_PROPERTY.from_multi(v), properties.get("hs_legal_basis")
+            )
+            held = Held("hubspot", "contact", str(contact["id"]),
+                        mine.get(None) == "UNSUBSCRIBED", consent, basis,
+                        properties.get("lastmodifieddate") or "")  # fmt: skip
+            found.append((email, held))
+        return found
+
+    def _salesforce_records(self) -> list[tuple[str, Held]]:
+        names = {p.salesforce_data_use_purpose: p.id for p in self.purposes}
+        purpose_of = {
+            row["Id"]: names[row["Name"]]
+            for row in self.salesforce_rows("DataUsePurpose")
+            if row["Name"] in names
+        }
+        consent: dict[str, dict[str, str]] = defaultdict(dict)
+        rows = self.salesforce_rows("ContactPointTypeConsent")
+        for row in sorted(rows, key=lambda r: (r["CaptureDate"] or "", r["CreatedDate"] or "")):
+            purpose = purpose_of.get(row["DataUsePurposeId"])
+            if purpose and row["PrivacyConsentStatus"] in _STATUS:
+                consent[row["PartyId"]][purpose] = _STATUS[row["PrivacyConsentStatus"]]
+        found = []
+        for sobject in SALESFORCE_PEOPLE:
+            for row in self.salesforce_rows(sobject):
+                if not row["Email"]:
+                    continue
+                basis = _basis(SALESFORCE_LEGAL_BASIS.from_vendor, row.get("Lawful_Basis__c"))
+                held = Held("salesforce", sobject, row["Id"], bool(row["HasOptedOutOfEmail"]),
+                            dict(consent.get(row["IndividualId"] or "", {})), basis,
+                            row["SystemModstamp"])  # fmt: skip
+                found.append((row["Email"], held))
+        return found
+
+    def opted_out(self, records: Iterable[Held]) -> bool:
+        """Whether every one of these records is opted out of all email now: a narrower read
+        than :meth:`people`, for polling."""
+        wanted = list(records)
+        hubspot = [r for r in wanted if r.system == "hubspot"]
+        flags: dict[str, bool] = {}
+        if hubspot:
+            state = self.hubspot_state()
+            out = {
+                normalise_email(row["email"])
+                for row in state["subscriptions"]
+                if row["subscriptionId"] is None and row["status"] == "UNSUBSCRIBED"
+            }
+            for contact in state["contacts"]:
+                email = normalise_email(contact["properties"]["email"])
+                flags[str(contact["id"])] = email in out
+        for sobject in {r.object_type for r in wanted if r.system == "salesforce"}:
+            flags |= {row["Id"]: row["HasOptedOutOfEmail"] for row in self.salesforce_rows(sobject)}
+        return all(flags.get(r.id, False) for r in wanted)
+
+    def holding(self, email: str) -> list[str]:
+        """Every record either CRM still holds under this address, in any case, as a label;
+        Salesforce's recycle bin included (a hard delete leaves nothing there)."""
+        address = normalise_email(email)
+        state = self.hubspot_state()
+        found = [
+            f"HubSpot contact {c['id']}"
+            for c in state["contacts"]
+            if address
+            in {
+                normalise_email(e)
+                for e in [
+                    c["properties"].get("email") or "",
+                    *(c["properties"].get("hs_additional_emails") or "").split(";"),
+                ]
+            }
+        ]
+        for sobject in SALESFORCE_PEOPLE:
+            found += [
+                f"Salesforce {sobject} {row['Id']}"
+                for row in self.salesforce_rows(sobject, include_deleted=True)
+                if normalise_email(row["Email"] or "") == address
+            ]
+        return found
+
+    def surviving(self, sobject: str, ids: Iterable[str]) -> list[str]:
+        """Which of these Salesforce records still exist, recycle bin included."""
+        wanted = set(ids)
+        rows = self.salesforce_rows(sobject, include_deleted=True)
+        return [row["Id"] for row in rows if row["Id"] in wanted]
+
+    def webhooks(self) -> dict[str, Any]:
+        return _json(self.hubspot.get("/__emulator/webhooks"))
+
+    def outbound(self) -> dict[str, Any]:
+        return _json(self.salesforce.get("/__emulator/outbound"))
+
+    # -- acting as people do ----------------------------------------------------------------
+
+    def unsubscribe_all_in_hubspot(self, email: str) -> None:
+        """The person follows the unsubscribe link in a HubSpot email: out of all email."""
+        status = {"email": email, "status": "UNSUBSCRIBED", "timestamp": _now()}
+        reply = self.hubspot.post(
+            "/__emulator/seed", json={"statuses": [status], "source": "SUBSCRIPTION_PAGE"}
+        )
+        reply.raise_for_status()
+
+    def create_hubspot_contact(self, properties: dict[str, str]) -> str:
+        """An integration creates a contact through HubSpot's CRM API (which, unlike forms
+        and imports, is not stopped by HubSpot's GDPR blocklist)."""
+        reply = self.hubspot.post(
+            "/crm/v3/objects/contacts",
+            json={"properties": properties},
+            headers={"Authorization": "Bearer demo-integration"},
+        )
+        return str(_json(reply)["id"])
+
+    def rep_update(self, sobject: str, record_id: str, fields: dict[str, Any]) -> None:
+        """A sales rep edits a record in Salesforce (the REST API, as the UI does)."""
+        reply = self.salesforce.patch(
+            f"{API}/sobjects/{sobject}/{record_id}", json=fields, headers=self._rep()
+        )
+        reply.raise_for_status()
+
+    def rep_create(self, sobject: str, fields: dict[str, Any]) -> str:
+        reply = self.salesforce.post(f"{API}/sobjects/{sobject}", json=fields, headers=self._rep())
+        return str(_json(reply)["id"])
+
+    def _rep(self) -> dict[str, str]:
+        """A rep's session, from an OAuth username-password login."""
+        if self._rep_token is None:
+            reply = self.salesforce.post(
+                "/services/oauth2/token",
+                data={"grant_type": "password", "username": "rep@example.com",
+                      "password": "rep-password", "client_id": "demo-ui",
+                      "client_secret": "demo-ui-secret"},
+            )  # fmt: skip
+            self._rep_token = str(_json(reply)["access_token"])
+        return {"Authorization": f"Bearer {self._rep_token}"}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, every: float = 0.1) -> float | None:
+    """Seconds until ``condition()`` held, polling; None if it did not within ``timeout``."""
+    start = time.monotonic()
+    while True:
+        if condition():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            return None
+        time.sleep(every)
+
+
+def _basis(
+    read: Callable[[str], LawfulBasis | None], value: str | None
+) -> LawfulBasis | str | None:
+    if not value:
+        return None
+    try:
+        return read(value)
+    except Unmappable:
+        return value
+
+
+def _json(reply: httpx.Response) -> dict[str, Any]:
+    reply.raise_for_status()
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,160 @@
+"""`bridge demo` as a newcomer runs it: every step checked, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge.demo_seed import cast
+from tests.conftest import BridgeCli
+
+STEPS = ["plan", "sync", "hubspot_opt_out", "salesforce_opt_out", "erasure", "suppression",
+         "retention", "audit"]  # fmt: skip
+
+
+@pytest.fixture
+def newcomer(bridge: BridgeCli) -> BridgeCli:
+    """A working copy whose own settings the demo must ignore: a configured database it must
+    not touch, and a config file it would refuse, were it read."""
+    (bridge.cwd / "config").mkdir()
+    (bridge.cwd / "config" / "bridge.toml").write_text('no_such_setting = "the demo ignores me"\n')
+    (bridge.cwd / "tmp").mkdir()
+    bridge.env["TMPDIR"] = str(bridge.cwd / "tmp")  # where the demo's own folder goes
+    return bridge
+
+
+def start(cli: BridgeCli, *args: str) -> subprocess.Popen[str]:
+    """The demo in a process group of its own, so that any child it left would show."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bridge", "demo", *args],
+        cwd=cli.cwd,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def test_demo_checks_every_step_and_leaves_nothing_behind(newcomer: BridgeCli) -> None:
+    began = time.monotonic()
+    process = start(newcomer, "--people", "100", "--json")
+    stdout, stderr = process.communicate(timeout=90)
+    assert process.returncode == 0, stdout + stderr
+    assert time.monotonic() - began < 60
+
+    document = json.loads(stdout)
+    steps = {step["name"]: step for step in document["steps"]}
+    assert list(steps) == STEPS
+    assert document["ok"] is True
+    assert all(step["ok"] and step["detail"] for step in steps.values()), steps
+    detail = {name: step["detail"] for name, step in steps.items()}
+    assert int(re.match(r"(\d+) changes for \d+ of 100 people", detail["plan"])[1]) > 0
+    assert "neither CRM changed" in detail["plan"]
+    assert re.search(r"0 failed; read back, \d+ of the \d+ people in both CRMs agree",
+                     detail["sync"])  # fmt: skip
+    for name in ("hubspot_opt_out", "salesforce_opt_out"):
+        seconds = float(re.search(r"(\d+\.\d) s later", detail[name])[1])
+        assert seconds < 60, detail[name]
+    assert "signed webhook accepted" in detail["hubspot_opt_out"]
+    assert "outbound message acknowledged" in detail["salesforce_opt_out"]
+    assert "recycle bin too: nothing;" in detail["erasure"]
+    assert "no address in it" in detail["erasure"]
+    assert "wrote nothing to them" in detail["suppression"] and "2 of 2" in detail["suppression"]
+    assert re.match(r"1 of 100 people fall due: .* \(due \d{4}-\d\d-\d\d, delete: no activity",
+                    detail["retention"])  # fmt: skip
+    assert "by the open deal" in detail["retention"] and "nothing written" in detail["retention"]
+    assert re.search(r"chain of \d+ events intact; .*: none$", detail["audit"])
+
+    assert_no_personal_data(stdout + stderr, 100)
+    assert_gone(process, document["services"], newcomer.cwd)
+    assert not (newcomer.cwd / "bridge.db").exists(), "the configured database was touched"
+
+
+def test_demo_kept_running_serves_until_ctrl_c_then_stops_everything(
+    newcomer: BridgeCli,
+) -> None:
+    process = start(newcomer, "--people", "10", "--json", "--keep-running")
+    try:
+        document = json.loads(read_line(process, timeout=60))
+        assert document["ok"] is True
+        services = document["services"]
+        assert httpx.get(f"{services['receiver']}/healthz").status_code == 200
+        for emulator in ("hubspot", "salesforce"):
+            assert httpx.get(f"{services[emulator]}/__emulator/counters").status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "bridge sync --dry-run" in stderr and "stopped" in stderr
+    assert_no_personal_data(stdout + stderr, 10)
+    [kept] = (newcomer.cwd / "tmp").iterdir()  # kept for the user to look into
+    assert (kept / "bridge.db").exists() and (kept / "demo.env").stat().st_mode & 0o077 == 0
+    assert_gone(process, services, newcomer.cwd, kept=True)
+
+
+def test_demo_interrupted_mid_run_stops_everything_and_exits_130(newcomer: BridgeCli) -> None:
+    process = start(newcomer, "--people", "100")
+    try:
+        while "1 plan:" not in read_line(process, timeout=60):
+            pass
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert_gone(process, {}, newcomer.cwd)
+
+
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, f"no output within {timeout} s"
+    line = process.stdout.readline()
+    assert line, f"the demo ended early: {process.wait()}"
+    return line
+
+
+def assert_no_personal_data(output: str, people: int) -> None:
+    seeded = cast(people)
+    lowered = output.lower()
+    for spelling in seeded.spellings():
+        assert spelling.lower() not in lowered, "a seeded address was printed"
+    words = set(re.findall(r"[\w'’-]+", output))
+    for person in seeded.entries:
+        assert person.first_name not in words, "a seeded first name was printed"
+        assert person.last_name not in words, "a seeded last name was printed"
+
+
+def assert_gone(
+    process: subprocess.Popen[str], services: dict[str, Any], cwd: Path, kept: bool = False
+) -> None:
+    """Nothing listens where the demo served, no process of its group lives on, and its
+    folder is gone (unless kept)."""
+    for url in services.values():
+        host, port = url.removeprefix("http://").split(":")
+        with socket.socket() as probe:
+            assert probe.connect_ex((host, int(port))) != 0, f"{url} still answers"
+    if Path("/proc").is_dir():
+        group = process.pid
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                assert int(fields[2]) != group, f"process {entry.name} of the demo lives on"
+    if not kept:
+        assert list((cwd / "tmp").iterdir()) == [], "the demo's folder was left behind"
+    assert os.path.isdir(cwd)
