@@ -412,7 +412,11 @@ def retention(world: World) -> Outcome:
     """``purge --preview --within 60d`` after a rep opens a deal with one of three people
     idle for 25 months: the one with nothing to keep them is listed, with the reason and a
     link to each record; the deal and a consent keep the others off; nothing is written."""
-    people = {role: world.crms.person(world.cast.roles[role]) for role in RETAINED_ROLES}
+    everyone = world.crms.people()  # one read of both CRMs for the three people
+    people = {
+        role: everyone.get(normalise_email(world.cast.roles[role]), Person(()))
+        for role in RETAINED_ROLES
+    }
     contact = next(r for r in people[KEPT_BY_DEAL].salesforce if r.object_type == "Contact")
     close = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
     deal = {"Name": "Renewal", "StageName": "Negotiation/Review", "CloseDate": close}

@@ -504,18 +504,26 @@ class HubSpotAdapter(ClosesOnExit):
                 results[record_id] = (WriteStatus.FAILED, "record not found")
             elif self._property_basis(current[record_id]) is wanted[record_id]:
                 results[record_id] = (WriteStatus.ALREADY, "")
-        for chunk in chunks([i for i in ids if i not in results]):
-            options = {i: self._bases.property.to_vendor(wanted[i]) for i in chunk}
+        updates = {
+            i: {LEGAL_BASIS: self._bases.property.to_vendor(wanted[i])}
+            for i in ids
+            if i not in results
+        }
+        return results | self._batch_update("update_lawful_basis", updates)
+
+    def _batch_update(
+        self, operation: str, updates: Mapping[str, Mapping[str, str]]
+    ) -> dict[str, tuple[WriteStatus, str]]:
+        """Set properties (per contact id), 100 contacts per call; the outcome of each."""
+        results: dict[str, tuple[WriteStatus, str]] = {}
+        for chunk in chunks(list(updates)):
             request = BatchInputSimplePublicObjectBatchInput(
                 inputs=[
-                    SimplePublicObjectBatchInput(id=i, properties={LEGAL_BASIS: option})
-                    for i, option in options.items()
+                    SimplePublicObjectBatchInput(id=i, properties=dict(updates[i])) for i in chunk
                 ]
             )
             try:
-                reply = self._t.sdk(
-                    "update_lawful_basis", self._t.batch.update_with_http_info, request
-                )
+                reply = self._t.sdk(operation, self._t.batch.update_with_http_info, request)
             except (Permanent, NotFound) as refused:
                 results |= {i: (WriteStatus.FAILED, str(refused)) for i in chunk}
                 continue
@@ -615,9 +623,10 @@ class HubSpotAdapter(ClosesOnExit):
             ],
         }
 
-    def _property_definitions(self) -> list[Any]:
-        """Every contact property the portal defines, listed once per adapter."""
-        if self._definitions is None:
+    def _property_definitions(self, reread: bool = False) -> list[Any]:
+        """Every contact property the portal defines, listed once per adapter (again with
+        ``reread``)."""
+        if self._definitions is None or reread:
             reply = self._t.sdk(
                 "list_properties",
                 self._t.properties.get_all_with_http_info,
@@ -627,8 +636,8 @@ class HubSpotAdapter(ClosesOnExit):
             self._definitions = list(reply.results)
         return self._definitions
 
-    def _property_names(self) -> list[str]:
-        return [prop.name for prop in self._property_definitions()]
+    def _property_names(self, reread: bool = False) -> list[str]:
+        return [prop.name for prop in self._property_definitions(reread)]
 
     def _writable(self) -> dict[str, str]:
         """The properties a client may set (not read-only, not calculated): their field types."""
@@ -689,27 +698,8 @@ class HubSpotAdapter(ClosesOnExit):
         if not marks:
             return []
         self._ensure_due_property()
-        results: dict[str, tuple[WriteStatus, str]] = {}
-        for chunk in chunks(list(marks)):
-            request = BatchInputSimplePublicObjectBatchInput(
-                inputs=[
-                    SimplePublicObjectBatchInput(
-                        id=m.record.id, properties={DUE: m.due.isoformat() if m.due else ""}
-                    )
-                    for m in chunk
-                ]
-            )
-            try:
-                reply = self._t.sdk("mark_purge_due", self._t.batch.update_with_http_info, request)
-            except (Permanent, NotFound) as refused:
-                results |= {m.record.id: (WriteStatus.FAILED, str(refused)) for m in chunk}
-                continue
-            results |= {str(obj.id): (WriteStatus.DONE, "") for obj in reply.results}
-            failed = failures(reply.to_dict().get("errors"), "id", "ids")
-            for mark in chunk:
-                results.setdefault(
-                    mark.record.id, (WriteStatus.FAILED, failed.get(mark.record.id, "no result"))
-                )
+        updates = {m.record.id: {DUE: m.due.isoformat() if m.due else ""} for m in marks}
+        results = self._batch_update("mark_purge_due", updates)
         return [WriteOutcome(m.record, *results[m.record.id]) for m in marks]
 
     def _ensure_due_property(self) -> None:
@@ -731,8 +721,7 @@ class HubSpotAdapter(ClosesOnExit):
                 "create_property", self._t.properties.create_with_http_info, "contacts", definition
             )
         except Permanent:
-            self._definitions = None
-            if DUE not in self._property_names():
+            if DUE not in self._property_names(reread=True):
                 raise
         self._definitions = None
 
