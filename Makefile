@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# The product and, beside it, the sandbox (emulators and demo), which the wheel never holds.
+$(STAMP): pyproject.toml sandbox/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./sandbox
 	touch $(STAMP)
 
 # The whole story against both emulators, every claim checked; nothing left running.
@@ -19,9 +20,9 @@ demo: $(STAMP)
 	$(BIN)/bridge demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check bridge tests
-	$(BIN)/ruff format --check bridge tests
-	$(BIN)/mypy --strict bridge
+	$(BIN)/ruff check bridge sandbox tests bench
+	$(BIN)/ruff format --check bridge sandbox tests bench
+	$(BIN)/mypy --strict bridge sandbox/bridge_sandbox
 
 test: lint
 	$(BIN)/pytest
@@ -31,8 +32,8 @@ bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 format: $(STAMP)
-	$(BIN)/ruff format bridge tests
-	$(BIN)/ruff check --fix bridge tests
+	$(BIN)/ruff format bridge sandbox tests bench
+	$(BIN)/ruff check --fix bridge sandbox tests bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

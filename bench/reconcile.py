@@ -5,7 +5,7 @@ Run: .venv/bin/python bench/reconcile.py [--subjects 100000] [--people 20000] [-
 (1) Merge + plan, one core: N subjects already in memory, each a HubSpot contact and a
 Salesforce Contact (a third of them a Salesforce Lead as well), every record with a consent
 for two purposes, a global opt-out (a tenth opted out) and a lawful basis (most); each goes
-through ``bridge.sync.plan.plan_subject`` with every field writable and an empty ledger.
+through ``bridge.services.plan.plan_subject`` with every field writable and an empty ledger.
 Prints subjects/second (target >= 50,000) and the peak memory the subjects and their plans
 take, as the growth of the process's peak RSS (target <= 500 MB).
 
@@ -59,15 +59,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from bridge_sandbox.emulators.common import serve_in_thread
+from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig, RateLimits
+from bridge_sandbox.emulators.hubspot import create_app as hubspot_app
+from bridge_sandbox.emulators.people import Act, Held, Person, seed_hubspot, seed_salesforce
+from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig
+from bridge_sandbox.emulators.salesforce import create_app as salesforce_app
 from pydantic import SecretStr
 
 from bridge.adapters import connect
-from bridge.emulators.common import serve_in_thread
-from bridge.emulators.hubspot import HubSpotEmulatorConfig, RateLimits
-from bridge.emulators.hubspot import create_app as hubspot_app
-from bridge.emulators.people import Act, Held, Person, seed_hubspot, seed_salesforce
-from bridge.emulators.salesforce import SalesforceEmulatorConfig
-from bridge.emulators.salesforce import create_app as salesforce_app
+from bridge.config import HubSpotSettings, SalesforceSettings, Settings, load_settings
 from bridge.logs import configure as configure_logging
 from bridge.model import (
     Consent,
@@ -81,11 +82,10 @@ from bridge.model import (
     System,
 )
 from bridge.policies.minimisation import Minimisation
-from bridge.settings import HubSpotSettings, SalesforceSettings, Settings, load_settings
+from bridge.services.plan import Writable, plan_subject
+from bridge.services.reconcile import Reconciler
+from bridge.services.watch import Watch
 from bridge.store.db import Store
-from bridge.sync.plan import Writable, plan_subject
-from bridge.sync.reconcile import Reconciler
-from bridge.sync.watch import Watch
 
 TOKEN = "bench-token"
 KEY = "bench-pseudonym-key-0123456789abcdef0123456789"

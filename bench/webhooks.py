@@ -29,7 +29,7 @@ import uvloop
 from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
-from bridge.web.hubspot import sign_v3
+from bridge.adapters.hubspot.webhooks import sign_v3
 
 SECRET = "bench-client-secret"
 BARE_APP = """

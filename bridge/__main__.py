@@ -1,5 +1,5 @@
 """``python -m bridge``, the same as the ``bridge`` console script."""
 
-from bridge.cli import main
+from bridge.cli.app import main
 
 main()

@@ -16,14 +16,14 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from bridge_sandbox.emulators.common import serve_in_thread
+from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
+from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
 from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
-from bridge.emulators.common import serve_in_thread
-from bridge.emulators.hubspot import create_app as hubspot_emulator
-from bridge.emulators.salesforce import create_app as salesforce_emulator
+from bridge.config import HubSpotSettings, SalesforceSettings, Settings
 from bridge.model import Purpose
-from bridge.settings import HubSpotSettings, SalesforceSettings, Settings
 from bridge.store.db import Store
 
 POSTGRES_URL = os.environ.get("BRIDGE_TEST_POSTGRES_URL")

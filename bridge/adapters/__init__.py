@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from bridge.adapters.base import CrmAdapter
+from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.model import System
-from bridge.settings import Settings
 
 
 def connect(settings: Settings) -> dict[System, CrmAdapter]:
     """An adapter for each CRM with credentials in the settings; none at all is an error."""
-    from bridge.adapters.hubspot import HubSpotAdapter
-    from bridge.adapters.salesforce import SalesforceAdapter
+    from bridge.adapters.hubspot.adapter import HubSpotAdapter
+    from bridge.adapters.salesforce.adapter import SalesforceAdapter
 
     adapters: dict[System, CrmAdapter] = {}
     keep = settings.erasure.keep_on_anonymize

@@ -29,8 +29,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from bridge.config import RelatedRecords
 from bridge.model import ConsentStatus, CrmRecord, Evidence, LawfulBasis, System
-from bridge.settings import RelatedRecords
 
 # --- errors -------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 from bridge.adapters.base import FieldUsage, ObjectUsage
-from bridge.adapters.salesforce_transport import URI_LIMIT
+from bridge.adapters.salesforce.transport import URI_LIMIT
 
 # What the field names of one request may take of its URL, in characters. HubSpot repeats
 # ``properties=<name>`` in the query string and documents a 414 without a figure, so this

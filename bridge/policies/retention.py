@@ -1,7 +1,7 @@
 """Retention (Art. 5(1)(e)): when holding a person stops being justified, and what follows.
 
 Pure: the records, the consents in force and the related Salesforce rows are read by the
-caller (``bridge.sync.retention``); this module only judges. A subject is judged whole,
+caller (``bridge.services.retention``); this module only judges. A subject is judged whole,
 across systems: a reason to keep the person in one CRM keeps them in every one, and the
 clock runs from the latest sign of life in any of them.
 """
@@ -13,8 +13,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from bridge.config import RETAINED_OBJECTS, Conditions, RelatedRecords, RetentionRule
 from bridge.model import CrmRecord, System
-from bridge.settings import RETAINED_OBJECTS, Conditions, RelatedRecords, RetentionRule
 
 ANY = "*"
 

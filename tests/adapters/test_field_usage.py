@@ -9,20 +9,20 @@ from typing import Any
 
 import httpx
 import pytest
+from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
+from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig
+from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
+from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from bridge.adapters.base import FieldUsage, NotFound, ObjectUsage
-from bridge.adapters.hubspot import HubSpotAdapter
-from bridge.adapters.salesforce import SalesforceAdapter
+from bridge.adapters.hubspot.adapter import HubSpotAdapter
+from bridge.adapters.salesforce.adapter import SalesforceAdapter
 from bridge.adapters.usage import chunked, filled, hubspot_cost, measure
-from bridge.emulators.common import RunningServer, serve_in_thread
-from bridge.emulators.hubspot import HubSpotEmulatorConfig
-from bridge.emulators.hubspot import create_app as hubspot_emulator
-from bridge.emulators.salesforce import create_app as salesforce_emulator
+from bridge.config import HubSpotSettings, SalesforceSettings
 from bridge.model import System
-from bridge.settings import HubSpotSettings, SalesforceSettings
 
 # Long custom property names, so that the contact properties take three URL chunks.
 CUSTOM = [f"custom_property_with_a_rather_long_name_{n:03d}" for n in range(150)]

@@ -22,6 +22,9 @@ import httpx
 import pytest
 import respx
 import structlog
+from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
+from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig, RateLimits, create_app
+from bridge_sandbox.emulators.hubspot_properties import LEGAL_BASIS_OPTIONS
 from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hypothesis import given
 from hypothesis import strategies as st
@@ -42,12 +45,10 @@ from bridge.adapters.base import (
     WriteStatus,
     classify,
 )
-from bridge.adapters.hubspot import HubSpotAdapter, _refusals
-from bridge.adapters.hubspot_preferences import Preferences
-from bridge.adapters.hubspot_transport import ERRORS, HubSpotLimits, Transport
-from bridge.emulators.common import RunningServer, serve_in_thread
-from bridge.emulators.hubspot import HubSpotEmulatorConfig, RateLimits, create_app
-from bridge.emulators.hubspot_properties import LEGAL_BASIS_OPTIONS
+from bridge.adapters.hubspot.adapter import HubSpotAdapter, _refusals
+from bridge.adapters.hubspot.preferences import Preferences
+from bridge.adapters.hubspot.transport import ERRORS, HubSpotLimits, Transport
+from bridge.config import HubSpotSettings
 from bridge.identity import normalise_email
 from bridge.model import ConsentStatus, LawfulBasis, Purpose, System
 from bridge.policies.lawful_basis import (
@@ -57,7 +58,6 @@ from bridge.policies.lawful_basis import (
     Unmappable,
     Vocabulary,
 )
-from bridge.settings import HubSpotSettings
 from tests.adapters.conformance import AdapterConformance, Faults, Held, Person
 
 TOKEN = "test-token"

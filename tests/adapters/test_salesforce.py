@@ -19,6 +19,8 @@ from urllib.parse import quote_plus
 
 import httpx
 import pytest
+from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
+from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig, create_app
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
@@ -44,17 +46,16 @@ from bridge.adapters.base import (
     WriteStatus,
     classify,
 )
-from bridge.adapters.salesforce import SalesforceAdapter
-from bridge.adapters.salesforce_records import STATUS_READ
-from bridge.adapters.salesforce_transport import (
+from bridge.adapters.salesforce.adapter import SalesforceAdapter
+from bridge.adapters.salesforce.records import STATUS_READ
+from bridge.adapters.salesforce.transport import (
     ERRORS,
     SalesforceSession,
     adapter_error,
     in_lists,
     sanitise,
 )
-from bridge.emulators.common import RunningServer, serve_in_thread
-from bridge.emulators.salesforce import SalesforceEmulatorConfig, create_app
+from bridge.config import SalesforceSettings
 from bridge.errors import ConfigError
 from bridge.identity import link_subjects, normalise_email
 from bridge.model import (
@@ -71,7 +72,6 @@ from bridge.policies.lawful_basis import (
     Unmappable,
     salesforce_field_vocabulary,
 )
-from bridge.settings import SalesforceSettings
 from tests.adapters.conformance import AdapterConformance, Faults, Held, Person
 
 USERNAME, PASSWORD, TOKEN = "bridge@example.com", "password", "token"

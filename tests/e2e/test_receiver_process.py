@@ -10,11 +10,11 @@ import time
 import httpx
 from cryptography.fernet import Fernet
 
+from bridge.adapters.hubspot.webhooks import sign_v3
 from bridge.store import inbox
 from bridge.store.db import Store
-from bridge.web.hubspot import sign_v3
 from tests.conftest import BridgeCli, free_port, wait_until_healthy
-from tests.web.conftest import CLIENT_SECRET, hubspot_event
+from tests.runtime.conftest import CLIENT_SECRET, hubspot_event
 
 EVENTS = 1000
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from bridge_sandbox.emulators.people import Act, Held, Person, seed_hubspot, seed_salesforce
 
-from bridge.emulators.people import Act, Held, Person, seed_hubspot, seed_salesforce
 from bridge.model import ConsentStatus, LawfulBasis
 from tests.conftest import PURPOSES, BridgeCli, Crms
 

@@ -9,9 +9,9 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+from bridge_sandbox.emulators.people import Held, Person, seed_hubspot, seed_salesforce
 
 from bridge import audit
-from bridge.emulators.people import Held, Person, seed_hubspot, seed_salesforce
 from bridge.store.db import Store
 from tests.conftest import PURPOSES, BridgeCli, Crms
 

@@ -1,6 +1,6 @@
 """`bridge sync` at scale: 2,000 people both CRMs disagree about, the CLI as a subprocess.
 
-The population and the answer each person must end with come from ``tests.sync.world``,
+The population and the answer each person must end with come from ``tests.services.world``,
 which works the answer out from the seed spec by the policy's rules, never through the
 reconciler. HubSpot's rate limits are lifted here (these tests are about convergence; the
 limits are ``bench/reconcile.py``'s business), so one v3 call per grant does not dominate.
@@ -13,11 +13,11 @@ import time
 from typing import Any
 
 import pytest
+from bridge_sandbox.emulators.people import Person, seed_hubspot, seed_salesforce
 
-from bridge.emulators.people import Person, seed_hubspot, seed_salesforce
 from tests.conftest import PURPOSES, BridgeCli, Crms
 from tests.e2e.test_sync_cli import sync
-from tests.sync.world import (
+from tests.services.world import (
     discrepancies,
     hubspot_view,
     population,

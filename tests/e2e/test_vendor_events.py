@@ -8,20 +8,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bridge_sandbox.emulators.common import serve_in_thread
+from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
+from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
 from cryptography.fernet import Fernet
 from hubspot import HubSpot
 from hubspot.crm.contacts import PublicGdprDeleteInput
 from simple_salesforce import Salesforce
 
-from bridge.emulators.common import serve_in_thread
-from bridge.emulators.hubspot import create_app as hubspot_emulator
-from bridge.emulators.salesforce import create_app as salesforce_emulator
+from bridge.events.inbox import InboxEvent, InboxWorker
 from bridge.store import inbox
 from bridge.store.db import Store
-from bridge.sync.inbox import InboxEvent, InboxWorker
 from tests.conftest import BridgeCli, free_port, wait_until_healthy
 from tests.e2e.test_emulate import ToEmulator
-from tests.web.conftest import CLIENT_SECRET, ORG_ID, OUTBOUND_TOKEN
+from tests.runtime.conftest import CLIENT_SECRET, ORG_ID, OUTBOUND_TOKEN
 
 KEY = Fernet.generate_key().decode()
 

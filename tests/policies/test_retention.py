@@ -8,9 +8,9 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.config import RelatedRecords, RetentionRule
 from bridge.model import CrmRecord, ObjectType, System
 from bridge.policies.retention import add_months, first_due, judge
-from bridge.settings import RelatedRecords, RetentionRule
 
 OPPORTUNITY = RelatedRecords(
     name="open_opportunity", related_object="Opportunity", link_field="ContactId",

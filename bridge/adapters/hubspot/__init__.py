@@ -1,0 +1,1 @@
+"""HubSpot: everything the bridge knows about it, and nothing outside this folder names it."""

@@ -1,0 +1,294 @@
+"""How the HubSpot adapter talks to HubSpot: one choke point for pacing, errors and retries.
+
+Every vendor call goes through :meth:`Transport.call`, which waits for the rate limiter,
+counts the call, maps any failure through the one error table (``ERRORS``), feeds the
+limiter from the ``X-HubSpot-RateLimit-*`` headers, and retries ``RateLimited``/``Transient``
+with the bridge's own ``retrying``. The SDK's urllib3 retries are switched off
+(``Retry(total=0)``): they skip POST and raise ``MaxRetryError`` (DESIGN section 11).
+
+Communication preferences v4 is not wrapped by hubspot-api-client 12, and its escape hatch
+``api_request`` is not fit for this job: it sends through bare ``requests`` calls with no
+timeout and no connection reuse, raises nothing on 4xx/5xx, and prints the failing URL to
+stdout on a transport error. v4 therefore goes through one ``httpx.Client`` (pooled, with a
+timeout, unit-testable with respx) that shares the limiter, the error table and the retries
+with the SDK calls, so the two paths cannot drift apart.
+
+The batching helpers the adapter's parts share (100 inputs per call, a 207's per-input
+errors) live here too, beside the calls they shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
+
+import httpx
+import urllib3
+from hubspot import HubSpot
+from hubspot.communication_preferences.exceptions import ApiException as PrefsApiException
+from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
+from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
+from urllib3.util.retry import Retry
+
+from bridge.adapters.base import (
+    AdapterError,
+    ErrorRule,
+    NotFound,
+    Permanent,
+    RateLimited,
+    RateLimiter,
+    Transient,
+    classify,
+    retrying,
+)
+from bridge.config import HubSpotSettings
+from bridge.errors import ConfigError
+from bridge.identity import normalise_email
+from bridge.logs import get_logger, redact_text
+from bridge.metrics import ADAPTER_CALLS, ADAPTER_ERRORS
+from bridge.model import System
+
+VENDOR = System.HUBSPOT.value
+CONNECTION = "CONNECTION"  # the code of a call that got no HTTP answer at all
+DAILY = "DAILY"
+LOCKED_WAIT = 2.0  # HubSpot: after a 423, wait at least 2 s
+MAX_MESSAGE = 300
+BATCH = 100  # HubSpot's batch maximum (reference section 4)
+
+# The one table: what each HubSpot answer means to the bridge. ``code`` is the 429 body's
+# ``policyName``, else the error body's ``category``; the first matching row wins.
+ERRORS: tuple[ErrorRule, ...] = (
+    ErrorRule(Permanent, status=429, code=DAILY),  # the day's quota is gone: stop until midnight
+    ErrorRule(RateLimited, status=429),  # TEN_SECONDLY_ROLLING, or SECONDLY for search
+    ErrorRule(RateLimited, status=423),  # locked: come back in 2 s
+    ErrorRule(RateLimited, status=477),  # migration in progress: come back after Retry-After
+    ErrorRule(Permanent, status=401),  # bad or expired token
+    ErrorRule(Permanent, status=403),  # missing scope or product tier
+    ErrorRule(NotFound, status=404),
+    ErrorRule(Permanent, status=409),  # conflict, e.g. an address another contact holds
+    ErrorRule(Transient, status=range(500, 600)),
+    ErrorRule(Transient, status=0),  # the SDK's own transport failure (SSL)
+    ErrorRule(Transient, code=CONNECTION),  # refused, dropped, timed out
+)
+
+_SDK_FAILURES = (ContactsApiException, PrefsApiException, PropertiesApiException)
+_NO_ANSWER = (urllib3.exceptions.HTTPError, httpx.TransportError)
+
+T = TypeVar("T")
+Reply = tuple[Any, int, Mapping[str, str]]
+"""What an SDK ``*_with_http_info`` method returns: data, status, headers."""
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class HubSpotLimits:
+    """Where pacing starts: the published limits of a Free/Starter private app.
+
+    The burst limit then follows HubSpot's headers; search sends none, so its limit stays
+    as configured. ``margin`` holds each window a little longer than HubSpot does, because
+    our clock starts when a call leaves and HubSpot's when it arrives: without it, jitter
+    alone would earn 429s.
+    """
+
+    burst_max: int = 100
+    burst_seconds: float = 10.0
+    search_max: int = 5
+    search_seconds: float = 1.0
+    margin: float = 0.03
+    min_margin_seconds: float = 0.05
+
+    def padded(self, seconds: float) -> float:
+        return seconds + max(seconds * self.margin, self.min_margin_seconds)
+
+
+def chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def unique_addresses(emails: Iterable[str]) -> list[str]:
+    """Normalised, blank ones dropped, first occurrence kept: what HubSpot is asked about."""
+    return list(dict.fromkeys(normalise_email(e) for e in emails if e.strip()))
+
+
+def parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def failures(errors: Iterable[Mapping[str, Any]] | None, *keys: str) -> dict[str, str]:
+    """A 207's per-input errors: the redacted message by each input its ``context`` names."""
+    found: dict[str, str] = {}
+    for error in errors or []:
+        context = error.get("context") or {}
+        for key in keys:
+            for value in context.get(key) or []:
+                found[str(value)] = redact_text(str(error.get("message") or ""))
+    return found
+
+
+class _HttpFailure(Exception):
+    """A non-2xx answer on the httpx path, in the shape SDK exceptions have."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.status = response.status_code
+        self.body = response.text
+        self.headers = response.headers
+
+
+def _number(headers: Mapping[str, str], name: str) -> float | None:
+    try:
+        return float(headers[name])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _describe(body: str | bytes | None, status: int | None) -> tuple[str | None, str]:
+    """The error code (429 ``policyName``, else ``category``) and message of an error body."""
+    try:
+        parsed = json.loads(body or "")
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        return None, ""
+    code = parsed.get("policyName") if status == 429 else parsed.get("category")
+    return (str(code) if code else None), str(parsed.get("message") or "")
+
+
+class Transport:
+    """The SDK API objects, the v4 HTTP client, and the limiters, shared by every call."""
+
+    def __init__(
+        self, settings: HubSpotSettings, limits: HubSpotLimits, attempts: int, timeout: float
+    ) -> None:
+        if settings.access_token is None:
+            raise ConfigError(
+                [
+                    "hubspot.access_token: not set; set BRIDGE_HUBSPOT__ACCESS_TOKEN to a private "
+                    "app token"
+                ]
+            )
+        token = settings.access_token.get_secret_value()
+        base = settings.base_url.rstrip("/")
+        client = HubSpot(access_token=token, host=base, base_url=base, retry=Retry(total=0))
+        # Each attribute access builds a new ApiClient and connection pool: take each once.
+        self.basic = client.crm.contacts.basic_api
+        self.batch = client.crm.contacts.batch_api
+        self.search = client.crm.contacts.search_api
+        self.properties = client.crm.properties.core_api
+        self.status = client.communication_preferences.status_api
+        self._http = httpx.Client(
+            base_url=base,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "consent-bridge"},
+            timeout=timeout,
+        )
+        # The SDK logs whole response bodies at DEBUG; names would slip past the redactor.
+        logging.getLogger("hubspot").setLevel(logging.INFO)
+        self.limits = limits
+        self.attempts = attempts
+        self.timeout = timeout
+        self.burst_limiter = RateLimiter(limits.burst_max, limits.padded(limits.burst_seconds))
+        self.search_limiter = RateLimiter(limits.search_max, limits.padded(limits.search_seconds))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def sdk(
+        self,
+        operation: str,
+        method: Callable[..., Reply],
+        *args: Any,
+        search: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Call an SDK ``*_with_http_info`` method; search paces on its own limiter."""
+        send = partial(method, *args, _request_timeout=self.timeout, **kwargs)
+        return self.call(operation, send, search=search)
+
+    def v4(self, operation: str, path: str, inputs: list[Any], **params: str) -> Any:
+        """POST a communication-preferences v4 batch; 207 (partial) is an answer, not an error."""
+        return self.call(operation, partial(self._post, path, {"inputs": inputs}, params))
+
+    def _post(self, path: str, body: dict[str, Any], params: dict[str, str]) -> Reply:
+        response = self._http.post(path, json=body, params=params)
+        if not response.is_success:
+            raise _HttpFailure(response)
+        return response.json(), response.status_code, response.headers
+
+    def call(self, operation: str, send: Callable[[], Reply], *, search: bool = False) -> Any:
+        """Send once per attempt, paced and counted; retry only what may be retried.
+
+        Every operation sent through here is idempotent or made so by the caller (a repeated
+        subscribe is refused, not applied twice), which is what ``retrying`` requires.
+        """
+        limiter = self.search_limiter if search else self.burst_limiter
+
+        def once() -> Any:
+            limiter.acquire()
+            ADAPTER_CALLS.labels(VENDOR, operation).inc()
+            try:
+                data, _status, headers = send()
+            except (*_SDK_FAILURES, _HttpFailure, *_NO_ANSWER) as failure:
+                error = self._error(operation, failure, search)
+                ADAPTER_ERRORS.labels(VENDOR, type(error).__name__).inc()
+                log.info("hubspot.call_failed", operation=operation, error=str(error))
+                # Not chained: the vendor's exception carries bodies with personal data.
+                raise error from None
+            self._observe(headers)
+            return data
+
+        return retrying(once, attempts=self.attempts)
+
+    def _observe(self, headers: Mapping[str, str]) -> None:
+        remaining = _number(headers, "X-HubSpot-RateLimit-Remaining")
+        if remaining is None:
+            return
+        limit = _number(headers, "X-HubSpot-RateLimit-Max")
+        interval_ms = _number(headers, "X-HubSpot-RateLimit-Interval-Milliseconds")
+        self.burst_limiter.observe(
+            int(remaining),
+            int(limit) if limit else None,
+            self.limits.padded(interval_ms / 1000) if interval_ms else None,
+        )
+
+    def _error(self, operation: str, failure: Exception, search: bool) -> AdapterError:
+        """Map any failure through ``ERRORS``; the message carries no personal data."""
+        status: int | None = None
+        code: str | None = CONNECTION
+        message = type(failure).__name__
+        headers: Mapping[str, str] = {}
+        if not isinstance(failure, _NO_ANSWER):
+            status = getattr(failure, "status", None)
+            headers = getattr(failure, "headers", None) or {}
+            code, message = _describe(getattr(failure, "body", None), status)
+            self._observe(headers)
+        kind = classify(ERRORS, status, code)
+        if status == 429 and code == DAILY:
+            message = "daily API limit used up; calls resume after midnight, portal time"
+        text = f"{operation}: {status or 'no answer'} {code or ''}: {redact_text(message)}"
+        text = text[:MAX_MESSAGE]
+        if kind is RateLimited:
+            return RateLimited(System.HUBSPOT, text, self._retry_after(status, headers, search))
+        return kind(System.HUBSPOT, text)
+
+    def _retry_after(
+        self, status: int | None, headers: Mapping[str, str], search: bool
+    ) -> float | None:
+        """A burst 429 clears within one window; HubSpot sends no Retry-After for it."""
+        if status == 429:
+            return (self.search_limiter if search else self.burst_limiter).per_seconds
+        stated = _number(headers, "Retry-After")
+        if status == 423:
+            return max(stated or 0.0, LOCKED_WAIT)
+        return stated

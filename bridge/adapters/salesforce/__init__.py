@@ -1,0 +1,1 @@
+"""Salesforce: everything the bridge knows about it, and nothing outside this folder names it."""

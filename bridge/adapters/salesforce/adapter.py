@@ -1,0 +1,739 @@
+"""The Salesforce adapter: people, consent, lawful basis and erasure on simple-salesforce 1.12.
+
+What it reads and writes, and through which API (every call goes through
+``salesforce_transport``, which owns timeouts, logins, errors, retries and the quota):
+
+- reading: SOQL at 2,000 rows per page. A full read pages the consent rows
+  (``ContactPointTypeConsent`` of the configured purposes), contact points
+  (``ContactPointEmail``), Contacts and Leads once each, with each person's Individual as
+  parent fields of its row, and joins them here: the calls used are the pages the data
+  fills. A read since a cursor takes what changed on ``SystemModstamp``, plus the people
+  whose Individual, consent rows or contact points changed; deletions come from getDeleted
+  (:meth:`SalesforceAdapter.read_deleted`). Converted Leads are left out of reads and
+  look-ups (they are history: the person lives on in the Contact, and Salesforce refuses
+  to change them) but not out of erasure and export.
+- finding by email: escaped ``IN`` lists (``format_soql``), cut to stay within the URI limit.
+- consent and lawful basis: ``salesforce_records`` maps rows to the common model and
+  ``salesforce_consent`` writes consent back.
+- erasure: Bulk API 2.0 ``hardDelete`` while the integration user has "Bulk API Hard Delete";
+  otherwise a delete into the recycle bin, purged with SOAP ``emptyRecycleBin`` unless
+  ``salesforce.empty_recycle_bin`` is off, in which case the result says the row sits in the
+  recycle bin for 15 days (``IN_RECYCLE_BIN``). Anonymising reads the row's updateable fields
+  (describe, then the row) and clears each one holding a value, except the configured
+  ``erasure.keep_on_anonymize`` ones, references and checkboxes (opt-outs stay set); where
+  a value must remain it writes placeholders Salesforce accepts (lengths, email format).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from itertools import chain
+from typing import Any
+
+from simple_salesforce.format import format_soql
+
+from bridge.adapters.base import (
+    ClosesOnExit,
+    ConsentWrite,
+    DueMark,
+    ErasureMode,
+    ErasureResult,
+    ErasureStatus,
+    ErasureTarget,
+    LawfulBasisWrite,
+    NotFound,
+    ObjectUsage,
+    Permanent,
+    R,
+    RecordRef,
+    WriteOutcome,
+    WriteStatus,
+    classify,
+)
+from bridge.adapters.salesforce.consent import FLAGS, ConsentWriter
+from bridge.adapters.salesforce.records import (
+    ADDRESS_FIELDS,
+    CONSENT_FIELDS,
+    CONSENT_ROW,
+    INDIVIDUAL_FIELDS,
+    INDIVIDUAL_PREFIX,
+    PEOPLE,
+    PERSONAL,
+    SOBJECTS,
+    RecordMapper,
+    anonymised,
+    iso,
+    select,
+    utc,
+    when,
+)
+from bridge.adapters.salesforce.transport import ERRORS, HARD_DELETE_REFUSED, RowResult, Transport
+from bridge.adapters.usage import SALESFORCE_URL_BUDGET, measure, soql_cost
+from bridge.config import ErasureSettings, SalesforceSettings
+from bridge.identity import normalise_email
+from bridge.model import Consent, CrmRecord, ObjectType, Purpose, System
+from bridge.policies.lawful_basis import Unmappable, Vocabulary, salesforce_field_vocabulary
+
+DELETED_DAYS = 15  # getDeleted and the recycle bin keep deletions this long
+# Erasure order: rows that point at an Individual before the Individual itself.
+ERASE_ORDER = ("ContactPointTypeConsent", "ContactPointEmail", "Contact", "Lead", "Individual")
+OBJECT_TYPES = {sobject: object_type for object_type, sobject in SOBJECTS.items()}
+# Compound fields repeat their parts, and binary ones cannot be queried in a list.
+UNEXPORTED_TYPES = frozenset({"address", "location", "base64"})
+ENTITY_IS_DELETED = "ENTITY_IS_DELETED"
+CONVERTED_LEAD = "CANNOT_UPDATE_CONVERTED_LEAD"
+# What `rectify` writes, per object: each common field name and the field that holds it (the
+# read mapping turned round); a person's Individual holds their names only.
+_WRITTEN = {common: field for field, common in PERSONAL.items()}
+RECTIFIABLE: dict[str, dict[str, str]] = {
+    "Contact": _WRITTEN,
+    "Lead": _WRITTEN,
+    "Individual": {c: f for c, f in _WRITTEN.items() if f in INDIVIDUAL_FIELDS},
+}
+CONVERTED = (
+    f"a converted lead: Salesforce refuses to change it ({CONVERTED_LEAD}); "
+    "the person lives on in the contact it became"
+)
+
+Rows = dict[str, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A record deleted in Salesforce (getDeleted keeps 15 days of them)."""
+
+    record: RecordRef
+    deleted_at: datetime | None
+
+
+class SalesforceAdapter(ClosesOnExit):
+    """``CrmAdapter`` for Salesforce (see the module docstring for the API choices)."""
+
+    system = System.SALESFORCE
+
+    def __init__(
+        self,
+        settings: SalesforceSettings,
+        purposes: Sequence[Purpose],
+        *,
+        attempts: int = 8,
+        timeout: float = 60.0,
+        bulk_wait: int = 1,
+        keep_on_anonymize: Mapping[str, Sequence[str]] | None = None,
+        read_fields: Mapping[str, Sequence[str]] | None = None,
+        due_field: str | None = None,
+    ) -> None:
+        """``bulk_wait``: seconds before a Bulk API job is first polled;
+        ``keep_on_anonymize``: ``erasure.keep_on_anonymize`` (its ``salesforce.*`` entries);
+        ``read_fields``: more fields to read per sObject (what retention rules look at);
+        ``due_field``: the date field on Contact and Lead that ``mark_purge_due`` sets."""
+        self._settings = settings
+        self._t = Transport(settings, attempts=attempts, timeout=timeout, bulk_wait=bulk_wait)
+        self._map = RecordMapper(purposes, settings.lawful_basis_field, read_fields, due_field)
+        self._writer = ConsentWriter(self._t, self._map, purposes)
+        self._purposes = {p.id: p for p in purposes}
+        self._described: dict[str, list[dict[str, Any]]] = {}
+        self._hard_delete = True  # until a hardDelete job is refused
+        keep = (
+            ErasureSettings().keep_on_anonymize if keep_on_anonymize is None else keep_on_anonymize
+        )
+        self._keep = {
+            key.removeprefix("salesforce."): tuple(names)
+            for key, names in keep.items()
+            if key.startswith("salesforce.")
+        }
+
+    def close(self) -> None:
+        self._t.close()
+
+    def field_for(self, object_type: str, field: str) -> tuple[str, str] | None:
+        """Consent lives in the Individual's ContactPointTypeConsent rows; the lawful basis
+        in the configured field of Contacts and Leads."""
+        if object_type not in FLAGS:
+            return None
+        sobject = SOBJECTS[object_type]
+        if field.startswith("consent:"):
+            purpose = self._purposes.get(field.removeprefix("consent:"))
+            mapped = purpose is not None and purpose.salesforce_data_use_purpose
+            return (SOBJECTS[CONSENT_ROW], "PrivacyConsentStatus") if mapped else None
+        if field == "opt_out":
+            return sobject, FLAGS[object_type]
+        basis = self._settings.lawful_basis_field
+        if field == "lawful_basis" and basis and object_type != ObjectType.INDIVIDUAL.value:
+            return sobject, basis
+        return None
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read(self, since: datetime | None = None) -> Iterator[CrmRecord]:
+        return self._read_all() if since is None else self._read_changed(utc(since))
+
+    def _read_all(self) -> Iterator[CrmRecord]:
+        """Each object paged once: consent rows and addresses first, joined into people.
+
+        Individuals are not paged: their objections come with each person's row, and one no
+        person points at is fetched only if it has a consent row or an address (one with
+        neither holds nothing to sync).
+        """
+        consents = self._map.consents(self._consent_rows("read"))
+        addresses = self._addresses("read", None)
+        people = (
+            (object_type, row)
+            for object_type in PEOPLE
+            for row in self._t.query("read", self._people("", object_type))
+        )
+
+        def orphans(linked: Collection[str]) -> Iterable[dict[str, Any]]:
+            alone = {p for p in set(consents) | set(addresses) if _is_individual(p)} - set(linked)
+            return self._individuals("read", alone).values()
+
+        yield from self._assemble(people, consents, addresses, orphans)
+
+    def _read_changed(self, since: datetime) -> Iterator[CrmRecord]:
+        """What changed, and the people whose Individual, consent rows or addresses did."""
+        after = format_soql("SystemModstamp >= {}", since)
+        parties = {row["PartyId"] for row in self._consent_rows("read", None, after, ("PartyId",))}
+        points = select("ContactPointEmail", ("ParentId",), after)
+        parties |= {row["ParentId"] for row in self._t.query("read", points)}
+        individuals = {
+            row["Id"]: row
+            for row in self._t.query("read", select("Individual", INDIVIDUAL_FIELDS, after))
+        }
+        parties = {p for p in parties | set(individuals) if _is_individual(p)}
+        people: dict[str, tuple[ObjectType, dict[str, Any]]] = {}
+        for object_type in PEOPLE:
+            changed = self._t.query("read", self._people(after, object_type))
+            linked = self._t.query_in(
+                "read", self._people("IndividualId IN ", object_type), parties
+            )
+            for row in chain(changed, linked):
+                people.setdefault(row["Id"], (object_type, row))
+        yield from self._joined("read", list(people.values()), parties, individuals)
+
+    def find_by_emails(self, emails: Collection[str]) -> list[CrmRecord]:
+        """Contacts and Leads by address (any case), directly or through a contact point of
+        their Individual; an Individual no one points at, by its contact points."""
+        wanted = _addresses_of(emails)
+        operation = "find_by_emails"
+        points = select("ContactPointEmail", ("ParentId",), "EmailAddress IN ")
+        parties = {
+            row["ParentId"]
+            for row in self._t.query_in(operation, points, wanted)
+            if _is_individual(row.get("ParentId"))
+        }
+        people: dict[str, tuple[ObjectType, dict[str, Any]]] = {}
+        for object_type in PEOPLE:
+            direct = self._t.query_in(operation, self._people("Email IN ", object_type), wanted)
+            linked = self._t.query_in(
+                operation, self._people("IndividualId IN ", object_type), parties
+            )
+            for row in chain(direct, linked):
+                people.setdefault(row["Id"], (object_type, row))
+        return list(self._joined(operation, list(people.values()), parties, {}))
+
+    def read_deleted(self, since: datetime) -> list[Deletion]:
+        """Contacts, Leads and Individuals deleted at or after ``since`` (getDeleted, at most
+        15 days back; Salesforce counts whole minutes, so a few may come twice)."""
+        start, end = utc(since), datetime.now(UTC)
+        if start < end - timedelta(days=DELETED_DAYS):
+            raise Permanent(
+                System.SALESFORCE,
+                f"read_deleted: Salesforce lists deletions of the last {DELETED_DAYS} days "
+                "only; run a full read instead",
+            )
+        if start >= end:
+            return []
+        params = {"start": iso(start), "end": iso(end)}
+        deletions = []
+        for object_type in (*PEOPLE, ObjectType.INDIVIDUAL):
+            path = f"sobjects/{SOBJECTS[object_type.value]}/deleted/"
+            answer = self._t.rest("read_deleted", path, params=params)
+            deletions += [
+                Deletion(
+                    RecordRef(System.SALESFORCE, object_type.value, str(item["id"])),
+                    when(item.get("deletedDate")),
+                )
+                for item in answer["deletedRecords"]
+            ]
+        return deletions
+
+    def _people(self, where: str, object_type: ObjectType) -> str:
+        """Contacts or Leads (not converted) matching ``where``, which may end in ``IN ``."""
+        conditions = ["IsConverted = false"] if object_type is ObjectType.LEAD else []
+        if where:
+            conditions.append(where)
+        sobject = SOBJECTS[object_type.value]
+        return select(sobject, self._map.person_fields[sobject], " AND ".join(conditions))
+
+    def _consent_rows(
+        self,
+        operation: str,
+        parties: Collection[str] | None = None,
+        after: str = "",
+        fields: Sequence[str] = CONSENT_FIELDS,
+    ) -> Iterator[dict[str, Any]]:
+        """Consent rows of the configured purposes: every one, or those of ``parties``."""
+        names = self._map.purpose_names
+        if not names:
+            return iter(())
+        where = format_soql("DataUsePurpose.Name IN {}", names) + (f" AND {after}" if after else "")
+        if parties is None:
+            return self._t.query(operation, select("ContactPointTypeConsent", fields, where))
+        soql = select("ContactPointTypeConsent", fields, f"{where} AND PartyId IN ")
+        return self._t.query_in(operation, soql, parties)
+
+    def _addresses(self, operation: str, parents: Collection[str] | None) -> dict[str, list[str]]:
+        """Contact-point addresses by parent, the primary one first."""
+        if parents is None:
+            rows = self._t.query(operation, select("ContactPointEmail", ADDRESS_FIELDS))
+        else:
+            soql = select("ContactPointEmail", ADDRESS_FIELDS, "ParentId IN ")
+            rows = self._t.query_in(operation, soql, parents)
+        ranked: dict[str, list[tuple[bool, str]]] = {}
+        for row in rows:
+            if row.get("ParentId") and row.get("EmailAddress"):
+                ranked.setdefault(row["ParentId"], []).append(
+                    (not row.get("IsPrimary"), row["EmailAddress"])
+                )
+        return {parent: [e for _, e in sorted(items)] for parent, items in ranked.items()}
+
+    def _joined(
+        self,
+        operation: str,
+        people: Sequence[tuple[ObjectType, dict[str, Any]]],
+        parties: Collection[str],
+        individuals: Mapping[str, dict[str, Any]],
+    ) -> Iterator[CrmRecord]:
+        """People found by some condition, and the ``parties`` no one of them points at (if
+        they hold a consent row or an address), with the consent rows and addresses of every
+        Individual involved. ``individuals`` holds the rows of parties already read."""
+        linked = {row["IndividualId"] for _, row in people if row.get("IndividualId")}
+        involved = linked | set(parties)
+        consents = self._map.consents(self._consent_rows(operation, involved))
+        addresses = self._addresses(operation, involved)
+
+        def orphans(_: Collection[str]) -> Iterable[dict[str, Any]]:
+            alone = {p for p in set(parties) - linked if p in consents or p in addresses}
+            known = [individuals[i] for i in sorted(alone & set(individuals))]
+            return chain(known, self._individuals(operation, alone - set(individuals)).values())
+
+        return self._assemble(people, consents, addresses, orphans)
+
+    def _individuals(self, operation: str, ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        soql = select("Individual", INDIVIDUAL_FIELDS, "Id IN ")
+        return {row["Id"]: row for row in self._t.query_in(operation, soql, ids)}
+
+    def _assemble(
+        self,
+        people: Iterable[tuple[ObjectType, dict[str, Any]]],
+        consents: Mapping[str, tuple[Consent, ...]],
+        addresses: Mapping[str, list[str]],
+        orphans: Callable[[Collection[str]], Iterable[dict[str, Any]]],
+    ) -> Iterator[CrmRecord]:
+        """People first, each with what its Individual holds; then the Individuals no one
+        points at (``orphans`` is given the ones pointed at)."""
+        linked: set[str] = set()
+        for object_type, row in people:
+            party = row.get("IndividualId") or ""
+            linked.add(party)
+            yield self._map.person(
+                row, object_type, consents.get(party, ()), addresses.get(party, [])
+            )
+        for row in orphans(linked):
+            party = row["Id"]
+            yield self._map.individual(row, consents.get(party, ()), addresses.get(party, []))
+
+    # -- writing --------------------------------------------------------------------------
+
+    def write_consents(self, writes: Sequence[ConsentWrite]) -> list[WriteOutcome]:
+        return self._writer.write(writes)
+
+    def write_lawful_bases(self, writes: Sequence[LawfulBasisWrite]) -> list[WriteOutcome]:
+        """The configured picklist field of Contacts and Leads, written as the org's own
+        option for each basis; an unchanged value is ``ALREADY`` and not written."""
+        operation = "write_lawful_bases"
+        field = self._settings.lawful_basis_field
+        results: dict[int, tuple[WriteStatus, str]] = {}
+        wanted: dict[str, set[str]] = {}
+        people = {t.value for t in PEOPLE}
+        for index, write in enumerate(writes):
+            record = write.record
+            if field is None:
+                results[index] = (WriteStatus.FAILED, "salesforce.lawful_basis_field is not set")
+            elif record.system is not System.SALESFORCE or record.object_type not in people:
+                failure = f"a {record.system.value} {record.object_type} has no lawful basis field"
+                results[index] = (WriteStatus.FAILED, failure)
+            else:
+                wanted.setdefault(record.object_type, set()).add(record.id)
+        current: dict[str, dict[str, Any]] = {}
+        for object_type, ids in wanted.items():
+            soql = select(SOBJECTS[object_type], ("Id", str(field)), "Id IN ")
+            current |= {row["Id"]: row for row in self._t.query_in(operation, soql, ids)}
+        changes: dict[str, dict[str, Any]] = {}
+        for index, write in enumerate(writes):
+            if index in results:
+                continue
+            row = current.get(write.record.id)
+            sobject = SOBJECTS[write.record.object_type]
+            if row is None:
+                results[index] = (WriteStatus.FAILED, "NOT_FOUND")
+                continue
+            try:
+                value = self._vocabulary(operation, sobject).to_vendor(write.lawful_basis)
+            except Unmappable:
+                failure = f"no option of {sobject}.{field} stands for {write.lawful_basis.value}"
+                results[index] = (WriteStatus.FAILED, failure)
+                continue
+            if row.get(str(field)) == value:
+                results[index] = (WriteStatus.ALREADY, "")
+            else:
+                changes[write.record.id] = {
+                    "attributes": {"type": sobject},
+                    "Id": write.record.id,
+                    str(field): value,
+                }
+        saved = self._t.save(operation, "PATCH", list(changes.values()))
+        outcomes = dict(zip(changes, saved, strict=True))
+        for index, write in enumerate(writes):
+            if index not in results:
+                result = outcomes[write.record.id]
+                results[index] = (WriteStatus.DONE, "") if result.ok else _failed(result)
+        return [WriteOutcome(w.record, *results[i]) for i, w in enumerate(writes)]
+
+    def rectify(self, emails: Collection[str], changes: Mapping[str, str]) -> list[WriteOutcome]:
+        """Write corrections (Art. 16) to the person's Contacts, Leads and Individual.
+
+        The rows are found as erasure finds them, read with the fields to correct, and only
+        those that differ are written (sObject Collections, 200 per call), so a repeat is
+        ``ALREADY``. A record is corrected whole or not at all: a field this adapter cannot
+        map, or a value longer than the org's field allows, fails it without a write, and
+        so does a converted Lead, which Salesforce refuses to change. An Individual takes
+        the names only. Outcomes name fields and limits, never a value or an address.
+        """
+        operation = "rectify"
+        unknown = sorted(set(changes) - set(RECTIFIABLE["Contact"]))
+
+        def fields(sobject: str) -> tuple[str, ...]:
+            mapped = RECTIFIABLE.get(sobject, {})
+            converted = ("IsConverted",) if sobject == "Lead" else ()
+            return (*(mapped[name] for name in changes if name in mapped), *converted)
+
+        rows = self._subject(operation, emails, fields)
+        outcomes: dict[RecordRef, tuple[WriteStatus, str]] = {}
+        writes: dict[RecordRef, dict[str, Any]] = {}
+        for sobject in RECTIFIABLE:
+            for row in rows.get(sobject, []):
+                ref = RecordRef(System.SALESFORCE, OBJECT_TYPES[sobject], str(row["Id"]))
+                correction = self._correction(operation, sobject, row, changes, unknown)
+                if isinstance(correction, dict):
+                    writes[ref] = {"attributes": {"type": sobject}, "Id": ref.id, **correction}
+                    correction = (WriteStatus.FAILED, "no result")  # until the answer comes
+                outcomes[ref] = correction
+        saved = self._t.save(operation, "PATCH", list(writes.values()))
+        for ref, result in zip(writes, saved, strict=True):
+            if result.ok:
+                outcomes[ref] = (WriteStatus.DONE, "")
+            elif result.code == CONVERTED_LEAD:
+                outcomes[ref] = (WriteStatus.FAILED, CONVERTED)
+            else:
+                outcomes[ref] = _failed(result)
+        return [WriteOutcome(ref, *outcome) for ref, outcome in outcomes.items()]
+
+    def _correction(
+        self,
+        operation: str,
+        sobject: str,
+        row: Mapping[str, Any],
+        changes: Mapping[str, str],
+        unknown: Sequence[str],
+    ) -> dict[str, str] | tuple[WriteStatus, str]:
+        """The fields to write to one row, or the outcome that needs no write."""
+        if unknown:
+            return WriteStatus.FAILED, f"no Salesforce field is mapped for {', '.join(unknown)}"
+        if row.get("IsConverted"):
+            return WriteStatus.FAILED, CONVERTED
+        mapped = RECTIFIABLE[sobject]
+        wanted = {mapped[name]: value for name, value in changes.items() if name in mapped}
+        if not wanted:
+            held = ", ".join(sorted(changes))
+            return WriteStatus.ALREADY, f"the {sobject} holds none of: {held}"
+        lengths = {f["name"]: f.get("length") for f in self._describe(operation, sobject)}
+        too_long = [
+            f"{field}: longer than {limit} characters, the limit of {sobject}.{field}"
+            for field, value in wanted.items()
+            if (limit := lengths.get(field)) and len(value) > limit
+        ]
+        if too_long:
+            return WriteStatus.FAILED, "; ".join(too_long)
+        if all((row.get(field) or "") == value for field, value in wanted.items()):
+            return WriteStatus.ALREADY, ""
+        return wanted
+
+    def _describe(self, operation: str, sobject: str) -> list[dict[str, Any]]:
+        """The fields of an object, described once per adapter."""
+        if sobject not in self._described:
+            answer = self._t.rest(operation, f"sobjects/{sobject}/describe")
+            self._described[sobject] = list(answer["fields"])
+        return self._described[sobject]
+
+    def _vocabulary(self, operation: str, sobject: str) -> Vocabulary:
+        field = str(self._settings.lawful_basis_field)
+        described = next(
+            (f for f in self._describe(operation, sobject) if f["name"] == field), None
+        )
+        if described is None:
+            raise Permanent(
+                System.SALESFORCE,
+                f"{operation}: {sobject} has no field {field}; set salesforce.lawful_basis_field",
+            )
+        options = [p["value"] for p in described.get("picklistValues") or () if p.get("active")]
+        return salesforce_field_vocabulary(field, options)
+
+    # -- erasure and export -----------------------------------------------------------------
+
+    def erasure_targets(self, emails: Collection[str]) -> list[ErasureTarget]:
+        """Every row of the person: consent rows and contact points first, then Contacts,
+        Leads (converted ones too) and last the Individual they point at."""
+        rows = self._subject("erasure_targets", emails, lambda _: ("Id",))
+        return [
+            ErasureTarget(System.SALESFORCE, OBJECT_TYPES[sobject], row["Id"])
+            for sobject in ERASE_ORDER
+            for row in rows[sobject]
+        ]
+
+    def export(self, emails: Collection[str]) -> dict[str, Any]:
+        """Every queryable field of every row :meth:`erasure_targets` would erase."""
+        rows = self._subject("export", emails, lambda sobject: self._exportable(sobject))
+        return {"system": System.SALESFORCE.value, "records": rows}
+
+    def _exportable(self, sobject: str) -> list[str]:
+        return [
+            f["name"]
+            for f in self._describe("export", sobject)
+            if f.get("type") not in UNEXPORTED_TYPES
+        ]
+
+    def _subject(
+        self, operation: str, emails: Collection[str], fields: Callable[[str], Sequence[str]]
+    ) -> Rows:
+        """The person's rows by object: by address, then through the Individuals reached."""
+
+        def soql(sobject: str, link: str, where: str) -> str:
+            return select(sobject, dict.fromkeys(("Id", link, *fields(sobject))), where)
+
+        wanted = _addresses_of(emails)
+        found: dict[str, dict[str, dict[str, Any]]] = {}
+        for sobject, link, where in (
+            ("Contact", "IndividualId", "Email IN "),
+            ("Lead", "IndividualId", "Email IN "),
+            ("ContactPointEmail", "ParentId", "EmailAddress IN "),
+        ):
+            rows = self._t.query_in(operation, soql(sobject, link, where), wanted)
+            found[sobject] = {row["Id"]: row for row in rows}
+        ids = {r["IndividualId"] for s in ("Contact", "Lead") for r in found[s].values()}
+        ids |= {r["ParentId"] for r in found["ContactPointEmail"].values()}
+        ids = {i for i in ids if _is_individual(i)}
+        for sobject, link in (
+            ("Contact", "IndividualId"),
+            ("Lead", "IndividualId"),
+            ("ContactPointEmail", "ParentId"),
+            ("ContactPointTypeConsent", "PartyId"),
+            ("Individual", "Id"),
+        ):
+            rows = self._t.query_in(operation, soql(sobject, link, f"{link} IN "), ids)
+            found.setdefault(sobject, {}).update((row["Id"], row) for row in rows)
+        return {sobject: list(rows.values()) for sobject, rows in found.items()}
+
+    def erase(self, target: ErasureTarget, mode: ErasureMode) -> ErasureResult:
+        """Delete (then purge) or anonymise one row; a row already gone is success."""
+        sobject = SOBJECTS.get(target.object_type)
+        if target.system is not System.SALESFORCE or target.id is None or sobject is None:
+            raise ValueError("not a Salesforce record this adapter erases")
+        if mode == "anonymize":
+            return self._anonymise(target, sobject)
+        return self._delete(target, sobject)
+
+    def _delete(self, target: ErasureTarget, sobject: str) -> ErasureResult:
+        record_id = str(target.id)
+        if self._hard_delete:
+            hard = self._t.hard_delete("erase", sobject, record_id)
+            if hard.ok:
+                detail = "hard-deleted (Bulk API 2.0): it never went to the recycle bin"
+                return ErasureResult(target, ErasureStatus.ERASED, detail)
+            if hard.code == HARD_DELETE_REFUSED:
+                self._hard_delete = False
+            else:
+                return self._after_delete(target, hard)
+        (deleted,) = self._t.delete("erase", [record_id])
+        return self._after_delete(target, deleted)
+
+    def _after_delete(self, target: ErasureTarget, result: RowResult) -> ErasureResult:
+        """Purge a row just deleted (or found in the recycle bin); a row not found is gone."""
+        if result.ok or result.code == ENTITY_IS_DELETED:
+            return self._purge(target, deleted_now=result.ok)
+        if classify(ERRORS, None, result.code) is NotFound:
+            return ErasureResult(target, ErasureStatus.ALREADY_GONE)
+        raise Permanent(System.SALESFORCE, f"erase: Salesforce refused to delete: {result.detail}")
+
+    def _purge(self, target: ErasureTarget, *, deleted_now: bool) -> ErasureResult:
+        if not self._settings.empty_recycle_bin:
+            return ErasureResult(
+                target,
+                ErasureStatus.IN_RECYCLE_BIN,
+                f"deleted; it stays in Salesforce's recycle bin for {DELETED_DAYS} days, "
+                "recoverable: the integration user lacks the Bulk API Hard Delete permission "
+                "and salesforce.empty_recycle_bin is off",
+            )
+        (purged,) = self._t.empty_recycle_bin("erase", [str(target.id)])
+        if purged.ok:
+            return ErasureResult(
+                target, ErasureStatus.ERASED, "deleted, then purged from the recycle bin"
+            )
+        if not deleted_now:
+            return ErasureResult(target, ErasureStatus.ALREADY_GONE)
+        return ErasureResult(
+            target,
+            ErasureStatus.IN_RECYCLE_BIN,
+            f"deleted, but emptyRecycleBin refused it ({purged.detail}); it stays in the "
+            f"recycle bin for {DELETED_DAYS} days, recoverable",
+        )
+
+    def _anonymise(self, target: ErasureTarget, sobject: str) -> ErasureResult:
+        if sobject == "ContactPointTypeConsent":
+            detail = "a consent row holds no personal data: kept as it is"
+            return ErasureResult(target, ErasureStatus.ANONYMIZED, detail)
+        record_id = str(target.id)
+        fields = [
+            f
+            for f in self._describe("erase", sobject)
+            if f.get("updateable") and f.get("type") not in UNEXPORTED_TYPES
+        ]
+        soql = select(sobject, ("Id", *(f["name"] for f in fields)), "Id IN ")
+        current = next(iter(self._t.query_in("erase", soql, [record_id])), None)
+        if current is None:
+            return ErasureResult(target, ErasureStatus.ALREADY_GONE)
+        changes = anonymised(record_id, fields, current, self._keep.get(sobject, ()))
+        row = {"attributes": {"type": sobject}, "Id": record_id, **changes}
+        (result,) = self._t.save("erase", "PATCH", [row])
+        if result.ok:
+            return ErasureResult(target, ErasureStatus.ANONYMIZED)
+        if result.code == CONVERTED_LEAD:
+            deleted = self._delete(target, sobject)
+            detail = f"a converted lead cannot be changed, so it was deleted: {deleted.detail}"
+            return replace(deleted, detail=detail)
+        if classify(ERRORS, None, result.code) is NotFound:
+            return ErasureResult(target, ErasureStatus.ALREADY_GONE)
+        raise Permanent(
+            System.SALESFORCE, f"erase: Salesforce refused the anonymisation: {result.detail}"
+        )
+
+    def related(self, targets: Sequence[ErasureTarget], conditions: Sequence[R]) -> dict[str, R]:
+        """Contacts and Leads a row of a condition's related object points at, matching its
+        ``where`` (an operator's SOQL, from the settings); the first listed condition wins."""
+        people = {t.value for t in PEOPLE}
+        ids = {str(t.id) for t in targets if t.object_type in people and t.id}
+        found: dict[str, R] = {}
+        for condition in conditions:
+            where = f"({condition.where}) AND {condition.link_field} IN "
+            soql = select(condition.related_object, (condition.link_field,), where)
+            for row in self._t.query_in("related", soql, ids - found.keys()):
+                found.setdefault(row[condition.link_field], condition)
+        return found
+
+    def mark_purge_due(self, marks: Sequence[DueMark]) -> list[WriteOutcome]:
+        """Set or clear the configured date field (``retention.salesforce_due_field``) on
+        Contacts and Leads, 200 per call; with no field configured nothing is marked."""
+        people = {t.value for t in PEOPLE}
+        wanted = [m for m in marks if m.record.object_type in people]
+        outcomes = [
+            WriteOutcome(m.record, WriteStatus.FAILED, "Salesforce marks Contacts and Leads only")
+            for m in marks
+            if m.record.object_type not in people
+        ]
+        due_field = self._map.due_field
+        if not wanted or due_field is None:
+            return outcomes + [WriteOutcome(m.record, WriteStatus.ALREADY) for m in wanted]
+        rows = [
+            {
+                "attributes": {"type": SOBJECTS[m.record.object_type]},
+                "Id": m.record.id,
+                due_field: m.due.isoformat() if m.due else None,
+            }
+            for m in wanted
+        ]
+        saved = self._t.save("mark_purge_due", "PATCH", rows)
+        for mark, result in zip(wanted, saved, strict=True):
+            status, detail = (WriteStatus.DONE, "") if result.ok else _failed(result)
+            outcomes.append(WriteOutcome(mark.record, status, detail))
+        return outcomes
+
+    def record_url(self, record: RecordRef) -> str | None:
+        sobject = SOBJECTS.get(record.object_type)
+        if sobject is None:
+            return None
+        return f"{self._t.instance_url()}/lightning/r/{sobject}/{record.id}/view"
+
+    def emails_of(self, record: RecordRef) -> list[str]:
+        """The addresses of a Contact or Lead, or of an Individual, and of every person and
+        contact point sharing its Individual."""
+        operation = "emails_of"
+        found: set[str] = set()
+        party: str | None = record.id
+        if record.object_type != ObjectType.INDIVIDUAL.value:
+            soql = select(SOBJECTS[record.object_type], ("Email", "IndividualId"), "Id IN ")
+            rows = list(self._t.query_in(operation, soql, [record.id]))
+            found |= {row["Email"] for row in rows if row.get("Email")}
+            party = next((row["IndividualId"] for row in rows if row.get("IndividualId")), None)
+        if party:
+            for object_type in PEOPLE:
+                soql = select(SOBJECTS[object_type.value], ("Email",), "IndividualId IN ")
+                found |= {
+                    r["Email"] for r in self._t.query_in(operation, soql, [party]) if r.get("Email")
+                }
+            found.update(self._addresses(operation, [party]).get(party, []))
+        return sorted({normalise_email(e) for e in found})
+
+    # -- minimisation -----------------------------------------------------------------------
+
+    def field_usage(self) -> list[ObjectUsage]:
+        """Per object the bridge reads, the fields a person or integration can fill (describe:
+        createable or updateable, not a formula), and how many live rows fill each; rows in
+        the recycle bin are not counted. Salesforce maintains the rest itself (ids, audit
+        dates, compound names, conversion links), and they repeat or describe data reported
+        here. Each object is paged (2,000 rows per call) once per chunk of field names; an
+        object this org does not have (no Individual without Data Protection and Privacy)
+        holds nothing and is left out."""
+        usage: list[ObjectUsage] = []
+        for sobject in SOBJECTS.values():
+            try:
+                described = self._describe("field_usage", sobject)
+            except NotFound:
+                continue
+            fields = {
+                f["name"]: f.get("type") == "textarea"
+                for f in described
+                if (f.get("createable") or f.get("updateable"))
+                and not f.get("calculated")
+                and f.get("type") not in UNEXPORTED_TYPES
+            }
+
+            def rows(names: Sequence[str], sobject: str = sobject) -> Iterator[dict[str, Any]]:
+                return self._t.query("field_usage", select(sobject, ("Id", *names)))
+
+            usage.append(measure(sobject, fields, rows, SALESFORCE_URL_BUDGET, soql_cost))
+        return usage
+
+
+def _addresses_of(emails: Collection[str]) -> list[str]:
+    """Normalised, distinct, non-empty: SOQL compares text without case anyway."""
+    return sorted({normalise_email(e) for e in emails if e.strip()})
+
+
+def _is_individual(record_id: Any) -> bool:
+    return isinstance(record_id, str) and record_id.startswith(INDIVIDUAL_PREFIX)
+
+
+def _failed(result: RowResult) -> tuple[WriteStatus, str]:
+    return WriteStatus.FAILED, result.detail

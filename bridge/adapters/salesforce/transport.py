@@ -1,0 +1,651 @@
+"""How the Salesforce adapter talks to Salesforce: one session, one login, one choke point.
+
+simple-salesforce 1.12 hard-codes ``https://``, never times out, and logs in again by itself
+on a 401: up to four times on the ``Salesforce.*`` path and without any bound on the
+``SFType`` path (shared/reference/salesforce.md section 3). So:
+
+- :class:`SalesforceSession` sets a timeout on every request and, when ``base_url`` is
+  configured (emulator, tests), sends every ``https://<host>`` URL there instead;
+- the login is done here with ``SalesforceLogin`` and the client built in *direct* mode,
+  which never logs in again by itself; :meth:`Transport.call` renews an expired session
+  once and repeats the call once, then gives up with a ``Permanent`` error;
+- every call goes through :meth:`Transport.call`, which maps any failure through the one
+  error table (``ERRORS``) and retries only ``RateLimited``/``Transient`` with the bridge's
+  ``retrying``. ``SFType`` is never used.
+
+Pacing follows the ``Sforce-Limit-Info`` header of every answer (:class:`DailyQuota`): the
+bridge stops with a clear message before the org's rolling 24 h allowance runs out, leaving a
+configurable reserve to the org's other integrations.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar, cast
+from urllib.parse import quote_plus
+from xml.sax.saxutils import escape
+
+import requests
+from defusedxml import ElementTree
+from simple_salesforce.api import Salesforce
+from simple_salesforce.bulk2 import SFBulk2Handler, SFBulk2Type
+from simple_salesforce.exceptions import (
+    SalesforceAuthenticationFailed,
+    SalesforceError,
+    SalesforceExpiredSession,
+    SalesforceGeneralError,
+    SalesforceOperationError,
+)
+from simple_salesforce.format import format_soql
+from simple_salesforce.login import SalesforceLogin
+
+from bridge.adapters.base import (
+    AdapterError,
+    ErrorRule,
+    NotFound,
+    Permanent,
+    RateLimited,
+    Transient,
+    classify,
+    retrying,
+)
+from bridge.config import SalesforceSettings
+from bridge.errors import ConfigError
+from bridge.logs import get_logger, redact_text
+from bridge.metrics import ADAPTER_CALLS, ADAPTER_ERRORS
+from bridge.model import System
+
+T = TypeVar("T")
+
+API_VERSION = "59.0"
+VENDOR = System.SALESFORCE.value
+QUERY_PAGE = 2000
+COLLECTION = 200  # rows per sObject Collections call
+CONNECTION = "CONNECTION"  # the code of a call that got no (readable) HTTP answer
+LIMITED = "REQUEST_LIMIT_EXCEEDED"
+QUOTA = "REQUEST_LIMIT_EXCEEDED/daily"  # the bridge's code: the same, with the day's quota spent
+EXPIRED = "INVALID_SESSION_ID"
+HARD_DELETE_REFUSED = "HARD_DELETE_REFUSED"  # the bridge's code for a failed hardDelete job
+MAX_MESSAGE = 300
+PARTNER = "{urn:partner.soap.sforce.com}"
+# URI plus headers must stay within 16,384 bytes; the headers simple-salesforce and requests
+# send (bearer token included) stay well under this allowance.
+URI_LIMIT = 16_384 - 2_048
+
+# The one table: what each Salesforce answer means to the bridge. ``code`` is the REST
+# ``errorCode``, a collections row's ``statusCode``, a SOAP ``exceptionCode`` or CONNECTION;
+# a REQUEST_LIMIT_EXCEEDED becomes QUOTA when ``Sforce-Limit-Info`` shows the day's quota
+# spent (Salesforce uses the one code for that and for its concurrent-request limit). The
+# first matching row wins.
+ERRORS: tuple[ErrorRule, ...] = (
+    ErrorRule(Permanent, code=QUOTA),  # the org's rolling 24 h allowance is used up
+    ErrorRule(RateLimited, code=LIMITED),  # while it lasts: concurrent long requests, a burst
+    ErrorRule(Permanent, code=EXPIRED),  # refused even right after a fresh login
+    ErrorRule(NotFound, code="ENTITY_IS_DELETED"),  # in the recycle bin
+    ErrorRule(NotFound, code="NOT_FOUND"),
+    ErrorRule(Transient, code="UNABLE_TO_LOCK_ROW"),  # another transaction holds the row
+    ErrorRule(Transient, code=CONNECTION),  # refused, dropped, timed out
+    ErrorRule(Transient, status=range(500, 600)),
+    ErrorRule(NotFound, status=404),
+    ErrorRule(Permanent, status=range(400, 500)),  # validation, permission, malformed request
+)
+
+# What the bridge says instead of (or before) the vendor's words for a few codes.
+PLAIN_WORDS = {
+    QUOTA: "daily API quota exhausted; calls resume as Salesforce's 24 h window rolls on",
+    LIMITED: "request limit reached while the daily quota lasts; trying again later",
+    EXPIRED: "session refused right after a fresh login; check the integration user",
+    CONNECTION: "no answer (connection refused, dropped or timed out)",
+}
+
+_NO_ANSWER = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.JSONDecodeError,
+)
+_FAILURES = (SalesforceError, SalesforceOperationError, requests.RequestException)
+_HOST = re.compile(r"^https://[^/]+")
+_OPERATION: ContextVar[str] = ContextVar("salesforce_operation", default="other")
+
+log = get_logger(__name__)
+
+
+# -- messages without personal data ------------------------------------------------------
+
+
+def sanitise(message: str) -> str:
+    """A vendor message with the values it repeats cut out.
+
+    Salesforce quotes offending values after the last ``": "`` (``Email: invalid email
+    address: <value>``) or after ``value`` (``from VALUE_STRING value <value>``), and frames
+    SOQL errors with the query line itself; only the wording around them is kept.
+    """
+    lines = [line for line in message.splitlines() if line.strip()]
+    text = lines[-1].strip() if lines else ""
+    head, separator, _value = text.rpartition(": ")
+    text = f"{head}: …" if separator else re.sub(r"\bvalue\s+\S+", "value …", text)
+    return redact_text(text)[:MAX_MESSAGE]
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """One row of an sObject Collections answer: its id, or why it failed (no message)."""
+
+    id: str | None
+    code: str | None = None
+    fields: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+    @property
+    def detail(self) -> str:
+        """The status code and field names; Salesforce's message would repeat the values."""
+        return f"{self.code} ({', '.join(self.fields)})" if self.fields else str(self.code)
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> RowResult:
+        if row.get("success"):
+            return cls(str(row.get("id")))
+        errors = row.get("errors") or [{}]
+        first = errors[0]
+        return cls(
+            row.get("id"),
+            str(first.get("statusCode") or "UNKNOWN_EXCEPTION"),
+            tuple(str(f) for f in first.get("fields") or ()),
+        )
+
+
+def _first_error(content: Any) -> tuple[str | None, str, tuple[str, ...]]:
+    """Code, message and fields of a REST error body (a JSON array, or text)."""
+    if isinstance(content, bytes | str):
+        try:
+            content = json.loads(content)
+        except ValueError:
+            return None, "", ()
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        first = content[0]
+        fields = tuple(str(f) for f in first.get("fields") or ())
+        return first.get("errorCode"), str(first.get("message") or ""), fields
+    if isinstance(content, dict):
+        return content.get("errorCode"), str(content.get("message") or ""), ()
+    return None, "", ()
+
+
+def adapter_error(operation: str, failure: Exception, *, quota_spent: bool) -> AdapterError:
+    """Map any failure through ``ERRORS``; the message carries no personal data."""
+    status: int | None = None
+    code: str | None
+    fields: tuple[str, ...] = ()
+    prefix = ""
+    if isinstance(failure, _NO_ANSWER):
+        code, message = CONNECTION, type(failure).__name__
+    elif isinstance(failure, SalesforceAuthenticationFailed):
+        # A login answered with something other than its own format carries the HTTP status
+        # and the body: a REST error body still names its code.
+        if isinstance(failure.code, int):
+            status = failure.code
+            code, message, fields = _first_error(failure.auth_message)
+            message = message or failure.auth_message
+        else:
+            status, code, message = failure.status, failure.code, failure.auth_message
+        prefix = "login refused: "
+    elif isinstance(failure, SalesforceError):
+        status = failure.status
+        code, message, fields = _first_error(failure.content)
+    else:
+        code, message = None, str(failure)
+    if code == LIMITED and quota_spent:
+        code = QUOTA
+    kind = classify(ERRORS, status, code)
+    words = prefix + sanitise(message)
+    if code in PLAIN_WORDS:
+        words = f"{PLAIN_WORDS[code]} ({words})" if code != CONNECTION else PLAIN_WORDS[code]
+    where = f" ({', '.join(fields)})" if fields else ""
+    text = f"{operation}: {status or 'no answer'} {code or ''}{where}: {words}"
+    return kind(System.SALESFORCE, text[:MAX_MESSAGE])
+
+
+# -- pacing ----------------------------------------------------------------------------------
+
+
+class DailyQuota:
+    """The org's rolling 24 h API allowance, as the ``Sforce-Limit-Info`` header reports it.
+
+    Not a ``RateLimiter``: Salesforce has no short window to pace against (only the day),
+    and reports its own count on every answer, so one counter follows it exactly where a
+    sliding window of timestamps would hold up to millions of entries. Calls made since the
+    last answer are counted here, so a burst cannot overshoot the reserve.
+    """
+
+    def __init__(self, reserve: float) -> None:
+        self.reserve = reserve
+        self.used: int | None = None
+        self.total: int | None = None
+
+    @property
+    def spent(self) -> bool:
+        """Whether the last answer said the day's quota is used up."""
+        return self.used is not None and self.total is not None and self.used >= self.total
+
+    @property
+    def ceiling(self) -> int | None:
+        """How many of the day's calls the bridge may use, leaving the reserve."""
+        if self.total is None:
+            return None
+        return math.floor(self.total * (1 - self.reserve))
+
+    def admit(self) -> None:
+        """Count one call, or refuse it once the ceiling is reached."""
+        ceiling = self.ceiling
+        if self.used is None or ceiling is None:
+            return
+        if self.used >= ceiling:
+            raise Permanent(
+                System.SALESFORCE,
+                f"daily API quota nearly exhausted: {self.used} of {self.total} calls used in "
+                f"the last 24 h; the bridge stops at {ceiling} to leave "
+                f"{self.reserve:.0%} to the org's other integrations "
+                "(salesforce.api_quota_reserve) and resumes as the window rolls on",
+            )
+        self.used += 1
+
+    def observe(self, response: requests.Response) -> None:
+        header = response.headers.get("Sforce-Limit-Info")
+        usage = Salesforce.parse_api_usage(header).get("api-usage") if header else None
+        if usage is not None:
+            self.used, self.total = usage.used, usage.total
+
+
+# -- the session -----------------------------------------------------------------------------
+
+
+class SalesforceSession(requests.Session):
+    """What simple-salesforce sends through: a timeout on every call, an optional base URL.
+
+    ``before`` runs ahead of every request (pacing, counting) and may refuse it; ``after``
+    sees every answer, bulk and SOAP calls included.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None,
+        timeout: float,
+        before: Callable[[], None],
+        after: Callable[[requests.Response], None],
+    ) -> None:
+        super().__init__()
+        self.base_url = base_url.rstrip("/") if base_url else None
+        if self.base_url:
+            # Proxy and CA-bundle variables would otherwise redirect or override the emulator.
+            self.trust_env = False
+        self.timeout = timeout
+        self._before = before
+        self._after = after
+
+    def request(  # type: ignore[override]
+        self, method: str, url: str, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        if self.base_url:
+            url = _HOST.sub(self.base_url, url, count=1)
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        self._before()
+        response = super().request(method, url, *args, **kwargs)
+        self._after(response)
+        return response
+
+
+# -- logins ----------------------------------------------------------------------------------
+
+
+def login_arguments(settings: SalesforceSettings) -> dict[str, Any] | None:
+    """``SalesforceLogin`` arguments for the configured auth mode; None for a given session.
+
+    Precedence: an existing session (``session_id`` + ``instance_url``), JWT bearer
+    (``username`` + ``consumer_key`` + ``private_key_file``), OAuth username-password
+    (with ``consumer_key`` + ``consumer_secret``), SOAP username-password(-token), client
+    credentials (``consumer_key`` + ``consumer_secret`` on a My Domain).
+    """
+
+    def secret(value: Any) -> str | None:
+        return None if value is None else str(value.get_secret_value())
+
+    password, token = secret(settings.password), secret(settings.security_token)
+    consumer_secret = secret(settings.consumer_secret)
+    base = {"domain": settings.domain, "sf_version": API_VERSION}
+    if settings.session_id is not None and settings.instance_url:
+        return None
+    if settings.username and settings.consumer_key and settings.private_key_file:
+        return base | {
+            "username": settings.username,
+            "consumer_key": settings.consumer_key,
+            "privatekey_file": str(settings.private_key_file),
+        }
+    if settings.username and password is not None:
+        if settings.consumer_key and consumer_secret is not None:
+            return base | {
+                "username": settings.username,
+                "password": password + (token or ""),
+                "consumer_key": settings.consumer_key,
+                "consumer_secret": consumer_secret,
+            }
+        return base | {
+            "username": settings.username,
+            "password": password,
+            "security_token": token or "",
+        }
+    if settings.consumer_key and consumer_secret is not None:
+        if settings.domain in ("login", "test"):
+            raise ConfigError(
+                [
+                    "salesforce.domain: client credentials need the org's My Domain; set "
+                    'it, e.g. domain = "acme.my"'
+                ]
+            )
+        return base | {"consumer_key": settings.consumer_key, "consumer_secret": consumer_secret}
+    raise ConfigError(
+        [
+            "salesforce: no credentials; set username with BRIDGE_SALESFORCE__PASSWORD "
+            "(and __SECURITY_TOKEN), or consumer_key with private_key_file (JWT) or with "
+            "BRIDGE_SALESFORCE__CONSUMER_SECRET (client credentials), or instance_url with "
+            "BRIDGE_SALESFORCE__SESSION_ID"
+        ]
+    )
+
+
+# -- the transport ---------------------------------------------------------------------------
+
+
+class Transport:
+    """The logged-in client, the session and the quota, shared by every call."""
+
+    def __init__(
+        self, settings: SalesforceSettings, *, attempts: int, timeout: float, bulk_wait: int
+    ) -> None:
+        self._settings = settings
+        self._login = login_arguments(settings)
+        self.attempts = attempts
+        self.bulk_wait = bulk_wait
+        self.quota = DailyQuota(settings.api_quota_reserve)
+        self.session = SalesforceSession(
+            settings.base_url, timeout, self._before, self.quota.observe
+        )
+        self._client: Salesforce | None = None
+        # urllib3 logs every URL at DEBUG, and SOQL in a URL carries addresses percent-encoded
+        # past the log redactor.
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _before(self) -> None:
+        self.quota.admit()
+        ADAPTER_CALLS.labels(VENDOR, _OPERATION.get()).inc()
+
+    def _connect(self) -> Salesforce:
+        if self._login is None:
+            given = self._settings.session_id
+            return Salesforce(
+                session_id=given.get_secret_value() if given else None,
+                instance_url=self._settings.instance_url,
+                session=self.session,
+                version=API_VERSION,
+            )
+        session_id, instance = SalesforceLogin(session=self.session, **self._login)
+        return Salesforce(
+            session_id=session_id, instance=instance, session=self.session, version=API_VERSION
+        )
+
+    def _logged_in(self) -> Salesforce:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def instance_url(self) -> str:
+        """The org's own address (``https://acme.my.salesforce.com``), for links to records."""
+        client = self._client or self.call("login", lambda sf: sf)
+        return f"https://{client.sf_instance}"
+
+    def call(self, operation: str, send: Callable[[Salesforce], T], *, retry: bool = True) -> T:
+        """Send once per attempt, paced and counted; retry only what may be retried.
+
+        Callers pass ``retry=False`` for a create, unless they read first on every attempt,
+        which is what ``retrying`` requires.
+        """
+
+        def once() -> T:
+            token = _OPERATION.set(operation)
+            try:
+                return self._renewing(send)
+            except AdapterError as refused:
+                ADAPTER_ERRORS.labels(VENDOR, type(refused).__name__).inc()
+                raise
+            except _FAILURES as failure:
+                error = adapter_error(operation, failure, quota_spent=self.quota.spent)
+                ADAPTER_ERRORS.labels(VENDOR, type(error).__name__).inc()
+                log.info("salesforce.call_failed", operation=operation, error=str(error))
+                # Not chained: the vendor's exception carries bodies with personal data.
+                raise error from None
+            finally:
+                _OPERATION.reset(token)
+
+        return retrying(once, attempts=self.attempts) if retry else once()
+
+    def _renewing(self, send: Callable[[Salesforce], T]) -> T:
+        """Send; on an expired session log in once more and send once more, no further."""
+        try:
+            return send(self._logged_in())
+        except SalesforceExpiredSession:
+            if self._login is None:
+                raise Permanent(
+                    System.SALESFORCE,
+                    "the configured session_id expired and cannot be renewed; configure a "
+                    "login (username and password, JWT or client credentials) instead",
+                ) from None
+        log.info("salesforce.session_renewed")
+        self._client = None
+        return send(self._logged_in())
+
+    # -- REST ------------------------------------------------------------------------------
+
+    def query(
+        self, operation: str, soql: str, *, deleted: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Every row of a query, 2,000 per page; each page retried on its own."""
+        options = {"Sforce-Query-Options": f"batchSize={QUERY_PAGE}"}
+        page = self.call(operation, lambda sf: sf.query(soql, deleted, headers=options))
+        while True:
+            for row in page["records"]:
+                row.pop("attributes", None)
+                yield row
+            if page["done"]:
+                return
+            page = self.call(operation, partial(_more, page["nextRecordsUrl"], options))
+
+    def query_in(
+        self, operation: str, soql: str, values: Collection[str]
+    ) -> Iterator[dict[str, Any]]:
+        """Rows of ``soql`` + an escaped ``IN`` list of ``values``, in as few calls as the
+        URI limit allows (16,384 bytes with the headers)."""
+        if not values:
+            return
+        # The base URL is known after the login, which goes through call() like any call.
+        base = self.call(operation, lambda sf: len(sf.base_url)) + len("query/?q=")
+        for chunk in in_lists(soql, sorted(set(values)), URI_LIMIT - base):
+            yield from self.query(operation, soql + format_soql("{}", chunk))
+
+    def rest(self, operation: str, path: str, *, retry: bool = True, **kwargs: Any) -> Any:
+        """One REST call on ``/services/data/vXX.X/<path>``."""
+        return self.call(operation, lambda sf: sf.restful(path, **kwargs), retry=retry)
+
+    def save(
+        self,
+        operation: str,
+        method: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        landed: Callable[[Sequence[int]], Mapping[int, str]] | None = None,
+    ) -> list[RowResult]:
+        """Write ``rows`` through sObject Collections, 200 per call and never all-or-none; a
+        result per row.
+
+        Rows failing with a retryable status (``UNABLE_TO_LOCK_ROW``) are sent again; the
+        others keep their failure and the rest stand. Updates are idempotent; a create
+        passes ``landed`` (which of these row indices exist already, with their ids), asked
+        before any repeat of a call that got no answer, so no row is created twice. A call
+        refused for good fails its rows; one still failing after the retries raises, and the
+        caller repeats the whole change, which reads first.
+        """
+        results: dict[int, RowResult] = {}
+        for start in range(0, len(rows), COLLECTION):
+            pending = list(range(start, min(start + COLLECTION, len(rows))))
+            unanswered = False
+
+            def attempt() -> None:
+                nonlocal pending, unanswered
+                if unanswered and landed is not None:
+                    found = landed(pending)
+                    results.update({i: RowResult(found[i]) for i in pending if i in found})
+                    pending = [i for i in pending if i not in found]
+                if not pending:
+                    return
+                unanswered = True
+                body = {"allOrNone": False, "records": [rows[i] for i in pending]}
+                answer = self.rest(
+                    operation, "composite/sobjects", method=method, json=body, retry=False
+                )
+                unanswered = False
+                results.update(zip(pending, map(RowResult.of, answer), strict=True))
+                pending = [i for i in pending if _retryable(results[i])]
+                if pending:
+                    raise _Locked(System.SALESFORCE, f"{operation}: {len(pending)} rows locked")
+
+            try:
+                retrying(attempt, attempts=self.attempts)
+            except _Locked:
+                pass  # the rows still locked keep that failure
+            except (Permanent, NotFound) as refused:
+                results.update((i, RowResult(None, str(refused))) for i in pending)
+        return [results[i] for i in range(len(rows))]
+
+    def delete(self, operation: str, ids: Sequence[str]) -> list[RowResult]:
+        """Collections delete (idempotent: a second delete answers ENTITY_IS_DELETED)."""
+        params = {"ids": ",".join(ids), "allOrNone": "false"}
+        answer = self.rest(operation, "composite/sobjects", method="DELETE", params=params)
+        return [RowResult.of(row) for row in answer or []]
+
+    # -- purging: Bulk API 2.0 hardDelete and SOAP emptyRecycleBin ---------------------------
+
+    def hard_delete(self, operation: str, sobject: str, record_id: str) -> RowResult:
+        """Bulk API 2.0 ``hardDelete`` of one row. A failed job (as without the "Bulk API
+        Hard Delete" permission) answers ``HARD_DELETE_REFUSED``."""
+
+        def send(sf: Salesforce) -> RowResult:
+            job = cast(SFBulk2Type, getattr(cast(SFBulk2Handler, sf.bulk2), sobject))
+            try:
+                (result,) = job.hard_delete(records=[{"Id": record_id}], wait=self.bulk_wait)
+            except SalesforceOperationError as failure:
+                log.warning("salesforce.hard_delete_refused", reason=sanitise(str(failure)))
+                return RowResult(record_id, HARD_DELETE_REFUSED)
+            if not int(result["numberRecordsFailed"]):
+                return RowResult(record_id)
+            failures = job.get_failed_records(str(result["job_id"]))
+            failed = list(csv.DictReader(io.StringIO(failures)))
+            error = failed[0].get("sf__Error", "") if failed else ""
+            return RowResult(record_id, error.partition(":")[0] or "UNKNOWN_EXCEPTION")
+
+        return self.call(operation, send)
+
+    def empty_recycle_bin(self, operation: str, ids: Sequence[str]) -> list[RowResult]:
+        """SOAP ``emptyRecycleBin`` (simple-salesforce has no wrapper): purge deleted rows."""
+
+        def send(sf: Salesforce) -> list[RowResult]:
+            url = f"https://{sf.sf_instance}/services/Soap/u/{sf.sf_version}"
+            response = sf.session.post(
+                url,
+                data=_empty_recycle_bin_envelope(sf.session_id, ids).encode(),
+                headers={
+                    "Content-Type": "text/xml; charset=UTF-8",
+                    "SOAPAction": "emptyRecycleBin",
+                },
+            )
+            if response.status_code != 200:
+                raise _soap_fault(url, response)
+            root = ElementTree.fromstring(response.content)
+            return [_soap_row(result) for result in root.iter(f"{PARTNER}result")]
+
+        return self.call(operation, send)
+
+
+class _Locked(Transient):
+    """Rows of an answered call failed with a retryable status; they are sent again."""
+
+
+def _retryable(result: RowResult) -> bool:
+    return not result.ok and classify(ERRORS, None, result.code) in (Transient, RateLimited)
+
+
+def in_lists(soql: str, values: Sequence[str], budget: int) -> Iterator[list[str]]:
+    """``values`` cut into lists whose escaped, URL-encoded query fits within ``budget``."""
+    fixed = len(quote_plus(soql + "()"))
+    chunk: list[str] = []
+    size = fixed
+    for value in values:
+        cost = len(quote_plus(format_soql("{},", value)))
+        if chunk and size + cost > budget:
+            yield chunk
+            chunk, size = [], fixed
+        chunk.append(value)
+        size += cost
+    if chunk:
+        yield chunk
+
+
+def _more(url: str, headers: Mapping[str, str], sf: Salesforce) -> Any:
+    return sf.query_more(url, identifier_is_url=True, headers=headers)
+
+
+def _empty_recycle_bin_envelope(session_id: str, ids: Sequence[str]) -> str:
+    items = "".join(f"<urn:ids>{escape(i)}</urn:ids>" for i in ids)
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+        'xmlns:urn="urn:partner.soap.sforce.com"><soapenv:Header><urn:SessionHeader>'
+        f"<urn:sessionId>{escape(session_id)}</urn:sessionId></urn:SessionHeader>"
+        f"</soapenv:Header><soapenv:Body><urn:emptyRecycleBin>{items}</urn:emptyRecycleBin>"
+        "</soapenv:Body></soapenv:Envelope>"
+    )
+
+
+def _soap_row(result: Any) -> RowResult:
+    record_id = result.findtext(f"{PARTNER}id")
+    if result.findtext(f"{PARTNER}success") == "true":
+        return RowResult(record_id)
+    code = result.findtext(f"{PARTNER}errors/{PARTNER}statusCode")
+    return RowResult(record_id, code or "UNKNOWN_EXCEPTION")
+
+
+def _soap_fault(url: str, response: requests.Response) -> SalesforceError:
+    """A SOAP fault as the REST exception it means, so one table and one renewal serve both."""
+    try:
+        root = ElementTree.fromstring(response.content)
+        code = next((e.text for e in root.iter() if e.tag.endswith("exceptionCode")), None)
+        text = next((e.text for e in root.iter() if e.tag.endswith("exceptionMessage")), None)
+    except ElementTree.ParseError:
+        code, text = None, None
+    content = json.dumps([{"errorCode": code, "message": text or ""}]).encode()
+    if code == EXPIRED:
+        return SalesforceExpiredSession(url, 401, "emptyRecycleBin", content)
+    return SalesforceGeneralError(url, response.status_code, "emptyRecycleBin", content)

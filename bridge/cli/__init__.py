@@ -1,0 +1,1 @@
+"""The command line: commands parse, call runtime and services, render."""

@@ -1,0 +1,523 @@
+"""Erasure (GDPR Art. 17): asked once, erased in every system, verified, kept erased, receipted.
+
+A request is stored before anything else (its emails encrypted), then planned into steps, one
+per system and record or address, then each step runs with retries until it is done or has
+failed for good. Afterwards every system is searched again by every email of the subject:
+anything found is a failure. Only then are the emails destroyed, their pseudonyms added to
+the suppression list (so no sync brings the person back) and a receipt written that holds
+no personal data. A crash at any point loses nothing: every stage is resumable from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+from bridge import audit
+from bridge.adapters.base import (
+    AdapterError,
+    CrmAdapter,
+    ErasureMode,
+    ErasureStatus,
+    ErasureTarget,
+    NotFound,
+    Permanent,
+)
+from bridge.config import LegalHold
+from bridge.errors import BridgeError
+from bridge.identity import normalise_email, subject_ref
+from bridge.logs import get_logger, looks_personal
+from bridge.model import AuditEvent, System
+from bridge.services.rights import subject_emails
+from bridge.store import erasure as rows
+from bridge.store import leases
+from bridge.store.audit_log import LOCK as AUDIT_LOCK
+from bridge.store.db import Store
+
+log = get_logger("bridge.erasure")
+DUE_AFTER = timedelta(days=30)  # Art. 12(3): one month
+RECEIVED, PLANNED, COMPLETED, FAILED = "received", "planned", "completed", "failed"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")
+
+
+class Erasure:
+    """Runs erasure requests against every configured adapter."""
+
+    def __init__(
+        self,
+        store: Store,
+        adapters: Mapping[System, CrmAdapter],
+        cipher: Fernet,
+        pseudonym_key: bytes,
+        *,
+        holds: Sequence[LegalHold] = (),
+        max_attempts: int = 6,
+        backoff_seconds: float = 2.0,
+        lease_seconds: float = 30,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.adapters = dict(adapters)
+        self.cipher = cipher
+        self.key = pseudonym_key
+        self.holds = list(holds)
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.lease = timedelta(seconds=lease_seconds)
+        self.clock = clock
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def dry_run(self, emails: Sequence[str]) -> list[tuple[ErasureTarget, LegalHold | None]]:
+        """What a request for these emails would erase now, and which legal hold keeps what;
+        nothing is stored or changed."""
+        return self._targets(subject_emails(self.adapters, [normalise_email(e) for e in emails]))
+
+    def _targets(self, emails: Sequence[str]) -> list[tuple[ErasureTarget, LegalHold | None]]:
+        """Every record and address to erase in every system, with the hold on it, if any."""
+        planned = []
+        for adapter in self.adapters.values():
+            targets = adapter.erasure_targets(emails)
+            held = adapter.related(targets, self.holds) if self.holds else {}
+            planned += [(t, held.get(t.id) if t.id else None) for t in targets]
+        return planned
+
+    def submit(
+        self,
+        emails: Sequence[str],
+        mode: ErasureMode,
+        reason: str | None,
+        trigger: str,
+        origin: str | None = None,
+    ) -> str:
+        """Store a request (the emails encrypted); nothing is erased until it runs.
+
+        Asking again for a person whose request is still open returns that request, so a
+        command interrupted half-way is simply run again; so does a triggering event
+        (``origin``, e.g. a vendor's deletion event) that already made one.
+        """
+        addresses = sorted({normalise_email(e) for e in emails if e.strip()})
+        if not addresses:
+            raise BridgeError("erase needs at least one email address")
+        if reason and looks_personal(reason):
+            raise BridgeError("--reason must not hold personal data (an email or phone number)")
+        request_id = uuid.uuid4().hex  # no dashes: dashed digit groups read as a phone number
+        now = self.clock()
+        ref = subject_ref(self.key, addresses[0])
+        with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            if origin and (earlier := rows.request_for_origin(conn, origin)):
+                return earlier
+            if open_request := rows.open_request_for(conn, ref):
+                return open_request
+            rows.add_request(
+                conn,
+                {
+                    "id": request_id,
+                    "subject_ref": ref,
+                    "emails_encrypted": self._seal(addresses),
+                    "mode": mode,
+                    "reason": reason,
+                    "trigger": trigger,
+                    "status": RECEIVED,
+                    "received_at": _iso(now),
+                    "due_at": _iso(now + DUE_AFTER),
+                    "origin": origin,
+                },
+            )
+            audit.append(
+                conn,
+                AuditEvent(
+                    actor=trigger,
+                    action="erasure.requested",
+                    outcome="received",
+                    subject_ref=ref,
+                    reason=f"request {request_id}",
+                    details={"mode": mode, "emails": len(addresses)}
+                    | ({"origin": origin} if origin else {}),
+                ),
+            )
+        return request_id
+
+    def plan(self, request_id: str) -> int:
+        """Find every record of the subject in every system and store one step for each.
+
+        Another instance may plan or complete the same request meanwhile (the daemon runs on
+        several): steps already stored are skipped, the emails found join those stored, and a
+        request completed in the meantime is left as it is, its emails destroyed.
+        """
+        request = self._request(request_id)
+        emails = subject_emails(self.adapters, self._open(request))
+        steps = [
+            {
+                "request_id": request_id,
+                "target_key": _target_key(target, self._ref(target.email)),
+                "system": target.system.value,
+                "object_type": target.object_type,
+                "record_id": target.id,
+                "email_ref": self._ref(target.email),
+                "action": hold.action if hold else None,
+                "hold": hold.name if hold else None,
+                "hold_reason": hold.reason if hold else None,
+            }
+            for target, hold in self._targets(emails)
+        ]
+        # The audit lock, as completion takes it: a plan and a completion never interleave.
+        with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            current = rows.current_request(conn, request_id)
+            if current is None or current["status"] == COMPLETED:
+                return 0
+            known = self._open(current)
+            rows.add_steps(conn, steps)
+            rows.update_request(
+                conn,
+                request_id,
+                status=PLANNED,
+                emails_encrypted=self._seal(sorted({*known, *emails})),
+            )
+        return len(steps)
+
+    def run(
+        self, request_id: str, wait_seconds: float = 60, stop: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """Plan if needed, run every due step, then verify and complete when all are done.
+
+        Steps that failed transiently are retried until ``wait_seconds`` pass; a request that
+        cannot finish now stays open, and a later run (or the daemon) picks it up. Once
+        ``stop`` is set, the step under way finishes, steps claimed but not started are
+        released, and the request stays open.
+        """
+        stop = stop or threading.Event()
+        request = self._request(request_id)
+        if request["status"] == RECEIVED:
+            self.plan(request_id)
+            request = self._request(request_id)
+        if request["status"] == COMPLETED:  # perhaps by another instance, while we planned
+            return self.view(request_id)
+        emails = self._open(request)
+        by_ref = {subject_ref(self.key, e): e for e in emails}
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            now = self.clock()
+            claimed: list[dict[str, Any]] = []
+            if not stop.is_set():
+                claimed = rows.claim_steps(
+                    self.store, request_id, _iso(now), _iso(now + self.lease), limit=50
+                )
+            for index, step in enumerate(claimed):
+                if stop.is_set():
+                    rows.release_steps(self.store, [s["id"] for s in claimed[index:]])
+                    break
+                # Steps are claimed together under one lease; a slow batch may outlive it,
+                # and another instance may have claimed the rest: never start those.
+                if rows.renew_step(self.store, step, _iso(self.clock() + self.lease)):
+                    self._execute(request, step, by_ref)
+            pending = [s for s in rows.steps(self.store, request_id) if s["status"] in _OPEN]
+            if not pending or stop.is_set() or (not claimed and time.monotonic() >= deadline):
+                break
+            if not claimed:
+                _sleep_until_due(pending, self.clock, stop)
+        if pending or any(s["status"] == leases.DEAD for s in rows.steps(self.store, request_id)):
+            self._mark(request_id, FAILED if not pending else PLANNED)
+            return self.view(request_id)
+        self._finish(request, emails)
+        return self.view(request_id)
+
+    def retry(self, request_id: str, wait_seconds: float = 60) -> dict[str, Any]:
+        """Give a failed request's dead steps a fresh set of attempts, then run it."""
+        self._request(request_id)
+        with self.store.transaction() as conn:
+            rows.reset_dead_steps(conn, request_id)
+            rows.mark_unfinished(conn, request_id, PLANNED)
+        return self.run(request_id, wait_seconds)
+
+    def drain(self, stop: threading.Event) -> int:
+        """Run every open request as far as it goes now, oldest first, until ``stop`` is set:
+        the daemon's erasure job. Returns how many completed.
+
+        Instances drain side by side: each step is a leased row claimed with ``SKIP LOCKED``,
+        so it runs on one of them, and planning and completion re-check the request under a
+        lock. A request that fails here is logged and left for the next drain.
+        """
+        completed = 0
+        for request in rows.requests(self.store, (RECEIVED, PLANNED)):
+            if stop.is_set():
+                break
+            try:
+                view = self.run(request["id"], wait_seconds=0, stop=stop)
+            except Exception as error:  # one request's trouble must not hold up the others
+                log.warning(
+                    "erasure.drain_failed", request=request["id"], error=type(error).__name__
+                )
+                continue
+            completed += view["status"] == COMPLETED
+        return completed
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _execute(
+        self, request: Mapping[str, Any], step: Mapping[str, Any], by_ref: Mapping[str, str]
+    ) -> None:
+        system = System(step["system"])
+        target = ErasureTarget(
+            system, step["object_type"], step["record_id"], by_ref.get(step["email_ref"] or "")
+        )
+        now = _iso(self.clock())
+        if step["action"] == REFUSE:
+            self._settle_done(request, step, REFUSED, now)
+            return
+        try:
+            mode: ErasureMode = "anonymize" if step["action"] == ANONYMIZE else request["mode"]
+            result = self.adapters[system].erase(target, mode)
+            outcome = result.status.value
+        except NotFound:
+            outcome = ErasureStatus.ALREADY_GONE.value
+        except AdapterError as error:
+            self._failed_step(request, step, error)
+            return
+        self._settle_done(request, step, outcome, now)
+
+    def _settle_done(
+        self, request: Mapping[str, Any], step: Mapping[str, Any], outcome: str, now: str
+    ) -> None:
+        rows.settle_step(
+            self.store, step["id"], status=leases.DONE, outcome=outcome, finished_at=now,
+            available_at=None, last_error=None,
+        )  # fmt: skip
+        self._audit_step(request, step, outcome, "done")
+
+    def _failed_step(
+        self, request: Mapping[str, Any], step: Mapping[str, Any], error: AdapterError
+    ) -> None:
+        reason = str(error)[:500]
+        if isinstance(error, Permanent) or step["attempts"] >= self.max_attempts:
+            rows.settle_step(
+                self.store, step["id"], status=leases.DEAD, last_error=reason,
+                finished_at=_iso(self.clock()), available_at=None,
+            )  # fmt: skip
+            self._audit_step(request, step, "dead_letter", "failed", reason)
+            return
+        delay = self.backoff_seconds * 2 ** (step["attempts"] - 1) * random.uniform(0.5, 1.0)
+        later = self.clock() + timedelta(seconds=min(delay, 3600))
+        rows.settle_step(
+            self.store, step["id"], status=leases.PENDING, available_at=_iso(later),
+            last_error=reason,
+        )  # fmt: skip
+        log.info("erasure step will be retried", step=step["id"], reason=reason)
+
+    def _audit_step(
+        self,
+        request: Mapping[str, Any],
+        step: Mapping[str, Any],
+        outcome: str,
+        status: str,
+        error: str | None = None,
+    ) -> None:
+        why = f"request {request['id']}"
+        if step["hold"]:
+            article = "Art. 17(3) refusal" if step["action"] == REFUSE else "anonymised instead"
+            why += f"; legal hold {step['hold']} ({article}): {step['hold_reason']}"
+        audit.record(
+            self.store,
+            AuditEvent(
+                actor=request["trigger"],
+                action="erasure.refused" if outcome == REFUSED else "erasure.step",
+                outcome=outcome,
+                system=step["system"],
+                record_id=step["record_id"],
+                subject_ref=request["subject_ref"],
+                reason=why,
+                details={"object_type": step["object_type"], "status": status}
+                | ({"hold": step["hold"]} if step["hold"] else {})
+                | ({"error": error} if error else {}),
+            ),
+        )
+
+    # -- verification and completion --------------------------------------------------------
+
+    def verify(self, emails: Iterable[str], kept: Collection[str] = ()) -> dict[str, int]:
+        """How many records each system still holds for these emails (all zero to pass),
+        besides the ``kept`` record ids a legal hold refused to erase."""
+        addresses = list(emails)
+        return {
+            system.value: sum(r.id not in kept for r in adapter.find_by_emails(addresses))
+            for system, adapter in self.adapters.items()
+        }
+
+    def _finish(self, request: Mapping[str, Any], emails: list[str]) -> None:
+        steps = rows.steps(self.store, request["id"])
+        kept = {s["record_id"] for s in steps if s["outcome"] == REFUSED}
+        found = self.verify(emails, kept)
+        now = _iso(self.clock())
+        receipt = {
+            "request_id": request["id"],
+            "mode": request["mode"],
+            "trigger": request["trigger"],
+            "received_at": request["received_at"],
+            "due_at": request["due_at"],
+            "completed_at": now,
+            "systems": _outcomes_by_system(steps),
+            "legal_holds": _holds(steps),
+            "verification": {
+                "ok": not any(found.values()),
+                "emails_searched": len(emails),
+                "records_found": found,
+            },
+        }
+        ok = receipt["verification"]["ok"]
+        with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            # Another instance may have completed the request, or planned more steps for it,
+            # since we looked: completion happens once, and only with every step settled.
+            current = rows.current_request(conn, request["id"])
+            if current is None or current["status"] == COMPLETED:
+                return
+            if rows.open_step_count(conn, request["id"]):
+                return
+            if ok:
+                refs = {subject_ref(self.key, e) for e in emails}
+                rows.suppress(conn, refs, f"request {request['id']}", now)
+            rows.update_request(
+                conn,
+                request["id"],
+                status=COMPLETED if ok else FAILED,
+                completed_at=now if ok else None,
+                receipt=json.dumps(receipt),
+                emails_encrypted=None if ok else request["emails_encrypted"],
+            )
+            audit.append(
+                conn,
+                AuditEvent(
+                    actor=request["trigger"],
+                    action="erasure.completed" if ok else "erasure.verification_failed",
+                    outcome="completed" if ok else "failed",
+                    subject_ref=request["subject_ref"],
+                    reason=f"request {request['id']}",
+                    details={"records_found": found},
+                ),
+            )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def view(self, request_id: str) -> dict[str, Any]:
+        """A request's state with per-system outcomes; no personal data."""
+        request = self._request(request_id)
+        steps = rows.steps(self.store, request_id)
+        return {
+            "id": request_id,
+            "status": request["status"],
+            "mode": request["mode"],
+            "trigger": request["trigger"],
+            "received_at": request["received_at"],
+            "due_at": request["due_at"],
+            "completed_at": request["completed_at"],
+            "overdue": request["status"] != COMPLETED and request["due_at"] < _iso(self.clock()),
+            "systems": _outcomes_by_system(steps),
+            "legal_holds": _holds(steps),
+            "failures": [
+                {"system": s["system"], "object_type": s["object_type"], "reason": s["last_error"]}
+                for s in steps
+                if s["status"] == leases.DEAD
+            ],
+        }
+
+    def requests(self, overdue: bool = False, failed: bool = False) -> list[dict[str, Any]]:
+        views = [self.view(r["id"]) for r in rows.requests(self.store)]
+        if overdue:
+            views = [v for v in views if v["overdue"]]
+        if failed:
+            views = [v for v in views if v["status"] == FAILED or v["failures"]]
+        return views
+
+    def receipt(self, request_id: str) -> dict[str, Any]:
+        request = self._request(request_id)
+        if request["receipt"] is None:
+            raise BridgeError(
+                f"request {request_id} has no receipt yet (status {request['status']})"
+            )
+        receipt: dict[str, Any] = json.loads(request["receipt"])
+        return receipt
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _request(self, request_id: str) -> dict[str, Any]:
+        request = rows.request(self.store, request_id)
+        if request is None:
+            raise BridgeError(f"no erasure request {request_id}")
+        return request
+
+    def _seal(self, emails: Sequence[str]) -> bytes:
+        return self.cipher.encrypt(json.dumps(list(emails)).encode())
+
+    def _open(self, request: Mapping[str, Any]) -> list[str]:
+        sealed = request["emails_encrypted"]
+        if sealed is None:
+            raise BridgeError(f"request {request['id']} is complete; its emails are destroyed")
+        emails: list[str] = json.loads(self.cipher.decrypt(sealed))
+        return emails
+
+    def _ref(self, email: str | None) -> str | None:
+        return subject_ref(self.key, email) if email else None
+
+    def _mark(self, request_id: str, status: str) -> None:
+        with self.store.transaction() as conn:
+            rows.mark_unfinished(conn, request_id, status)
+
+
+_OPEN = (leases.PENDING, leases.PROCESSING)
+ANONYMIZE, REFUSE = "anonymize", "refuse"  # what a legal hold does instead of deleting
+REFUSED = "refused"  # the outcome of a step a hold refused
+
+
+def _target_key(target: ErasureTarget, email_ref: str | None) -> str:
+    what = target.id if target.id is not None else f"email:{email_ref}"
+    return f"{target.system.value}/{target.object_type}/{what}"
+
+
+def _outcomes_by_system(steps: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per system: how many steps, and per object type how many ended in each outcome."""
+    systems: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        entry = systems.setdefault(step["system"], {"steps": 0, "objects": {}})
+        entry["steps"] += 1
+        outcome = step["outcome"] or step["status"]
+        objects: dict[str, Counter[str]] = entry["objects"]
+        objects.setdefault(step["object_type"], Counter())[outcome] += 1
+    return {
+        name: {"steps": e["steps"], "objects": {k: dict(v) for k, v in e["objects"].items()}}
+        for name, e in systems.items()
+    }
+
+
+def _holds(steps: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Records a legal hold kept (anonymised or refused), with the hold's name and reason."""
+    return [
+        {
+            "system": s["system"],
+            "object_type": s["object_type"],
+            "record_id": s["record_id"],
+            "hold": s["hold"],
+            "outcome": s["outcome"] or s["status"],
+            "reason": s["hold_reason"],
+        }
+        for s in steps
+        if s["hold"]
+    ]
+
+
+def _sleep_until_due(
+    pending: Sequence[Mapping[str, Any]], clock: Callable[[], datetime], stop: threading.Event
+) -> None:
+    due = min(s["available_at"] or _iso(clock()) for s in pending)
+    wait = (datetime.fromisoformat(due) - clock()).total_seconds()
+    stop.wait(min(max(wait, 0.05), 5.0))

@@ -1,0 +1,503 @@
+"""Reconcile: pull, link into subjects, merge and plan (``bridge.services.plan``), apply.
+
+- Pull: every record (``full``, and the first run) or the records changed since each
+  system's cursor, plus every other record of the people those touch, found by email in
+  every system. Each pulled record passes the watch (record index, erased people caught).
+- Subjects holding a suppressed pseudonym (erased people) are never written or linked.
+- Apply: writes go to each adapter in batches (adapters batch at the vendor maximum); every
+  outcome is an audit event, and what was written is kept in the ledger so that it is known
+  for an echo when it comes back.
+- A cursor moves only when everything its pull planned was applied: a crash, a stop or a
+  failed write leaves it where it was, and the next run reads the same changes again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+from bridge import audit
+from bridge.adapters.base import (
+    AdapterError,
+    ConsentWrite,
+    CrmAdapter,
+    LawfulBasisWrite,
+    WriteOutcome,
+    WriteStatus,
+)
+from bridge.identity import link_subjects, normalise_email, subject_ref
+from bridge.logs import get_logger
+from bridge.metrics import SYNC_CHANGES
+from bridge.model import AuditEvent, ConsentStatus, CrmRecord, LawfulBasis, Purpose, System
+from bridge.policies.minimisation import Minimisation
+from bridge.services.plan import (
+    DONE,
+    LAWFUL_BASIS_FIELD,
+    NEEDS_SELF_SERVICE,
+    OPT_OUT_FIELD,
+    SEEN,
+    Act,
+    Change,
+    ChangeKind,
+    FieldKey,
+    Ledger,
+    SubjectPlan,
+    Writable,
+    Written,
+    consent_field,
+    plan_subject,
+)
+from bridge.services.watch import OVERLAP, Watch
+from bridge.store import erasure as erasure_rows
+from bridge.store import records as record_rows
+from bridge.store import sync as sync_rows
+from bridge.store.audit_log import LOCK as AUDIT_LOCK
+from bridge.store.db import Store
+
+log = get_logger("bridge.sync")
+# A multiple of both vendors' batch sizes (HubSpot 100, Salesforce 200). Larger batches save
+# the read-first calls each adapter makes per batch; a stop waits for one batch to finish.
+APPLY_BATCH = 1000
+_ORDER = {ChangeKind.OPT_OUT: 0, ChangeKind.CONSENT: 1, ChangeKind.LAWFUL_BASIS: 2}
+WITHDRAWN = ConsentStatus.WITHDRAWN.value
+LOOKUP_ROUNDS = 3  # hops through additional emails when finding one person's records
+Progress = Callable[[str, int, int | None], None]
+"""Told the phase, how far it got and (when known) how far it goes."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")
+
+
+@dataclass
+class SyncReport:
+    """What a run planned and, unless it was a dry run, what became of each change."""
+
+    dry_run: bool
+    full: bool
+    records: int = 0
+    subjects: int = 0
+    suppressed: int = 0
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    awaiting_person: list[dict[str, Any]] = field(default_factory=list)
+    not_allowed: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    stopped: bool = False
+    cursors_moved: bool = False
+
+    @property
+    def failed(self) -> int:
+        return self.outcomes[WriteStatus.FAILED.value]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "records": self.records,
+            "subjects": self.subjects,
+            "suppressed": self.suppressed,
+            "planned": len(self.changes),
+            "awaiting_person": len(self.awaiting_person),
+            "not_allowed": len(self.not_allowed),
+            **{status.value: self.outcomes[status.value] for status in WriteStatus},
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "full": self.full,
+            "changes": self.changes,
+            "counts": self.counts(),
+            "awaiting_person": self.awaiting_person,
+            "not_allowed": self.not_allowed,
+            "stopped": self.stopped,
+            "cursors_moved": self.cursors_moved,
+        }
+
+
+class Reconciler:
+    """Makes every configured CRM tell the same lawful story about each person."""
+
+    def __init__(
+        self,
+        store: Store,
+        adapters: Mapping[System, CrmAdapter],
+        pseudonym_key: bytes,
+        purposes: Sequence[Purpose],
+        minimisation: Minimisation,
+        *,
+        watch: Watch,
+        progress: Progress | None = None,
+    ) -> None:
+        self.store = store
+        self.adapters = dict(adapters)
+        self.key = pseudonym_key
+        self.purposes = list(purposes)
+        self.minimisation = minimisation
+        self.watch = watch
+        self.progress = progress or (lambda _phase, _done, _total: None)
+        self._placements: dict[tuple[System, str, str], Writable] = {}
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def sync(
+        self, *, full: bool = False, dry_run: bool = False, stop: threading.Event | None = None
+    ) -> SyncReport:
+        """Pull, plan and (unless ``dry_run``) apply; cursors move when all is applied."""
+        stop = stop or threading.Event()
+        started = _now()
+        cursors = {s: record_rows.cursor(self.store, f"sync:{s.value}") for s in self.adapters}
+        full = full or any(value is None for value in cursors.values())
+        records = self._pull_all(stop) if full else self._pull_changed(cursors, stop)
+        if stop.is_set():  # shutting down: nothing planned, the next run reads it all again
+            return SyncReport(dry_run=dry_run, full=full, records=len(records), stopped=True)
+        report = self._run(records, full, dry_run, stop, actor="sync")
+        if not dry_run and not report.stopped and not report.failed:
+            with self.store.transaction() as conn:
+                for system in self.adapters:
+                    record_rows.set_cursor(conn, f"sync:{system.value}", _iso(started))
+            report.cursors_moved = True
+        log.info("sync.finished", full=full, dry_run=dry_run, **report.counts())
+        return report
+
+    def sync_people(self, emails: Collection[str], *, actor: str) -> SyncReport:
+        """Reconcile the people these emails reach, now (propagation of one event)."""
+        records = self._find(emails)
+        return self._run(records, False, False, threading.Event(), actor=actor)
+
+    def _run(
+        self,
+        records: list[CrmRecord],
+        full: bool,
+        dry_run: bool,
+        stop: threading.Event,
+        actor: str,
+    ) -> SyncReport:
+        report = SyncReport(dry_run=dry_run, full=full, records=len(records))
+        plans, addresses, agreed = self._plan(records, report)
+        changes = [c for p in plans for c in p.changes]
+        report.changes = [c.as_dict() for c in changes]
+        report.awaiting_person = [c.as_dict() for p in plans for c in p.awaiting_person]
+        report.not_allowed = [c.as_dict() for p in plans for c in p.not_allowed]
+        if dry_run:
+            return report
+        self.watch.observe(records)
+        outcomes = self._apply(changes, addresses, stop, actor)
+        for entry, change in zip(report.changes, changes, strict=True):
+            outcome = outcomes.get(id(change))
+            entry["outcome"] = outcome.status.value if outcome else "not_applied"
+            if outcome and outcome.detail:
+                entry["detail"] = outcome.detail
+            report.outcomes[entry["outcome"]] += 1
+        report.stopped = stop.is_set() and len(outcomes) < len(changes)
+        self._agree(plans, outcomes, agreed)
+        return report
+
+    # -- pull -------------------------------------------------------------------------------
+
+    def _pull_all(self, stop: threading.Event) -> list[CrmRecord]:
+        records: list[CrmRecord] = []
+        for system, adapter in self.adapters.items():
+            records += self._counted(f"reading {system.value}", adapter.read(), stop)
+        return records
+
+    def _pull_changed(
+        self, cursors: Mapping[System, str | None], stop: threading.Event
+    ) -> list[CrmRecord]:
+        """The changed records, and every record of the people they belong to."""
+        changed: list[CrmRecord] = []
+        for system, adapter in self.adapters.items():
+            since = datetime.fromisoformat(str(cursors[system])) - OVERLAP
+            phase = f"reading {system.value} changes"
+            changed += self._counted(phase, adapter.read(since), stop)
+        if stop.is_set():
+            return changed
+        emails = {normalise_email(e) for r in changed for e in r.emails}
+        by_key = {r.key: r for r in changed}
+        by_key.update((r.key, r) for r in self._find(emails))
+        return list(by_key.values())
+
+    def _find(self, emails: Collection[str]) -> list[CrmRecord]:
+        """Every record of the people these emails reach, through their other emails too."""
+        by_key: dict[tuple[str, str, str], CrmRecord] = {}
+        asked: set[str] = set()
+        wanted = {normalise_email(e) for e in emails if e.strip()}
+        for _ in range(LOOKUP_ROUNDS):
+            fresh = sorted(wanted - asked)
+            if not fresh:
+                break
+            asked.update(fresh)
+            for adapter in self.adapters.values():
+                by_key.update((r.key, r) for r in adapter.find_by_emails(fresh))
+            wanted = {normalise_email(e) for r in by_key.values() for e in r.emails}
+        return list(by_key.values())
+
+    def _counted(
+        self, phase: str, records: Iterable[CrmRecord], stop: threading.Event
+    ) -> list[CrmRecord]:
+        """Read on, reporting progress, until done or told to stop."""
+        read: list[CrmRecord] = []
+        stream: Iterator[CrmRecord] = iter(records)
+        while not stop.is_set() and (batch := list(islice(stream, 500))):
+            read += batch
+            self.progress(phase, len(read), None)
+        return read
+
+    # -- plan -------------------------------------------------------------------------------
+
+    def _plan(
+        self, records: list[CrmRecord], report: SyncReport
+    ) -> tuple[list[SubjectPlan], dict[tuple[str, str, str], str], dict[str, str]]:
+        """Each kept subject's plan, the address of each record, and the bases agreed so
+        far."""
+        subjects = link_subjects(self.key, records)
+        refs = {s.subject_ref: [subject_ref(self.key, e) for e in s.emails] for s in subjects}
+        erased = erasure_rows.suppressed(self.store, {r for rs in refs.values() for r in rs})
+        kept = [s for s in subjects if not erased.intersection(refs[s.subject_ref])]
+        report.subjects, report.suppressed = len(kept), len(subjects) - len(kept)
+        ledger = self._ledger([r.key for s in kept for r in s.records])
+        agreed = sync_rows.agreed_bases(self.store, [s.subject_ref for s in kept])
+        plans = []
+        for done, subject in enumerate(kept, 1):
+            basis = agreed.get(subject.subject_ref)
+            plans.append(
+                plan_subject(
+                    subject,
+                    self.purposes,
+                    placement=self._placement,
+                    agreed_basis=LawfulBasis(basis) if basis else None,
+                    ledger=ledger,
+                )
+            )
+            if done % 1000 == 0 or done == len(kept):
+                self.progress("planning", done, len(kept))
+        addresses = {r.key: r.emails[0] for s in kept for r in s.records if r.emails}
+        if not report.dry_run:
+            self._note_states([r for s in kept for r in s.records], ledger)
+        return plans, addresses, agreed
+
+    def _note_states(self, records: Sequence[CrmRecord], ledger: Ledger) -> None:
+        """Keep when each opt-out and lawful basis was first read, and forget the ledger's
+        echoes of states the records have moved away from (the person acted since)."""
+        now = _iso(_now())
+        seen: list[dict[str, Any]] = []
+        stale: list[FieldKey] = []
+        for record in records:
+            opt_out = record.opt_out if record.opt_out and record.opt_out.email else None
+            basis = record.lawful_basis.value if record.lawful_basis else None
+            states: dict[str, str | None] = {
+                OPT_OUT_FIELD: WITHDRAWN if opt_out else None,
+                LAWFUL_BASIS_FIELD: basis,
+            }
+            states |= {consent_field(c.purpose): c.status.value for c in record.consents}
+            first_seen = {
+                OPT_OUT_FIELD: opt_out.changed_at if opt_out else None,
+                LAWFUL_BASIS_FIELD: record.modified_at,
+            }
+            for field_name, state in states.items():
+                key = (*record.key, field_name)
+                before = ledger.get(key)
+                moved = before is not None and before.value != state
+                if moved and before is not None and before.outcome != NEEDS_SELF_SERVICE:
+                    stale.append(key)
+                    before = None
+                if before is None and state is not None and field_name in first_seen:
+                    act = Act(record.system.value, record.id, first_seen[field_name])
+                    seen.append(_ledger_row(key, state, act, SEEN, now))
+        if seen or stale:
+            with self.store.transaction() as conn:
+                sync_rows.forget_writes(conn, stale)
+                sync_rows.record_writes(conn, seen)
+
+    def _placement(self, record: CrmRecord, field_name: str) -> Writable:
+        key = (record.system, record.object_type.value, field_name)
+        if key not in self._placements:
+            where = self.adapters[record.system].field_for(record.object_type.value, field_name)
+            if where is None:
+                self._placements[key] = Writable.NOT_HELD
+            elif self.minimisation.permits(record.system.value, *where):
+                self._placements[key] = Writable.YES
+            else:
+                self._placements[key] = Writable.NOT_ALLOWED
+        return self._placements[key]
+
+    def _ledger(self, keys: Collection[tuple[str, str, str]]) -> Ledger:
+        return {
+            key: Written(
+                row["value"],
+                Act(
+                    row["act_system"],
+                    row["act_record"],
+                    datetime.fromisoformat(row["act_at"]) if row["act_at"] else None,
+                ),
+                row["outcome"],
+            )
+            for key, row in sync_rows.ledger(self.store, keys).items()
+        }
+
+    # -- apply ------------------------------------------------------------------------------
+
+    def _apply(
+        self,
+        changes: Sequence[Change],
+        addresses: Mapping[tuple[str, str, str], str],
+        stop: threading.Event,
+        actor: str,
+    ) -> dict[int, WriteOutcome]:
+        """Each system's writes in batches; outcomes by change (``id``), audited.
+
+        Like changes go together, so that each batch fills the vendor's own batches:
+        opt-outs, then withdrawals, then grants (the GDPR-safe order), then lawful bases.
+        """
+        outcomes: dict[int, WriteOutcome] = {}
+        total = len(changes)
+        for system, adapter in self.adapters.items():
+            mine = sorted(
+                (c for c in changes if c.record.system is system),
+                key=lambda c: (_ORDER[c.kind], c.value != WITHDRAWN, c.field),
+            )
+            for kind_is_basis in (False, True):
+                group = [c for c in mine if (c.kind is ChangeKind.LAWFUL_BASIS) is kind_is_basis]
+                for start in range(0, len(group), APPLY_BATCH):
+                    if stop.is_set():
+                        return outcomes
+                    batch = group[start : start + APPLY_BATCH]
+                    results = self._write(adapter, batch, addresses, kind_is_basis)
+                    self._settle(batch, results, actor)
+                    outcomes.update((id(c), r) for c, r in zip(batch, results, strict=True))
+                    self.progress("applying", len(outcomes), total)
+        return outcomes
+
+    @staticmethod
+    def _write(
+        adapter: CrmAdapter,
+        batch: Sequence[Change],
+        addresses: Mapping[tuple[str, str, str], str],
+        basis: bool,
+    ) -> list[WriteOutcome]:
+        try:
+            if basis:
+                return adapter.write_lawful_bases(
+                    [LawfulBasisWrite(c.record, LawfulBasis(c.value)) for c in batch]
+                )
+            return adapter.write_consents(
+                [
+                    ConsentWrite(
+                        record=c.record,
+                        email=addresses.get(c.key[:3], ""),
+                        purpose=c.purpose,
+                        status=ConsentStatus(c.value),
+                        lawful_basis=c.lawful_basis,
+                        explanation=c.vendor_explanation(),
+                        evidence=c.evidence,
+                    )
+                    for c in batch
+                ]
+            )
+        except AdapterError as error:  # the whole call failed, after the adapter's retries
+            return [WriteOutcome(c.record, WriteStatus.FAILED, str(error)[:300]) for c in batch]
+
+    def _settle(self, batch: Sequence[Change], results: Sequence[WriteOutcome], actor: str) -> None:
+        """Audit every outcome and keep what was written (or refused) in the ledger."""
+        now = _iso(_now())
+        kept = [
+            _ledger_row(
+                c.key,
+                c.value,
+                c.follows,
+                DONE if r.status is WriteStatus.DONE else NEEDS_SELF_SERVICE,
+                now,
+            )
+            for c, r in zip(batch, results, strict=True)
+            if r.status in (WriteStatus.DONE, WriteStatus.NEEDS_SELF_SERVICE)
+        ]
+        explicit = {sync_rows.key_of(row) for row in kept}
+        kept += [
+            _ledger_row((*c.key[:3], implied), WITHDRAWN, c.follows, DONE, now)
+            for c, r in zip(batch, results, strict=True)
+            if r.status is WriteStatus.DONE
+            for implied in c.implied
+            if (*c.key[:3], implied) not in explicit
+        ]
+        with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            sync_rows.record_writes(conn, kept)
+            for change, result in zip(batch, results, strict=True):
+                audit.append(conn, _audit_event(change, result, actor))
+        for change, result in zip(batch, results, strict=True):
+            SYNC_CHANGES.labels(change.record.system.value, change.kind.value, result.status).inc()
+            if result.status is WriteStatus.FAILED:
+                log.warning(
+                    "sync.write_failed",
+                    system=change.record.system.value,
+                    record_id=change.record.id,
+                    change=change.field,
+                    detail=result.detail,
+                )
+
+    def _agree(
+        self,
+        plans: Sequence[SubjectPlan],
+        outcomes: Mapping[int, WriteOutcome],
+        before: Mapping[str, str],
+    ) -> None:
+        """Remember the basis of each subject whose systems now all hold a new one."""
+        settled = {WriteStatus.DONE, WriteStatus.ALREADY}
+        agreed = {
+            plan.subject_ref: plan.lawful_basis.value
+            for plan in plans
+            if plan.lawful_basis is not None
+            and before.get(plan.subject_ref) != plan.lawful_basis.value
+            and all(
+                id(c) in outcomes and outcomes[id(c)].status in settled
+                for c in plan.changes
+                if c.field == LAWFUL_BASIS_FIELD
+            )
+        }
+        if agreed:
+            with self.store.transaction() as conn:
+                sync_rows.set_agreed_bases(conn, agreed, _iso(_now()))
+
+
+def _ledger_row(key: FieldKey, value: str, act: Act, outcome: str, now: str) -> dict[str, Any]:
+    system, object_type, record_id, field_name = key
+    return {
+        "system": system,
+        "object_type": object_type,
+        "record_id": record_id,
+        "field": field_name,
+        "value": value,
+        "act_system": act.system,
+        "act_record": act.record_id,
+        "act_at": act.at.isoformat() if act.at else None,
+        "outcome": outcome,
+        "written_at": now,
+    }
+
+
+def _audit_event(change: Change, result: WriteOutcome, actor: str) -> AuditEvent:
+    details: dict[str, Any] = {
+        "object_type": change.record.object_type,
+        "value": change.value,
+        "follows": f"{change.follows.system}/{change.follows.record_id}",
+    }
+    if change.purpose:
+        details["purpose"] = change.purpose
+    if result.detail:
+        details["detail"] = result.detail[:300]
+    return AuditEvent(
+        actor=actor,
+        action=f"sync.{change.kind.value}",
+        outcome=result.status.value,
+        system=change.record.system.value,
+        record_id=change.record.id,
+        subject_ref=change.subject_ref,
+        reason=change.why,
+        details=details,
+    )

@@ -1,0 +1,106 @@
+"""What the bridge sees of people: each record's pseudonyms remembered, erased people caught
+coming back.
+
+Every read of a CRM passes its records through :meth:`Watch.observe` (the scan here, and the
+sync's pulls): the record index can then say who a record held after the vendor has erased
+it (a HubSpot privacy deletion leaves no email behind), and a record holding a suppressed
+pseudonym is an erased person re-appearing (a form fill, a rep typing them in): flagged with
+an audit event and a metric, and erased again when ``erasure.reerase_reappeared`` is set.
+Records a legal hold kept on purpose are not re-appearances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+
+from bridge import audit
+from bridge.adapters.base import CrmAdapter
+from bridge.identity import subject_ref
+from bridge.logs import get_logger
+from bridge.metrics import REAPPEARANCES
+from bridge.model import AuditEvent, CrmRecord, System
+from bridge.services.erasure import Erasure
+from bridge.store import erasure as erasure_rows
+from bridge.store import records as rows
+from bridge.store.audit_log import LOCK as AUDIT_LOCK
+from bridge.store.db import Store
+
+log = get_logger("bridge.watch")
+BATCH = 500
+# Vendors index changes with a lag (HubSpot search: seconds), so each incremental read (this
+# scan, the sync's pulls) re-reads a little.
+OVERLAP = timedelta(minutes=1)
+
+
+class Watch:
+    """Remembers records by pseudonym and flags erased people who re-appear."""
+
+    def __init__(self, store: Store, key: bytes, reerase: Erasure | None = None) -> None:
+        """``reerase``: erase re-appeared people again through this service."""
+        self.store = store
+        self.key = key
+        self.reerase = reerase
+
+    def observe(self, records: Iterable[CrmRecord]) -> list[int]:
+        """Remember what each record holds; the ids of the re-appearances newly flagged."""
+        kept = erasure_rows.refused_records(self.store)
+        flagged: list[int] = []
+        stream = iter(records)
+        while batch := list(islice(stream, BATCH)):
+            now = _now()
+            seen = [(r, {subject_ref(self.key, e) for e in r.emails if e.strip()}) for r in batch]
+            with self.store.transaction() as conn:
+                rows.remember(conn, {r.key: refs for r, refs in seen}, now)
+            erased = erasure_rows.suppressed(self.store, set().union(*(refs for _, refs in seen)))
+            for record, refs in seen:
+                if refs & erased and record.key not in kept:
+                    flagged += self._flag(record, sorted(refs & erased), now)
+        return flagged
+
+    def scan(self, adapters: Mapping[System, CrmAdapter]) -> list[int]:
+        """Read what changed in each CRM since the last scan (all of it the first time)."""
+        flagged: list[int] = []
+        for system, adapter in adapters.items():
+            name = f"watch:{system.value}"
+            since = rows.cursor(self.store, name)
+            started = datetime.now(UTC) - OVERLAP
+            flagged += self.observe(adapter.read(datetime.fromisoformat(since) if since else None))
+            with self.store.transaction() as conn:
+                rows.set_cursor(conn, name, started.isoformat(timespec="seconds"))
+        return flagged
+
+    def _flag(self, record: CrmRecord, refs: Sequence[str], now: str) -> list[int]:
+        with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            new = [i for ref in refs if (i := rows.flag_reappearance(conn, ref, record.key, now))]
+            if new:
+                audit.append(
+                    conn,
+                    AuditEvent(
+                        actor="watch",
+                        action="erasure.reappeared",
+                        outcome="flagged",
+                        system=record.system.value,
+                        record_id=record.id,
+                        subject_ref=refs[0],
+                        reason="an erased person is in the CRM again",
+                        details={"object_type": record.object_type.value},
+                    ),
+                )
+        if not new:
+            return []
+        REAPPEARANCES.labels(record.system.value).inc()
+        log.warning("erased person re-appeared", system=record.system.value, record_id=record.id)
+        if self.reerase is not None:
+            origin = "reappeared {}/{}/{}".format(*record.key)
+            request_id = self.reerase.submit(list(record.emails), "delete", None, "watch", origin)
+            with self.store.transaction() as conn:
+                for reappearance in new:
+                    rows.link_reappearance(conn, reappearance, request_id)
+            self.reerase.run(request_id, wait_seconds=0)
+        return new
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")

@@ -1,1 +1,0 @@
-"""Moving state between the CRMs: reconcile, propagate, erase, and the inbox behind webhooks."""

@@ -1,0 +1,803 @@
+"""``bridge demo``: the bridge's whole job against both emulators, every claim checked.
+
+Both vendor emulators and the bridge's receiver run in this process, on free loopback ports,
+with a fresh SQLite database in a temporary folder and keys made for the run; nothing of
+the user's configuration is read. A few hundred realistic people are seeded
+(:mod:`bridge_sandbox.demo_seed`), then each step runs one of the product's own services (the
+reconciler, the daemon's inbox and propagation, erasure, the audit chain) and checks what it
+did by reading the emulators and the database back (:mod:`bridge_sandbox.demo_crms`): a step's
+``ok`` never comes from the service's own report. Each step prints one line; the exit code
+is 0 when every check held, 1 when one failed, 130 when interrupted. Whatever happens, the
+emulators, the receiver and the daemon's jobs are stopped and the folder removed before
+returning (unless ``keep_running``: then they stay up until Ctrl-C, and the folder stays).
+
+A step is one function in :data:`STEPS`, taking the :class:`World` and returning an
+:class:`Outcome`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import tempfile
+import textwrap
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from rich.console import Console
+
+from bridge import audit
+from bridge.adapters.base import CrmAdapter
+from bridge.cli.app import Context
+from bridge.config import (
+    HubSpotSettings,
+    RelatedRecords,
+    RetentionRule,
+    RetentionSettings,
+    SalesforceSettings,
+    Settings,
+)
+from bridge.errors import BridgeError
+from bridge.identity import normalise_email
+from bridge.logs import configure as configure_logging
+from bridge.logs import get_logger
+from bridge.model import LawfulBasis, System
+from bridge.policies.lawful_basis import SALESFORCE_LEGAL_BASIS
+from bridge.services.plan import NEEDS_SELF_SERVICE
+from bridge.store.db import Store
+from bridge.store.records import all_reappearances
+from bridge_sandbox.demo_crms import GRANTED, WITHDRAWN, Crms, Person, wait_for
+from bridge_sandbox.demo_seed import (
+    ERASED,
+    KEPT_BY_CONSENT,
+    KEPT_BY_DEAL,
+    PURPOSES,
+    REP_OPT_OUT,
+    STALE,
+    UNSUBSCRIBER,
+    Cast,
+    cast,
+)
+from bridge_sandbox.emulators.common import serve_in_thread
+from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig
+from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
+from bridge_sandbox.emulators.people import seed_hubspot, seed_salesforce
+from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig
+from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
+
+log = get_logger("bridge_sandbox.demo")
+ORGANIZATION_ID = "00D000000000DEMOAA"
+PROPAGATION_TIMEOUT = 30.0  # seconds; the bridge's goal is one minute
+SETTLE_SECONDS = 5.0  # for an emulator to note a delivery the receiver has answered
+RETAINED_ROLES = (STALE, KEPT_BY_DEAL, KEPT_BY_CONSENT)
+# The example settings' first rule, with a deal keeping people too.
+UNQUALIFIED = RetentionRule(
+    name="unqualified_leads",
+    description="People no one qualified, idle for two years",
+    covers={
+        "salesforce.Lead": {"Status": ["Open - Not Contacted", "Working - Contacted"]},
+        "salesforce.Contact": {},
+        "hubspot.contact": {"lifecyclestage": ["", "subscriber", "lead"]},
+    },
+    keep_months=24,
+    warning_days=30,
+    action="delete",
+    kept_while_consent=["marketing_email"],
+    kept_while_related=[
+        RelatedRecords(
+            name="open_opportunity",
+            related_object="Opportunity",
+            link_field="ContactId",
+            where="IsClosed = false",
+        )
+    ],
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    detail: str
+
+
+@dataclass
+class World:
+    """What the steps act on: the seeded people, the bridge's services, both CRMs."""
+
+    cast: Cast
+    context: Context
+    crms: Crms
+    workdir: Path
+    services: dict[str, str]
+    start_daemon: Callable[[], None]
+    _live: bool = False
+
+    @property
+    def store(self) -> Store:
+        return self.context.store()
+
+    @property
+    def purposes(self) -> list[str]:
+        return [p.id for p in PURPOSES]
+
+    def live(self) -> None:
+        """Point both CRMs' webhooks at the receiver and start the daemon's inbox job, as a
+        deployment does once its first sync is done (so the sync's own writes are not all
+        sent back as events)."""
+        if self._live:
+            return
+        settings = self.context.settings
+        receiver = self.services["receiver"]
+        secret = settings.hubspot.client_secret
+        token = settings.salesforce.outbound_token
+        assert secret is not None and token is not None
+        self.crms.hubspot.put(
+            "/__emulator/webhooks",
+            json={"target_url": f"{receiver}/webhooks/hubspot",
+                  "client_secret": secret.get_secret_value()},
+        ).raise_for_status()  # fmt: skip
+        endpoint = f"{receiver}/webhooks/salesforce/{token.get_secret_value()}"
+        messages = [
+            {"object": sobject, "endpoint_url": endpoint, "watched_fields": watched}
+            for sobject, watched in (
+                ("Contact", ["HasOptedOutOfEmail", "DoNotCall"]),
+                ("Lead", ["HasOptedOutOfEmail", "DoNotCall"]),
+                ("Individual", ["ShouldForget"]),
+            )
+        ]
+        self.crms.salesforce.put(
+            "/__emulator/outbound",
+            json={"organization_id": ORGANIZATION_ID, "messages": messages},
+        ).raise_for_status()
+        self.start_daemon()
+        self._live = True
+
+
+Check = Callable[[World], Outcome]
+KINDS = {"opt_out": "opt-outs of all email", "consent": "consent", "lawful_basis": "lawful basis"}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    title: str
+    """What the step does, shown while it runs."""
+    run: Check
+
+
+# -- the steps -------------------------------------------------------------------------------
+
+
+def plan(world: World) -> Outcome:
+    """``sync --dry-run``: the plan, counted by kind of change; nothing written."""
+    before = world.crms.fingerprint()
+    report = world.context.reconciler().sync(dry_run=True)
+    unchanged = world.crms.fingerprint() == before
+    kinds = Counter(change["change"] for change in report.changes)
+    counted = ", ".join(f"{kinds[kind]} {name}" for kind, name in KINDS.items() if kinds[kind])
+    people = len({change["subject_ref"] for change in report.changes})
+    detail = (
+        f"{len(report.changes)} changes for {people} of {report.subjects} people "
+        f"({counted or 'none'}); read back, "
+        + ("neither CRM changed" if unchanged else "a CRM CHANGED")
+    )
+    return Outcome(unchanged and bool(report.changes), detail)
+
+
+def sync(world: World) -> Outcome:
+    """The sync, then both CRMs read back: everyone held in both tells one story."""
+    report = world.context.reconciler().sync()
+    counts = report.counts()
+    refused = Counter(c["purpose"] for c in report.changes if c["outcome"] == NEEDS_SELF_SERVICE)
+    both = [p for p in world.crms.people().values() if p.hubspot and p.salesforce]
+    waiting: Counter[str] = Counter()
+    differing = resubscribing = 0
+    unfounded = sum(all(r.basis is None for r in p.records) for p in both)
+    for person in both:
+        found = person.disagreements(world.purposes)
+        left = _left_to_person(person, found)
+        waiting.update(left)
+        resubscribing += bool(left)
+        differing += bool(found) and not left
+    ok = not counts["failed"] and not differing and waiting == refused
+    agree = len(both) - differing - resubscribing
+    detail = (
+        f"{counts['done']} changes written, {counts['failed']} failed; read back, {agree} of "
+        f"the {len(both)} people in both CRMs agree on opt-out, consent and lawful basis"
+    )
+    if resubscribing:
+        detail += f"; {resubscribing} must resubscribe in HubSpot themselves"
+    if unfounded:
+        detail += f"; {unfounded} with no lawful basis anywhere still have none (not guessed)"
+    if differing:
+        detail += f"; {differing} DISAGREE"
+    return Outcome(ok, detail)
+
+
+def _left_to_person(person: Person, found: list[tuple[str, str, str]]) -> set[str]:
+    """The purposes a person must resubscribe to in HubSpot themselves, if those are all the
+    records disagree about: HubSpot holds the person's own withdrawal (the v3 API cannot
+    resubscribe them), Salesforce a newer, evidenced grant."""
+    if not found or any(not what.startswith("consent:") for what, _, _ in found):
+        return set()
+    hubspot = person.hubspot[0]
+    purposes = {what.removeprefix("consent:") for what, _, _ in found}
+    held = all(
+        not hubspot.opted_out
+        and hubspot.consent.get(purpose) == WITHDRAWN
+        and all(r.effective(purpose) == GRANTED for r in person.salesforce)
+        for purpose in purposes
+    )
+    return purposes if held else set()
+
+
+def hubspot_opt_out(world: World) -> Outcome:
+    """A person unsubscribes in HubSpot; the signed webhook reaches the receiver, the
+    daemon propagates it, and Salesforce shows the opt-out."""
+    world.live()
+    email = world.cast.roles[UNSUBSCRIBER]
+    person = world.crms.person(email)
+    if not person.hubspot or not person.salesforce or any(r.opted_out for r in person.records):
+        return Outcome(False, "the person to unsubscribe is not in both CRMs, opted in")
+    delivered = world.crms.webhooks()["delivered"]
+    world.crms.unsubscribe_all_in_hubspot(email)
+
+    def salesforce_opted_out() -> bool:
+        return world.crms.opted_out(person.salesforce)
+
+    def accepted() -> bool:  # the receiver answers 2xx only to a valid signature, once stored
+        hooks = world.crms.webhooks()
+        return hooks["delivered"] > delivered and all(d["ok"] for d in hooks["deliveries"])
+
+    delay = wait_for(salesforce_opted_out, PROPAGATION_TIMEOUT)
+    signed = wait_for(accepted, SETTLE_SECONDS) is not None
+    target = " and ".join(r.label for r in person.salesforce)
+    if delay is None:
+        return Outcome(False, f"{target} not opted out after {PROPAGATION_TIMEOUT:.0f} s")
+    detail = (
+        f"{person.hubspot[0].label} unsubscribed from all email; signed webhook "
+        f"{'accepted' if signed else 'NOT accepted'}; {target} opted out {delay:.1f} s later"
+    )
+    return Outcome(signed, detail)
+
+
+def salesforce_opt_out(world: World) -> Outcome:
+    """A rep ticks Email Opt Out in Salesforce; the outbound message reaches the receiver
+    and HubSpot shows the person unsubscribed from all email."""
+    world.live()
+    email = world.cast.roles[REP_OPT_OUT]
+    person = world.crms.person(email)
+    contacts = [r for r in person.salesforce if r.object_type == "Contact"]
+    if not person.hubspot or not contacts or any(r.opted_out for r in person.records):
+        return Outcome(False, "the person to opt out is not in both CRMs, opted in")
+    contact = contacts[0]
+    world.crms.rep_update("Contact", contact.id, {"HasOptedOutOfEmail": True})
+
+    def hubspot_unsubscribed() -> bool:
+        return world.crms.opted_out(person.hubspot)
+
+    def acknowledged() -> bool:  # the receiver acks only a stored message of this org
+        notes = [n for n in world.crms.outbound()["notifications"] if n["record_id"] == contact.id]
+        return bool(notes) and all(n["status"] == "delivered" for n in notes)
+
+    delay = wait_for(hubspot_unsubscribed, PROPAGATION_TIMEOUT)
+    acked = wait_for(acknowledged, SETTLE_SECONDS) is not None
+    target = person.hubspot[0].label
+    if delay is None:
+        return Outcome(False, f"{target} not unsubscribed after {PROPAGATION_TIMEOUT:.0f} s")
+    detail = (
+        f"a rep ticked Email Opt Out on {contact.label}; outbound message "
+        f"{'acknowledged' if acked else 'NOT acknowledged'}; {target} unsubscribed from all "
+        f"email {delay:.1f} s later"
+    )
+    return Outcome(acked, detail)
+
+
+def erasure(world: World) -> Outcome:
+    """An erasure request (the address in capitals, as people type it): both CRMs searched
+    again, the recycle bin too, and empty; the receipt, which holds no address."""
+    email = world.cast.roles[ERASED]
+    person = world.crms.person(email)
+    ids = {r.id for r in person.salesforce}
+    individuals = {
+        row["IndividualId"]
+        for sobject in ("Contact", "Lead")
+        for row in world.crms.salesforce_rows(sobject)
+        if row["Id"] in ids and row["IndividualId"]
+    }
+    consents = [
+        row["Id"]
+        for row in world.crms.salesforce_rows("ContactPointTypeConsent")
+        if row["PartyId"] in individuals
+    ]
+    service = world.context.erasure()
+    request_id = service.submit([email.upper()], "delete", "demo: the person asked", "demo")
+    service.run(request_id)
+    left = [
+        *world.crms.holding(email),
+        *(f"Individual {i}" for i in world.crms.surviving("Individual", individuals)),
+        *(f"consent {c}" for c in world.crms.surviving("ContactPointTypeConsent", consents)),
+    ]
+    receipt = service.receipt(request_id)
+    text = json.dumps(receipt).lower()
+    private = any(spelling.lower() in text for spelling in world.cast.spellings())
+    outcomes: Counter[str] = Counter()
+    for system in receipt["systems"].values():
+        for counted in system["objects"].values():
+            outcomes.update(counted)
+    steps = sum(outcomes.values())
+    ok = bool(person.records) and not left and receipt["verification"]["ok"] and not private
+    records = ", ".join(r.label for r in person.records)
+    detail = (
+        f"erased {records}, {len(individuals)} Individuals and {len(consents)} consent rows; "
+        f"searched again, recycle bin too: {', '.join(left) + ' LEFT' if left else 'nothing'}; "
+        f"receipt {request_id[:8]}: {outcomes['erased']} of {steps} steps erased, "
+        f"verified, {'no address in it' if not private else 'HOLDS AN ADDRESS'}"
+    )
+    return Outcome(ok, detail)
+
+
+def suppression(world: World) -> Outcome:
+    """The erased person is typed in again in both CRMs: the next sync neither links
+    nor writes them, and flags both records."""
+    erased = world.cast.playing(ERASED)
+    email = erased.email
+    hubspot_id = world.crms.create_hubspot_contact(
+        {"email": email, "firstname": erased.first_name, "lastname": erased.last_name}
+    )
+    basis = SALESFORCE_LEGAL_BASIS.to_vendor(LawfulBasis.LEGITIMATE_INTERESTS)
+    lead_id = world.crms.rep_create(
+        "Lead",
+        {"FirstName": erased.first_name, "LastName": erased.last_name, "Email": email.title(),
+         "Company": "Analytical Engines Ltd", "Lawful_Basis__c": basis},
+    )  # fmt: skip
+    before = world.crms.person(email)
+    report = world.context.reconciler().sync()
+    after = world.crms.person(email)
+    flagged = {row["record_id"] for row in all_reappearances(world.store)}
+    untouched = before.records == after.records and len(after.records) == 2
+    ok = untouched and {hubspot_id, lead_id} <= flagged and report.suppressed >= 1
+    detail = (
+        f"re-entered as HubSpot contact {hubspot_id} and Salesforce Lead {lead_id}; the next "
+        f"sync {'wrote nothing to them' if untouched else 'CHANGED THEM'} (the Lead's lawful "
+        f"basis not copied) and flagged "
+        f"{len({hubspot_id, lead_id} & flagged)} of 2 as re-appeared"
+    )
+    return Outcome(ok, detail)
+
+
+def audit_verify(world: World) -> Outcome:
+    """``audit --verify``: the chain holds; no seeded address in the log or the database."""
+    result = audit.verify(world.store)
+    spellings = world.cast.spellings()
+    events = json.dumps(list(audit.events(world.store)), default=str).encode()
+    in_log = _found(events, spellings)
+    files = sorted(world.workdir.glob("bridge.db*"))  # the database, its WAL and shared memory
+    data = b"".join(path.read_bytes() for path in files)
+    in_database = _found(data, spellings)
+    ok = result.ok and result.checked > 0 and not in_log and not in_database
+    chain = "intact" if result.ok else f"BROKEN at row {result.broken_at}"
+    found = (
+        "none"
+        if not in_log and not in_database
+        else f"{in_log} in the log and {in_database} in the database"
+    )
+    detail = (
+        f"chain of {result.checked} events {chain}; seeded addresses ({len(spellings)} "
+        f"spellings) in the audit log or the {len(data) // 1024} kB database: {found}"
+    )
+    return Outcome(ok, detail)
+
+
+def retention(world: World) -> Outcome:
+    """``purge --preview --within 60d`` after a rep opens a deal with one of three people
+    idle for 25 months: the one with nothing to keep them is listed, with the reason and a
+    link to each record; the deal and a consent keep the others off; nothing is written."""
+    everyone = world.crms.people()  # one read of both CRMs for the three people
+    people = {
+        role: everyone.get(normalise_email(world.cast.roles[role]), Person(()))
+        for role in RETAINED_ROLES
+    }
+    contact = next(r for r in people[KEPT_BY_DEAL].salesforce if r.object_type == "Contact")
+    close = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
+    deal = {"Name": "Renewal", "StageName": "Negotiation/Review", "CloseDate": close}
+    world.crms.rep_create("Opportunity", deal | {"ContactId": contact.id})
+    before = world.crms.fingerprint()
+    report = world.context.retention().preview(timedelta(days=60))
+    unchanged = world.crms.fingerprint() == before
+    listed = report.as_dict()["due"]
+    text = json.dumps(listed).lower()
+    private = any(spelling.lower() in text for spelling in world.cast.spellings())
+    stale = normalise_email(world.cast.roles[STALE])
+    due = [c for c in report.candidates if stale in c.subject.emails]
+    linked = all(r["url"] for item in listed for r in item["records"])
+    ok = len(listed) == 1 and len(due) == 1 and unchanged and linked and not private
+    records = ", ".join(r.label for r in people[STALE].records)
+    verdict = f"due {listed[0]['due_on']}, {listed[0]['action']}" if listed else "NOT LISTED"
+    detail = (
+        f"{len(listed)} of {len(world.cast.addresses)} people fall due: {records} ({verdict}: "
+        f"{due[0].verdict.why if due else '-'}); kept: "
+        f"{people[KEPT_BY_DEAL].records[0].label} by the open deal, "
+        f"{people[KEPT_BY_CONSENT].records[0].label} by consent; "
+        f"{'nothing written' if unchanged else 'a CRM CHANGED'}, "
+        f"{'a link to every record' if linked else 'LINKS MISSING'}, "
+        f"{'no address in the list' if not private else 'ADDRESSES IN THE LIST'}"
+    )
+    return Outcome(ok, detail)
+
+
+_ADDRESS_RUN = re.compile(rb"[a-z0-9._'+@-]*@[a-z0-9._'+@-]*")
+
+
+def _found(data: bytes, spellings: Sequence[str]) -> int:
+    """How many of these addresses occur in ``data``, in any case. Each occurrence lies
+    inside a run of address characters holding an ``@``; there are few such runs, so this
+    is one pass over the data, not one per address."""
+    runs = set(_ADDRESS_RUN.findall(data.lower()))
+    return sum(any(s.lower().encode() in run for run in runs) for s in spellings)
+
+
+STEPS: list[Step] = [
+    Step("plan", "sync --dry-run: what the sync would change", plan),
+    Step("sync", "sync, then both CRMs read back", sync),
+    Step("hubspot_opt_out", "a person unsubscribes in HubSpot", hubspot_opt_out),
+    Step("salesforce_opt_out", "a rep ticks Email Opt Out in Salesforce", salesforce_opt_out),
+    Step("erasure", "an erasure request, both CRMs searched again", erasure),
+    Step("suppression", "the erased person typed in again, then a sync", suppression),
+    Step("retention", "purge --preview --within 60d: who the retention rule purges", retention),
+    Step("audit", "audit --verify, and a search for seeded addresses", audit_verify),
+]
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail,
+                "seconds": round(self.seconds, 2)}  # fmt: skip
+
+
+def run(
+    people: int,
+    *,
+    keep_running: bool = False,
+    as_json: bool = False,
+    steps: Sequence[Step] = STEPS,
+    console: Console | None = None,
+) -> int:
+    """Set up, run every step, tear down; the exit code (0 all held, 1 one failed, 130
+    interrupted)."""
+    console = console or Console(highlight=False)
+    configure_logging(_log_level())
+    started = time.monotonic()
+    results: list[Result] = []
+    notes = Console(stderr=True, highlight=False) if as_json else console
+    services: dict[str, str] = {}
+    restore = _interrupt_on_signals()
+    try:
+        with _world(people, keep_running) as world:
+            services = world.services
+            if not as_json:
+                _header(console, world)
+            for number, step in enumerate(steps, 1):
+                results.append(_run_step(console, number, step, world, quiet=as_json))
+            if keep_running:
+                _report(console, results, started, services, as_json, stopped=False)
+                with suppress(KeyboardInterrupt):  # Ctrl-C is how a kept demo ends
+                    _announce_and_wait(notes, world)
+    except KeyboardInterrupt:
+        notes.print("interrupted: emulators, receiver and daemon stopped", style="yellow")
+        return 130
+    finally:
+        restore()
+    if keep_running:
+        notes.print(
+            f"emulators, receiver and daemon stopped; {world.workdir} is yours to remove",
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        _report(console, results, started, services, as_json, stopped=True)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _run_step(console: Console, number: int, step: Step, world: World, quiet: bool) -> Result:
+    began = time.monotonic()
+    status = console.status(f"{number} {step.title}") if console.is_terminal and not quiet else None
+    try:
+        if status:
+            status.start()
+        outcome = step.run(world)
+    except (httpx.HTTPError, BridgeError) as error:
+        log.debug("demo.step_failed", step=step.name, exc_info=True)
+        outcome = Outcome(False, f"failed: {type(error).__name__}: {error}")
+    except Exception as error:
+        log.debug("demo.step_failed", step=step.name, exc_info=True)
+        outcome = Outcome(False, f"failed: {type(error).__name__} (BRIDGE_LOG_LEVEL=debug)")
+    finally:
+        if status:
+            status.stop()
+    result = Result(step.name, outcome.ok, outcome.detail, time.monotonic() - began)
+    if not quiet:
+        mark = "[green]ok  [/]" if result.ok else "[bold red]FAIL[/]"
+        _say(console, f"{number} {step.name}: {result.detail}", mark)
+    return result
+
+
+def _say(console: Console, text: str, mark: str = "") -> None:
+    """One paragraph, wrapped to the console (80 columns off a terminal) with a hanging
+    indent; ``mark`` (Rich markup, four columns) in front of its first line."""
+    width = max(console.width, 40)
+    lines = textwrap.wrap(text, width - 5, break_on_hyphens=False) or [""]
+    console.print(f"{mark} " if mark else "     ", end="")
+    console.print(lines[0], markup=False)
+    for line in lines[1:]:
+        console.print(f"     {line}", markup=False)
+
+
+def _header(console: Console, world: World) -> None:
+    counts = world.cast.counts()
+    text = (
+        f"{counts['people']} people seeded into emulated HubSpot "
+        f"({counts['hubspot_contacts']} contacts) and Salesforce "
+        f"({counts['salesforce_contacts']} Contacts, {counts['salesforce_leads']} Leads), "
+        "the bridge's receiver and daemon on loopback:"
+    )
+    console.print("[bold]consent-bridge demo[/]", end="")
+    console.print(":", markup=False)
+    _say(console, text)
+
+
+def _report(
+    console: Console,
+    results: list[Result],
+    started: float,
+    services: dict[str, str],
+    as_json: bool,
+    stopped: bool,
+) -> None:
+    seconds = time.monotonic() - started
+    ok = all(r.ok for r in results)
+    if as_json:
+        document = {"steps": [r.as_dict() for r in results], "ok": ok,
+                    "seconds": round(seconds, 2), "services": services}  # fmt: skip
+        print(json.dumps(document, ensure_ascii=False), flush=True)
+        return
+    passed = sum(r.ok for r in results)
+    mark = "[green]ok  [/]" if ok else "[bold red]FAIL[/]"
+    tail = "; emulators, receiver and daemon stopped" if stopped else ""
+    _say(console, f"{passed} of {len(results)} checks held in {seconds:.1f} s{tail}", mark)
+
+
+def _announce_and_wait(console: Console, world: World) -> None:
+    """Leave everything up until Ctrl-C (or SIGTERM), saying where it is and how to point
+    the CLI at it."""
+    env = world.workdir / "demo.env"
+    env.write_text(_environment(world.context.settings), encoding="utf-8")
+    env.chmod(0o600)  # the demo's keys
+    lines = [
+        "The emulators, the receiver and the daemon stay up until Ctrl-C:",
+        *(f"  {name:<11} {url}" for name, url in world.services.items()),
+        f"  database    {world.workdir / 'bridge.db'}",
+        "Point the CLI at them:",
+        f"  . {env} && bridge sync --dry-run",
+    ]
+    console.print("\n".join(lines), markup=False, soft_wrap=True)
+    while True:
+        time.sleep(3600)
+
+
+def _environment(settings: Settings) -> str:
+    """The demo's settings as shell exports, so that ``bridge`` commands reach its world."""
+    hubspot, salesforce = settings.hubspot, settings.salesforce
+    values = {
+        "DATABASE_URL": settings.database_url,
+        "PSEUDONYM_KEY": _reveal(settings.pseudonym_key),
+        "ENCRYPTION_KEY": _reveal(settings.encryption_key),
+        "HUBSPOT__BASE_URL": hubspot.base_url,
+        "HUBSPOT__ACCESS_TOKEN": _reveal(hubspot.access_token),
+        "HUBSPOT__CLIENT_SECRET": _reveal(hubspot.client_secret),
+        "SALESFORCE__BASE_URL": salesforce.base_url or "",
+        "SALESFORCE__USERNAME": salesforce.username or "",
+        "SALESFORCE__PASSWORD": _reveal(salesforce.password),
+        "SALESFORCE__SECURITY_TOKEN": _reveal(salesforce.security_token),
+        "SALESFORCE__ORGANIZATION_ID": salesforce.organization_id or "",
+        "SALESFORCE__OUTBOUND_TOKEN": _reveal(salesforce.outbound_token),
+        "PURPOSES": json.dumps([p.model_dump(mode="json") for p in settings.purposes]),
+        "RETENTION__RULES": json.dumps(
+            [r.model_dump(mode="json") for r in settings.retention.rules]
+        ),
+        "HUBSPOT__PORTAL_ID": str(hubspot.portal_id or ""),
+        "LOG_LEVEL": "warning",
+    }
+    return "".join(f"export BRIDGE_{name}='{value}'\n" for name, value in values.items())
+
+
+def _reveal(secret: SecretStr | None) -> str:
+    return secret.get_secret_value() if secret else ""
+
+
+def _log_level() -> str:
+    """Errors only, so the narration stays readable; ``BRIDGE_LOG_LEVEL`` (the one setting
+    the demo reads) shows more when a step fails."""
+    level = os.environ.get("BRIDGE_LOG_LEVEL", "error").lower()
+    return level if level in ("debug", "info", "warning", "error") else "error"
+
+
+def _interrupt_on_signals() -> Callable[[], None]:
+    """Ctrl-C and SIGTERM stop the demo, everything torn down (also where the shell started
+    it with SIGINT ignored); returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+# -- the world -------------------------------------------------------------------------------
+
+
+class _DemoSettings(Settings):
+    """Settings from the given values alone: no ``BRIDGE_*`` variable, secrets folder or
+    config file of the user's reaches the demo (its database least of all)."""
+
+    model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": None})
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def _settings(workdir: Path, hubspot_url: str, salesforce_url: str) -> Settings:
+    from cryptography.fernet import Fernet
+
+    return _DemoSettings(
+        database_url=f"sqlite:///{workdir / 'bridge.db'}",
+        pseudonym_key=secrets.token_hex(32),
+        encryption_key=Fernet.generate_key().decode(),
+        log_level=_log_level(),
+        hubspot=HubSpotSettings(
+            access_token=secrets.token_urlsafe(16),
+            base_url=hubspot_url,
+            client_secret=secrets.token_urlsafe(24),
+            portal_id=HubSpotEmulatorConfig().portal_id,
+        ),
+        salesforce=SalesforceSettings(
+            base_url=salesforce_url,
+            username="bridge@example.com",
+            password=secrets.token_urlsafe(16),
+            security_token=secrets.token_urlsafe(16),
+            organization_id=ORGANIZATION_ID,
+            outbound_token=secrets.token_urlsafe(24),
+        ),
+        purposes=list(PURPOSES),
+        retention=RetentionSettings(rules=[UNQUALIFIED]),
+    )
+
+
+@contextmanager
+def _world(people: int, keep: bool) -> Iterator[World]:
+    """Everything the steps need, torn down in reverse order on the way out, however the
+    way out comes (a failed check, an error, Ctrl-C)."""
+    with ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="bridge-demo-"))
+        if not keep:
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        hubspot = stack.enter_context(serve_in_thread(hubspot_emulator(HubSpotEmulatorConfig())))
+        salesforce = stack.enter_context(
+            serve_in_thread(
+                salesforce_emulator(
+                    SalesforceEmulatorConfig(
+                        organization_id=ORGANIZATION_ID, hard_delete_permission=True
+                    )
+                )
+            )
+        )
+        settings = _settings(workdir, hubspot.url, salesforce.url)
+        context = Context(None, _settings=settings)
+        store = context.store(current_schema=False)
+        stack.callback(store.dispose)
+        store.upgrade()
+        from bridge.runtime.receiver import create_app
+
+        receiver = stack.enter_context(serve_in_thread(create_app(settings, store)))
+        hs_admin = stack.enter_context(httpx.Client(base_url=hubspot.url, timeout=30))
+        sf_admin = stack.enter_context(httpx.Client(base_url=salesforce.url, timeout=30))
+        crms = Crms(hs_admin, sf_admin, PURPOSES)
+        # Webhooks off before the emulators stop: nothing is sent to a receiver gone away.
+        stack.callback(_quietly, lambda: hs_admin.delete("/__emulator/webhooks"))
+        stack.callback(
+            _quietly, lambda: sf_admin.put("/__emulator/outbound", json={"messages": []})
+        )
+        seeded = cast(people)
+        seed_hubspot(hs_admin, seeded.entries, PURPOSES)
+        seed_salesforce(sf_admin, seeded.entries, PURPOSES)
+        stack.callback(_close_all, context.adapters())
+        services = {"hubspot": hubspot.url, "salesforce": salesforce.url, "receiver": receiver.url}
+        yield World(seeded, context, crms, workdir, services, lambda: _start_daemon(stack, context))
+
+
+def _start_daemon(stack: ExitStack, context: Context) -> None:
+    """The daemon's shared jobs (inbox, erasure), with vendor connections of their own, as
+    ``bridge run`` has them; stopped, the item under way finished, before anything else."""
+    from apscheduler.triggers.interval import IntervalTrigger
+    from cryptography.fernet import Fernet
+
+    from bridge.adapters import connect
+    from bridge.events.inbox import Handler, InboxWorker
+    from bridge.events.propagate import Propagation
+    from bridge.events.triggers import ErasureTriggers
+    from bridge.runtime.daemon import STOP_SECONDS, Daemon, Job
+    from bridge.store.leader import LeaderLock
+
+    settings = context.settings
+    adapters = connect(settings)
+    stack.callback(_close_all, adapters)
+    erasure = context.erasure(adapters)
+    handlers: dict[str, Handler] = {
+        "deletion": ErasureTriggers(erasure, adapters),
+        "consent": Propagation(context.reconciler(adapters=adapters)),
+    }
+    inbox = InboxWorker(context.store(), Fernet(settings.require_encryption_key()), handlers)
+    every = settings.schedule
+    jobs = [
+        Job("inbox", lambda stop: inbox.drain(batch=1, stop=stop),
+            IntervalTrigger(seconds=every.inbox_seconds)),
+        Job("erasure", erasure.drain, IntervalTrigger(seconds=every.erasure_seconds)),
+    ]  # fmt: skip
+    daemon = Daemon(jobs, LeaderLock(context.store()), every.leader_check_seconds)
+    daemon.start()
+    stack.callback(lambda: daemon.close(time.monotonic() + STOP_SECONDS))
+
+
+def _close_all(adapters: Mapping[System, CrmAdapter]) -> None:
+    for adapter in adapters.values():
+        _quietly(adapter.close)
+
+
+def _quietly(action: Callable[[], object]) -> None:
+    try:
+        action()
+    except Exception:  # tearing down: one failure must not keep the rest running
+        log.debug("demo.teardown_failed", exc_info=True)

@@ -1,0 +1,579 @@
+"""A HubSpot API emulator that hubspot-api-client 12 cannot tell from HubSpot on our paths.
+
+It serves CRM contacts v3 (CRUD, batch, search, GDPR delete, the ``hs_legal_basis`` property),
+communication preferences v3 and v4, HubSpot's rate limits and headers, and signed webhooks,
+from memory, as ``shared/reference/hubspot.md`` describes them. ``create_app()`` is what
+``bridge emulate hubspot`` serves; the admin API (``/__emulator/...``) seeds and inspects it.
+The domain rules live in :mod:`bridge_sandbox.emulators.hubspot_state`; the handlers here only parse
+and shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any, Literal, TypeVar
+
+from bridge_sandbox.emulators.common import (
+    ADMIN_PREFIX,
+    AddHeaders,
+    EmulatorControl,
+    FaultKind,
+    install,
+)
+from bridge_sandbox.emulators.hubspot_admin import admin_routes
+from bridge_sandbox.emulators.hubspot_http import (
+    HubSpotError,
+    bad_request,
+    batch_envelope,
+    batch_response,
+    now,
+    rate_limited,
+    server_error,
+)
+from bridge_sandbox.emulators.hubspot_limits import RateLimiter, RateLimits
+from bridge_sandbox.emulators.hubspot_properties import PropertyDef, PropertyType
+from bridge_sandbox.emulators.hubspot_search import Scalar, SearchRequest
+from bridge_sandbox.emulators.hubspot_state import (
+    HubSpotState,
+    LegalBasis,
+    StatusState,
+    SubscriptionDefinition,
+)
+from bridge_sandbox.emulators.hubspot_webhooks import WebhookDispatcher
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
+
+__all__ = ["HubSpotEmulatorConfig", "RateLimits", "SubscriptionDefinition", "create_app"]
+
+CONTACTS = "/crm/v3/objects/contacts"
+SEARCH_PATH = f"{CONTACTS}/search"
+PREFS_V3 = "/communication-preferences/v3"
+PREFS_V4 = "/communication-preferences/v4"
+MAX_BATCH = 100
+MAX_PAGE = 100
+CONTACT_OBJECT_TYPES = ("contacts", "contact", "0-1")
+AUTH_MESSAGE = (
+    "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
+    "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
+)
+DEFAULT_DEFINITIONS = (
+    SubscriptionDefinition(
+        id="1",
+        name="Marketing Information",
+        description="Marketing offers and updates.",
+        is_default=True,
+    ),
+    SubscriptionDefinition(
+        id="2", name="Product Updates", description="Product news and release notes."
+    ),
+    SubscriptionDefinition(
+        id="3",
+        name="One to One",
+        description="One to one emails.",
+        purpose="Sales",
+        is_default=True,
+        is_internal=True,
+    ),
+)
+
+
+class HubSpotEmulatorConfig(BaseModel):
+    """How one emulator instance behaves; every default matches a Free/Starter private app."""
+
+    strict_auth: bool = Field(False, description="accept only access_tokens (else any bearer)")
+    access_tokens: list[str] = Field(default_factory=list)
+    portal_id: int = 62515
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    webhook_retry_delays_s: list[float] = Field(
+        default_factory=lambda: [0.5 * 2**n for n in range(10)],
+        max_length=10,
+        description="delay before each retry; HubSpot spreads 10 retries over 24 hours",
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0, description="slower answers count as failures")
+    subscription_definitions: list[SubscriptionDefinition] = Field(
+        default_factory=lambda: list(DEFAULT_DEFINITIONS)
+    )
+    custom_properties: list[str] = Field(
+        default_factory=list, description="extra writable string properties of contacts"
+    )
+
+
+# -- request bodies ---------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", coerce_numbers_to_str=True)
+
+
+class ContactInput(_Body):
+    properties: dict[str, Scalar | None] = Field(default_factory=dict)
+
+
+class ObjectId(_Body):
+    id: str
+
+
+class BatchIds(_Body):
+    inputs: list[ObjectId]
+
+
+class BatchRead(BatchIds):
+    id_property: str | None = Field(None, alias="idProperty")
+    properties: list[str] = Field(default_factory=list)
+    properties_with_history: list[str] = Field(default_factory=list, alias="propertiesWithHistory")
+
+
+class BatchWriteItem(ContactInput):
+    id: str | None = None
+    id_property: str | None = Field(None, alias="idProperty")
+    object_write_trace_id: str | None = Field(None, alias="objectWriteTraceId")
+
+
+class BatchWrite(_Body):
+    inputs: list[BatchWriteItem]
+
+
+class PropertyOption(_Body):
+    label: str
+    value: str
+
+
+class PropertyCreate(_Body):
+    """``PropertyCreate``: what a portal's own property is made of."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str
+    type: PropertyType
+    field_type: str = Field(alias="fieldType")
+    group_name: str = Field(alias="groupName")
+    options: list[PropertyOption] = Field(default_factory=list)
+
+
+class GdprDelete(_Body):
+    object_id: str = Field(alias="objectId")
+    id_property: str | None = Field(None, alias="idProperty")
+
+
+class V3StatusChange(_Body):
+    email_address: str = Field(alias="emailAddress")
+    subscription_id: str = Field(alias="subscriptionId")
+    legal_basis: LegalBasis | None = Field(None, alias="legalBasis")
+    legal_basis_explanation: str | None = Field(None, alias="legalBasisExplanation")
+
+
+class V4StatusChange(_Body):
+    channel: Literal["EMAIL"]
+    status_state: StatusState = Field(alias="statusState")
+    subscription_id: str = Field(alias="subscriptionId")
+    legal_basis: LegalBasis | None = Field(None, alias="legalBasis")
+    legal_basis_explanation: str | None = Field(None, alias="legalBasisExplanation")
+
+
+class V4BatchWriteItem(V4StatusChange):
+    subscriber_id_string: str = Field(alias="subscriberIdString")
+
+
+class V4BatchWrite(_Body):
+    inputs: list[V4BatchWriteItem]
+
+
+class V4Subscribers(_Body):
+    inputs: list[str]
+
+
+# -- shared handler plumbing ----------------------------------------------------------------
+
+Names = Annotated[list[str] | None, Query()]
+HistoryNames = Annotated[list[str] | None, Query(alias="propertiesWithHistory")]
+IdProperty = Annotated[str | None, Query(alias="idProperty")]
+Channel = Annotated[Literal["EMAIL"], Query()]
+Item = TypeVar("Item")
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """Query lists arrive repeated (``?p=a&p=b``, as the SDK sends them) or comma-separated."""
+    if values is None:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def _json(body: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+def _no_content() -> Response:
+    return Response(status_code=204)
+
+
+def _check_batch(count: int) -> None:
+    if count > MAX_BATCH:
+        raise bad_request(f"Batch input size {count} exceeds the limit of {MAX_BATCH} inputs")
+
+
+def _each(
+    inputs: Iterable[Item], run: Callable[[Item], Any], key: Callable[[Item], str]
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Run a v4 batch input by input, collecting HubSpot errors for a 207."""
+    results: list[Any] = []
+    errors: list[dict[str, Any]] = []
+    for item in inputs:
+        try:
+            results.append(run(item))
+        except HubSpotError as exc:
+            exc.context = (exc.context or {}) | {"subscriberIdString": [key(item)]}
+            errors.append(exc.standard_error())
+    return results, errors
+
+
+def _guard(config: HubSpotEmulatorConfig, limiter: RateLimiter) -> Callable[[Request], None]:
+    """Authentication, then the rate limits: what every vendor call (not admin) passes first."""
+
+    def guard(request: Request) -> None:
+        if request.url.path.startswith(ADMIN_PREFIX):
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        authorised = scheme.lower() == "bearer" and bool(token.strip())
+        if not authorised or (config.strict_auth and token.strip() not in config.access_tokens):
+            raise HubSpotError(401, AUTH_MESSAGE, "INVALID_AUTHENTICATION")
+        policy = limiter.admit(search=request.url.path == SEARCH_PATH)
+        if policy is not None:
+            raise rate_limited(policy)
+
+    return guard
+
+
+# -- CRM --------------------------------------------------------------------------------------
+
+
+def crm_routes(app: FastAPI, state: HubSpotState) -> None:
+    """Contacts v3 and the contact property definitions."""
+
+    @app.get(CONTACTS)
+    def list_contacts(
+        request: Request,
+        limit: int = 10,
+        after: str | None = None,
+        properties: Names = None,
+        with_history: HistoryNames = None,
+        archived: bool = False,
+    ) -> JSONResponse:
+        if not 1 <= limit <= MAX_PAGE:
+            raise bad_request(f"limit must be between 1 and {MAX_PAGE}", limit=[str(limit)])
+        results, cursor = state.page(
+            after, limit, _names(properties), _names(with_history), archived
+        )
+        body: dict[str, Any] = {"results": results}
+        if cursor is not None:
+            link = f"{str(request.base_url).rstrip('/')}{CONTACTS}?after={cursor}"
+            body["paging"] = {"next": {"after": cursor, "link": link}}
+        return _json(body)
+
+    @app.post(CONTACTS, status_code=201)
+    def create_contact(body: ContactInput) -> JSONResponse:
+        return _json(state.create(body.properties), 201)
+
+    @app.post(f"{CONTACTS}/search")
+    def search_contacts(body: SearchRequest) -> JSONResponse:
+        return _json(state.search(body))
+
+    @app.post(f"{CONTACTS}/gdpr-delete", status_code=204)
+    def gdpr_delete(body: GdprDelete) -> Response:
+        state.gdpr_delete(body.object_id, body.id_property)
+        return _no_content()
+
+    @app.post(f"{CONTACTS}/batch/read")
+    def batch_read(body: BatchRead, archived: bool = False) -> JSONResponse:
+        _check_batch(len(body.inputs))
+        started = now()
+        results, errors = state.batch_read(
+            [i.id for i in body.inputs],
+            body.id_property,
+            body.properties,
+            body.properties_with_history,
+            archived,
+        )
+        return batch_response(results, errors, started)
+
+    def batch_write_route(operation: Literal["create", "update", "upsert"], success: int) -> None:
+        @app.post(f"{CONTACTS}/batch/{operation}", name=f"batch_{operation}")
+        def batch_write(body: BatchWrite) -> JSONResponse:
+            _check_batch(len(body.inputs))
+            started = now()
+            inputs = [item.model_dump(by_alias=True) for item in body.inputs]
+            results, errors = state.batch_write(inputs, operation)
+            return batch_response(results, errors, started, success)
+
+    batch_write_route("create", 201)
+    batch_write_route("update", 200)
+    batch_write_route("upsert", 200)
+
+    @app.post(f"{CONTACTS}/batch/archive", status_code=204)
+    def batch_archive(body: BatchIds) -> Response:
+        _check_batch(len(body.inputs))
+        state.archive(i.id for i in body.inputs)
+        return _no_content()
+
+    # ``:path`` keeps an address containing an encoded ``/`` in one parameter.
+    @app.get(f"{CONTACTS}/{{contact_id:path}}")
+    def get_contact(
+        contact_id: str,
+        id_property: IdProperty = None,
+        properties: Names = None,
+        with_history: HistoryNames = None,
+        archived: bool = False,
+    ) -> JSONResponse:
+        return _json(
+            state.get(
+                contact_id,
+                id_property,
+                _names(properties),
+                _names(with_history),
+                archived,
+            )
+        )
+
+    @app.patch(f"{CONTACTS}/{{contact_id:path}}")
+    def update_contact(
+        contact_id: str,
+        body: ContactInput,
+        id_property: IdProperty = None,
+    ) -> JSONResponse:
+        return _json(state.update(contact_id, id_property, body.properties))
+
+    @app.delete(f"{CONTACTS}/{{contact_id:path}}", status_code=204)
+    def archive_contact(contact_id: str) -> Response:
+        state.archive([contact_id])
+        return _no_content()
+
+    @app.get("/crm/v3/properties/{object_type}")
+    def list_properties(object_type: str) -> JSONResponse:
+        if object_type not in CONTACT_OBJECT_TYPES:
+            raise HubSpotError(
+                404, f"Unable to infer object type from: {object_type}", "OBJECT_NOT_FOUND"
+            )
+        return _json({"results": [prop.to_api() for prop in state.catalog.all()]})
+
+    @app.post("/crm/v3/properties/{object_type}")
+    def create_property(object_type: str, body: PropertyCreate) -> JSONResponse:
+        if object_type not in CONTACT_OBJECT_TYPES:
+            raise HubSpotError(
+                404, f"Unable to infer object type from: {object_type}", "OBJECT_NOT_FOUND"
+            )
+        prop = PropertyDef(
+            body.name,
+            body.label,
+            body.type,
+            body.field_type,
+            options=tuple(option.value for option in body.options),
+            group=body.group_name,
+            hubspot_defined=False,
+        )
+        return _json(state.catalog.create(prop).to_api(), 201)
+
+    @app.get("/crm/v3/properties/{object_type}/{property_name}")
+    def get_property(object_type: str, property_name: str) -> JSONResponse:
+        prop = state.catalog.get(property_name)
+        if object_type not in CONTACT_OBJECT_TYPES or prop is None:
+            message = f"Unable to find property {property_name} for object type {object_type}"
+            raise HubSpotError(404, message, "OBJECT_NOT_FOUND")
+        return _json(prop.to_api())
+
+
+# -- communication preferences ----------------------------------------------------------------
+
+
+def preferences_routes(app: FastAPI, state: HubSpotState) -> None:
+    """Communication preferences v3 (what the SDK wraps) and v4 (raw HTTP only)."""
+
+    @app.get(f"{PREFS_V3}/definitions")
+    def v3_definitions() -> JSONResponse:
+        return _json({"subscriptionDefinitions": state.definitions_body()})
+
+    @app.get(f"{PREFS_V3}/status/email/{{email_address:path}}")
+    def v3_status(email_address: str) -> JSONResponse:
+        return _json(state.v3_statuses(email_address))
+
+    def v3_change_route(action: Literal["subscribe", "unsubscribe"]) -> None:
+        @app.post(f"{PREFS_V3}/{action}", name=f"v3_{action}")
+        def change(body: V3StatusChange) -> JSONResponse:
+            return _json(
+                state.v3_change(
+                    body.email_address,
+                    body.subscription_id,
+                    action == "subscribe",
+                    body.legal_basis,
+                    body.legal_basis_explanation,
+                )
+            )
+
+    v3_change_route("subscribe")
+    v3_change_route("unsubscribe")
+
+    @app.get(f"{PREFS_V4}/definitions")
+    def v4_definitions() -> JSONResponse:
+        return _json(batch_envelope(state.definitions_body(), [], now()))
+
+    @app.post(f"{PREFS_V4}/statuses/batch/read")
+    def v4_batch_read(body: V4Subscribers, channel: Channel) -> JSONResponse:
+        _check_batch(len(body.inputs))
+        started = now()
+        results, errors = _each(
+            body.inputs,
+            lambda email: {"subscriberIdString": email, "statuses": state.v4_statuses(email)},
+            key=str,
+        )
+        return batch_response(results, errors, started)
+
+    @app.post(f"{PREFS_V4}/statuses/batch/write")
+    def v4_batch_write(body: V4BatchWrite) -> JSONResponse:
+        _check_batch(len(body.inputs))
+        started = now()
+        results, errors = _each(
+            body.inputs,
+            lambda item: state.v4_set(
+                item.subscriber_id_string,
+                item.subscription_id,
+                item.status_state,
+                item.legal_basis,
+                item.legal_basis_explanation,
+            ),
+            key=lambda item: item.subscriber_id_string,
+        )
+        return batch_response(results, errors, started)
+
+    @app.post(f"{PREFS_V4}/statuses/batch/unsubscribe-all")
+    def v4_batch_unsubscribe_all(
+        body: V4Subscribers, channel: Channel, verbose: bool = False
+    ) -> JSONResponse:
+        _check_batch(len(body.inputs))
+        started = now()
+
+        def unsubscribe(email: str) -> dict[str, Any]:
+            statuses = state.unsubscribe_all(email)
+            return {"subscriberIdString": email, "statuses": statuses if verbose else []}
+
+        results, errors = _each(body.inputs, unsubscribe, key=str)
+        return batch_response(results, errors, started)
+
+    @app.post(f"{PREFS_V4}/statuses/batch/unsubscribe-all/read")
+    def v4_batch_wide_read(body: V4Subscribers, channel: Channel) -> JSONResponse:
+        _check_batch(len(body.inputs))
+        started = now()
+        results, errors = _each(
+            body.inputs,
+            lambda email: {
+                "subscriberIdString": email,
+                "wideStatuses": state.v4_wide_statuses(email),
+            },
+            key=str,
+        )
+        return batch_response(results, errors, started)
+
+    @app.get(f"{PREFS_V4}/statuses/{{subscriber:path}}/unsubscribe-all")
+    def v4_wide_status(subscriber: str, channel: Channel) -> JSONResponse:
+        return _json(batch_envelope(state.v4_wide_statuses(subscriber), [], now()))
+
+    @app.post(f"{PREFS_V4}/statuses/{{subscriber:path}}/unsubscribe-all")
+    def v4_unsubscribe_all(
+        subscriber: str, channel: Channel, verbose: bool = False
+    ) -> JSONResponse:
+        statuses = state.unsubscribe_all(subscriber)
+        return _json(batch_envelope(statuses if verbose else [], [], now()))
+
+    @app.get(f"{PREFS_V4}/statuses/{{subscriber:path}}")
+    def v4_status(subscriber: str, channel: Channel) -> JSONResponse:
+        return _json(batch_envelope(state.v4_statuses(subscriber), [], now()))
+
+    @app.post(f"{PREFS_V4}/statuses/{{subscriber:path}}")
+    def v4_set_status(subscriber: str, body: V4StatusChange) -> JSONResponse:
+        status = state.v4_set(
+            subscriber,
+            body.subscription_id,
+            body.status_state,
+            body.legal_basis,
+            body.legal_basis_explanation,
+        )
+        return _json(batch_envelope([status], [], now()))
+
+
+# -- errors and the app -------------------------------------------------------------------------
+
+
+async def _hubspot_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HubSpotError)
+    return exc.response()
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """Bad JSON or fields: HubSpot answers 400 ``VALIDATION_ERROR``, never FastAPI's 422."""
+    assert isinstance(exc, RequestValidationError)
+    if request.url.path.startswith(ADMIN_PREFIX):
+        return await request_validation_exception_handler(request, exc)
+    problems = [
+        {
+            "message": str(e["msg"]),
+            "in": ".".join(str(part) for part in e["loc"]),
+            "code": str(e["type"]),
+        }
+        for e in exc.errors()
+    ]
+    summary = "; ".join(f"{p['in']}: {p['message']}" for p in problems)
+    return HubSpotError(400, f"Invalid input: {summary}", errors=problems).response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return HubSpotError(404, "resource not found", "OBJECT_NOT_FOUND").response()
+    return HubSpotError(exc.status_code, str(exc.detail), "VALIDATION_ERROR").response()
+
+
+def _fault_response(kind: FaultKind, status: int) -> Response:
+    """Injected faults look like HubSpot's own: a burst 429 or a 5xx error body."""
+    error = rate_limited("TEN_SECONDLY_ROLLING") if kind == "rate_limit" else server_error(status)
+    return error.response()
+
+
+def create_app(config: HubSpotEmulatorConfig | None = None) -> ASGIApp:
+    """A fresh emulated portal; serve the result with uvicorn (it is the outermost wrapper)."""
+    config = config or HubSpotEmulatorConfig()
+    definitions = config.subscription_definitions
+    webhooks = WebhookDispatcher(
+        config.portal_id,
+        [d.id for d in definitions],
+        config.webhook_retry_delays_s,
+        config.webhook_timeout_s,
+    )
+    state = HubSpotState(definitions, webhooks, config.custom_properties)
+    limiter = RateLimiter(config.rate_limits)
+    app = FastAPI(
+        title="HubSpot API emulator",
+        openapi_url=f"{ADMIN_PREFIX}/openapi.json",
+        docs_url=f"{ADMIN_PREFIX}/docs",
+        redoc_url=None,
+        dependencies=[Depends(_guard(config, limiter))],
+        exception_handlers={
+            HubSpotError: _hubspot_error,
+            RequestValidationError: _invalid_request,
+            StarletteHTTPException: _http_error,
+        },
+    )
+    app.state.hubspot = state
+    app.state.webhooks = webhooks
+    # Vendor routes go on the app itself, not through include_router: common._route_key
+    # cannot name a route inside FastAPI's lazily included routers when it injects a fault.
+    crm_routes(app, state)
+    preferences_routes(app, state)
+    app.include_router(admin_routes(state, limiter, webhooks))
+
+    async def rate_limit_headers(request: Request, response: Response) -> dict[str, str]:
+        """Search responses carry none (reference section 4); every other call does."""
+        return {} if request.url.path == SEARCH_PATH else limiter.headers()
+
+    app.add_middleware(AddHeaders, headers=rate_limit_headers)
+    return install(app, EmulatorControl(), _fault_response)

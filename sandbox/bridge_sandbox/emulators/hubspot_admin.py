@@ -1,0 +1,95 @@
+"""The HubSpot emulator's own admin API under ``/__emulator`` (never a HubSpot path).
+
+Tests, benchmarks and the demo seed people, read the whole state, reset it, tune the rate
+limits and point webhooks at a receiver here; adapters never call it. Fault injection and
+call counters come from :mod:`bridge_sandbox.emulators.common`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge_sandbox.emulators.common import ADMIN_PREFIX
+from bridge_sandbox.emulators.hubspot_limits import RateLimiter, RateLimits
+from bridge_sandbox.emulators.hubspot_state import HubSpotState, SeedAddressStatus, SeedContact
+from bridge_sandbox.emulators.hubspot_webhooks import WebhookDispatcher, WebhookSettings
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+
+class SeedRequest(BaseModel):
+    """People and address-only statuses; ``source`` is the change source webhooks report."""
+
+    contacts: list[SeedContact] = Field(default_factory=list)
+    statuses: list[SeedAddressStatus] = Field(default_factory=list)
+    source: str = "CRM_UI"
+
+
+class ImportRequest(BaseModel):
+    contacts: list[SeedContact]
+
+
+def admin_routes(
+    state: HubSpotState, limiter: RateLimiter, webhooks: WebhookDispatcher
+) -> APIRouter:
+    router = APIRouter(prefix=ADMIN_PREFIX, tags=["emulator admin"])
+
+    @router.post("/seed")
+    def seed(request: SeedRequest) -> dict[str, Any]:
+        """Create or update contacts by email (API-like: the blocklist does not apply)."""
+        people = [state.seed(person, request.source) for person in request.contacts]
+        for status in request.statuses:
+            state.seed_status(status.email, status, request.source)
+        return {"contacts": people, "statuses": len(request.statuses)}
+
+    @router.post("/import")
+    def import_contacts(request: ImportRequest) -> dict[str, Any]:
+        """A CSV import: addresses on the GDPR blocklist are refused."""
+        outcomes = [state.seed(p, "IMPORT", refuse_blocklisted=True) for p in request.contacts]
+        return {
+            "contacts": [o for o in outcomes if "rejected" not in o],
+            "rejected": [
+                {"email": o["email"], "reason": o["rejected"]} for o in outcomes if "rejected" in o
+            ],
+        }
+
+    @router.get("/state")
+    def read_state() -> dict[str, Any]:
+        return state.snapshot()
+
+    @router.post("/reset", status_code=204)
+    def reset() -> None:
+        """Forget all data, quotas used and queued webhooks; keep the configuration."""
+        state.reset()
+        limiter.reset()
+        webhooks.reset()
+
+    @router.get("/rate-limits")
+    def get_rate_limits() -> RateLimits:
+        return limiter.limits
+
+    @router.put("/rate-limits")
+    def put_rate_limits(limits: RateLimits) -> RateLimits:
+        limiter.configure(limits)
+        return limiter.limits
+
+    @router.get("/webhooks")
+    def get_webhooks() -> dict[str, Any]:
+        return webhooks.stats()
+
+    @router.put("/webhooks")
+    def put_webhooks(settings: WebhookSettings) -> dict[str, Any]:
+        webhooks.configure(settings)
+        return webhooks.stats()
+
+    @router.delete("/webhooks", status_code=204)
+    def delete_webhooks() -> None:
+        webhooks.unconfigure()
+
+    @router.post("/webhooks/flush")
+    def flush_webhooks(timeout: float = Query(10.0, ge=0, le=120)) -> dict[str, Any]:
+        """Block until every queued event is delivered or has failed for good."""
+        drained = webhooks.flush(timeout)
+        return webhooks.stats() | {"drained": drained}
+
+    return router

@@ -1,0 +1,159 @@
+"""The inbox worker: in order, once, retried with backoff, dead-lettered, never dropped unseen."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+
+from cryptography.fernet import Fernet
+
+from bridge import audit
+from bridge.adapters.base import Permanent, Transient
+from bridge.events.inbox import InboxEvent, InboxWorker
+from bridge.model import System
+from bridge.store import inbox
+from bridge.store.db import Store
+
+CIPHER = Fernet(Fernet.generate_key())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def add_events(store: Store, kinds: list[str]) -> None:
+    rows = [
+        {
+            "source": "hubspot",
+            "event_key": f"e{n}",
+            "event_type": "contact.propertyChange",
+            "kind": kind,
+            "object_type": "contact",
+            "object_id": str(n),
+            "received_at": f"2026-11-23T11:00:{n:02d}.000000+00:00",
+            "payload": CIPHER.encrypt(json.dumps({"n": n}).encode()),
+        }
+        for n, kind in enumerate(kinds)
+    ]
+    with store.transaction() as conn:
+        assert all(inbox.add(conn, rows))
+
+
+def statuses(store: Store) -> list[str]:
+    return [row["status"] for row in inbox.all_rows(store)]
+
+
+def test_events_are_handled_in_order_of_receipt_and_payloads_dropped(store: Store) -> None:
+    add_events(store, ["consent", "other", "deletion", "consent"])
+    seen: list[int] = []
+
+    def record(event: InboxEvent) -> None:
+        seen.append(event.payload["n"])
+
+    worker = InboxWorker(store, CIPHER, {"consent": record, "deletion": record})
+    assert worker.drain().processed == 4
+    assert seen == [0, 2, 3]
+    assert statuses(store) == ["done"] * 4
+    with store.engine.connect() as conn:
+        assert (
+            conn.execute(inbox.inbox.select().where(inbox.inbox.c.payload.isnot(None))).all() == []
+        )
+
+
+def test_a_kind_without_a_handler_waits_rather_than_being_dropped(store: Store) -> None:
+    add_events(store, ["deletion", "other"])
+    worker = InboxWorker(store, CIPHER, {})
+    assert worker.drain().processed == 1
+    assert statuses(store) == ["pending", "done"]
+
+
+def test_transient_failures_back_off_then_succeed(store: Store) -> None:
+    add_events(store, ["consent"])
+    clock, attempts = Clock(), []
+
+    def flaky(event: InboxEvent) -> None:
+        attempts.append(clock.now)
+        if len(attempts) < 3:
+            raise Transient(System.SALESFORCE, "503 Service Unavailable")
+
+    worker = InboxWorker(store, CIPHER, {"consent": flaky}, backoff_seconds=10, clock=clock)
+    assert worker.run_once().retried == 1
+    assert worker.run_once().retried == 0  # not due yet: backing off
+    clock.advance(10)
+    assert worker.run_once().retried == 1
+    clock.advance(20)
+    assert worker.run_once().processed == 1
+    assert len(attempts) == 3
+    assert inbox.all_rows(store)[0]["attempts"] == 3
+
+
+def test_permanent_failures_and_exhausted_retries_are_dead_lettered_and_audited(
+    store: Store,
+) -> None:
+    add_events(store, ["consent", "deletion"])
+    clock = Clock()
+
+    def refuse(event: InboxEvent) -> None:
+        raise Permanent(System.HUBSPOT, "403 missing scope crm.objects.contacts.write")
+
+    def always_down(event: InboxEvent) -> None:
+        raise ConnectionError("ann@example.com unreachable")  # text never stored
+
+    worker = InboxWorker(
+        store, CIPHER, {"consent": refuse, "deletion": always_down},
+        max_attempts=3, backoff_seconds=1, clock=clock,
+    )  # fmt: skip
+    for _ in range(5):
+        worker.run_once()
+        clock.advance(60)
+    rows = inbox.all_rows(store)
+    assert [r["status"] for r in rows] == ["dead", "dead"]
+    assert rows[0]["attempts"] == 1 and "missing scope" in rows[0]["last_error"]
+    assert rows[1]["attempts"] == 3 and rows[1]["last_error"] == "ConnectionError"
+    events = [e for e in audit.events(store) if e["action"] == "inbox.dead_letter"]
+    assert len(events) == 2
+    assert audit.verify(store).ok
+
+
+def test_a_claim_left_by_a_dead_worker_is_taken_over_after_its_lease(store: Store) -> None:
+    add_events(store, ["consent"])
+    clock = Clock()
+    claimed = inbox.claim(
+        store,
+        {"consent"},
+        clock.now.isoformat(),
+        (clock.now + timedelta(seconds=60)).isoformat(),
+        10,
+    )
+    assert len(claimed) == 1  # ...and that worker died here
+    worker = InboxWorker(store, CIPHER, {"consent": lambda e: None}, clock=clock)
+    assert worker.run_once().processed == 0
+    clock.advance(61)
+    assert worker.run_once().processed == 1
+
+
+def test_concurrent_workers_never_handle_an_event_twice(store: Store) -> None:
+    add_events(store, ["consent"] * 60)
+    handled: list[int] = []
+    lock = threading.Lock()
+
+    def handle(event: InboxEvent) -> None:
+        with lock:
+            handled.append(event.id)
+
+    workers = [InboxWorker(store, CIPHER, {"consent": handle}) for _ in range(3)]
+    threads = [threading.Thread(target=w.drain, kwargs={"batch": 5}) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(handled) == sorted(set(handled))
+    assert len(handled) == 60

@@ -1,0 +1,74 @@
+"""Propagation of webhook consent events: both emulators, the real clients, the real inbox."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bridge_sandbox.emulators.people import Held, Person, seed_hubspot, seed_salesforce
+from cryptography.fernet import Fernet
+
+from bridge import audit
+from bridge.adapters import connect
+from bridge.config import MinimisationSettings
+from bridge.events.inbox import InboxWorker
+from bridge.events.propagate import Propagation
+from bridge.policies.minimisation import Minimisation
+from bridge.services.reconcile import Reconciler
+from bridge.services.watch import Watch
+from bridge.store.db import Store
+from tests.conftest import PSEUDONYM_KEY, PURPOSES, Crms
+from tests.events.test_erasure_triggers import CIPHER_KEY, add_event
+
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+def reconciler(crms: Crms, store: Store) -> Reconciler:
+    key = PSEUDONYM_KEY.encode()
+    return Reconciler(
+        store,
+        connect(crms.settings),
+        key,
+        PURPOSES,
+        Minimisation(MinimisationSettings().allowed),
+        watch=Watch(store, key),
+    )
+
+
+def drain(store: Store, sync: Reconciler) -> None:
+    InboxWorker(store, Fernet(CIPHER_KEY), {"consent": Propagation(sync)}).drain()
+
+
+def test_a_hubspot_opt_out_event_reaches_salesforce_and_its_echo_is_not_bounced(
+    crms: Crms, store: Store
+) -> None:
+    person = Person("ada@example.com", hubspot=Held(opted_out_at=T0))
+    seed_hubspot(crms.hubspot, [person], PURPOSES)
+    seed_salesforce(crms.salesforce, [person], PURPOSES)
+    contact = crms.hubspot.get("/__emulator/state").json()["contacts"][0]["id"]
+    sync = reconciler(crms, store)
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    change = {"objectId": contact, "propertyName": "hs_email_optout", "propertyValue": "true"}
+    add_event(store, "hubspot", "contact.propertyChange", "contact", str(contact), change,
+              kind="consent", occurred_at=now)  # fmt: skip
+
+    drain(store, sync)
+
+    salesforce = crms.salesforce.get("/__emulator/records", params={"type": "Contact"}).json()
+    sf_contact = salesforce["records"][0]
+    assert sf_contact["HasOptedOutOfEmail"] is True
+    applied = [e for e in audit.events(store) if e["action"] == "sync.opt_out"]
+    assert [(e["actor"], e["system"], e["outcome"]) for e in applied] == [
+        ("propagate", "salesforce", "done")
+    ]
+
+    # Salesforce now tells the bridge about the bridge's own write: an echo, not a new act.
+    crms.salesforce.delete("/__emulator/counters").raise_for_status()
+    crms.hubspot.delete("/__emulator/counters").raise_for_status()
+    echo_at = datetime.now(UTC).isoformat(timespec="microseconds")
+    add_event(store, "salesforce", "Contact", "Contact", sf_contact["Id"],
+              {"HasOptedOutOfEmail": "true"}, kind="consent", occurred_at=echo_at)  # fmt: skip
+    drain(store, sync)
+    assert [e["outcome"] for e in audit.events(store) if e["action"] == "sync.echo"] == ["ignored"]
+    for emulator in (crms.salesforce, crms.hubspot):
+        assert emulator.get("/__emulator/counters").json()["total"] == 0
+    assert audit.verify(store).ok
