@@ -23,6 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check bridge sandbox tests bench
 	$(BIN)/ruff format --check bridge sandbox tests bench
 	$(BIN)/mypy --strict bridge sandbox/bridge_sandbox
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest

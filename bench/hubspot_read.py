@@ -25,13 +25,13 @@ import time
 from typing import Any
 
 import httpx
-from bridge_sandbox.emulators.common import serve_in_thread
-from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig, RateLimits, create_app
 from pydantic import SecretStr
 
 from bridge.adapters.hubspot.adapter import HubSpotAdapter
-from bridge.config import HubSpotSettings
+from bridge.adapters.hubspot.settings import HubSpotSettings
 from bridge.model import Purpose
+from bridge_sandbox.emulators.common import serve_in_thread
+from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig, RateLimits, create_app
 
 TOKEN = "bench-token"
 SEED_CHUNK = 2_000

@@ -25,13 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from cryptography.fernet import Fernet
+
+from bridge.config import load_settings
 from bridge_sandbox.emulators.common import serve_in_thread
 from bridge_sandbox.emulators.hubspot import create_app as hubspot_app
 from bridge_sandbox.emulators.people import Person, seed_hubspot, seed_salesforce
 from bridge_sandbox.emulators.salesforce import create_app as salesforce_app
-from cryptography.fernet import Fernet
-
-from bridge.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-client-secret"

@@ -59,16 +59,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bridge_sandbox.emulators.common import serve_in_thread
-from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig, RateLimits
-from bridge_sandbox.emulators.hubspot import create_app as hubspot_app
-from bridge_sandbox.emulators.people import Act, Held, Person, seed_hubspot, seed_salesforce
-from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig
-from bridge_sandbox.emulators.salesforce import create_app as salesforce_app
 from pydantic import SecretStr
 
-from bridge.adapters import connect
-from bridge.config import HubSpotSettings, SalesforceSettings, Settings, load_settings
+from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.hubspot.settings import HubSpotSettings
+from bridge.adapters.salesforce import SALESFORCE
+from bridge.adapters.salesforce.settings import SalesforceSettings
+from bridge.config import Settings, load_settings
 from bridge.logs import configure as configure_logging
 from bridge.model import (
     Consent,
@@ -82,10 +79,17 @@ from bridge.model import (
     System,
 )
 from bridge.policies.minimisation import Minimisation
+from bridge.runtime.wiring import connect
 from bridge.services.plan import Writable, plan_subject
 from bridge.services.reconcile import Reconciler
 from bridge.services.watch import Watch
 from bridge.store.db import Store
+from bridge_sandbox.emulators.common import serve_in_thread
+from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig, RateLimits
+from bridge_sandbox.emulators.hubspot import create_app as hubspot_app
+from bridge_sandbox.emulators.people import Act, Held, Person, seed_hubspot, seed_salesforce
+from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig
+from bridge_sandbox.emulators.salesforce import create_app as salesforce_app
 
 TOKEN = "bench-token"
 KEY = "bench-pseudonym-key-0123456789abcdef0123456789"
@@ -106,8 +110,8 @@ def moment(rng: random.Random) -> datetime:
 
 
 def record(rng: random.Random, i: int, system: System, kind: ObjectType) -> CrmRecord:
-    record_id = f"{system.value[:2]}{kind.value[:1]}{i:08d}"
-    evidenced = system is System.SALESFORCE
+    record_id = f"{system[:2]}{kind.value[:1]}{i:08d}"
+    evidenced = system is SALESFORCE
     consents = tuple(
         Consent(
             purpose=p.id,
@@ -140,11 +144,11 @@ def subjects(count: int, seed: int = 1) -> list[Subject]:
     made = []
     for i in range(count):
         records = [
-            record(rng, i, System.HUBSPOT, ObjectType.CONTACT),
-            record(rng, i, System.SALESFORCE, ObjectType.CONTACT),
+            record(rng, i, HUBSPOT, ObjectType.CONTACT),
+            record(rng, i, SALESFORCE, ObjectType.CONTACT),
         ]
         if i % 3 == 0:
-            records.append(record(rng, i, System.SALESFORCE, ObjectType.LEAD))
+            records.append(record(rng, i, SALESFORCE, ObjectType.LEAD))
         made.append(Subject(f"{i:064x}", tuple(records), frozenset({f"person{i}@example.com"})))
     return made
 

@@ -25,13 +25,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpx
-from bridge_sandbox.emulators.common import serve_in_thread
-from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig, create_app
 from pydantic import SecretStr
 
 from bridge.adapters.salesforce.adapter import SalesforceAdapter
-from bridge.config import SalesforceSettings
+from bridge.adapters.salesforce.settings import SalesforceSettings
 from bridge.model import Purpose
+from bridge_sandbox.emulators.common import serve_in_thread
+from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig, create_app
 
 PAGE = 2_000
 SEED_CHUNK = 5_000

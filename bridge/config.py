@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.fernet import Fernet
 from pydantic import (
@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -29,81 +30,27 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bridge.adapters.registry import VENDORS, person_objects
 from bridge.errors import ConfigError
-from bridge.model import Purpose
+from bridge.model import Purpose, RelatedRecords
+from bridge.policies.retention import RetentionRule
 
 ENV_PREFIX = "BRIDGE_"
 DEFAULT_CONFIG = Path("config/bridge.toml")
 
 
-class HubSpotSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    access_token: SecretStr | None = None
-    base_url: str = "https://api.hubapi.com"
-    client_secret: SecretStr | None = None
-    webhook_url: str | None = Field(
-        None, description="the target URL exactly as configured in the HubSpot app"
-    )
-    legacy_signatures: bool = Field(False, description="also accept v1/v2 signatures")
-    portal_id: int | None = Field(
-        None, description="the Hub ID (account menu), for links to contacts; None: no links"
-    )
-    app_url: str = Field(
-        "https://app.hubspot.com",
-        description="HubSpot's UI (https://app-eu1.hubspot.com for EU portals)",
-    )
-
-
-class SalesforceSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    base_url: str | None = Field(
-        None, description="every request goes here instead of Salesforce (emulator, tests)"
-    )
-    username: str | None = None
-    password: SecretStr | None = None
-    security_token: SecretStr | None = None
-    domain: str = "login"
-    consumer_key: str | None = None
-    consumer_secret: SecretStr | None = None
-    private_key_file: Path | None = None
-    instance_url: str | None = None
-    session_id: SecretStr | None = None
-    organization_id: str | None = None
-    outbound_token: SecretStr | None = None
-    lawful_basis_field: str | None = Field(
-        "Lawful_Basis__c",
-        description="picklist on Contact and Lead holding the lawful basis; None: not held",
-    )
-    api_quota_reserve: float = Field(
-        0.05, ge=0, lt=1, description="share of the daily API quota left to other integrations"
-    )
-    empty_recycle_bin: bool = Field(
-        True,
-        description="without the Bulk API Hard Delete permission, purge erased rows from the "
-        "recycle bin (SOAP emptyRecycleBin) instead of leaving them there for 15 days",
-    )
-
-
-class RelatedRecords(BaseModel):
-    """Salesforce rows of ``related_object`` whose ``link_field`` points at a Contact or Lead
-    and that match ``where`` (SOQL): a deal, a quote, a task that says something about the
-    person the record alone does not."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    related_object: str = Field(description="e.g. Opportunity, Task")
-    link_field: str = Field(
-        description="the field pointing at the Contact or Lead: ContactId, WhoId"
-    )
-    where: str = Field(description="SOQL condition on the related object")
+def _merged(attribute: str) -> dict[str, list[str]]:
+    """Every vendor's default of ``attribute``, per ``<vendor>.<object>``."""
+    return {
+        key: list(values)
+        for vendor in VENDORS.values()
+        for key, values in getattr(vendor, attribute).items()
+    }
 
 
 class LegalHold(RelatedRecords):
-    """A reason the law requires keeping a record (Art. 17(3)): related rows hold the Contact
-    or Lead being erased."""
+    """A reason the law requires keeping a record (Art. 17(3)): related rows hold the person's
+    record being erased."""
 
     action: Literal["anonymize", "refuse"] = Field(
         description="anonymise the held record instead of deleting it, or refuse to erase it"
@@ -116,11 +63,7 @@ class ErasureSettings(BaseModel):
 
     legal_holds: list[LegalHold] = []
     keep_on_anonymize: dict[str, list[str]] = Field(
-        default_factory=lambda: {
-            "hubspot.contact": ["lifecyclestage", "hs_lead_status", "hubspot_owner_id"],
-            "salesforce.Contact": ["LeadSource", "AccountId", "OwnerId"],
-            "salesforce.Lead": ["LeadSource", "Status", "Rating", "Industry", "OwnerId"],
-        },
+        default_factory=lambda: _merged("keep_on_anonymize"),
         description="per '<system>.<object>': the non-personal fields anonymising keeps for "
         "statistics; every other field holding a value is cleared or given a placeholder",
     )
@@ -144,129 +87,40 @@ class RectifySettings(BaseModel):
     )
 
 
-# What minimisation allows by default: the fields the bridge reads or writes, and the
-# everyday business fields retention and reports look at.
-# fmt: off
-DEFAULT_ALLOWED_FIELDS: dict[str, list[str]] = {
-    "hubspot.contact": [
-        "email", "hs_additional_emails", "firstname", "lastname", "phone", "company", "jobtitle",
-        "lifecyclestage", "hs_lead_status", "hubspot_owner_id", "hs_legal_basis",
-        "hs_email_optout*", "bridge_purge_due",
-    ],
-    "salesforce.Contact": [
-        "Email", "FirstName", "LastName", "Phone", "MobilePhone", "AccountId", "OwnerId",
-        "LeadSource", "HasOptedOutOfEmail", "DoNotCall", "IndividualId", "Lawful_Basis__c",
-        "Purge_Due__c", "Contract_End__c",
-    ],
-    "salesforce.Lead": [
-        "Email", "FirstName", "LastName", "Phone", "MobilePhone", "Company", "Status", "OwnerId",
-        "LeadSource", "Industry", "Rating", "HasOptedOutOfEmail", "DoNotCall", "IndividualId",
-        "Lawful_Basis__c", "Purge_Due__c",
-    ],
-    "salesforce.Individual": [
-        "FirstName", "LastName", "HasOptedOutSolicit", "HasOptedOutProcessing", "ShouldForget",
-    ],
-    "salesforce.ContactPointTypeConsent": [
-        "Name", "PartyId", "DataUsePurposeId", "ContactPointType", "PrivacyConsentStatus",
-        "CaptureDate", "CaptureSource", "CaptureContactPointType", "DoubleConsentCaptureDate",
-    ],
-    "salesforce.ContactPointEmail": ["ParentId", "EmailAddress", "IsPrimary"],
-}
-# fmt: on
-
-
 class MinimisationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     allowed: dict[str, list[str]] = Field(
-        default_factory=lambda: {k: list(v) for k, v in DEFAULT_ALLOWED_FIELDS.items()},
+        default_factory=lambda: _merged("allowed_fields"),
         description="per '<system>.<object>': the fields the bridge may hold and copy "
         "('*' ends a prefix); an object not named allows nothing",
     )
-
-
-# A condition on records: field name -> the values that match ("" matches an empty field,
-# "*" any value). Per "<system>.<object>"; every field named must match ({} matches all).
-Conditions = dict[str, dict[str, list[str]]]
-RETAINED_OBJECTS = ("hubspot.contact", "salesforce.Contact", "salesforce.Lead")
-
-
-class RetentionRule(BaseModel):
-    """When records stop being justified (Art. 5(1)(e)) and what then happens to the person.
-
-    A subject falls under the rule when every one of its Contacts, Leads and HubSpot
-    contacts matches ``covers`` (an object not named there matches nothing). It is kept
-    while anything justifies it, in any system: activity (its records' creation, last
-    activity and ``since`` dates) within ``keep_months``, a granted consent for one of
-    ``kept_while_consent``, a record matching ``kept_if``, or a related Salesforce row of
-    ``kept_while_related``. Otherwise it falls due ``keep_months`` after the latest of those
-    dates, and ``warning_days`` before that it is marked in both CRMs.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    description: str = ""
-    covers: Conditions = Field(min_length=1)
-    keep_months: int = Field(ge=1, le=1200)
-    since: list[str] = Field(
-        default_factory=list,
-        description="'<system>.<object>.<field>' dates that restart the clock too "
-        "(an event date, a contract end)",
-    )
-    kept_while_consent: list[str] = Field(
-        default_factory=list, description="purpose ids whose granted consent keeps the person"
-    )
-    kept_if: Conditions = Field(default_factory=dict)
-    kept_while_related: list[RelatedRecords] = Field(default_factory=list)
-    action: Literal["delete", "anonymize"]
-    warning_days: int = Field(30, ge=0, le=3650)
-
-    @field_validator("covers", "kept_if")
-    @classmethod
-    def _known_objects(cls, value: Conditions) -> Conditions:
-        unknown = sorted(set(value) - set(RETAINED_OBJECTS))
-        if unknown:
-            raise ValueError(
-                f"unknown object {', '.join(unknown)}; use {', '.join(RETAINED_OBJECTS)}"
-            )
-        return value
-
-    @field_validator("since")
-    @classmethod
-    def _dated_fields(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            if entry.rpartition(".")[0] not in RETAINED_OBJECTS:
-                raise ValueError(
-                    f"{entry!r} is not '<system>.<object>.<field>' with an object of "
-                    f"{', '.join(RETAINED_OBJECTS)}"
-                )
-        return value
-
-    def since_fields(self, obj: str) -> list[str]:
-        return [e.rpartition(".")[2] for e in self.since if e.rpartition(".")[0] == obj]
-
-
-# The contact property the bridge sets in HubSpot during a retention warning period.
-HUBSPOT_DUE_PROPERTY = "bridge_purge_due"
 
 
 class RetentionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rules: list[RetentionRule] = []
-    salesforce_due_field: str | None = Field(
-        "Purge_Due__c",
-        description="date field on Contact and Lead the bridge sets when a person enters a "
-        "rule's warning period (HubSpot: the property bridge_purge_due); None: not marked",
-    )
 
     @field_validator("rules")
     @classmethod
-    def _unique_names(cls, value: list[RetentionRule]) -> list[RetentionRule]:
+    def _checked(cls, value: list[RetentionRule]) -> list[RetentionRule]:
         names = [r.name for r in value]
         if repeated := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"rule names must be unique; repeated: {', '.join(repeated)}")
+        people = person_objects()
+        for rule in value:
+            if unknown := sorted((set(rule.covers) | set(rule.kept_if)) - set(people)):
+                raise ValueError(
+                    f"rule {rule.name}: unknown object {', '.join(unknown)}; "
+                    f"use {', '.join(people)}"
+                )
+            for entry in rule.since:
+                if entry.rpartition(".")[0] not in people:
+                    raise ValueError(
+                        f"rule {rule.name}: {entry!r} is not '<system>.<object>.<field>' "
+                        f"with an object of {', '.join(people)}"
+                    )
         return value
 
     def fields_read(self, obj: str) -> list[str]:
@@ -336,7 +190,9 @@ class ScheduleSettings(BaseModel):
         return value
 
 
-class Settings(BaseSettings):
+class CoreSettings(BaseSettings):
+    """Every section but the vendors'; :data:`Settings` adds one per registered vendor."""
+
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
@@ -348,8 +204,6 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr | None = None
     encryption_key: SecretStr | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    hubspot: HubSpotSettings = HubSpotSettings()
-    salesforce: SalesforceSettings = SalesforceSettings()
     web: WebSettings = WebSettings()
     erasure: ErasureSettings = ErasureSettings()
     rectify: RectifySettings = RectifySettings()
@@ -384,10 +238,26 @@ class Settings(BaseSettings):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"purpose ids must be unique; repeated: {', '.join(duplicates)}")
-        return value
+        return [_vendor_keys_checked(purpose) for purpose in value]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """Settings a vendor's section now holds, still accepted under their older names."""
+        if not isinstance(data, dict):
+            return data
+        for vendor in VENDORS.values():
+            for old, new in vendor.moved_keys.items():
+                section, _, key = old.partition(".")
+                if isinstance(data.get(section), dict) and key in data[section]:
+                    moved = {**data[section]}
+                    value = moved.pop(key)
+                    data = {**data, section: moved}
+                    data[vendor.name] = {new: value, **(data.get(vendor.name) or {})}
+        return data
 
     @model_validator(mode="after")
-    def _rules_name_purposes(self) -> Settings:
+    def _rules_name_purposes(self) -> CoreSettings:
         known = {p.id for p in self.purposes}
         for rule in self.retention.rules:
             if unknown := sorted(set(rule.kept_while_consent) - known):
@@ -411,6 +281,10 @@ class Settings(BaseSettings):
             sources.append(NestedSecretsSettingsSource(file_secret_settings))
         sources.append(_TomlWithoutSecrets(settings_cls))
         return tuple(sources)
+
+    def vendor(self, name: str) -> Any:
+        """The ``[name]`` section of a registered vendor."""
+        return getattr(self, name)
 
     def require_pseudonym_key(self) -> bytes:
         """The HMAC key for ``subject_ref``; nothing that pseudonymises can run without it."""
@@ -436,8 +310,45 @@ class Settings(BaseSettings):
         return self.encryption_key.get_secret_value().encode()
 
 
+def _vendor_keys_checked(purpose: Purpose) -> Purpose:
+    """Each ``<vendor>_<key>`` entry checked by its vendor; a channel the mapping implies
+    (a phone contact point) is taken when none is given."""
+    extra = set(purpose.model_extra or {})
+    channel = None
+    for vendor in VENDORS.values():
+        mapping = purpose.mapping(vendor.name)
+        extra -= {f"{vendor.name}_{key}" for key in mapping}
+        try:
+            keys = vendor.purpose_keys.model_validate(mapping)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(
+                f"purpose {purpose.id}: {vendor.name}_{where}: {first['msg']}"
+            ) from None
+        channel = channel or vendor.channel_of(keys)
+    if extra:
+        known = ", ".join(f"{v.name}_<key>" for v in VENDORS.values())
+        raise ValueError(
+            f"purpose {purpose.id}: unknown keys {', '.join(sorted(extra))}; use {known}"
+        )
+    if channel and "channel" not in purpose.model_fields_set:
+        return purpose.model_copy(update={"channel": channel})
+    return purpose
+
+
+if TYPE_CHECKING:
+    Settings = CoreSettings
+else:
+    Settings = create_model(
+        "Settings",
+        __base__=CoreSettings,
+        **{vendor.name: (vendor.settings, vendor.settings()) for vendor in VENDORS.values()},
+    )
+
+
 def env_name(key: str) -> str:
-    """``hubspot.access_token`` -> ``BRIDGE_HUBSPOT__ACCESS_TOKEN``."""
+    """``web.port`` -> ``BRIDGE_WEB__PORT``."""
     return ENV_PREFIX + key.replace(".", "__").upper()
 
 

@@ -1,4 +1,4 @@
-"""Errors the CLI turns into one clear line and an exit code (DESIGN.md section 8)."""
+"""Errors the CLI turns into one clear line and an exit code (1 failed, 2 usage or config)."""
 
 from __future__ import annotations
 

@@ -10,22 +10,24 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NewType
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 PERSONAL = {"personal": True}
 
-
-class System(StrEnum):
-    HUBSPOT = "hubspot"
-    SALESFORCE = "salesforce"
+System = NewType("System", str)
+"""A CRM, by the name the vendor registry gives it (``bridge.adapters.registry``)."""
 
 
 class ObjectType(StrEnum):
     CONTACT = "contact"
     LEAD = "lead"
     INDIVIDUAL = "individual"
+
+
+PEOPLE = frozenset({ObjectType.CONTACT, ObjectType.LEAD})
+"""The object types whose records are people (an Individual only describes one)."""
 
 
 class LawfulBasis(StrEnum):
@@ -47,15 +49,47 @@ class ConsentStatus(StrEnum):
 
 
 class Purpose(BaseModel):
-    """A processing purpose, configured once and mapped onto each vendor's own notion of it."""
+    """A processing purpose, configured once and mapped onto each vendor's own notion of it.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    The mapping comes as ``<vendor>_<key>`` entries (``[[purposes]]`` tables); each vendor
+    checks and reads its own through :meth:`mapping`, so this model names no vendor.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     id: str
     description: str = ""
-    hubspot_subscription_id: str | None = None
-    salesforce_data_use_purpose: str | None = None
-    salesforce_contact_point_type: str = "Email"
+    channel: str = Field(
+        "email", description="how the purpose reaches the person: email, phone, ..."
+    )
+
+    def mapping(self, vendor: str) -> dict[str, Any]:
+        """This purpose's ``<vendor>_*`` entries, without the prefix."""
+        prefix = f"{vendor}_"
+        extra = self.model_extra or {}
+        return {k.removeprefix(prefix): v for k, v in extra.items() if k.startswith(prefix)}
+
+    @property
+    def is_email(self) -> bool:
+        """Whether a global email opt-out withdraws this purpose."""
+        return self.channel == "email"
+
+
+class RelatedRecords(BaseModel):
+    """Rows of ``related_object`` whose ``link_field`` points at a person's record and that
+    match ``where`` (in the vendor's query language): a deal, a quote, a task that says
+    something about the person the record alone does not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    related_object: str = Field(description="e.g. Opportunity, Task")
+    link_field: str = Field(
+        description="the field pointing at the person's record: ContactId, WhoId"
+    )
+    where: str = Field(
+        description="condition on the related object, in the vendor's query language"
+    )
 
 
 @dataclass(frozen=True)
@@ -85,7 +119,7 @@ class Consent:
 
 @dataclass(frozen=True)
 class GlobalOptOut:
-    """Opted out of all email (HubSpot unsubscribe-all / Salesforce HasOptedOutOfEmail)."""
+    """Opted out of all email, or of calls, whatever the purpose (each vendor's global flag)."""
 
     email: bool
     do_not_call: bool
@@ -115,9 +149,18 @@ class CrmRecord:
     attributes: dict[str, str] = field(default_factory=dict, metadata=PERSONAL)
     """Vendor fields the retention rules look at, by vendor name (values as text)."""
 
+    object_name: str = ""
+    """The vendor's own name of the object (``Contact``), as settings name it; default the
+    common object type."""
+
     @property
     def key(self) -> tuple[str, str, str]:
-        return (self.system.value, self.object_type.value, self.id)
+        return (self.system, self.object_type.value, self.id)
+
+    @property
+    def object_key(self) -> str:
+        """``<system>.<object>``, the way settings (allow-lists, retention rules) name it."""
+        return f"{self.system}.{self.object_name or self.object_type.value}"
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,17 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from bridge_sandbox.emulators.common import serve_in_thread
-from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
-from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
 from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
-from bridge.config import HubSpotSettings, SalesforceSettings, Settings
+from bridge.adapters.hubspot.settings import HubSpotSettings
+from bridge.adapters.salesforce.settings import SalesforceSettings
+from bridge.config import Settings
 from bridge.model import Purpose
 from bridge.store.db import Store
+from bridge_sandbox.emulators.common import serve_in_thread
+from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
+from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
 
 POSTGRES_URL = os.environ.get("BRIDGE_TEST_POSTGRES_URL")
 PSEUDONYM_KEY = "test-pseudonym-key-0123456789abcdef0123456789"

@@ -7,8 +7,10 @@ from random import Random
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.salesforce import SALESFORCE
 from bridge.identity import link_subjects, normalise_email, subject_ref
-from bridge.model import CrmRecord, ObjectType, System
+from bridge.model import CrmRecord, ObjectType
 
 KEY = b"k" * 32
 local_parts = st.sampled_from(
@@ -41,7 +43,7 @@ records = st.lists(
         lambda system, kind, ident, addresses: CrmRecord(
             system=system, object_type=kind, id=str(ident), emails=tuple(addresses)
         ),
-        st.sampled_from(list(System)),
+        st.sampled_from([HUBSPOT, SALESFORCE]),
         st.sampled_from(list(ObjectType)),
         st.integers(0, 10_000),
         st.lists(emails, max_size=3),
@@ -69,11 +71,11 @@ def test_linking_puts_every_record_in_exactly_one_subject(items: list[CrmRecord]
 
 
 def test_linking_is_transitive_through_additional_emails() -> None:
-    hubspot = CrmRecord(System.HUBSPOT, ObjectType.CONTACT, "1", ("ann@work.com", "ann@home.com"))
-    contact = CrmRecord(System.SALESFORCE, ObjectType.CONTACT, "003A", ("ANN@HOME.COM",))
-    lead = CrmRecord(System.SALESFORCE, ObjectType.LEAD, "00QB", ("ann@work.com",))
-    stranger = CrmRecord(System.SALESFORCE, ObjectType.LEAD, "00QC", ("bob@work.com",))
-    no_email = CrmRecord(System.SALESFORCE, ObjectType.CONTACT, "003D", ())
+    hubspot = CrmRecord(HUBSPOT, ObjectType.CONTACT, "1", ("ann@work.com", "ann@home.com"))
+    contact = CrmRecord(SALESFORCE, ObjectType.CONTACT, "003A", ("ANN@HOME.COM",))
+    lead = CrmRecord(SALESFORCE, ObjectType.LEAD, "00QB", ("ann@work.com",))
+    stranger = CrmRecord(SALESFORCE, ObjectType.LEAD, "00QC", ("bob@work.com",))
+    no_email = CrmRecord(SALESFORCE, ObjectType.CONTACT, "003D", ())
     subjects = link_subjects(KEY, [lead, stranger, hubspot, no_email, contact])
     by_size = sorted(subjects, key=lambda s: len(s.records))
     assert [len(s.records) for s in by_size] == [1, 1, 3]

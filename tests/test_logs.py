@@ -8,8 +8,9 @@ import logging
 
 import pytest
 
+from bridge.adapters.salesforce import SALESFORCE
 from bridge.logs import configure, get_logger
-from bridge.model import CrmRecord, ObjectType, System
+from bridge.model import CrmRecord, ObjectType
 
 PEOPLE = [
     {"email": "ann.smith+news@example.com", "first_name": "Annabel", "last_name": "Smithers",
@@ -43,7 +44,7 @@ def test_no_personal_data_reaches_any_log_path(captured: io.StringIO) -> None:
     stdlib = logging.getLogger("tests.vendor_sdk")  # as a vendor SDK logs, through logging
     for person in PEOPLE:
         record = CrmRecord(
-            System.SALESFORCE,
+            SALESFORCE,
             ObjectType.CONTACT,
             "0035e00000AbCdEAAV",
             emails=(person["email"],),

@@ -142,3 +142,32 @@ def test_schedule_comes_from_toml_and_environment_and_a_bad_cron_names_its_key(
         [line] = caught.value.problems
         assert line.startswith(f"schedule.full_sync_cron: {problem}")
         assert "BRIDGE_SCHEDULE__FULL_SYNC_CRON" in line
+
+
+def test_a_setting_a_vendor_section_now_holds_still_works_under_its_older_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(tmp_path / "bridge.toml", '[retention]\nsalesforce_due_field = "Old__c"\n')
+    assert load_settings(config).vendor("salesforce").due_field == "Old__c"
+    monkeypatch.setenv("BRIDGE_RETENTION__SALESFORCE_DUE_FIELD", "Env__c")
+    assert load_settings(config).vendor("salesforce").due_field == "Env__c"
+    monkeypatch.setenv("BRIDGE_SALESFORCE__DUE_FIELD", "New__c")  # the new name wins
+    assert load_settings(config).vendor("salesforce").due_field == "New__c"
+
+
+def test_each_vendor_checks_its_own_purpose_keys(tmp_path: Path) -> None:
+    phone = '[[purposes]]\nid = "calls"\nsalesforce_contact_point_type = "Phone"\n'
+    [purpose] = load_settings(write(tmp_path / "a.toml", phone)).purposes
+    assert (purpose.channel, purpose.is_email) == ("phone", False)
+
+    typo = '[[purposes]]\nid = "news"\nhubspot_subscription = "1"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path / "b.toml", typo))
+    [line] = caught.value.problems
+    assert "purpose news" in line and "hubspot_subscription" in line
+
+    unknown = '[[purposes]]\nid = "news"\nzoho_list = "1"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path / "c.toml", unknown))
+    [line] = caught.value.problems
+    assert "unknown keys zoho_list" in line

@@ -1,10 +1,8 @@
 """What every CRM adapter owes the rest of the bridge, and the machinery they share.
 
-Above this line nothing knows a vendor: sync, erasure and policies see the common model, the
-four adapter errors, and the outcomes defined here. Each adapter maps its vendor's errors to
-those four through one declarative table (``ErrorRule``), retries only what may be retried
-(``retrying``), and paces itself with a ``RateLimiter`` fed by the vendor's own headers, so
-that it never needs a 429 to slow down.
+Above this line nothing knows a vendor. The four adapter errors, the error table
+(``ErrorRule``), ``retrying`` and the header-fed ``RateLimiter`` are described in
+ARCHITECTURE.md ("The pieces").
 """
 
 from __future__ import annotations
@@ -29,8 +27,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from bridge.config import RelatedRecords
-from bridge.model import ConsentStatus, CrmRecord, Evidence, LawfulBasis, System
+from bridge.model import ConsentStatus, CrmRecord, Evidence, LawfulBasis, RelatedRecords, System
 
 # --- errors -------------------------------------------------------------------------------
 
@@ -39,7 +36,7 @@ class AdapterError(Exception):
     """A vendor call failed. The message is the vendor's, never personal data."""
 
     def __init__(self, system: System, message: str) -> None:
-        super().__init__(f"{system.value}: {message}")
+        super().__init__(f"{system}: {message}")
         self.system = system
 
 
@@ -297,20 +294,13 @@ class ClosesOnExit(ABC):
         self.close()
 
 
-class CrmAdapter(Protocol):
-    """What every adapter does; ``tests/adapters/conformance.py`` holds each one to it."""
+# --- the contract: one protocol per capability, and CrmAdapter, which has them all --------
+
+
+class RecordReader(Protocol):
+    """Reads a vendor's people: all, those changed since a cursor, by address, one by one."""
 
     system: System
-
-    def close(self) -> None:
-        """Release the adapter's connections."""
-        ...
-
-    def field_for(self, object_type: str, field: str) -> tuple[str, str] | None:
-        """Where a common field of a record lives: the vendor object and field the sync
-        writes for ``opt_out``, ``consent:<purpose>`` or ``lawful_basis``; None when this
-        kind of record cannot hold it. Minimisation is judged on these names."""
-        ...
 
     def read(self, since: datetime | None = None) -> Iterator[CrmRecord]:
         """Every record (``since`` None) or those modified at or after ``since``, each once."""
@@ -320,11 +310,34 @@ class CrmAdapter(Protocol):
         """Every record reached by any of ``emails`` (primary or additional), in bulk."""
         ...
 
+    def emails_of(self, record: RecordRef) -> list[str]:
+        """Every email a record holds (an Individual: its people's and contact points'); none
+        if the record is gone."""
+        ...
+
+    def record_url(self, record: RecordRef) -> str | None:
+        """Where a user opens the record in the vendor's own UI; None if unknown."""
+        ...
+
+
+class ConsentWriter(Protocol):
+    """Writes consent, the global opt-out and the lawful basis, and says where each lives."""
+
+    def field_for(self, object_type: str, field: str) -> tuple[str, str] | None:
+        """Where a common field of a record lives: the vendor object and field the sync
+        writes for ``opt_out``, ``consent:<purpose>`` or ``lawful_basis``; None when this
+        kind of record cannot hold it. Minimisation is judged on these names."""
+        ...
+
     def write_consents(self, writes: Sequence[ConsentWrite]) -> list[WriteOutcome]:
         """Apply consent changes batched at the vendor maximum; one outcome per write."""
         ...
 
     def write_lawful_bases(self, writes: Sequence[LawfulBasisWrite]) -> list[WriteOutcome]: ...
+
+
+class Eraser(Protocol):
+    """Erases people (Art. 17), and finds the related rows that hold a record back."""
 
     def erasure_targets(self, emails: Collection[str]) -> list[ErasureTarget]:
         """Everything to erase for these emails: one target per record (and per address)."""
@@ -333,6 +346,17 @@ class CrmAdapter(Protocol):
     def erase(self, target: ErasureTarget, mode: ErasureMode) -> ErasureResult:
         """Erase one target; a target already gone is ``ALREADY_GONE``, not an error."""
         ...
+
+    def related(self, targets: Sequence[ErasureTarget], conditions: Sequence[R]) -> dict[str, R]:
+        """Which targets (by record id) related rows of a condition point at, and the first
+        listed condition that does: the legal holds on an erasure, or what keeps a person
+        under a retention rule (an open opportunity)."""
+        ...
+
+
+class RightsHandler(Protocol):
+    """Answers a person's requests for access and portability (Art. 15, 20) and correction
+    (Art. 16)."""
 
     def export(self, emails: Collection[str]) -> dict[str, Any]:
         """Everything held about these emails, every field the adapter exposes."""
@@ -343,29 +367,34 @@ class CrmAdapter(Protocol):
         emails reach (Art. 16); one outcome per record."""
         ...
 
-    def related(self, targets: Sequence[ErasureTarget], conditions: Sequence[R]) -> dict[str, R]:
-        """Which targets (by record id) related rows of a condition point at, and the first
-        listed condition that does: the legal holds on an erasure, or what keeps a person
-        under a retention rule (an open opportunity)."""
-        ...
+
+class RetentionMarker(Protocol):
+    """Marks records a retention rule will purge, so the CRM can warn the person first."""
 
     def mark_purge_due(self, marks: Sequence[DueMark]) -> list[WriteOutcome]:
         """Set or clear the date a retention rule will purge each record (CRM workflows
         send re-activation email from it); one outcome per mark."""
         ...
 
-    def record_url(self, record: RecordRef) -> str | None:
-        """Where a user opens the record in the vendor's own UI; None if unknown."""
-        ...
 
-    def emails_of(self, record: RecordRef) -> list[str]:
-        """Every email a record holds (an Individual: its people's and contact points'); none
-        if the record is gone."""
-        ...
+class UsageCounter(Protocol):
+    """Counts which fields hold data, for the minimisation report (Art. 5(1)(c))."""
 
     def field_usage(self) -> list[ObjectUsage]:
         """Per object the allow-list names, every field a person or integration can fill and
         how many records fill it (minimisation, Art. 5(1)(c)). Values are counted, never
         kept or logged; fields the CRM computes itself (ids, timestamps, formulas) are left
         out."""
+        ...
+
+
+class CrmAdapter(
+    RecordReader, ConsentWriter, Eraser, RightsHandler, RetentionMarker, UsageCounter, Protocol
+):
+    """What every adapter is: every capability above, and connections to release.
+    ``bridge.testing.conformance`` holds each adapter to all of it; code that needs one
+    capability may ask for just that protocol."""
+
+    def close(self) -> None:
+        """Release the adapter's connections."""
         ...

@@ -11,30 +11,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 from bridge.adapters.base import FieldUsage, ObjectUsage
-from bridge.adapters.salesforce.transport import URI_LIMIT
-
-# What the field names of one request may take of its URL, in characters. HubSpot repeats
-# ``properties=<name>`` in the query string and documents a 414 without a figure, so this
-# stays well under the 8 KB most servers accept. Salesforce takes the SOQL in ``?q=`` within
-# its documented 16,384 bytes (``URI_LIMIT``, headers allowed for); 1 KB is left for the
-# instance URL and the rest of the statement.
-HUBSPOT_URL_BUDGET = 4_000
-SALESFORCE_URL_BUDGET = URI_LIMIT - 1_024
 
 Rows = Callable[[Sequence[str]], Iterable[Mapping[str, Any]]]
-
-
-def hubspot_cost(name: str) -> int:
-    """The characters ``&properties=<name>`` adds to a HubSpot URL."""
-    return len("&properties=") + len(quote(name, safe=""))
-
-
-def soql_cost(name: str) -> int:
-    """The characters ``<name>, `` adds to a URL-encoded SOQL statement."""
-    return len(quote_plus(f"{name}, "))
 
 
 def chunked(names: Sequence[str], budget: int, cost: Callable[[str], int]) -> Iterator[list[str]]:
@@ -56,7 +36,7 @@ def chunked(names: Sequence[str], budget: int, cost: Callable[[str], int]) -> It
 
 def filled(value: Any) -> bool:
     """Whether a field holds something: not null, not empty text, not an unticked checkbox
-    (Salesforce gives every checkbox ``false`` until someone ticks it). Zero is a value."""
+    (some vendors give every checkbox ``false`` until someone ticks it). Zero is a value."""
     return value is not None and value is not False and value != ""
 
 

@@ -1,16 +1,13 @@
 """Draining the webhook inbox, oldest receipt first.
 
-Each event kind goes to the handler registered for it: ``consent`` (opt-outs and consent
-changes) to propagation and ``deletion`` to erasure, which register themselves as they land;
-``other`` events are recorded and dropped. A kind with no handler yet stays in the inbox,
-never dropped. Vendors deliver out of order and more than once, so handlers re-read the
-vendor's current state before writing rather than trusting the event's value.
+Each event kind goes to its handler (``consent`` to propagation, ``deletion`` to erasure);
+``other`` events are recorded and dropped, and a kind with no handler stays in the inbox.
+Failures are retried with backoff, then dead-lettered (ARCHITECTURE.md, "A webhook event").
 """
 
 from __future__ import annotations
 
 import json
-import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +20,7 @@ from bridge import audit
 from bridge.adapters.base import AdapterError, Permanent
 from bridge.logs import get_logger
 from bridge.model import AuditEvent
-from bridge.store import inbox
+from bridge.store import inbox, leases
 from bridge.store.db import Store
 
 log = get_logger("bridge.inbox")
@@ -114,8 +111,12 @@ class InboxWorker:
             handler(self._event(row))
         except Exception as error:
             reason = _reason(error)
-            if isinstance(error, Permanent) or row.attempts >= self.max_attempts:
-                inbox.dead_letter(self.store, row.id, stamp, reason)
+            policy = leases.RetryPolicy(self.max_attempts, self.backoff_seconds)
+            verdict = inbox.fail(
+                self.store, row, policy, permanent=isinstance(error, Permanent), reason=reason,
+                now=self.clock(), stamp=stamp,
+            )  # fmt: skip
+            if verdict.dead:
                 audit.record(
                     self.store,
                     AuditEvent(
@@ -130,9 +131,6 @@ class InboxWorker:
                 )
                 log.warning("inbox event dead-lettered", inbox_id=row.id, reason=reason)
                 return "dead"
-            delay = self.backoff_seconds * 2 ** (row.attempts - 1) * random.uniform(0.5, 1.0)
-            later = self.clock() + timedelta(seconds=min(delay, 3600))
-            inbox.retry_later(self.store, row.id, later.isoformat(timespec="microseconds"), reason)
             log.info("inbox event will be retried", inbox_id=row.id, reason=reason)
             return "retried"
         inbox.finish(self.store, row.id, stamp)

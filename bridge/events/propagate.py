@@ -1,13 +1,9 @@
 """Propagation: an opt-out or consent change one CRM reports by webhook, written to every
 other system for that person at once, not at the next scheduled sync.
 
-The event is a hint, not the truth: vendors deliver late, twice and out of order, so the
-handler reads the person's current state in every system and reconciles it, the same plan
-as a sync, for one person. The bridge's own writes come back as events too (echoes): an
-event on a record the sync wrote to moments before is recognised, audited and dropped
-without a vendor call. A person who acts on that same record within the same minute is
-picked up by the next incremental sync instead. The delay from receipt to applied changes
-is the ``bridge_propagation_delay_seconds`` histogram.
+The event is a hint, not the truth: the person is re-read everywhere and reconciled like a
+sync, and the bridge's own writes coming back (echoes) are dropped without a vendor call
+(ARCHITECTURE.md, "A webhook event").
 """
 
 from __future__ import annotations
@@ -50,14 +46,14 @@ class Propagation:
             return
         emails = self.reconciler.adapters[system].emails_of(record)
         if not emails:
-            log.info("propagate.record_gone", system=system.value, record_id=record.id)
+            log.info("propagate.record_gone", system=system, record_id=record.id)
             return
         report = self.reconciler.sync_people(emails, actor="propagate")
         delay = (datetime.now(UTC) - datetime.fromisoformat(event.received_at)).total_seconds()
         PROPAGATION_DELAY.observe(delay)
         log.info(
             "propagate.done",
-            system=system.value,
+            system=system,
             record_id=record.id,
             changes=len(report.changes),
             delay_seconds=round(delay, 3),
@@ -71,7 +67,7 @@ class Propagation:
         occurred = datetime.fromisoformat(event.occurred_at)
         written = sync_rows.written_near(
             self.reconciler.store,
-            (record.system.value, record.object_type, record.id),
+            (record.system, record.object_type, record.id),
             (occurred - ECHO_BEFORE).isoformat(timespec="microseconds"),
             (occurred + ECHO_AFTER).isoformat(timespec="microseconds"),
         )
@@ -83,11 +79,11 @@ class Propagation:
                 actor="propagate",
                 action="sync.echo",
                 outcome="ignored",
-                system=record.system.value,
+                system=record.system,
                 record_id=record.id,
                 reason="the bridge's own write coming back",
                 details={"event": event.event_type, "fields": sorted(w["field"] for w in written)},
             ),
         )
-        log.info("propagate.echo", system=record.system.value, record_id=record.id)
+        log.info("propagate.echo", system=record.system, record_id=record.id)
         return True

@@ -1,16 +1,8 @@
-"""Which consent state wins when the CRMs disagree (DESIGN.md section 4). Pure: no I/O.
+"""Which consent state wins when the CRMs disagree. Pure: no I/O.
 
-The rule, per subject and purpose: the latest act wins, except that a withdrawal can only be
-overturned by a later grant carrying evidence of an active act (capture source and time);
-``unknown`` never overrides a known state; ties go to withdrawal; a global email opt-out
-withdraws every email purpose.
-
-Pairwise "who beats whom" cannot express that rule without cycles (an unevidenced grant
-beats an older evidenced one, which beats an older withdrawal, which beats the unevidenced
-grant), so the merge keeps a *summary* instead: the latest withdrawal, the latest evidenced
-grant, the latest grant and the latest unknown. Summaries combine component-wise by "latest",
-which is commutative, associative and idempotent, and the decision is read off the summary
-at the end; the order in which systems are read cannot change the answer.
+The latest act wins, but only an evidenced grant overturns a withdrawal; ``unknown`` never
+overrides; ties withdraw. The merge keeps an order-free *summary* per purpose, so the order
+systems are read in cannot change the answer (ARCHITECTURE.md, "The pieces").
 """
 
 from __future__ import annotations
@@ -21,13 +13,12 @@ from datetime import UTC, datetime
 
 from bridge.model import Consent, ConsentStatus, GlobalOptOut, Purpose
 
-EMAIL_CONTACT_POINT = "Email"
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
 
 def _order(consent: Consent) -> tuple[datetime, str, str]:
     """Latest first by time; equal times settle on where the act was recorded."""
-    return (consent.changed_at or _OLDEST, consent.source_system.value, consent.source_record)
+    return (consent.changed_at or _OLDEST, consent.source_system, consent.source_record)
 
 
 def _later(a: Consent | None, b: Consent | None) -> Consent | None:
@@ -121,17 +112,12 @@ def opt_out_as_withdrawal(purpose: Purpose, opt_out: GlobalOptOut) -> Consent:
     )
 
 
-def is_email(purpose: Purpose) -> bool:
-    """Whether a global email opt-out withdraws this purpose."""
-    return purpose.salesforce_contact_point_type == EMAIL_CONTACT_POINT
-
-
 def merge_purpose(
     purpose: Purpose, consents: Iterable[Consent], opt_outs: Iterable[GlobalOptOut] = ()
 ) -> ConsentDecision:
     """The state every system should hold for ``purpose``, from every record's view of it."""
     own = [c for c in consents if c.purpose == purpose.id]
-    if is_email(purpose):
+    if purpose.is_email:
         own += [opt_out_as_withdrawal(purpose, o) for o in opt_outs if o.email]
     return summarise(own).decide()
 
@@ -160,6 +146,6 @@ def _earliest(a: GlobalOptOut | None, b: GlobalOptOut) -> GlobalOptOut:
     """The first recorded opt-out is the person's act; later ones are its echoes."""
     if a is None:
         return b
-    key_a = (a.changed_at or _OLDEST, a.source_system.value, a.source_record)
-    key_b = (b.changed_at or _OLDEST, b.source_system.value, b.source_record)
+    key_a = (a.changed_at or _OLDEST, a.source_system, a.source_record)
+    key_b = (b.changed_at or _OLDEST, b.source_system, b.source_record)
     return a if key_a <= key_b else b

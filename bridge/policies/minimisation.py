@@ -1,10 +1,8 @@
 """Minimisation (Art. 5(1)(c)): the fields the bridge may hold and copy, per object. Pure.
 
-The allow-list names vendor fields per ``"<system>.<object>"`` (``salesforce.Contact``,
-``hubspot.contact``), the way the CRMs' own admins know them; a name may end in ``*`` to
-cover a family (``hs_email_optout*``). An object the list does not name allows nothing: a
-field is held because someone decided it is needed, never by default. The sync never writes
-a field outside the list; it reports the change it left out instead, naming the field.
+The allow-list names vendor fields per ``"<system>.<object>"`` (``crm.Contact``); a
+name may end in ``*`` to cover a family. An object the list does not name allows nothing.
+The sync never writes a field outside the list; it reports the change it left out instead.
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
 """The daemon (``bridge run``): the scheduler and the webhook receiver in one process.
 
-Jobs are of two kinds. Leader jobs (sync, later retention) run on one instance at a time: the
-one holding the leader lock (:mod:`bridge.store.leader`). Every instance checks the lock every
-``schedule.leader_check_seconds``: a follower that gets it starts the leader jobs, a leader
-that lost it stops them. Shared jobs (inbox, erasure) run on every instance: their work items
-are leased rows claimed with ``SELECT ... FOR UPDATE SKIP LOCKED``, so instances share them
-and none runs twice.
-
-Each job is given a :class:`threading.Event` that is set when it must stop (shutdown, or lost
-leadership for a leader job) and checks it between items. A job never runs twice at once;
-a run that comes due while the last is still going is skipped. A job's failure is logged with
-its name and error type (no message: it might hold personal data) and never stops the daemon.
-
-SIGTERM or SIGINT: stop taking work, let each running item finish (or release it), let the
-receiver answer what it has, release the leader lock and return, all within 30 seconds. An
-item still running then is abandoned to its lease, and another instance retries it.
+Leader jobs (sync, retention) run on the instance holding the leader lock, checked every
+``schedule.leader_check_seconds``; shared jobs (inbox, erasure) run everywhere on leased
+work items. Each job checks a stop event between items; SIGTERM or SIGINT drains and
+returns within 30 seconds (ARCHITECTURE.md, "Several instances").
 """
 
 from __future__ import annotations
@@ -228,7 +217,7 @@ def serve(daemon: Daemon, app: Any, host: str, port: int) -> bool:
             daemon.request_stop()
             super().handle_exit(sig, frame)
 
-    # No access log: the Salesforce webhook path carries a secret token.
+    # No access log: a webhook path may carry a secret token.
     config = uvicorn.Config(
         app,
         host=host,

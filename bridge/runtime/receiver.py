@@ -8,10 +8,9 @@ row has committed; a storage failure answers 503, so the vendor delivers it agai
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,13 +18,12 @@ from cryptography.fernet import Fernet
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from bridge import metrics
-from bridge.adapters.hubspot import webhooks as hubspot
-from bridge.adapters.salesforce import outbound as salesforce
+from bridge.adapters import spec
+from bridge.adapters.registry import VENDORS
 from bridge.config import Settings
 from bridge.errors import BridgeError
 from bridge.logs import get_logger
@@ -45,22 +43,6 @@ class Rejected(Exception):
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _ms_to_iso(ms: int) -> str | None:
-    try:
-        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="microseconds")
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-def _iso(text: str | None) -> str | None:
-    """A vendor timestamp in our one sortable format, or None if it is not one."""
-    try:
-        parsed = datetime.fromisoformat(text or "")
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 async def _read_body(request: Request, source: str, limit: int) -> bytes:
@@ -154,77 +136,8 @@ def create_app(settings: Settings, store: Store, clock: Callable[[], float] = ti
         log.error("inbox storage failed", error=type(error).__name__)
         return JSONResponse({"error": "storage_unavailable"}, 503)
 
-    @app.post("/webhooks/hubspot")
-    async def hubspot_webhook(request: Request) -> Response:
-        secret = settings.hubspot.client_secret
-        if secret is None:
-            raise Rejected("hubspot", 404, "not_configured")
-        body = await _read_body(request, "hubspot", limit)
-        uri = settings.hubspot.webhook_url or str(request.url)
-        try:
-            hubspot.verify(
-                request.headers,
-                request.method,
-                uri,
-                body,
-                secret.get_secret_value(),
-                now_ms=int(clock() * 1000),
-                accept_legacy=settings.hubspot.legacy_signatures,
-            )
-        except hubspot.SignatureError as error:
-            raise Rejected("hubspot", 401, str(error)) from None
-        try:
-            events = hubspot.EVENTS.validate_json(body)
-        except ValidationError as error:
-            raise Rejected("hubspot", 400, "bad_payload", _first_problem(error)) from None
-        if not 1 <= len(events) <= hubspot.MAX_EVENTS:
-            raise Rejected("hubspot", 400, "bad_payload", "expected 1 to 100 events")
-        metrics.WEBHOOK_EVENTS.labels("hubspot", "received", "").inc(len(events))
-        rows = [
-            row(
-                "hubspot",
-                event.key,
-                event.subscription_type,
-                event.kind,
-                object_type="contact",
-                object_id=str(event.object_id),
-                occurred_at=_ms_to_iso(event.occurred_at),
-                payload=event.model_dump(mode="json", by_alias=True),
-            )
-            for event in events
-        ]
-        stored, duplicates = await persist("hubspot", rows)
-        return JSONResponse({"stored": stored, "duplicates": duplicates})
-
-    @app.post("/webhooks/salesforce/{token}")
-    async def salesforce_webhook(token: str, request: Request) -> Response:
-        expected = settings.salesforce.outbound_token
-        if expected is None or not _same(token, expected.get_secret_value()):
-            raise Rejected("salesforce", 404, "bad_token")
-        body = await _read_body(request, "salesforce", limit)
-        try:
-            message = salesforce.parse(body)
-        except salesforce.OutboundMessageError as error:
-            raise Rejected("salesforce", 400, "bad_payload", str(error)) from None
-        organization = settings.salesforce.organization_id or ""
-        if not _same(message.organization_id, organization):
-            raise Rejected("salesforce", 403, "wrong_organization")
-        metrics.WEBHOOK_EVENTS.labels("salesforce", "received", "").inc(len(message.notifications))
-        rows = [
-            row(
-                "salesforce",
-                note.id,
-                "outboundMessage",
-                note.kind,
-                object_type=note.object_type,
-                object_id=note.fields["Id"],
-                occurred_at=_iso(note.fields.get("SystemModstamp")),
-                payload={"action_id": message.action_id, "fields": note.fields},
-            )
-            for note in message.notifications
-        ]
-        await persist("salesforce", rows)
-        return Response(salesforce.ACK, media_type="text/xml")
+    for vendor in VENDORS.values():
+        _add_intake(app, vendor, settings.vendor(vendor.name), row, persist, limit, clock)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -251,12 +164,50 @@ def create_app(settings: Settings, store: Store, clock: Callable[[], float] = ti
     return app
 
 
-def _same(given: str, expected: str) -> bool:
-    """Constant-time equality; an unset expected value never matches."""
-    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+Row = Callable[..., dict[str, Any]]
+Persist = Callable[[str, list[dict[str, Any]]], Awaitable[tuple[int, int]]]
 
 
-def _first_problem(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    return f"{where}: {first['msg']}"[:200]
+def _add_intake(
+    app: FastAPI,
+    vendor: spec.Vendor,
+    section: Any,
+    row: Row,
+    persist: Persist,
+    limit: int,
+    clock: Callable[[], float],
+) -> None:
+    """The vendor's webhook route: admitted, read within the size limit, verified and
+    parsed by the vendor's intake, stored, then answered as the vendor expects."""
+    source, intake = vendor.name, vendor.intake
+
+    async def receive(request: Request) -> Response:
+        try:
+            intake.admit(section, request.path_params)
+            body = await _read_body(request, source, limit)
+            accepted = intake.accept(
+                section,
+                spec.WebhookRequest(request.method, str(request.url), request.headers, body),
+                now_ms=int(clock() * 1000),
+            )
+        except spec.Rejected as error:
+            raise Rejected(source, error.status, error.reason, error.detail) from None
+        metrics.WEBHOOK_EVENTS.labels(source, "received", "").inc(len(accepted.events))
+        rows = [
+            row(
+                source,
+                event.key,
+                event.event_type,
+                event.kind,
+                object_type=event.object_type,
+                object_id=event.object_id,
+                occurred_at=event.occurred_at,
+                payload=event.payload,
+            )
+            for event in accepted.events
+        ]
+        stored, duplicates = await persist(source, rows)
+        content, media_type = accepted.reply(stored, duplicates)
+        return Response(content, media_type=media_type)
+
+    app.add_api_route(intake.path, receive, methods=["POST"], name=f"{source}_webhook")

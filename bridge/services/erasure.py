@@ -1,17 +1,13 @@
 """Erasure (GDPR Art. 17): asked once, erased in every system, verified, kept erased, receipted.
 
-A request is stored before anything else (its emails encrypted), then planned into steps, one
-per system and record or address, then each step runs with retries until it is done or has
-failed for good. Afterwards every system is searched again by every email of the subject:
-anything found is a failure. Only then are the emails destroyed, their pseudonyms added to
-the suppression list (so no sync brings the person back) and a receipt written that holds
-no personal data. A crash at any point loses nothing: every stage is resumable from the store.
+Stored first (emails encrypted), planned into one step per system and record or address,
+run with retries, verified by searching again, then suppressed and receipted; every stage
+resumes from the store after a crash (ARCHITECTURE.md, "An erasure").
 """
 
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 import uuid
@@ -37,7 +33,7 @@ from bridge.errors import BridgeError
 from bridge.identity import normalise_email, subject_ref
 from bridge.logs import get_logger, looks_personal
 from bridge.model import AuditEvent, System
-from bridge.services.rights import subject_emails
+from bridge.services.people import find_person
 from bridge.store import erasure as rows
 from bridge.store import leases
 from bridge.store.audit_log import LOCK as AUDIT_LOCK
@@ -83,7 +79,7 @@ class Erasure:
     def dry_run(self, emails: Sequence[str]) -> list[tuple[ErasureTarget, LegalHold | None]]:
         """What a request for these emails would erase now, and which legal hold keeps what;
         nothing is stored or changed."""
-        return self._targets(subject_emails(self.adapters, [normalise_email(e) for e in emails]))
+        return self._targets(find_person(self.adapters, emails).emails)
 
     def _targets(self, emails: Sequence[str]) -> list[tuple[ErasureTarget, LegalHold | None]]:
         """Every record and address to erase in every system, with the hold on it, if any."""
@@ -158,12 +154,12 @@ class Erasure:
         request completed in the meantime is left as it is, its emails destroyed.
         """
         request = self._request(request_id)
-        emails = subject_emails(self.adapters, self._open(request))
+        emails = find_person(self.adapters, self._open(request)).emails
         steps = [
             {
                 "request_id": request_id,
                 "target_key": _target_key(target, self._ref(target.email)),
-                "system": target.system.value,
+                "system": target.system,
                 "object_type": target.object_type,
                 "record_id": target.id,
                 "email_ref": self._ref(target.email),
@@ -301,19 +297,14 @@ class Erasure:
         self, request: Mapping[str, Any], step: Mapping[str, Any], error: AdapterError
     ) -> None:
         reason = str(error)[:500]
-        if isinstance(error, Permanent) or step["attempts"] >= self.max_attempts:
-            rows.settle_step(
-                self.store, step["id"], status=leases.DEAD, last_error=reason,
-                finished_at=_iso(self.clock()), available_at=None,
-            )  # fmt: skip
+        policy = leases.RetryPolicy(self.max_attempts, self.backoff_seconds)
+        verdict = rows.fail_step(
+            self.store, step, policy, permanent=isinstance(error, Permanent), reason=reason,
+            now=self.clock(),
+        )  # fmt: skip
+        if verdict.dead:
             self._audit_step(request, step, "dead_letter", "failed", reason)
             return
-        delay = self.backoff_seconds * 2 ** (step["attempts"] - 1) * random.uniform(0.5, 1.0)
-        later = self.clock() + timedelta(seconds=min(delay, 3600))
-        rows.settle_step(
-            self.store, step["id"], status=leases.PENDING, available_at=_iso(later),
-            last_error=reason,
-        )  # fmt: skip
         log.info("erasure step will be retried", step=step["id"], reason=reason)
 
     def _audit_step(
@@ -351,7 +342,7 @@ class Erasure:
         besides the ``kept`` record ids a legal hold refused to erase."""
         addresses = list(emails)
         return {
-            system.value: sum(r.id not in kept for r in adapter.find_by_emails(addresses))
+            system: sum(r.id not in kept for r in adapter.find_by_emails(addresses))
             for system, adapter in self.adapters.items()
         }
 
@@ -481,7 +472,7 @@ REFUSED = "refused"  # the outcome of a step a hold refused
 
 def _target_key(target: ErasureTarget, email_ref: str | None) -> str:
     what = target.id if target.id is not None else f"email:{email_ref}"
-    return f"{target.system.value}/{target.object_type}/{what}"
+    return f"{target.system}/{target.object_type}/{what}"
 
 
 def _outcomes_by_system(steps: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

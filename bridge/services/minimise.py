@@ -26,7 +26,7 @@ def usage_report(adapters: Mapping[System, CrmAdapter], minimisation: Minimisati
             raise BridgeError(f"minimise: cannot count the fields in use: {error}") from None
         objects += [
             minimisation.in_use(
-                system.value,
+                system,
                 found.sobject,
                 found.records,
                 {f.name: f.filled for f in found.fields},

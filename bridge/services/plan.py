@@ -1,11 +1,8 @@
 """From what every system holds about a person to what each record must be told. Pure.
 
-For one subject: the bridge's own earlier writes are read back as the acts they followed
-(echoes, from the ledger), the policies merge consent, global opt-out and lawful basis, and
-every record that differs from the answer gets a typed change naming the act it follows and
-why. A change the vendor already left to the person (``needs_self_service``) for the same
-act is not planned again; a change to a field the record cannot hold is not a change; one
-to a field minimisation forbids is reported, not written.
+For one subject: echoes of the bridge's own writes are read back as the acts they followed,
+the policies merge, and every record that differs gets a typed change naming the act it
+follows and why (ARCHITECTURE.md, "A sync", step 3).
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ from bridge.model import (
     Subject,
     System,
 )
-from bridge.policies.consent import is_email, merge_opt_outs, merge_purpose
+from bridge.policies.consent import merge_opt_outs, merge_purpose
 from bridge.policies.lawful_basis import HeldBasis, merge_bases
 
 OPT_OUT_FIELD = "opt_out"
@@ -106,7 +103,7 @@ class Change(NamedTuple):
 
     @property
     def key(self) -> FieldKey:
-        return (self.record.system.value, self.record.object_type, self.record.id, self.field)
+        return (self.record.system, self.record.object_type, self.record.id, self.field)
 
     def vendor_explanation(self) -> str:
         """What the vendor records with the change: the act's explanation, or where and
@@ -120,7 +117,7 @@ class Change(NamedTuple):
     def as_dict(self) -> dict[str, Any]:
         return {
             "subject_ref": self.subject_ref,
-            "system": self.record.system.value,
+            "system": self.record.system,
             "object_type": self.record.object_type,
             "record_id": self.record.id,
             "change": self.kind.value,
@@ -171,12 +168,12 @@ def plan_subject(
     ]
     # A basis the bridge may not copy from a record does not vote either.
     held = [
-        HeldBasis(r.lawful_basis, _basis_set_at(r, ledger), r.system.value, r.id)
+        HeldBasis(r.lawful_basis, _basis_set_at(r, ledger), r.system, r.id)
         for r in records
         if r.lawful_basis is not None and placement(r, LAWFUL_BASIS_FIELD) is Writable.YES
     ]
     basis = merge_bases(held, agreed_basis)
-    email_fields = [(p.id, consent_field(p.id)) for p in purposes if is_email(p)]
+    email_fields = [(p.id, consent_field(p.id)) for p in purposes if p.is_email]
     sorter = _Sorter(subject.subject_ref, placement, ledger)
     for record in records:
         target = RecordRef(record.system, record.object_type.value, record.id)
@@ -259,11 +256,11 @@ def _change(
         act = Act(follows.system, follows.record_id, follows.modified_at)
         return Change(subject_ref, target, kind, field_name, follows.basis.value, act, why)
     if isinstance(follows, GlobalOptOut):
-        act = Act(follows.source_system.value, follows.source_record, follows.changed_at)
+        act = Act(follows.source_system, follows.source_record, follows.changed_at)
         return Change(subject_ref, target, kind, field_name, _WITHDRAWN, act, why)
     if follows is None:  # a decision always follows an act; merge_purpose says which
         raise ValueError("a consent change needs the act it follows")
-    act = Act(follows.source_system.value, follows.source_record, follows.changed_at)
+    act = Act(follows.source_system, follows.source_record, follows.changed_at)
     return Change(
         subject_ref, target, kind, field_name, follows.status.value, act, why, purpose,
         follows.lawful_basis, follows.explanation, follows.evidence,
@@ -279,10 +276,10 @@ def _as_acts(record: CrmRecord, ledger: Ledger) -> CrmRecord:
     An echo carries the write's time, not the person's: left as it is, a propagated opt-out
     would look newer than the grant it preceded. Only a state still equal to what was
     written is an echo; once the record says something else, the person has acted. An
-    opt-out the person made is read with the time it was first seen: Salesforce dates it by
+    opt-out the person made is read with the time it was first seen: some vendors date it by
     the record's last edit, which the bridge's own writes move.
     """
-    key = (record.system.value, record.object_type.value, record.id)
+    key = (record.system, record.object_type.value, record.id)
     opt_out = record.opt_out
     if opt_out is not None and opt_out.email:
         echo = _echo(ledger.get((*key, OPT_OUT_FIELD)), _WITHDRAWN, SEEN)
@@ -313,7 +310,7 @@ def _basis_set_at(record: CrmRecord, ledger: Ledger) -> datetime | None:
     the act it followed. The record's own timestamp moves with every edit, the bridge's
     consent writes included, so it only serves the first time a basis is read."""
     if ledger and record.lawful_basis is not None:
-        key = (record.system.value, record.object_type.value, record.id, LAWFUL_BASIS_FIELD)
+        key = (record.system, record.object_type.value, record.id, LAWFUL_BASIS_FIELD)
         act = _echo(ledger.get(key), record.lawful_basis.value, SEEN)
         if act is not None:
             return act.at

@@ -1,14 +1,8 @@
 """Reconcile: pull, link into subjects, merge and plan (``bridge.services.plan``), apply.
 
-- Pull: every record (``full``, and the first run) or the records changed since each
-  system's cursor, plus every other record of the people those touch, found by email in
-  every system. Each pulled record passes the watch (record index, erased people caught).
-- Subjects holding a suppressed pseudonym (erased people) are never written or linked.
-- Apply: writes go to each adapter in batches (adapters batch at the vendor maximum); every
-  outcome is an audit event, and what was written is kept in the ledger so that it is known
-  for an echo when it comes back.
-- A cursor moves only when everything its pull planned was applied: a crash, a stop or a
-  failed write leaves it where it was, and the next run reads the same changes again.
+Erased people are never written or linked; every write is audited and kept in the ledger
+(for echoes); a cursor moves only when everything its pull planned was applied
+(ARCHITECTURE.md, "A sync").
 """
 
 from __future__ import annotations
@@ -35,6 +29,7 @@ from bridge.logs import get_logger
 from bridge.metrics import SYNC_CHANGES
 from bridge.model import AuditEvent, ConsentStatus, CrmRecord, LawfulBasis, Purpose, System
 from bridge.policies.minimisation import Minimisation
+from bridge.services.people import LookupBoundReached, find_person
 from bridge.services.plan import (
     DONE,
     LAWFUL_BASIS_FIELD,
@@ -60,12 +55,11 @@ from bridge.store.audit_log import LOCK as AUDIT_LOCK
 from bridge.store.db import Store
 
 log = get_logger("bridge.sync")
-# A multiple of both vendors' batch sizes (HubSpot 100, Salesforce 200). Larger batches save
+# A multiple of the vendors' batch sizes (100 and 200 today). Larger batches save
 # the read-first calls each adapter makes per batch; a stop waits for one batch to finish.
 APPLY_BATCH = 1000
 _ORDER = {ChangeKind.OPT_OUT: 0, ChangeKind.CONSENT: 1, ChangeKind.LAWFUL_BASIS: 2}
 WITHDRAWN = ConsentStatus.WITHDRAWN.value
-LOOKUP_ROUNDS = 3  # hops through additional emails when finding one person's records
 Progress = Callable[[str, int, int | None], None]
 """Told the phase, how far it got and (when known) how far it goes."""
 
@@ -153,7 +147,7 @@ class Reconciler:
         """Pull, plan and (unless ``dry_run``) apply; cursors move when all is applied."""
         stop = stop or threading.Event()
         started = _now()
-        cursors = {s: record_rows.cursor(self.store, f"sync:{s.value}") for s in self.adapters}
+        cursors = {s: record_rows.cursor(self.store, f"sync:{s}") for s in self.adapters}
         full = full or any(value is None for value in cursors.values())
         records = self._pull_all(stop) if full else self._pull_changed(cursors, stop)
         if stop.is_set():  # shutting down: nothing planned, the next run reads it all again
@@ -162,7 +156,7 @@ class Reconciler:
         if not dry_run and not report.stopped and not report.failed:
             with self.store.transaction() as conn:
                 for system in self.adapters:
-                    record_rows.set_cursor(conn, f"sync:{system.value}", _iso(started))
+                    record_rows.set_cursor(conn, f"sync:{system}", _iso(started))
             report.cursors_moved = True
         log.info("sync.finished", full=full, dry_run=dry_run, **report.counts())
         return report
@@ -205,7 +199,7 @@ class Reconciler:
     def _pull_all(self, stop: threading.Event) -> list[CrmRecord]:
         records: list[CrmRecord] = []
         for system, adapter in self.adapters.items():
-            records += self._counted(f"reading {system.value}", adapter.read(), stop)
+            records += self._counted(f"reading {system}", adapter.read(), stop)
         return records
 
     def _pull_changed(
@@ -215,7 +209,7 @@ class Reconciler:
         changed: list[CrmRecord] = []
         for system, adapter in self.adapters.items():
             since = datetime.fromisoformat(str(cursors[system])) - OVERLAP
-            phase = f"reading {system.value} changes"
+            phase = f"reading {system} changes"
             changed += self._counted(phase, adapter.read(since), stop)
         if stop.is_set():
             return changed
@@ -225,19 +219,22 @@ class Reconciler:
         return list(by_key.values())
 
     def _find(self, emails: Collection[str]) -> list[CrmRecord]:
-        """Every record of the people these emails reach, through their other emails too."""
-        by_key: dict[tuple[str, str, str], CrmRecord] = {}
-        asked: set[str] = set()
-        wanted = {normalise_email(e) for e in emails if e.strip()}
-        for _ in range(LOOKUP_ROUNDS):
-            fresh = sorted(wanted - asked)
-            if not fresh:
-                break
-            asked.update(fresh)
-            for adapter in self.adapters.values():
-                by_key.update((r.key, r) for r in adapter.find_by_emails(fresh))
-            wanted = {normalise_email(e) for r in by_key.values() for e in r.emails}
-        return list(by_key.values())
+        """Every record of the people these emails reach, through their other emails too.
+
+        People linked beyond the lookup bound are synced with the records found so far, and
+        a warning says so: one such chain must not hold up everyone else's sync (erasure,
+        export and rectify refuse instead)."""
+        try:
+            return find_person(self.adapters, emails).records
+        except LookupBoundReached as bound:
+            log.warning(
+                "sync.lookup_bound_reached",
+                rounds=bound.rounds,
+                addresses=len(bound.partial.emails),
+                records=len(bound.partial.records),
+                unsearched=bound.unsearched,
+            )
+            return bound.partial.records
 
     def _counted(
         self, phase: str, records: Iterable[CrmRecord], stop: threading.Event
@@ -309,7 +306,7 @@ class Reconciler:
                     stale.append(key)
                     before = None
                 if before is None and state is not None and field_name in first_seen:
-                    act = Act(record.system.value, record.id, first_seen[field_name])
+                    act = Act(record.system, record.id, first_seen[field_name])
                     seen.append(_ledger_row(key, state, act, SEEN, now))
         if seen or stale:
             with self.store.transaction() as conn:
@@ -322,7 +319,7 @@ class Reconciler:
             where = self.adapters[record.system].field_for(record.object_type.value, field_name)
             if where is None:
                 self._placements[key] = Writable.NOT_HELD
-            elif self.minimisation.permits(record.system.value, *where):
+            elif self.minimisation.permits(record.system, *where):
                 self._placements[key] = Writable.YES
             else:
                 self._placements[key] = Writable.NOT_ALLOWED
@@ -431,11 +428,11 @@ class Reconciler:
             for change, result in zip(batch, results, strict=True):
                 audit.append(conn, _audit_event(change, result, actor))
         for change, result in zip(batch, results, strict=True):
-            SYNC_CHANGES.labels(change.record.system.value, change.kind.value, result.status).inc()
+            SYNC_CHANGES.labels(change.record.system, change.kind.value, result.status).inc()
             if result.status is WriteStatus.FAILED:
                 log.warning(
                     "sync.write_failed",
-                    system=change.record.system.value,
+                    system=change.record.system,
                     record_id=change.record.id,
                     change=change.field,
                     detail=result.detail,
@@ -495,7 +492,7 @@ def _audit_event(change: Change, result: WriteOutcome, actor: str) -> AuditEvent
         actor=actor,
         action=f"sync.{change.kind.value}",
         outcome=result.status.value,
-        system=change.record.system.value,
+        system=change.record.system,
         record_id=change.record.id,
         subject_ref=change.subject_ref,
         reason=change.why,

@@ -1,11 +1,8 @@
 """Retention: who falls due under the rules, the warning marks in both CRMs, and the purge.
 
-``preview`` reads every record of every system, links them into subjects and judges each
-under every rule (``bridge.policies.retention``), writing nothing. ``apply`` judges the same
-way, then sets the due date on the records of everyone in a warning period (and clears it
-where a person re-engaged), and turns everyone due into an erasure request with the rule's
-action, through the erasure machinery: legal holds, verification and suppression included.
-Preview and apply share one judgement, so they agree on who is purged.
+``preview`` judges every subject under every rule and writes nothing; ``apply`` judges the
+same way, marks (or clears) the due date of everyone in a warning period, and turns everyone
+due into an erasure request. One judgement, so the two agree on who is purged.
 """
 
 from __future__ import annotations
@@ -24,12 +21,12 @@ from bridge.adapters.base import (
     RecordRef,
     WriteStatus,
 )
-from bridge.config import RETAINED_OBJECTS, LegalHold, RelatedRecords, RetentionRule
+from bridge.config import LegalHold
 from bridge.identity import link_subjects, subject_ref
 from bridge.logs import get_logger
-from bridge.model import AuditEvent, ConsentStatus, Purpose, Subject, System
+from bridge.model import PEOPLE, AuditEvent, ConsentStatus, Purpose, RelatedRecords, Subject, System
 from bridge.policies.consent import merge_purpose
-from bridge.policies.retention import Verdict, first_due, judge, object_key
+from bridge.policies.retention import RetentionRule, Verdict, first_due, judge
 from bridge.services.erasure import Erasure
 from bridge.store import erasure as erasure_rows
 from bridge.store.audit_log import LOCK as AUDIT_LOCK
@@ -87,8 +84,8 @@ class RetentionReport:
             "why": verdict.why,
             "records": [
                 {
-                    "system": r.system.value,
-                    "object": object_key(r).partition(".")[2],
+                    "system": r.system,
+                    "object": r.object_key.partition(".")[2],
                     "id": r.id,
                     "url": self.records.get(r.key),
                     "legal_hold": hold.name if (hold := candidate.holds.get(r.id)) else None,
@@ -163,7 +160,7 @@ class Retention:
         """Subjects a rule purges on or before ``horizon``, ordered by due date.
 
         Judged twice: first on what the records say, then, for the subjects that would fall
-        due, with the related Salesforce rows that may still keep them (queried only for
+        due, with the related rows that may still keep them (queried only for
         those) and with the legal holds, a refusing one of which keeps them too.
         """
         verdicts = {s.subject_ref: self._judge(s, {}) for s in subjects}
@@ -241,7 +238,7 @@ class Retention:
                 continue
             for record in subject.records:
                 due_on = wanted.get(record.key)
-                if due_on == record.purge_due or object_key(record) not in RETAINED_OBJECTS:
+                if due_on == record.purge_due or record.object_type not in PEOPLE:
                     continue  # as it should be, or an Individual: nothing a workflow reads
                 ref = RecordRef(record.system, record.object_type.value, record.id)
                 mark = DueMark(ref, due_on)
@@ -251,14 +248,14 @@ class Retention:
             with self.store.transaction(serialize=AUDIT_LOCK) as conn:
                 for (mark, owner), outcome in zip(marks, outcomes, strict=True):
                     self._count(report, mark, outcome.status)
-                    key = (system.value, mark.record.object_type, mark.record.id)
+                    key = (system, mark.record.object_type, mark.record.id)
                     audit.append(
                         conn,
                         AuditEvent(
                             actor=ACTOR,
                             action="retention.marked" if mark.due else "retention.unmarked",
                             outcome=outcome.status.value,
-                            system=system.value,
+                            system=system,
                             record_id=mark.record.id,
                             subject_ref=owner,
                             reason=f"retention rule {rule_of[key]}" if key in rule_of else None,

@@ -1,5 +1,5 @@
-"""Data-subject rights beside erasure: who a person is across systems, access (Art. 15/20)
-and rectification (Art. 16)."""
+"""Data-subject rights beside erasure: access (Art. 15/20) and rectification (Art. 16), each
+reaching every address of the person (``bridge.services.people``)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,8 @@ from bridge.adapters.base import AdapterError, CrmAdapter, WriteStatus
 from bridge.errors import BridgeError, ConfigError
 from bridge.identity import normalise_email, subject_ref
 from bridge.model import AuditEvent, System
+from bridge.services.people import find_person
 from bridge.store.db import Store
-
-
-def subject_emails(adapters: Mapping[System, CrmAdapter], emails: Sequence[str]) -> list[str]:
-    """A person's every email: those given, plus every other email their records hold."""
-    found = {normalise_email(e) for e in emails if e.strip()}
-    for adapter in adapters.values():
-        for record in adapter.find_by_emails(sorted(found)):
-            found.update(normalise_email(e) for e in record.emails if e.strip())
-    return sorted(found)
 
 
 def export_subject(
@@ -30,12 +22,12 @@ def export_subject(
     """One document with everything held about a person: every record in every system (all
     the fields the adapters expose, consent with the history vendors keep) and the audit
     events about them. It is the person's own data, so it is given to them in clear."""
-    everyone = subject_emails(adapters, emails)
+    everyone = find_person(adapters, emails).emails
     refs = {subject_ref(key, e) for e in everyone}
     return {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "emails": everyone,
-        "systems": {system.value: adapter.export(everyone) for system, adapter in adapters.items()},
+        "systems": {system: adapter.export(everyone) for system, adapter in adapters.items()},
         "audit_events": [e for ref in sorted(refs) for e in audit.events(store, ref)],
     }
 
@@ -72,7 +64,7 @@ def rectify_subject(
     if not given:
         raise ConfigError(["rectify: give an EMAIL of the person"])
     try:
-        everyone = subject_emails(adapters, given)
+        everyone = find_person(adapters, given).emails
     except AdapterError as error:
         raise BridgeError(f"rectify: cannot look the person up: {error}") from None
     ref = subject_ref(key, given[0])
@@ -82,10 +74,10 @@ def rectify_subject(
         try:
             outcomes = adapter.rectify(everyone, changes)
         except AdapterError as error:
-            records.append(_entry(system.value, None, None, WriteStatus.FAILED, str(error)))
+            records.append(_entry(system, None, None, WriteStatus.FAILED, str(error)))
             continue
         records += [
-            _entry(o.record.system.value, o.record.object_type, o.record.id, o.status, o.detail)
+            _entry(o.record.system, o.record.object_type, o.record.id, o.status, o.detail)
             for o in outcomes
         ]
     for entry in records:
@@ -103,7 +95,7 @@ def rectify_subject(
             ),
         )
     if not records:
-        details = {"fields": fields, "systems": sorted(s.value for s in adapters)}
+        details = {"fields": fields, "systems": sorted(s for s in adapters)}
         event = AuditEvent(actor, "rectify", "not_found", subject_ref=ref, details=details)
         audit.record(store, event)
     return {"records": records}

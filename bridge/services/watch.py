@@ -1,12 +1,10 @@
 """What the bridge sees of people: each record's pseudonyms remembered, erased people caught
 coming back.
 
-Every read of a CRM passes its records through :meth:`Watch.observe` (the scan here, and the
-sync's pulls): the record index can then say who a record held after the vendor has erased
-it (a HubSpot privacy deletion leaves no email behind), and a record holding a suppressed
-pseudonym is an erased person re-appearing (a form fill, a rep typing them in): flagged with
-an audit event and a metric, and erased again when ``erasure.reerase_reappeared`` is set.
-Records a legal hold kept on purpose are not re-appearances.
+Every read passes its records through :meth:`Watch.observe`: the record index says whom a
+record held after the vendor erased it, and a record holding a suppressed pseudonym is an
+erased person re-appearing, flagged (and erased again if configured). Records a legal hold
+kept on purpose are not re-appearances.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from bridge.store.db import Store
 
 log = get_logger("bridge.watch")
 BATCH = 500
-# Vendors index changes with a lag (HubSpot search: seconds), so each incremental read (this
+# Vendors index changes with a lag (a search index: seconds), so each incremental read (this
 # scan, the sync's pulls) re-reads a little.
 OVERLAP = timedelta(minutes=1)
 
@@ -63,7 +61,7 @@ class Watch:
         """Read what changed in each CRM since the last scan (all of it the first time)."""
         flagged: list[int] = []
         for system, adapter in adapters.items():
-            name = f"watch:{system.value}"
+            name = f"watch:{system}"
             since = rows.cursor(self.store, name)
             started = datetime.now(UTC) - OVERLAP
             flagged += self.observe(adapter.read(datetime.fromisoformat(since) if since else None))
@@ -81,7 +79,7 @@ class Watch:
                         actor="watch",
                         action="erasure.reappeared",
                         outcome="flagged",
-                        system=record.system.value,
+                        system=record.system,
                         record_id=record.id,
                         subject_ref=refs[0],
                         reason="an erased person is in the CRM again",
@@ -90,8 +88,8 @@ class Watch:
                 )
         if not new:
             return []
-        REAPPEARANCES.labels(record.system.value).inc()
-        log.warning("erased person re-appeared", system=record.system.value, record_id=record.id)
+        REAPPEARANCES.labels(record.system).inc()
+        log.warning("erased person re-appeared", system=record.system, record_id=record.id)
         if self.reerase is not None:
             origin = "reappeared {}/{}/{}".format(*record.key)
             request_id = self.reerase.submit(list(record.emails), "delete", None, "watch", origin)

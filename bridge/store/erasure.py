@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
@@ -99,6 +100,22 @@ def claim_steps(
 
 def settle_step(store: Store, step_id: int, **values: Any) -> None:
     leases.settle(store, erasure_steps, step_id, **values)
+
+
+def fail_step(
+    store: Store,
+    step: Mapping[str, Any],
+    policy: leases.RetryPolicy,
+    *,
+    permanent: bool,
+    reason: str,
+    now: datetime,
+) -> leases.Verdict:
+    """A step's attempt failed: retry it later, or give up on it (dead, finished ``now``)."""
+    return leases.settle_failure(
+        store, erasure_steps, step["id"], step["attempts"], policy=policy, permanent=permanent,
+        reason=reason, now=now, given_up={"finished_at": now.isoformat(timespec="microseconds")},
+    )  # fmt: skip
 
 
 def renew_step(store: Store, step: dict[str, Any], lease_until: str) -> bool:

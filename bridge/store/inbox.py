@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from bridge.store import leases
 from bridge.store.db import Store, insert_or_skip
-from bridge.store.leases import DEAD, DONE, PENDING, PROCESSING
+from bridge.store.leases import DONE, PENDING, PROCESSING
 from bridge.store.tables import inbox
 
 
@@ -76,17 +77,22 @@ def finish(store: Store, event_id: int, now: str) -> None:
     )  # fmt: skip
 
 
-def retry_later(store: Store, event_id: int, available_at: str, error: str) -> None:
-    leases.settle(
-        store, inbox, event_id, status=PENDING, available_at=available_at, last_error=error
-    )
-
-
-def dead_letter(store: Store, event_id: int, now: str, error: str) -> None:
-    """Given up: the payload stays (encrypted) so that a replay can still process it."""
-    leases.settle(
-        store, inbox, event_id, status=DEAD, processed_at=now, available_at=None, last_error=error
-    )
+def fail(
+    store: Store,
+    row: InboxRow,
+    policy: leases.RetryPolicy,
+    *,
+    permanent: bool,
+    reason: str,
+    now: datetime,
+    stamp: str,
+) -> leases.Verdict:
+    """Handling failed: retry later, or give up (dead, processed at ``stamp``). A dead row
+    keeps its payload (encrypted) so that a replay can still process it."""
+    return leases.settle_failure(
+        store, inbox, row.id, row.attempts, policy=policy, permanent=permanent, reason=reason,
+        now=now, given_up={"processed_at": stamp},
+    )  # fmt: skip
 
 
 def counts(store: Store) -> dict[str, int]:

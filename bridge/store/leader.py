@@ -1,14 +1,9 @@
 """Which daemon instance schedules the leader-only jobs (sync, retention): one at a time.
 
-On PostgreSQL the leader holds a session advisory lock (``pg_try_advisory_lock``) on one
-dedicated connection for as long as it leads. The lock lives exactly as long as that session:
-when the leader process dies, its connection closes, the server releases the lock, and the
-next instance to try takes it. TCP keepalives on both ends make a vanished host (no orderly
-close) let go within about half a minute, so a follower checking every few seconds takes
-over within a minute.
-
-On SQLite there is only ever one instance by design (one file, one host, one process: the
-database is not shared), so that instance always leads.
+PostgreSQL: a session advisory lock held on one dedicated connection, released by the server
+when the leader's connection closes (TCP keepalives bound a vanished host to about half a
+minute). SQLite: one instance by design, which always leads (ARCHITECTURE.md, "Several
+instances").
 """
 
 from __future__ import annotations

@@ -1,13 +1,18 @@
 """Work items claimed under a lease, shared by every durable queue (inbox, erasure steps).
 
-A claim marks rows ``processing`` until a time; a worker that dies leaves the lease to
-expire and the row is claimed again. PostgreSQL workers skip each other's locked rows
-(``FOR UPDATE SKIP LOCKED``); SQLite serialises the claim with its write lock.
+A claim marks rows ``processing`` until a time; a dead worker's lease expires and the row is
+claimed again (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the write lock on SQLite). A failed
+row is settled by ``settle_failure``: ``decide`` (pure) chooses between a later retry and
+giving up; what to audit and log stays with each queue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import math
+import random
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping, Table, and_, or_, select, update
@@ -15,6 +20,44 @@ from sqlalchemy import ColumnElement, RowMapping, Table, and_, or_, select, upda
 from bridge.store.db import Store
 
 PENDING, PROCESSING, DONE, DEAD = "pending", "processing", "done", "dead"
+JITTER = (0.5, 1.0)  # each delay is drawn from this share of its exponential step
+MAX_DELAY_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a queue retries failed work: ``max_attempts`` claims in all, waiting
+    ``backoff_seconds * 2 ** (attempt - 1)`` after each failed attempt, jittered and capped."""
+
+    max_attempts: int
+    backoff_seconds: float
+    max_delay_seconds: float = MAX_DELAY_SECONDS
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What becomes of a failed claim: dead-lettered, or pending again after ``delay``."""
+
+    dead: bool
+    delay: timedelta = timedelta()
+
+
+def decide(policy: RetryPolicy, attempts: int, permanent: bool, draw: float) -> Verdict:
+    """Dead-letter a permanent failure, or one that used the last attempt (``attempts``
+    counts this claim); otherwise retry after an exponential, jittered, capped delay.
+
+    ``draw`` is a uniform draw from [0, 1] that picks the jitter: the delay lies within
+    [0.5, 1] of its exponential step, and never beyond ``max_delay_seconds``.
+    """
+    if permanent or attempts >= policy.max_attempts:
+        return Verdict(dead=True)
+    low, high = JITTER
+    jitter = low + (high - low) * draw  # as random.uniform(low, high) computes it
+    try:
+        seconds = math.ldexp(policy.backoff_seconds, attempts - 1) * jitter  # base * 2 ** n
+    except OverflowError:  # a step beyond any float is beyond the cap
+        seconds = policy.max_delay_seconds
+    return Verdict(dead=False, delay=timedelta(seconds=min(seconds, policy.max_delay_seconds)))
 
 
 def claim(
@@ -66,6 +109,32 @@ def settle(store: Store, table: Table, row_id: int, **values: Any) -> None:
     """Record a claimed row's outcome (done, retry later, or dead) in its own transaction."""
     with store.transaction() as conn:
         conn.execute(update(table).where(table.c.id == row_id).values(**values))
+
+
+def settle_failure(
+    store: Store,
+    table: Table,
+    row_id: int,
+    attempts: int,
+    *,
+    policy: RetryPolicy,
+    permanent: bool,
+    reason: str,
+    now: datetime,
+    given_up: Mapping[str, Any],
+) -> Verdict:
+    """Settle a claimed row whose work failed, by ``decide``: ``dead``, with ``given_up``
+    (the table's own record of when, e.g. ``{"finished_at": ...}``), or ``pending`` again
+    from ``now`` plus the delay. ``reason`` (no personal data) is kept either way. The
+    caller audits and logs the verdict it gets back."""
+    verdict = decide(policy, attempts, permanent, random.random())
+    if verdict.dead:
+        values = {"status": DEAD, "available_at": None, "last_error": reason, **given_up}
+    else:
+        later = (now + verdict.delay).isoformat(timespec="microseconds")
+        values = {"status": PENDING, "available_at": later, "last_error": reason}
+    settle(store, table, row_id, **values)
+    return verdict
 
 
 def release(store: Store, table: Table, ids: Collection[int]) -> None:

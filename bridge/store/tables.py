@@ -117,7 +117,7 @@ suppression = Table(
 )
 
 # Which pseudonyms each CRM record held when the bridge last read it: finds a person's other
-# records after one is gone (a HubSpot privacy deletion leaves no email behind).
+# records after one is gone (a vendor's own privacy deletion leaves no email behind).
 record_index = Table(
     "record_index",
     metadata,

@@ -47,21 +47,16 @@ from rich.console import Console
 
 from bridge import audit
 from bridge.adapters.base import CrmAdapter
-from bridge.cli.app import Context
-from bridge.config import (
-    HubSpotSettings,
-    RelatedRecords,
-    RetentionRule,
-    RetentionSettings,
-    SalesforceSettings,
-    Settings,
-)
+from bridge.adapters.hubspot.settings import HubSpotSettings
+from bridge.adapters.salesforce.settings import SalesforceSettings
+from bridge.config import RetentionSettings, Settings
 from bridge.errors import BridgeError
 from bridge.identity import normalise_email
 from bridge.logs import configure as configure_logging
 from bridge.logs import get_logger
-from bridge.model import LawfulBasis, System
-from bridge.policies.lawful_basis import SALESFORCE_LEGAL_BASIS
+from bridge.model import RelatedRecords, System
+from bridge.policies.retention import RetentionRule
+from bridge.runtime.wiring import Wiring
 from bridge.services.plan import NEEDS_SELF_SERVICE
 from bridge.store.db import Store
 from bridge.store.records import all_reappearances
@@ -80,6 +75,7 @@ from bridge_sandbox.demo_seed import (
 from bridge_sandbox.emulators.common import serve_in_thread
 from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig
 from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
+from bridge_sandbox.emulators.lawful_bases import SALESFORCE_LEGAL_BASIS
 from bridge_sandbox.emulators.people import seed_hubspot, seed_salesforce
 from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig
 from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
@@ -124,7 +120,7 @@ class World:
     """What the steps act on: the seeded people, the bridge's services, both CRMs."""
 
     cast: Cast
-    context: Context
+    context: Wiring
     crms: Crms
     workdir: Path
     services: dict[str, str]
@@ -147,8 +143,8 @@ class World:
             return
         settings = self.context.settings
         receiver = self.services["receiver"]
-        secret = settings.hubspot.client_secret
-        token = settings.salesforce.outbound_token
+        secret = settings.vendor("hubspot").client_secret
+        token = settings.vendor("salesforce").outbound_token
         assert secret is not None and token is not None
         self.crms.hubspot.put(
             "/__emulator/webhooks",
@@ -364,7 +360,7 @@ def suppression(world: World) -> Outcome:
     hubspot_id = world.crms.create_hubspot_contact(
         {"email": email, "firstname": erased.first_name, "lastname": erased.last_name}
     )
-    basis = SALESFORCE_LEGAL_BASIS.to_vendor(LawfulBasis.LEGITIMATE_INTERESTS)
+    basis = SALESFORCE_LEGAL_BASIS["legitimate_interests"]
     lead_id = world.crms.rep_create(
         "Lead",
         {"FirstName": erased.first_name, "LastName": erased.last_name, "Email": email.title(),
@@ -615,7 +611,7 @@ def _announce_and_wait(console: Console, world: World) -> None:
 
 def _environment(settings: Settings) -> str:
     """The demo's settings as shell exports, so that ``bridge`` commands reach its world."""
-    hubspot, salesforce = settings.hubspot, settings.salesforce
+    hubspot, salesforce = settings.vendor("hubspot"), settings.vendor("salesforce")
     values = {
         "DATABASE_URL": settings.database_url,
         "PSEUDONYM_KEY": _reveal(settings.pseudonym_key),
@@ -692,7 +688,7 @@ class _DemoSettings(Settings):
 def _settings(workdir: Path, hubspot_url: str, salesforce_url: str) -> Settings:
     from cryptography.fernet import Fernet
 
-    return _DemoSettings(
+    values: dict[str, Any] = dict(
         database_url=f"sqlite:///{workdir / 'bridge.db'}",
         pseudonym_key=secrets.token_hex(32),
         encryption_key=Fernet.generate_key().decode(),
@@ -714,6 +710,7 @@ def _settings(workdir: Path, hubspot_url: str, salesforce_url: str) -> Settings:
         purposes=list(PURPOSES),
         retention=RetentionSettings(rules=[UNQUALIFIED]),
     )
+    return _DemoSettings(**values)
 
 
 @contextmanager
@@ -735,7 +732,7 @@ def _world(people: int, keep: bool) -> Iterator[World]:
             )
         )
         settings = _settings(workdir, hubspot.url, salesforce.url)
-        context = Context(None, _settings=settings)
+        context = Wiring(None, _settings=settings)
         store = context.store(current_schema=False)
         stack.callback(store.dispose)
         store.upgrade()
@@ -758,34 +755,14 @@ def _world(people: int, keep: bool) -> Iterator[World]:
         yield World(seeded, context, crms, workdir, services, lambda: _start_daemon(stack, context))
 
 
-def _start_daemon(stack: ExitStack, context: Context) -> None:
-    """The daemon's shared jobs (inbox, erasure), with vendor connections of their own, as
-    ``bridge run`` has them; stopped, the item under way finished, before anything else."""
-    from apscheduler.triggers.interval import IntervalTrigger
-    from cryptography.fernet import Fernet
-
-    from bridge.adapters import connect
-    from bridge.events.inbox import Handler, InboxWorker
-    from bridge.events.propagate import Propagation
-    from bridge.events.triggers import ErasureTriggers
-    from bridge.runtime.daemon import STOP_SECONDS, Daemon, Job
+def _start_daemon(stack: ExitStack, context: Wiring) -> None:
+    """The daemon's shared jobs (inbox, erasure), as ``bridge run`` has them; stopped, the
+    item under way finished, before anything else."""
+    from bridge.runtime.daemon import STOP_SECONDS, Daemon
     from bridge.store.leader import LeaderLock
 
-    settings = context.settings
-    adapters = connect(settings)
-    stack.callback(_close_all, adapters)
-    erasure = context.erasure(adapters)
-    handlers: dict[str, Handler] = {
-        "deletion": ErasureTriggers(erasure, adapters),
-        "consent": Propagation(context.reconciler(adapters=adapters)),
-    }
-    inbox = InboxWorker(context.store(), Fernet(settings.require_encryption_key()), handlers)
-    every = settings.schedule
-    jobs = [
-        Job("inbox", lambda stop: inbox.drain(batch=1, stop=stop),
-            IntervalTrigger(seconds=every.inbox_seconds)),
-        Job("erasure", erasure.drain, IntervalTrigger(seconds=every.erasure_seconds)),
-    ]  # fmt: skip
+    jobs = context.daemon_jobs(leader_jobs=False)
+    every = context.settings.schedule
     daemon = Daemon(jobs, LeaderLock(context.store()), every.leader_check_seconds)
     daemon.start()
     stack.callback(lambda: daemon.close(time.monotonic() + STOP_SECONDS))

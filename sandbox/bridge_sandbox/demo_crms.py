@@ -20,9 +20,14 @@ from typing import Any
 
 import httpx
 
-from bridge.identity import normalise_email
-from bridge.model import LawfulBasis, Purpose
-from bridge.policies.lawful_basis import HUBSPOT_PROPERTY, SALESFORCE_LEGAL_BASIS, Unmappable
+from bridge_sandbox.emulators.lawful_bases import UnknownBasis, hubspot_basis, salesforce_basis
+from bridge_sandbox.emulators.people import (
+    HUBSPOT_SUBSCRIPTION_KEY,
+    SALESFORCE_PURPOSE_KEY,
+    ConfiguredPurpose,
+    normalise_email,
+    purpose_names,
+)
 
 API = "/services/data/v59.0"
 SALESFORCE_PEOPLE = ("Contact", "Lead")
@@ -41,8 +46,8 @@ class Held:
     opted_out: bool
     consent: dict[str, str]
     """purpose id -> granted or withdrawn, where the record holds a status."""
-    basis: LawfulBasis | str | None
-    """The common basis; an unmappable vendor value as it is."""
+    basis: str | None
+    """The common basis (``consent``, ...); a vendor value that names none, as it is."""
     stamp: str = ""
 
     def effective(self, purpose: str) -> str:
@@ -91,7 +96,10 @@ class Crms:
     """Both emulators, through their admin APIs (reading) and public APIs (acting)."""
 
     def __init__(
-        self, hubspot: httpx.Client, salesforce: httpx.Client, purposes: Sequence[Purpose]
+        self,
+        hubspot: httpx.Client,
+        salesforce: httpx.Client,
+        purposes: Sequence[ConfiguredPurpose],
     ) -> None:
         self.hubspot = hubspot
         self.salesforce = salesforce
@@ -130,7 +138,8 @@ class Crms:
 
     def _hubspot_records(self) -> list[tuple[str, Held]]:
         state = self.hubspot_state()
-        purpose_of = {p.hubspot_subscription_id: p.id for p in self.purposes}
+        subscriptions = purpose_names(self.purposes, HUBSPOT_SUBSCRIPTION_KEY)
+        purpose_of = {subscription: purpose for purpose, subscription in subscriptions.items()}
         statuses: dict[str, dict[str | None, str]] = defaultdict(dict)
         for row in state["subscriptions"]:
             statuses[normalise_email(row["email"])][row["subscriptionId"]] = row["status"]
@@ -144,9 +153,7 @@ class Crms:
                 for sub, status in mine.items()
                 if sub in purpose_of and status in _STATUS
             }
-            basis = _basis(
-                lambda v: HUBSPOT_PROPERTY.from_multi(v), properties.get("hs_legal_basis")
-            )
+            basis = _basis(hubspot_basis, properties.get("hs_legal_basis"))
             held = Held("hubspot", "contact", str(contact["id"]),
                         mine.get(None) == "UNSUBSCRIBED", consent, basis,
                         properties.get("lastmodifieddate") or "")  # fmt: skip
@@ -154,7 +161,8 @@ class Crms:
         return found
 
     def _salesforce_records(self) -> list[tuple[str, Held]]:
-        names = {p.salesforce_data_use_purpose: p.id for p in self.purposes}
+        purposes = purpose_names(self.purposes, SALESFORCE_PURPOSE_KEY)
+        names = {name: purpose for purpose, name in purposes.items()}
         purpose_of = {
             row["Id"]: names[row["Name"]]
             for row in self.salesforce_rows("DataUsePurpose")
@@ -171,7 +179,7 @@ class Crms:
             for row in self.salesforce_rows(sobject):
                 if not row["Email"]:
                     continue
-                basis = _basis(SALESFORCE_LEGAL_BASIS.from_vendor, row.get("Lawful_Basis__c"))
+                basis = _basis(salesforce_basis, row.get("Lawful_Basis__c"))
                 held = Held("salesforce", sobject, row["Id"], bool(row["HasOptedOutOfEmail"]),
                             dict(consent.get(row["IndividualId"] or "", {})), basis,
                             row["SystemModstamp"])  # fmt: skip
@@ -290,14 +298,10 @@ def wait_for(condition: Callable[[], bool], timeout: float, every: float = 0.1) 
         time.sleep(every)
 
 
-def _basis(
-    read: Callable[[str], LawfulBasis | None], value: str | None
-) -> LawfulBasis | str | None:
-    if not value:
-        return None
+def _basis(read: Callable[[str | None], str | None], value: str | None) -> str | None:
     try:
         return read(value)
-    except Unmappable:
+    except UnknownBasis:
         return value
 
 

@@ -21,11 +21,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from bridge.identity import normalise_email
-from bridge.model import ConsentStatus, LawfulBasis, Purpose
-from bridge_sandbox.emulators.people import Act, Held, Person
+from bridge.model import Purpose
+from bridge_sandbox.emulators.people import GRANTED, WITHDRAWN, Act, Held, Person, normalise_email
 
-GRANTED, WITHDRAWN = ConsentStatus.GRANTED, ConsentStatus.WITHDRAWN
 MARKETING, UPDATES = "marketing_email", "product_updates"
 PURPOSES = (
     Purpose(
@@ -41,8 +39,9 @@ PURPOSES = (
         salesforce_data_use_purpose="Product Updates",
     ),
 )
+CONSENT = "consent"
 # Bases both vendors can hold (HubSpot's hs_legal_basis has no public task and the like).
-BASES = (LawfulBasis.CONSENT, LawfulBasis.CONTRACT, LawfulBasis.LEGITIMATE_INTERESTS)
+BASES = (CONSENT, "contract", "legitimate_interests")
 EPOCH = datetime(2023, 1, 1, 9, 0, tzinfo=UTC)
 
 # fmt: off
@@ -152,12 +151,12 @@ def _active(person: Person, last_active: datetime) -> Person:
 
 def _agreed(email: str, first: str, last: str, with_lead: bool) -> list[Person]:
     """Subscribed to marketing in both CRMs on a consent basis: nothing for a sync to do."""
-    hubspot = Held((Act(MARKETING, GRANTED, EPOCH),), lawful_basis=LawfulBasis.CONSENT)
+    hubspot = Held((Act(MARKETING, GRANTED, EPOCH),), lawful_basis=CONSENT)
     later = EPOCH + timedelta(days=30)
-    salesforce = Held((Act(MARKETING, GRANTED, later),), lawful_basis=LawfulBasis.CONSENT)
+    salesforce = Held((Act(MARKETING, GRANTED, later),), lawful_basis=CONSENT)
     entries = [Person(email, first, last, hubspot=hubspot, salesforce=salesforce)]
     if with_lead:
-        lead = Held((Act(MARKETING, GRANTED, later),), None, LawfulBasis.CONSENT, "lead")
+        lead = Held((Act(MARKETING, GRANTED, later),), None, CONSENT, "lead")
         entries.append(Person(_other_case(email), first, last, hubspot=None, salesforce=lead))
     return entries
 
@@ -247,7 +246,7 @@ def _consent_story(rng: random.Random) -> tuple[Held, Held]:
     return Held(), Held()  # nothing said anywhere
 
 
-def _bases(rng: random.Random) -> tuple[LawfulBasis | None, LawfulBasis | None]:
+def _bases(rng: random.Random) -> tuple[str | None, str | None]:
     """The lawful basis each side holds: one side, both (agreeing or not), or none."""
     roll = rng.random()
     one, other = rng.choice(BASES), rng.choice(BASES)

@@ -16,7 +16,8 @@ from bridge.adapters.base import (
     classify,
     retrying,
 )
-from bridge.model import System
+from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.salesforce import SALESFORCE
 
 TABLE = [
     ErrorRule(RateLimited, status=429),
@@ -90,9 +91,9 @@ def test_retrying_retries_transient_and_rate_limited_only() -> None:
     def flaky() -> str:
         attempts.append(1)
         if len(attempts) == 1:
-            raise Transient(System.HUBSPOT, "502")
+            raise Transient(HUBSPOT, "502")
         if len(attempts) == 2:
-            raise RateLimited(System.HUBSPOT, "burst", retry_after=0.01)
+            raise RateLimited(HUBSPOT, "burst", retry_after=0.01)
         return "ok"
 
     assert retrying(flaky) == "ok"
@@ -100,7 +101,7 @@ def test_retrying_retries_transient_and_rate_limited_only() -> None:
 
     def refused() -> None:
         attempts.append(1)
-        raise Permanent(System.SALESFORCE, "INVALID_FIELD")
+        raise Permanent(SALESFORCE, "INVALID_FIELD")
 
     attempts.clear()
     with pytest.raises(Permanent):
@@ -113,7 +114,7 @@ def test_retrying_gives_up_after_its_attempts() -> None:
 
     def down() -> None:
         calls.append(1)
-        raise Transient(System.SALESFORCE, "503")
+        raise Transient(SALESFORCE, "503")
 
     with pytest.raises(Transient):
         retrying(down, attempts=3, max_seconds=5)

@@ -9,20 +9,22 @@ from typing import Any
 
 import httpx
 import pytest
-from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
-from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig
-from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
-from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from bridge.adapters.base import FieldUsage, NotFound, ObjectUsage
 from bridge.adapters.hubspot.adapter import HubSpotAdapter
+from bridge.adapters.hubspot.adapter import property_cost as hubspot_cost
+from bridge.adapters.hubspot.settings import HubSpotSettings
+from bridge.adapters.salesforce import SALESFORCE
 from bridge.adapters.salesforce.adapter import SalesforceAdapter
-from bridge.adapters.usage import chunked, filled, hubspot_cost, measure
-from bridge.config import HubSpotSettings, SalesforceSettings
-from bridge.model import System
+from bridge.adapters.salesforce.settings import SalesforceSettings
+from bridge.adapters.usage import chunked, filled, measure
+from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
+from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig
+from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
+from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
 
 # Long custom property names, so that the contact properties take three URL chunks.
 CUSTOM = [f"custom_property_with_a_rather_long_name_{n:03d}" for n in range(150)]
@@ -186,7 +188,7 @@ def test_salesforce_leaves_out_an_object_the_org_does_not_have(
 
         def without_individual(operation: str, sobject: str) -> list[dict[str, Any]]:
             if sobject == "Individual":  # Data Protection and Privacy is off in this org
-                raise NotFound(System.SALESFORCE, "describe: NOT_FOUND")
+                raise NotFound(SALESFORCE, "describe: NOT_FOUND")
             return describe(operation, sobject)
 
         monkeypatch.setattr(adapter, "_describe", without_individual)

@@ -1,10 +1,10 @@
 """The HubSpot adapter against its emulator: the real SDK, real HTTP, a server in-process.
 
-``TestHubSpotConformance`` runs the generic suite (tests/adapters/conformance.py) through
-``HubSpotHarness``. The tests after it prove what only HubSpot has: the 10,000-result search
-cap, its rate-limit headers and 5/s search limit, v3's refusal to resubscribe, blocklisting by
-address, exactly-once writes under faults, the error table, the v4 transport (with respx),
-and the lawful-basis vocabularies (property-tested).
+``TestHubSpotConformance`` runs the public suite (``bridge.testing.conformance``) with
+``HubSpotHarness`` as its world. The tests after it prove what only HubSpot has: the
+10,000-result search cap, its rate-limit headers and 5/s search limit, v3's refusal to
+resubscribe, blocklisting by address, exactly-once writes under faults, the error table, the
+v4 transport (with respx), and the lawful-basis vocabularies (property-tested).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import re
 import string
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,9 +22,6 @@ import httpx
 import pytest
 import respx
 import structlog
-from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
-from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig, RateLimits, create_app
-from bridge_sandbox.emulators.hubspot_properties import LEGAL_BASIS_OPTIONS
 from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hypothesis import given
 from hypothesis import strategies as st
@@ -45,22 +42,40 @@ from bridge.adapters.base import (
     WriteStatus,
     classify,
 )
+from bridge.adapters.hubspot import HUBSPOT
 from bridge.adapters.hubspot.adapter import HubSpotAdapter, _refusals
 from bridge.adapters.hubspot.preferences import Preferences
+from bridge.adapters.hubspot.settings import HubSpotSettings
 from bridge.adapters.hubspot.transport import ERRORS, HubSpotLimits, Transport
-from bridge.config import HubSpotSettings
-from bridge.identity import normalise_email
-from bridge.model import ConsentStatus, LawfulBasis, Purpose, System
-from bridge.policies.lawful_basis import (
+from bridge.adapters.hubspot.vocabulary import (
     DEFAULT_HUBSPOT,
     HUBSPOT_PROPERTY,
     HUBSPOT_SUBSCRIPTION,
-    Unmappable,
-    Vocabulary,
 )
-from tests.adapters.conformance import AdapterConformance, Faults, Held, Person
+from bridge.adapters.vocabulary import Unmappable, Vocabulary
+from bridge.identity import normalise_email
+from bridge.model import ConsentStatus, LawfulBasis, Purpose
+from bridge.testing.conformance import (
+    AdapterConformance,
+    Faults,
+    Held,
+    Holds,
+    Person,
+    open_connections,
+)
+from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
+from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig, RateLimits, create_app
+from bridge_sandbox.emulators.hubspot_properties import LEGAL_BASIS_OPTIONS
+from bridge_sandbox.emulators.lawful_bases import (
+    HUBSPOT_LEGAL_BASIS,
+    HUBSPOT_LEGAL_BASIS_READ,
+    HUBSPOT_SUBSCRIPTION_LEGAL_BASIS,
+    HUBSPOT_SUBSCRIPTION_LEGAL_BASIS_READ,
+    hubspot_basis,
+)
 
 TOKEN = "test-token"
+PORTAL_ID = 4_242_424  # the Hub ID the adapter links records with
 PURPOSES = (
     Purpose(id="marketing", hubspot_subscription_id="1"),
     Purpose(id="product_updates", hubspot_subscription_id="2"),
@@ -78,8 +93,13 @@ CALLS, ERRORS_METRIC = "bridge_adapter_calls_total", "bridge_adapter_errors_tota
 def make_adapter(
     url: str, token: str = TOKEN, purposes: Sequence[Purpose] = PURPOSES, **options: Any
 ) -> HubSpotAdapter:
-    settings = HubSpotSettings(access_token=SecretStr(token), base_url=url)
+    settings = HubSpotSettings(access_token=SecretStr(token), base_url=url, portal_id=PORTAL_ID)
     return HubSpotAdapter(settings, purposes, **({"limits": ADAPTER_LIMITS} | options))
+
+
+def common_basis(name: str | None) -> LawfulBasis | None:
+    """A basis the sandbox read back (its own words for it), as the common model's."""
+    return LawfulBasis(name) if name else None
 
 
 def seed_json(person: Person) -> dict[str, Any]:
@@ -96,7 +116,7 @@ def seed_json(person: Person) -> dict[str, Any]:
         "additional_emails": list(person.additional_emails),
         "firstname": person.first_name,
         "lastname": person.last_name,
-        "hs_legal_basis": HUBSPOT_PROPERTY.to_vendor(person.lawful_basis)
+        "hs_legal_basis": HUBSPOT_LEGAL_BASIS[person.lawful_basis.value]
         if person.lawful_basis
         else None,
         "lastmodifieddate": person.modified_at.isoformat() if person.modified_at else None,
@@ -127,7 +147,7 @@ class HubSpotHarness:
         return self._cached("revoked-token", 1)
 
     def ref(self, record_id: str) -> RecordRef:
-        return RecordRef(System.HUBSPOT, "contact", record_id)
+        return RecordRef(HUBSPOT, "contact", record_id)
 
     def seed(self, people: Sequence[Person]) -> list[str]:
         body = {"contacts": [seed_json(p) for p in people]}
@@ -157,12 +177,30 @@ class HubSpotHarness:
             opted_out=any(
                 s["subscriptionId"] is None and s["status"] == "UNSUBSCRIBED" for s in statuses
             ),
-            lawful_basis=HUBSPOT_PROPERTY.from_multi(
-                contacts[0]["properties"].get("hs_legal_basis")
+            lawful_basis=common_basis(
+                hubspot_basis(contacts[0]["properties"].get("hs_legal_basis"))
             )
             if contacts
             else None,
+            last_names=frozenset(
+                name for c in contacts if (name := c["properties"].get("lastname"))
+            ),
         )
+
+    def rows(self, vendor_object: str) -> list[dict[str, Any]]:
+        """Contacts are HubSpot's only object here: every property of each, mirrors too."""
+        assert vendor_object == "contact", vendor_object
+        return [c["properties"] for c in self.state()["contacts"]]
+
+    def ui_url(self, record_id: str) -> str:
+        return f"https://app.hubspot.com/contacts/{PORTAL_ID}/record/0-1/{record_id}"
+
+    def holds(self, record_id: str) -> Holds | None:
+        """The adapter reads no related rows: a won deal holds no HubSpot contact."""
+        return None
+
+    def connections(self) -> frozenset[Hashable]:
+        return open_connections(self.server.server)
 
     def set_faults(self, faults: Faults | None) -> None:
         if faults is None:
@@ -216,8 +254,15 @@ def harness(server: RunningServer, admin: httpx.Client) -> Iterator[HubSpotHarne
     running.close()
 
 
+@pytest.fixture
+def world(harness: HubSpotHarness) -> HubSpotHarness:
+    """The conformance suite's world: the harness."""
+    return harness
+
+
 class TestHubSpotConformance(AdapterConformance):
-    """The generic adapter contract, held against the HubSpot emulator."""
+    """The adapter contract (``bridge.testing.conformance``), held against the HubSpot
+    emulator."""
 
 
 # -- reading at scale and at the published limits ------------------------------------------------
@@ -546,7 +591,7 @@ def seed_customer(harness: HubSpotHarness) -> str:
 def anonymise_customer(harness: HubSpotHarness, adapter: HubSpotAdapter) -> dict[str, Any]:
     """Anonymise the seeded customer by id; its properties afterwards."""
     record_id = seed_customer(harness)
-    target = ErasureTarget(System.HUBSPOT, "contact", record_id, "customer@example.com")
+    target = ErasureTarget(HUBSPOT, "contact", record_id, "customer@example.com")
     assert adapter.erase(target, "anonymize").status is ErasureStatus.ANONYMIZED
     [contact] = harness.state()["contacts"]
     properties: dict[str, Any] = contact["properties"]
@@ -841,6 +886,15 @@ def test_a_transient_failure_is_retried_and_every_attempt_counted() -> None:
 # -- the lawful-basis vocabularies ---------------------------------------------------------------
 
 VOCABULARIES = (HUBSPOT_PROPERTY, HUBSPOT_SUBSCRIPTION)
+# HubSpot's own words (what to write for each basis, what each value reads as), as the sandbox
+# copied them from the reference: the vocabularies are checked against these, not themselves.
+REFERENCE = {
+    HUBSPOT_PROPERTY.name: (HUBSPOT_LEGAL_BASIS, HUBSPOT_LEGAL_BASIS_READ),
+    HUBSPOT_SUBSCRIPTION.name: (
+        HUBSPOT_SUBSCRIPTION_LEGAL_BASIS,
+        HUBSPOT_SUBSCRIPTION_LEGAL_BASIS_READ,
+    ),
+}
 # HubSpot has no option for these Art. 6 bases: writing them is refused, never approximated.
 NO_HUBSPOT_WORD = {
     LawfulBasis.LEGAL_OBLIGATION,
@@ -857,9 +911,18 @@ def test_every_mappable_basis_maps_there_and_back(
         with pytest.raises(Unmappable, match=basis.value):
             vocabulary.to_vendor(basis)
         return
-    written = vocabulary.to_vendor(basis)
-    assert vocabulary.from_vendor(written) is basis
-    assert vocabulary.from_multi(written) is basis
+    written, _ = REFERENCE[vocabulary.name]
+    assert vocabulary.to_vendor(basis) == written[basis.value]
+    assert vocabulary.from_vendor(written[basis.value]) is basis
+    assert vocabulary.from_multi(written[basis.value]) is basis
+
+
+@pytest.mark.parametrize("vocabulary", VOCABULARIES, ids=lambda v: v.name)
+def test_every_hubspot_value_reads_as_the_reference_says(vocabulary: Vocabulary) -> None:
+    _, read = REFERENCE[vocabulary.name]
+    assert {value: vocabulary.from_vendor(value) for value in read} == {
+        value: LawfulBasis(basis) for value, basis in read.items()
+    }
 
 
 NEAR_MISSES = (
@@ -882,9 +945,9 @@ def test_an_unknown_vendor_value_is_never_guessed(value: str, vocabulary: Vocabu
     assert caught.value.value == value
 
 
-@given(st.lists(st.sampled_from(sorted(HUBSPOT_PROPERTY.read)), min_size=1, max_size=4))
+@given(st.lists(st.sampled_from(sorted(HUBSPOT_LEGAL_BASIS_READ)), min_size=1, max_size=4))
 def test_a_multi_select_maps_only_when_its_options_agree(options: list[str]) -> None:
-    bases = {HUBSPOT_PROPERTY.read[o] for o in options}
+    bases = {LawfulBasis(HUBSPOT_LEGAL_BASIS_READ[o]) for o in options}
     value = ";".join(options)
     if len(bases) == 1:
         assert HUBSPOT_PROPERTY.from_multi(value) in bases

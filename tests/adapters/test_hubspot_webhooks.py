@@ -6,6 +6,7 @@ import pytest
 from hubspot.utils.signature import Signature
 
 from bridge.adapters.hubspot.webhooks import (
+    HubSpotEvent,
     SignatureError,
     decode_uri,
     sign_v1,
@@ -93,3 +94,24 @@ def test_our_v3_signature_matches_the_sdk_helper() -> None:
         timestamp=ts,
     )
     assert ours == theirs
+
+
+@pytest.mark.parametrize(
+    ("subscription_type", "property_name", "kind"),
+    [
+        ("contact.privacyDeletion", None, "deletion"),
+        ("contact.deletion", None, "other"),  # also sent for an ordinary, restorable delete
+        ("contact.propertyChange", "hs_email_optout", "consent"),
+        ("contact.propertyChange", "hs_email_optout_7", "consent"),
+        ("contact.propertyChange", "hs_legal_basis", "consent"),
+        ("contact.propertyChange", "firstname", "other"),
+        ("contact.creation", None, "other"),
+    ],
+)
+def test_each_event_is_classified_once_at_intake(
+    subscription_type: str, property_name: str | None, kind: str
+) -> None:
+    event = {"eventId": 1, "occurredAt": 1, "objectId": 2, "subscriptionType": subscription_type}
+    if property_name:
+        event["propertyName"] = property_name
+    assert HubSpotEvent.model_validate(event).kind == kind

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from bridge_sandbox.demo_seed import cast
 
+from bridge_sandbox.demo_seed import cast
 from tests.conftest import BridgeCli
 
 STEPS = ["plan", "sync", "hubspot_opt_out", "salesforce_opt_out", "erasure", "suppression",

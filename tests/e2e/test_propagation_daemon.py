@@ -6,8 +6,8 @@ import json
 import time
 
 import pytest
-from bridge_sandbox.emulators.people import Person, seed_hubspot, seed_salesforce
 
+from bridge_sandbox.emulators.people import Person, seed_hubspot, seed_salesforce
 from tests.conftest import PURPOSES, BridgeCli, Crms, free_port, wait_until_healthy
 from tests.runtime.conftest import CLIENT_SECRET, ORG_ID, OUTBOUND_TOKEN
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from bridge_sandbox.emulators.people import Act, Held, Person, seed_hubspot, seed_salesforce
 
 from bridge.model import ConsentStatus, LawfulBasis
+from bridge_sandbox.emulators.people import Act, Held, Person, seed_hubspot, seed_salesforce
 from tests.conftest import PURPOSES, BridgeCli, Crms
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)

@@ -9,10 +9,10 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
-from bridge_sandbox.emulators.people import Held, Person, seed_hubspot, seed_salesforce
 
 from bridge import audit
 from bridge.store.db import Store
+from bridge_sandbox.emulators.people import Held, Person, seed_hubspot, seed_salesforce
 from tests.conftest import PURPOSES, BridgeCli, Crms
 
 PEOPLE = [

@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 import pytest
-from bridge_sandbox.emulators.people import Person, seed_hubspot, seed_salesforce
 
+from bridge_sandbox.emulators.people import Person, seed_hubspot, seed_salesforce
 from tests.conftest import PURPOSES, BridgeCli, Crms
 from tests.e2e.test_sync_cli import sync
 from tests.services.world import (

@@ -8,9 +8,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from bridge_sandbox.emulators.common import serve_in_thread
-from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
-from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
 from cryptography.fernet import Fernet
 from hubspot import HubSpot
 from hubspot.crm.contacts import PublicGdprDeleteInput
@@ -19,6 +16,9 @@ from simple_salesforce import Salesforce
 from bridge.events.inbox import InboxEvent, InboxWorker
 from bridge.store import inbox
 from bridge.store.db import Store
+from bridge_sandbox.emulators.common import serve_in_thread
+from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
+from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
 from tests.conftest import BridgeCli, free_port, wait_until_healthy
 from tests.e2e.test_emulate import ToEmulator
 from tests.runtime.conftest import CLIENT_SECRET, ORG_ID, OUTBOUND_TOKEN

@@ -12,12 +12,12 @@ from cryptography.fernet import Fernet
 
 from bridge import audit
 from bridge.adapters.base import ErasureTarget
+from bridge.adapters.hubspot import HUBSPOT
 from bridge.config import LegalHold
 from bridge.events.inbox import InboxWorker
 from bridge.events.triggers import ErasureTriggers
 from bridge.identity import subject_ref
 from bridge.metrics import REAPPEARANCES
-from bridge.model import System
 from bridge.services.erasure import COMPLETED, Erasure
 from bridge.services.watch import Watch
 from bridge.store import erasure as rows
@@ -127,11 +127,12 @@ def test_a_hubspot_privacy_deletion_erases_the_person_in_salesforce_once(
     crms.seed_salesforce("Lead", LastName="Cy", Company="Acme", Email="cy@example.com")
     erasure = service(crms, store)
     Watch(store, PSEUDONYM_KEY.encode()).scan(erasure.adapters)  # the bridge has seen Cy
-    hubspot = erasure.adapters[System.HUBSPOT]
-    hubspot.erase(ErasureTarget(System.HUBSPOT, "contact", contact), "delete")  # in HubSpot
+    hubspot = erasure.adapters[HUBSPOT]
+    hubspot.erase(ErasureTarget(HUBSPOT, "contact", contact), "delete")  # in HubSpot
 
-    for event_type in ("contact.privacyDeletion", "contact.deletion", "contact.privacyDeletion"):
-        add_event(store, "hubspot", event_type, "contact", contact, {"objectId": contact})
+    classified = [("contact.privacyDeletion", "deletion"), ("contact.deletion", "other")]
+    for event_type, kind in [*classified, classified[0]]:  # as the receiver stores them
+        add_event(store, "hubspot", event_type, "contact", contact, {"objectId": contact}, kind)
     add_event(store, "hubspot", "contact.privacyDeletion", "contact", "999", {"objectId": 999})
     drain(store, erasure)
 
@@ -144,7 +145,9 @@ def test_a_hubspot_privacy_deletion_erases_the_person_in_salesforce_once(
     actions = [(e["action"], e["record_id"]) for e in audit.events(store)]
     assert ("erasure.trigger_unresolved", "999") in actions  # never seen: said, not skipped
     requested = next(e for e in audit.events(store) if e["action"] == "erasure.requested")
-    assert requested["details"]["origin"] == f"hubspot contact {contact} privacyDeletion"
+    assert requested["details"]["origin"] == (
+        f"hubspot contact {contact} privacyDeletion 2026-11-23T12:00:00.000000+00:00"
+    )
     assert ("erasure.step", sf_contact) in actions
 
 
@@ -156,7 +159,7 @@ def test_salesforce_should_forget_erases_the_person_everywhere(crms: Crms, store
     crms.seed_hubspot(email="di.home@example.org", firstname="Di")
     erasure = service(crms, store)
     fields = {"Id": individual, "ShouldForget": "true"}
-    add_event(store, "salesforce", "outboundMessage", "Individual", individual, {"fields": fields})
+    add_event(store, "salesforce", "ShouldForget", "Individual", individual, {"fields": fields})
     drain(store, erasure)
 
     assert crms.hubspot.get("/__emulator/state").json()["contacts"] == []

@@ -10,8 +10,9 @@ from cryptography.fernet import Fernet
 
 from bridge import audit
 from bridge.adapters.base import Permanent, Transient
+from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.salesforce import SALESFORCE
 from bridge.events.inbox import InboxEvent, InboxWorker
-from bridge.model import System
 from bridge.store import inbox
 from bridge.store.db import Store
 
@@ -82,7 +83,7 @@ def test_transient_failures_back_off_then_succeed(store: Store) -> None:
     def flaky(event: InboxEvent) -> None:
         attempts.append(clock.now)
         if len(attempts) < 3:
-            raise Transient(System.SALESFORCE, "503 Service Unavailable")
+            raise Transient(SALESFORCE, "503 Service Unavailable")
 
     worker = InboxWorker(store, CIPHER, {"consent": flaky}, backoff_seconds=10, clock=clock)
     assert worker.run_once().retried == 1
@@ -102,7 +103,7 @@ def test_permanent_failures_and_exhausted_retries_are_dead_lettered_and_audited(
     clock = Clock()
 
     def refuse(event: InboxEvent) -> None:
-        raise Permanent(System.HUBSPOT, "403 missing scope crm.objects.contacts.write")
+        raise Permanent(HUBSPOT, "403 missing scope crm.objects.contacts.write")
 
     def always_down(event: InboxEvent) -> None:
         raise ConnectionError("ann@example.com unreachable")  # text never stored

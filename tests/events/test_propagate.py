@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bridge_sandbox.emulators.people import Held, Person, seed_hubspot, seed_salesforce
 from cryptography.fernet import Fernet
 
 from bridge import audit
-from bridge.adapters import connect
 from bridge.config import MinimisationSettings
 from bridge.events.inbox import InboxWorker
 from bridge.events.propagate import Propagation
 from bridge.policies.minimisation import Minimisation
+from bridge.runtime.wiring import connect
 from bridge.services.reconcile import Reconciler
 from bridge.services.watch import Watch
 from bridge.store.db import Store
+from bridge_sandbox.emulators.people import Held, Person, seed_hubspot, seed_salesforce
 from tests.conftest import PSEUDONYM_KEY, PURPOSES, Crms
 from tests.events.test_erasure_triggers import CIPHER_KEY, add_event
 

@@ -8,7 +8,9 @@ from random import Random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.model import Consent, ConsentStatus, Evidence, GlobalOptOut, Purpose, System
+from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.salesforce import SALESFORCE
+from bridge.model import Consent, ConsentStatus, Evidence, GlobalOptOut, Purpose
 from bridge.policies.consent import (
     ConsentSummary,
     merge_opt_outs,
@@ -16,8 +18,8 @@ from bridge.policies.consent import (
     summarise,
 )
 
-EMAIL = Purpose(id="marketing_email", salesforce_contact_point_type="Email")
-PHONE = Purpose(id="sales_calls", salesforce_contact_point_type="Phone")
+EMAIL = Purpose(id="marketing_email", channel="email")
+PHONE = Purpose(id="sales_calls", channel="phone")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 times = st.one_of(st.none(), st.integers(0, 5).map(lambda d: T0 + timedelta(days=d)))
 evidence = st.one_of(
@@ -29,7 +31,7 @@ consents = st.builds(
     purpose=st.just(EMAIL.id),
     status=st.sampled_from(list(ConsentStatus)),
     changed_at=times,
-    source_system=st.sampled_from(list(System)),
+    source_system=st.sampled_from([HUBSPOT, SALESFORCE]),
     source_record=st.sampled_from(["a", "b", "c"]),
     evidence=evidence,
 )
@@ -95,9 +97,7 @@ def test_unknown_never_overrides_a_known_state(
 
 def consent(status: ConsentStatus, day: int, active: bool = False, source: str = "r") -> Consent:
     proof = Evidence("form", T0 + timedelta(days=day)) if active else Evidence()
-    return Consent(
-        EMAIL.id, status, T0 + timedelta(days=day), System.HUBSPOT, source, evidence=proof
-    )
+    return Consent(EMAIL.id, status, T0 + timedelta(days=day), HUBSPOT, source, evidence=proof)
 
 
 def test_the_latest_act_wins_between_grants_and_ties_withdraw() -> None:
@@ -113,19 +113,19 @@ def test_the_latest_act_wins_between_grants_and_ties_withdraw() -> None:
 
 
 def test_a_global_email_opt_out_withdraws_email_purposes_only() -> None:
-    opt_out = GlobalOptOut(True, False, T0 + timedelta(days=5), System.SALESFORCE, "003A")
-    grant = Consent(EMAIL.id, ConsentStatus.GRANTED, T0, System.HUBSPOT, "1")
+    opt_out = GlobalOptOut(True, False, T0 + timedelta(days=5), SALESFORCE, "003A")
+    grant = Consent(EMAIL.id, ConsentStatus.GRANTED, T0, HUBSPOT, "1")
     decision = merge_purpose(EMAIL, [grant], [opt_out])
     assert decision.status is ConsentStatus.WITHDRAWN
     assert decision.follows is not None and decision.follows.source_record == "003A"
-    call = Consent(PHONE.id, ConsentStatus.GRANTED, T0, System.HUBSPOT, "1")
+    call = Consent(PHONE.id, ConsentStatus.GRANTED, T0, HUBSPOT, "1")
     assert merge_purpose(PHONE, [call], [opt_out]).status is ConsentStatus.GRANTED
 
 
 def test_an_opt_out_anywhere_holds_everywhere_and_follows_the_first_act() -> None:
-    first = GlobalOptOut(True, False, T0, System.HUBSPOT, "1")
-    echo = GlobalOptOut(True, True, T0 + timedelta(days=1), System.SALESFORCE, "003A")
-    cleared = GlobalOptOut(False, False, T0 + timedelta(days=2), System.SALESFORCE, "00QB")
+    first = GlobalOptOut(True, False, T0, HUBSPOT, "1")
+    echo = GlobalOptOut(True, True, T0 + timedelta(days=1), SALESFORCE, "003A")
+    cleared = GlobalOptOut(False, False, T0 + timedelta(days=2), SALESFORCE, "00QB")
     for order in ([first, echo, cleared], [cleared, echo, first]):
         decision = merge_opt_outs(order)
         assert decision.email == first

@@ -8,9 +8,10 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.config import RelatedRecords, RetentionRule
-from bridge.model import CrmRecord, ObjectType, System
-from bridge.policies.retention import add_months, first_due, judge
+from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.salesforce import SALESFORCE
+from bridge.model import CrmRecord, ObjectType, RelatedRecords
+from bridge.policies.retention import RetentionRule, add_months, first_due, judge
 
 OPPORTUNITY = RelatedRecords(
     name="open_opportunity", related_object="Opportunity", link_field="ContactId",
@@ -35,18 +36,21 @@ def rule(name: str = "stale", months: int = 24, **options: object) -> RetentionR
 
 
 days = st.dates(min_value=date(2000, 1, 1), max_value=date(2090, 12, 31))
-records = st.builds(
-    CrmRecord,
-    system=st.just(System.SALESFORCE),
-    object_type=st.sampled_from([ObjectType.CONTACT, ObjectType.LEAD]),
-    id=st.text("0123456789", min_size=3, max_size=6),
-    created_at=st.datetimes(
-        min_value=datetime(2000, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
-    ),
-    active_at=st.none()
-    | st.datetimes(
-        min_value=datetime(2000, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
-    ),
+records = st.sampled_from([ObjectType.CONTACT, ObjectType.LEAD]).flatmap(
+    lambda kind: st.builds(
+        CrmRecord,
+        system=st.just(SALESFORCE),
+        object_type=st.just(kind),
+        object_name=st.just(kind.value.capitalize()),  # Contact, Lead
+        id=st.text("0123456789", min_size=3, max_size=6),
+        created_at=st.datetimes(
+            min_value=datetime(2000, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+        ),
+        active_at=st.none()
+        | st.datetimes(
+            min_value=datetime(2000, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+        ),
+    )
 )
 
 
@@ -82,16 +86,20 @@ def test_the_clock_runs_from_the_latest_sign_of_life_in_any_record(
 
 
 def test_one_record_the_rule_does_not_describe_keeps_the_subject_out_of_it() -> None:
-    lead = CrmRecord(System.SALESFORCE, ObjectType.LEAD, "1", created_at=datetime(2020, 1, 1))
+    lead = CrmRecord(
+        SALESFORCE, ObjectType.LEAD, "1", object_name="Lead", created_at=datetime(2020, 1, 1)
+    )
     customer = CrmRecord(
-        System.HUBSPOT, ObjectType.CONTACT, "2", attributes={"lifecyclestage": "customer"}
+        HUBSPOT, ObjectType.CONTACT, "2", attributes={"lifecyclestage": "customer"}
     )
     assert judge(rule(), [lead], (), {}) is not None
     assert judge(rule(), [lead, customer], (), {}) is None
 
 
 def test_consent_or_a_related_row_keeps_a_person_whatever_the_dates() -> None:
-    lead = CrmRecord(System.SALESFORCE, ObjectType.LEAD, "1", created_at=datetime(2000, 1, 1))
+    lead = CrmRecord(
+        SALESFORCE, ObjectType.LEAD, "1", object_name="Lead", created_at=datetime(2000, 1, 1)
+    )
     keeping = rule(kept_while_consent=["newsletter"], kept_while_related=[OPPORTUNITY])
     assert judge(keeping, [lead], ["newsletter"], {}).kept_by == (  # type: ignore[union-attr]
         "consent granted for newsletter"
@@ -106,7 +114,11 @@ def test_consent_or_a_related_row_keeps_a_person_whatever_the_dates() -> None:
 
 
 def test_the_rule_that_purges_first_wins_and_the_earlier_rule_on_a_tie() -> None:
-    lead = [CrmRecord(System.SALESFORCE, ObjectType.LEAD, "1", created_at=datetime(2020, 1, 1))]
+    lead = [
+        CrmRecord(
+            SALESFORCE, ObjectType.LEAD, "1", object_name="Lead", created_at=datetime(2020, 1, 1)
+        )
+    ]
     slow, fast, twin = rule("slow", 36), rule("fast", 6), rule("twin", 6)
     chosen = first_due([judge(r, lead, (), {}) for r in (slow, fast, twin)])
     assert chosen is not None and chosen.rule.name == "fast"

@@ -10,14 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
-from bridge_sandbox.emulators.common import serve_in_thread
 from cryptography.fernet import Fernet
 
+from bridge.adapters.hubspot.settings import HubSpotSettings
 from bridge.adapters.hubspot.webhooks import sign_v3
-from bridge.config import HubSpotSettings, SalesforceSettings, Settings, WebSettings
+from bridge.adapters.salesforce.settings import SalesforceSettings
+from bridge.config import Settings, WebSettings
 from bridge.runtime.receiver import create_app
 from bridge.store import inbox
 from bridge.store.db import Store
+from bridge_sandbox.emulators.common import serve_in_thread
 
 CLIENT_SECRET = "hubspot-client-secret-for-tests"
 OUTBOUND_TOKEN = "outbound-token-0123456789"

@@ -154,7 +154,7 @@ def test_billion_laughs_and_external_entities_are_refused_unexpanded(receiver: R
 def test_the_same_100_events_three_times_shuffled_are_stored_and_processed_once(
     receiver: Receiver,
 ) -> None:
-    events = [hubspot_event(n, random.choice(["contact.propertyChange", "contact.deletion"]))
+    events = [hubspot_event(n, random.choice(["contact.propertyChange", "contact.privacyDeletion"]))
               for n in range(100)]  # fmt: skip
     deliveries = events * 3
     random.Random(3).shuffle(deliveries)

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from bridge_sandbox.emulators.common import EmulatorControl, install, serve_in_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+
+from bridge_sandbox.emulators.common import EmulatorControl, install, serve_in_thread
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The HubSpot emulator, driven by the unmodified hubspot-api-client 12 over real HTTP.
 
-Each test states one behaviour of shared/reference/hubspot.md that adapters rely on; raw
-httpx is used only where the SDK has no wrapper (communication preferences v4, headers).
+Each test states one behaviour of HubSpot (docs/vendors/hubspot.md) that adapters rely on;
+raw httpx is used only where the SDK has no wrapper (communication preferences v4, headers).
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ from typing import Any
 import httpx
 import pytest
 import urllib3
-from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
-from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig, RateLimits, create_app
-from bridge_sandbox.emulators.hubspot_webhooks import signed_headers, signing_uri
 from fastapi import FastAPI, Request, Response
 from hubspot import HubSpot
 from hubspot.communication_preferences import PublicUpdateSubscriptionStatusRequest
@@ -37,6 +34,10 @@ from hubspot.crm.contacts import (
 )
 from hubspot.crm.contacts.exceptions import ApiException, NotFoundException, ServiceException
 from hubspot.utils.signature import Signature
+
+from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
+from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig, RateLimits, create_app
+from bridge_sandbox.emulators.hubspot_webhooks import signed_headers, signing_uri
 
 SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
 TOKEN = {"Authorization": "Bearer test-token"}

@@ -1,9 +1,9 @@
 """The Salesforce emulator, driven by the unmodified simple-salesforce 1.12 over real HTTP.
 
-Each test states one behaviour of shared/reference/salesforce.md that adapters rely on. The
-client reaches the emulator through a ``requests.Session`` that rewrites ``https://<host>``
-(section 3, "Recommended test wiring"); raw HTTP is used only where simple-salesforce has no
-wrapper (SOAP ``emptyRecycleBin``) or to check exact bodies and headers.
+Each test states one behaviour of Salesforce (docs/vendors/salesforce.md) that adapters rely
+on. The client reaches the emulator through a ``requests.Session`` that rewrites
+``https://<host>`` ("Client and transport"); raw HTTP is used only where simple-salesforce
+has no wrapper (SOAP ``emptyRecycleBin``) or to check exact bodies and headers.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
-from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig, create_app
-from bridge_sandbox.emulators.salesforce_model import CustomField
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from defusedxml import ElementTree
@@ -36,6 +33,10 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 from simple_salesforce.util import Usage
+
+from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
+from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig, create_app
+from bridge_sandbox.emulators.salesforce_model import CustomField
 
 SESSION_EXPIRED = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 QUOTA_EXCEEDED = [

@@ -10,6 +10,10 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from simple_salesforce import format_soql
+
 from bridge_sandbox.emulators.salesforce_config import SalesforceEmulatorConfig
 from bridge_sandbox.emulators.salesforce_model import SalesforceError
 from bridge_sandbox.emulators.salesforce_soql import (
@@ -24,9 +28,6 @@ from bridge_sandbox.emulators.salesforce_soql import (
     tokenize,
 )
 from bridge_sandbox.emulators.salesforce_state import SalesforceState
-from hypothesis import given
-from hypothesis import strategies as st
-from simple_salesforce import format_soql
 
 
 def string_token(source: str) -> StringLiteral:

@@ -10,7 +10,9 @@ from cryptography.fernet import Fernet
 
 from bridge import audit
 from bridge.adapters.base import CrmAdapter
+from bridge.adapters.hubspot import HUBSPOT
 from bridge.adapters.hubspot.adapter import HubSpotAdapter
+from bridge.adapters.salesforce import SALESFORCE
 from bridge.adapters.salesforce.adapter import SalesforceAdapter
 from bridge.identity import subject_ref
 from bridge.model import System
@@ -50,8 +52,8 @@ def service(crms: Crms, store: Store, **options: Any) -> Erasure:
     adapter's own retries are the service's to handle."""
     settings = crms.settings
     adapters: dict[System, CrmAdapter] = {
-        System.HUBSPOT: HubSpotAdapter(settings.hubspot, settings.purposes, attempts=2),
-        System.SALESFORCE: SalesforceAdapter(settings.salesforce, settings.purposes, attempts=2),
+        HUBSPOT: HubSpotAdapter(settings.hubspot, settings.purposes, attempts=2),
+        SALESFORCE: SalesforceAdapter(settings.salesforce, settings.purposes, attempts=2),
     }
     key = Fernet(settings.require_encryption_key())
     return Erasure(store, adapters, key, PSEUDONYM_KEY.encode(), **options)
@@ -105,7 +107,7 @@ def test_a_person_in_every_object_is_erased_everywhere_and_verified(
 def test_dry_run_lists_targets_and_changes_nothing(crms: Crms, store: Store) -> None:
     seed_ann(crms)
     planned = service(crms, store).dry_run([ANN])
-    assert {t.system.value for t, _ in planned} == {"hubspot", "salesforce"}
+    assert {t.system for t, _ in planned} == {"hubspot", "salesforce"}
     assert {hold for _, hold in planned} == {None}  # no legal holds configured
     assert rows.requests(store) == []
     assert len(crms.hubspot.get("/__emulator/state").json()["contacts"]) == 1

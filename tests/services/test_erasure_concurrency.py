@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from bridge import audit
-from bridge.model import System
+from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.salesforce import SALESFORCE
 from bridge.services.erasure import COMPLETED, PLANNED, Erasure
 from bridge.store import erasure as rows
 from bridge.store.db import Store
@@ -87,12 +88,12 @@ def test_two_instances_finishing_one_request_complete_it_once(crms: Crms, store:
     second = service(crms, store)
     # While the second verifies (its last stage before completing), the first completes.
     hook = Hooked(
-        second.adapters[System.HUBSPOT],
+        second.adapters[HUBSPOT],
         "find_by_emails",
         lambda: first.run(request_id),
         when=all_steps_done,
     )
-    second.adapters[System.HUBSPOT] = hook
+    second.adapters[HUBSPOT] = hook
     view = second.run(request_id)
 
     assert hook.fired
@@ -107,10 +108,8 @@ def test_a_plan_racing_a_completion_leaves_the_request_completed(crms: Crms, sto
     request_id = first.submit([ANN], "delete", None, "cli")
     second = service(crms, store)
     # The second instance plans; while it searches, the first runs the whole request.
-    hook = Hooked(
-        second.adapters[System.SALESFORCE], "erasure_targets", lambda: first.run(request_id)
-    )
-    second.adapters[System.SALESFORCE] = hook
+    hook = Hooked(second.adapters[SALESFORCE], "erasure_targets", lambda: first.run(request_id))
+    second.adapters[SALESFORCE] = hook
     view = second.run(request_id)
 
     assert hook.fired
@@ -125,8 +124,8 @@ def test_a_stopped_run_releases_the_steps_it_had_not_started(crms: Crms, store: 
     request_id = erasure.submit([ANN], "delete", None, "cli")
     erasure.plan(request_id)
     stop = threading.Event()
-    hubspot = erasure.adapters[System.HUBSPOT]
-    erasure.adapters[System.HUBSPOT] = Hooked(hubspot, "erase", stop.set)  # SIGTERM, mid-step
+    hubspot = erasure.adapters[HUBSPOT]
+    erasure.adapters[HUBSPOT] = Hooked(hubspot, "erase", stop.set)  # SIGTERM, mid-step
     crms.hubspot.delete("/__emulator/counters").raise_for_status()
 
     view = erasure.run(request_id, stop=stop)
@@ -139,7 +138,7 @@ def test_a_stopped_run_releases_the_steps_it_had_not_started(crms: Crms, store: 
         ("pending", 0, None)
     }  # back in the queue at once, the unstarted claim not counted as an attempt
 
-    erasure.adapters[System.HUBSPOT] = hubspot
+    erasure.adapters[HUBSPOT] = hubspot
     assert erasure.run(request_id)["status"] == COMPLETED
     hubspot_steps = [s for s in rows.steps(store, request_id) if s["system"] == "hubspot"]
     calls = crms.hubspot.get("/__emulator/counters").json()["calls"]
@@ -189,8 +188,8 @@ def test_an_instance_whose_lease_ran_out_starts_none_of_the_steps_taken_over(
     # An instance whose clock is past the slow one's leases takes every step over while the
     # slow one is inside its first step, and runs the request to the end.
     later = service(crms, store, clock=lambda: datetime.now(UTC) + timedelta(hours=1))
-    hubspot = slow.adapters[System.HUBSPOT]
-    slow.adapters[System.HUBSPOT] = Hooked(hubspot, "erase", lambda: later.run(request_id))
+    hubspot = slow.adapters[HUBSPOT]
+    slow.adapters[HUBSPOT] = Hooked(hubspot, "erase", lambda: later.run(request_id))
     crms.hubspot.delete("/__emulator/counters").raise_for_status()
 
     assert slow.run(request_id)["status"] == COMPLETED

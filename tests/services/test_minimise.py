@@ -7,6 +7,8 @@ from typing import cast
 import pytest
 
 from bridge.adapters.base import CrmAdapter, FieldUsage, ObjectUsage, Permanent
+from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.salesforce import SALESFORCE
 from bridge.errors import BridgeError
 from bridge.model import System
 from bridge.policies.minimisation import Minimisation
@@ -35,8 +37,8 @@ def adapters(*stubs: Stub) -> dict[System, CrmAdapter]:
 def test_every_systems_objects_are_judged_in_order() -> None:
     report = usage_report(
         adapters(
-            Stub(System.HUBSPOT, [CONTACTS]),
-            Stub(System.SALESFORCE, [ObjectUsage("Lead", 0, (FieldUsage("Email", 0),))]),
+            Stub(HUBSPOT, [CONTACTS]),
+            Stub(SALESFORCE, [ObjectUsage("Lead", 0, (FieldUsage("Email", 0),))]),
         ),
         ALLOWED,
     )
@@ -55,6 +57,4 @@ def test_a_system_that_cannot_be_read_fails_the_report_rather_than_look_clean() 
     with pytest.raises(
         BridgeError, match=r"^minimise: cannot count the fields in use: salesforce: "
     ):
-        usage_report(
-            adapters(Stub(System.HUBSPOT, [CONTACTS]), Stub(System.SALESFORCE, None)), ALLOWED
-        )
+        usage_report(adapters(Stub(HUBSPOT, [CONTACTS]), Stub(SALESFORCE, None)), ALLOWED)

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.salesforce import SALESFORCE
 from bridge.model import (
     Consent,
     ConsentStatus,
@@ -33,7 +35,7 @@ from bridge.services.plan import (
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 MARKETING = Purpose(id="marketing_email", hubspot_subscription_id="1",
                     salesforce_data_use_purpose="Marketing")  # fmt: skip
-HS, SF = System.HUBSPOT, System.SALESFORCE
+HS, SF = HUBSPOT, SALESFORCE
 
 
 def everywhere(_record: CrmRecord, _field: str) -> Writable:

@@ -17,16 +17,11 @@ from apscheduler.triggers.cron import CronTrigger
 from cryptography.fernet import Fernet
 
 from bridge import audit
-from bridge.adapters import connect
-from bridge.cli.app import Context, _daemon_jobs
-from bridge.config import (
-    ErasureSettings,
-    RelatedRecords,
-    RetentionRule,
-    RetentionSettings,
-    Settings,
-)
+from bridge.config import ErasureSettings, RetentionSettings, Settings
 from bridge.identity import subject_ref
+from bridge.model import RelatedRecords
+from bridge.policies.retention import RetentionRule
+from bridge.runtime.wiring import Wiring, connect
 from bridge.services.erasure import COMPLETED, Erasure
 from bridge.services.retention import Retention
 from bridge.store import erasure as erasure_rows
@@ -281,10 +276,8 @@ def test_the_daemon_runs_retention_daily_on_the_leader_and_hands_the_due_to_eras
     crms: Crms, settings: Settings, store: Store
 ) -> None:
     idle_lead(crms, "dirk.daily@example.com")
-    context = Context(
-        config=None, _settings=settings.model_copy(update={"database_url": store.url})
-    )
-    jobs = {job.name: job for job in _daemon_jobs(context)}
+    context = Wiring(config=None, _settings=settings.model_copy(update={"database_url": store.url}))
+    jobs = {job.name: job for job in context.daemon_jobs()}
     job = jobs["retention"]
     assert job.leader_only
     assert str(job.trigger) == str(CronTrigger.from_crontab(settings.schedule.retention_cron))

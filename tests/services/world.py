@@ -1,9 +1,9 @@
 """A seeded population of people the two CRMs disagree about, the answer the policies give
 for each of them, and what the emulators hold afterwards: for the sync's scale tests.
 
-The answer is worked out here from the seed spec alone, by the rules of DESIGN.md section 4
-written out again (never by the reconciler, the plan or the adapters), so that a bug in
-either shows up as a disagreement:
+The answer is worked out here from the seed spec alone, by the policies' rules
+(ARCHITECTURE.md, "The pieces") written out again (never by the reconciler, the plan or the
+adapters), so that a bug in either shows up as a disagreement:
 
 - per purpose, the latest act wins; a withdrawal is overturned only by a strictly later
   grant with evidence of an active act (Salesforce rows seeded with a capture source and
@@ -29,10 +29,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from bridge_sandbox.emulators.people import Act, Held, Person
 
 from bridge.model import ConsentStatus, LawfulBasis, Purpose
-from bridge.policies.lawful_basis import HUBSPOT_PROPERTY, SALESFORCE_LEGAL_BASIS
+from bridge_sandbox.emulators.lawful_bases import hubspot_basis, salesforce_basis
+from bridge_sandbox.emulators.people import Act, Held, Person
 
 GRANTED, WITHDRAWN, UNKNOWN = ConsentStatus.GRANTED, ConsentStatus.WITHDRAWN, ConsentStatus.UNKNOWN
 CREATED = datetime(2024, 1, 1, tzinfo=UTC)  # people.py's stamp for a side with no act
@@ -208,8 +208,10 @@ def hubspot_view(admin: httpx.Client, purposes: Sequence[Purpose]) -> dict[str, 
     view: dict[str, Seen] = {}
     for contact in state["contacts"]:
         props = contact["properties"]
-        basis = HUBSPOT_PROPERTY.from_multi(props.get("hs_legal_basis"))
-        view[props["email"]] = Seen(contact["id"], lawful_basis=basis)
+        basis = hubspot_basis(props.get("hs_legal_basis"))
+        view[props["email"]] = Seen(
+            contact["id"], lawful_basis=LawfulBasis(basis) if basis else None
+        )
     for status in state["subscriptions"]:
         held = view.get(status["email"])
         if held is None:
@@ -241,12 +243,12 @@ def salesforce_view(admin: httpx.Client, purposes: Sequence[Purpose]) -> dict[st
     view: dict[str, Seen] = {}
     for sobject in ("Contact", "Lead"):
         for row in _rows(admin, sobject):
-            basis = row.get("Lawful_Basis__c")
+            basis = salesforce_basis(row.get("Lawful_Basis__c"))
             view[row["Email"].lower()] = Seen(
                 row["Id"],
                 consents=dict(by_party.get(row.get("IndividualId") or "", {})),
                 opted_out=bool(row.get("HasOptedOutOfEmail")),
-                lawful_basis=SALESFORCE_LEGAL_BASIS.from_vendor(basis) if basis else None,
+                lawful_basis=LawfulBasis(basis) if basis else None,
             )
     return view
 

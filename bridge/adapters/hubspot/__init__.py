@@ -1,1 +1,5 @@
 """HubSpot: everything the bridge knows about it, and nothing outside this folder names it."""
+
+from bridge.model import System
+
+HUBSPOT = System("hubspot")

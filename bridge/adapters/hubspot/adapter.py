@@ -1,24 +1,8 @@
 """The HubSpot adapter: contacts, consent, lawful basis and erasure on hubspot-api-client 12.
 
-What it reads and writes, and through which API:
-
-- contacts: CRM v3 through the SDK. A full read pages the list endpoint (100 per call); a
-  read since a cursor searches ``lastmodifieddate >= since`` in ``hs_object_id`` order and
-  starts each query after the last id seen (keyset), so HubSpot's 10,000-result cap per
-  query never applies and a record edited mid-read can neither shift a page nor repeat.
-- consent: communication preferences v4 batch reads (100 addresses per call) for each
-  subscription's status, legal basis and time; the unsubscribe-all status is read only for
-  contacts whose ``hs_email_optout`` mirror says so, which saves a call per page.
-- withdrawals go through v4 batch writes (idempotent: ``NO_STATUS_CHANGE`` is ``ALREADY``),
-  grants one by one through v3, which refuses to resubscribe a person who opted out: that
-  refusal is the vendor enforcing the person's choice and becomes ``NEEDS_SELF_SERVICE``.
-- erasure: ``gdpr-delete`` by id or by address (an unknown address is blocklisted), or
-  anonymisation: every writable property holding a value is emptied, except checkboxes and
-  the ones ``erasure.keep_on_anonymize`` keeps; the address and names get placeholders
-  HubSpot's validation accepts.
-
-Subscription status belongs to an address, not a contact: a record's consents are those of
-its primary address, the one HubSpot sends marketing email to.
+Contacts through CRM v3 (keyset-paged search for reads since a cursor), consent through
+``preferences``, erasure by ``gdpr-delete`` or anonymisation. The API choices and the facts
+behind them are in docs/vendors/hubspot.md ("Contacts", "Search", "Erasure").
 """
 
 from __future__ import annotations
@@ -28,6 +12,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from hubspot.crm.contacts import (
     BatchInputSimplePublicObjectBatchInput,
@@ -60,7 +45,9 @@ from bridge.adapters.base import (
     WriteOutcome,
     WriteStatus,
 )
+from bridge.adapters.hubspot import HUBSPOT
 from bridge.adapters.hubspot.preferences import Preferences, Status, reported
+from bridge.adapters.hubspot.settings import DUE_PROPERTY, KEEP_ON_ANONYMIZE, HubSpotSettings
 from bridge.adapters.hubspot.transport import (
     BATCH,
     HubSpotLimits,
@@ -70,11 +57,11 @@ from bridge.adapters.hubspot.transport import (
     parse_time,
     unique_addresses,
 )
-from bridge.adapters.usage import HUBSPOT_URL_BUDGET, hubspot_cost, measure
-from bridge.config import HUBSPOT_DUE_PROPERTY, ErasureSettings, HubSpotSettings
+from bridge.adapters.hubspot.vocabulary import DEFAULT_HUBSPOT, HubSpotLawfulBases
+from bridge.adapters.usage import measure
+from bridge.adapters.vocabulary import Unmappable
 from bridge.identity import normalise_email
-from bridge.model import CrmRecord, LawfulBasis, ObjectType, Purpose, System
-from bridge.policies.lawful_basis import DEFAULT_HUBSPOT, HubSpotLawfulBases, Unmappable
+from bridge.model import CrmRecord, LawfulBasis, ObjectType, Purpose
 
 OBJECT_TYPE = ObjectType.CONTACT.value
 SEARCH_PAGE = 200
@@ -86,7 +73,7 @@ OPTOUT = "hs_email_optout"
 MODIFIED = "lastmodifieddate"
 CREATED = "createdate"
 ACTIVITY = "notes_last_updated"  # "Last Activity Date": calls, emails, meetings, notes
-DUE = HUBSPOT_DUE_PROPERTY
+DUE = DUE_PROPERTY
 PERSONAL_FIELDS = ("firstname", "lastname", "phone")
 BY_ID = {"propertyName": "hs_object_id", "direction": "ASCENDING"}
 ANONYMISED = "Anonymised"
@@ -233,10 +220,21 @@ class _Contact:
         return tuple(e.strip() for e in (self.primary or "", *extra) if e.strip())
 
 
+# What the field names of one request may take of its URL, in characters. HubSpot repeats
+# ``properties=<name>`` in the query string and documents a 414 without a figure, so this
+# stays well under the 8 KB most servers accept.
+URL_BUDGET = 4_000
+
+
+def property_cost(name: str) -> int:
+    """The characters ``&properties=<name>`` adds to a HubSpot URL."""
+    return len("&properties=") + len(quote(name, safe=""))
+
+
 class HubSpotAdapter(ClosesOnExit):
     """``CrmAdapter`` for HubSpot contacts (see the module docstring for the API choices)."""
 
-    system = System.HUBSPOT
+    system = HUBSPOT
 
     def __init__(
         self,
@@ -266,9 +264,7 @@ class HubSpotAdapter(ClosesOnExit):
         )
         self._portal_id = settings.portal_id
         self._app_url = settings.app_url.rstrip("/")
-        keep = (
-            ErasureSettings().keep_on_anonymize if keep_on_anonymize is None else keep_on_anonymize
-        )
+        keep = KEEP_ON_ANONYMIZE if keep_on_anonymize is None else keep_on_anonymize
         self._keep = frozenset(keep.get(f"hubspot.{OBJECT_TYPE}", ()))
         self._definitions: list[Any] | None = None
 
@@ -432,7 +428,7 @@ class HubSpotAdapter(ClosesOnExit):
 
     def _record(self, contact: _Contact, statuses: list[Status], wide: Status | None) -> CrmRecord:
         return CrmRecord(
-            system=System.HUBSPOT,
+            system=HUBSPOT,
             object_type=ObjectType.CONTACT,
             id=contact.id,
             emails=contact.emails,
@@ -543,8 +539,8 @@ class HubSpotAdapter(ClosesOnExit):
         contacts = self._contacts_for(emails)
         addresses = unique_addresses([*emails, *(e for c in contacts for e in c.emails)])
         return [
-            *(ErasureTarget(System.HUBSPOT, OBJECT_TYPE, c.id, c.primary) for c in contacts),
-            *(ErasureTarget(System.HUBSPOT, OBJECT_TYPE, None, e) for e in addresses),
+            *(ErasureTarget(HUBSPOT, OBJECT_TYPE, c.id, c.primary) for c in contacts),
+            *(ErasureTarget(HUBSPOT, OBJECT_TYPE, None, e) for e in addresses),
         ]
 
     def erase(self, target: ErasureTarget, mode: ErasureMode) -> ErasureResult:
@@ -581,7 +577,7 @@ class HubSpotAdapter(ClosesOnExit):
         writable = self._writable()
         found = self._batch_read([contact_id], list(writable))
         if not found:
-            raise NotFound(System.HUBSPOT, "anonymise_contact: no such contact")
+            raise NotFound(HUBSPOT, "anonymise_contact: no such contact")
         properties = anonymised(contact_id, found[0].properties, writable, self._keep)
         if not properties:
             return
@@ -600,7 +596,7 @@ class HubSpotAdapter(ClosesOnExit):
         statuses = self._prefs.statuses(addresses)
         wide = self._prefs.opted_out(addresses)
         return {
-            "system": System.HUBSPOT.value,
+            "system": HUBSPOT,
             "contacts": [
                 {
                     "id": c.id,
@@ -661,7 +657,7 @@ class HubSpotAdapter(ClosesOnExit):
         problem = _rectify_problem(changes)
         wanted = {RECTIFIABLE[name]: value for name, value in changes.items() if not problem}
         contacts = self._contacts_for(emails, [EMAIL, ADDITIONAL, *wanted])
-        refs = {c.id: RecordRef(System.HUBSPOT, OBJECT_TYPE, c.id) for c in contacts}
+        refs = {c.id: RecordRef(HUBSPOT, OBJECT_TYPE, c.id) for c in contacts}
         if problem:
             return [WriteOutcome(ref, WriteStatus.FAILED, problem) for ref in refs.values()]
         results: dict[str, tuple[WriteStatus, str]] = {
@@ -744,7 +740,7 @@ class HubSpotAdapter(ClosesOnExit):
         subscriptions), no one can clear them, and they repeat or describe data reported
         here. Every contact is paged (100 per call) once per chunk of names."""
         fields = {name: kind in FREE_TEXT for name, kind in self._writable().items()}
-        usage = measure(OBJECT_TYPE, fields, self._values, HUBSPOT_URL_BUDGET, hubspot_cost)
+        usage = measure(OBJECT_TYPE, fields, self._values, URL_BUDGET, property_cost)
         return [usage]
 
     def _values(self, properties: Sequence[str]) -> Iterator[dict[str, str | None]]:

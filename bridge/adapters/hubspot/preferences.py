@@ -1,14 +1,8 @@
 """HubSpot communication preferences: each address's subscription statuses, read and written.
 
-Status belongs to an email address, not to a contact (reference section 3). Reads use v4
-batches, 100 addresses per call. Withdrawals use v4 batch writes, which are idempotent
-(``NO_STATUS_CHANGE`` comes back as ``ALREADY``) and so safe to retry. Grants read the
-addresses' statuses first (100 per call): one already held, or one HubSpot would refuse,
-needs no further call; the others go one by one through v3, on purpose: v3 refuses to
-resubscribe an address that opted out, which is HubSpot enforcing the person's own choice,
-and becomes ``NEEDS_SELF_SERVICE`` rather than an error to retry; v4 would resubscribe such
-a person silently. Within one call, withdrawals are applied before grants: when both concern
-one person, the GDPR-safe order wins.
+Reads and withdrawals use v4 batches; grants go one by one through v3 on purpose, because v3
+refuses to resubscribe a person who opted out (``NEEDS_SELF_SERVICE``). Why, and what HubSpot
+guarantees: docs/vendors/hubspot.md ("Consent model").
 """
 
 from __future__ import annotations
@@ -19,6 +13,8 @@ from typing import Any
 from hubspot.communication_preferences import PublicUpdateSubscriptionStatusRequest
 
 from bridge.adapters.base import ConsentWrite, NotFound, Permanent, WriteOutcome, WriteStatus
+from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.hubspot.settings import purpose_keys
 from bridge.adapters.hubspot.transport import (
     BATCH,
     Transport,
@@ -27,10 +23,10 @@ from bridge.adapters.hubspot.transport import (
     parse_time,
     unique_addresses,
 )
+from bridge.adapters.vocabulary import Unmappable, Vocabulary
 from bridge.identity import normalise_email
 from bridge.logs import get_logger
-from bridge.model import Consent, ConsentStatus, GlobalOptOut, LawfulBasis, Purpose, System
-from bridge.policies.lawful_basis import Unmappable, Vocabulary
+from bridge.model import Consent, ConsentStatus, GlobalOptOut, LawfulBasis, Purpose
 
 STATUSES = "/communication-preferences/v4/statuses"
 STATES = {"SUBSCRIBED": ConsentStatus.GRANTED, "UNSUBSCRIBED": ConsentStatus.WITHDRAWN}
@@ -74,9 +70,7 @@ class Preferences:
         self, transport: Transport, purposes: Sequence[Purpose], vocabulary: Vocabulary
     ) -> None:
         self._t = transport
-        self._purposes = {
-            p.hubspot_subscription_id: p for p in purposes if p.hubspot_subscription_id
-        }
+        self._purposes = {sub: p for p in purposes if (sub := purpose_keys(p).subscription_id)}
         self._vocabulary = vocabulary
 
     @property
@@ -130,13 +124,13 @@ class Preferences:
     def _consent(self, record_id: str, purpose: Purpose, status: Status | None) -> Consent:
         state = STATES.get(str((status or {}).get("status")), ConsentStatus.UNKNOWN)
         if status is None or state is ConsentStatus.UNKNOWN:
-            return Consent(purpose.id, state, None, System.HUBSPOT, record_id)
+            return Consent(purpose.id, state, None, HUBSPOT, record_id)
         basis = status.get("legalBasis")
         return Consent(
             purpose=purpose.id,
             status=state,
             changed_at=parse_time(status.get("timestamp")),
-            source_system=System.HUBSPOT,
+            source_system=HUBSPOT,
             source_record=record_id,
             lawful_basis=(
                 reported(record_id, "legalBasis", self._vocabulary.from_vendor, str(basis))
@@ -152,7 +146,7 @@ class Preferences:
             email=wide is not None,
             do_not_call=False,
             changed_at=parse_time(wide.get("timestamp")) if wide else None,
-            source_system=System.HUBSPOT,
+            source_system=HUBSPOT,
             source_record=record_id,
         )
 

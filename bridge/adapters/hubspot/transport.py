@@ -1,20 +1,9 @@
 """How the HubSpot adapter talks to HubSpot: one choke point for pacing, errors and retries.
 
-Every vendor call goes through :meth:`Transport.call`, which waits for the rate limiter,
-counts the call, maps any failure through the one error table (``ERRORS``), feeds the
-limiter from the ``X-HubSpot-RateLimit-*`` headers, and retries ``RateLimited``/``Transient``
-with the bridge's own ``retrying``. The SDK's urllib3 retries are switched off
-(``Retry(total=0)``): they skip POST and raise ``MaxRetryError`` (DESIGN section 11).
-
-Communication preferences v4 is not wrapped by hubspot-api-client 12, and its escape hatch
-``api_request`` is not fit for this job: it sends through bare ``requests`` calls with no
-timeout and no connection reuse, raises nothing on 4xx/5xx, and prints the failing URL to
-stdout on a transport error. v4 therefore goes through one ``httpx.Client`` (pooled, with a
-timeout, unit-testable with respx) that shares the limiter, the error table and the retries
-with the SDK calls, so the two paths cannot drift apart.
-
-The batching helpers the adapter's parts share (100 inputs per call, a 207's per-input
-errors) live here too, beside the calls they shape.
+Every call, SDK or v4 over ``httpx``, goes through :meth:`Transport.call`: rate limiter,
+error table (``ERRORS``), header feedback and retries; the SDK's own retries are off. Why:
+docs/vendors/hubspot.md ("Client and transport", "Rate limits", "Errors and how they are
+mapped"). The batching helpers the adapter's parts share live here too.
 """
 
 from __future__ import annotations
@@ -46,19 +35,19 @@ from bridge.adapters.base import (
     classify,
     retrying,
 )
-from bridge.config import HubSpotSettings
+from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.hubspot.settings import HubSpotSettings
 from bridge.errors import ConfigError
 from bridge.identity import normalise_email
 from bridge.logs import get_logger, redact_text
 from bridge.metrics import ADAPTER_CALLS, ADAPTER_ERRORS
-from bridge.model import System
 
-VENDOR = System.HUBSPOT.value
+VENDOR = HUBSPOT
 CONNECTION = "CONNECTION"  # the code of a call that got no HTTP answer at all
 DAILY = "DAILY"
 LOCKED_WAIT = 2.0  # HubSpot: after a 423, wait at least 2 s
 MAX_MESSAGE = 300
-BATCH = 100  # HubSpot's batch maximum (reference section 4)
+BATCH = 100  # HubSpot's batch maximum (docs/vendors/hubspot.md, "Contacts")
 
 # The one table: what each HubSpot answer means to the bridge. ``code`` is the 429 body's
 # ``policyName``, else the error body's ``category``; the first matching row wins.
@@ -202,7 +191,17 @@ class Transport:
         self.search_limiter = RateLimiter(limits.search_max, limits.padded(limits.search_seconds))
 
     def close(self) -> None:
+        """Close the v4 client and each SDK API's connections. The SDK's own ``close`` stops
+        only its thread pool, and urllib3 2's ``PoolManager.clear`` forgets its pools
+        without closing them: each pool is closed here."""
         self._http.close()
+        for api in (self.basic, self.batch, self.search, self.properties, self.status):
+            manager = api.api_client.rest_client.pool_manager
+            for key in manager.pools.keys():  # noqa: SIM118 (the container refuses iteration)
+                pool = manager.pools.get(key)
+                if pool is not None:
+                    pool.close()
+            manager.clear()
 
     def sdk(
         self,
@@ -279,8 +278,8 @@ class Transport:
         text = f"{operation}: {status or 'no answer'} {code or ''}: {redact_text(message)}"
         text = text[:MAX_MESSAGE]
         if kind is RateLimited:
-            return RateLimited(System.HUBSPOT, text, self._retry_after(status, headers, search))
-        return kind(System.HUBSPOT, text)
+            return RateLimited(HUBSPOT, text, self._retry_after(status, headers, search))
+        return kind(HUBSPOT, text)
 
     def _retry_after(
         self, status: int | None, headers: Mapping[str, str], search: bool

@@ -10,10 +10,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from bridge.adapters.hubspot.settings import HubSpotSettings
+from bridge.adapters.spec import (
+    CONSENT,
+    DELETION,
+    OTHER,
+    Accepted,
+    IncomingEvent,
+    Rejected,
+    WebhookRequest,
+)
 
 MAX_SKEW_MS = 5 * 60 * 1000
 MAX_EVENTS = 100
@@ -107,14 +120,74 @@ class HubSpotEvent(BaseModel):
 
     @property
     def kind(self) -> str:
-        if self.subscription_type in ("contact.privacyDeletion", "contact.deletion"):
-            return "deletion"
+        """A privacy deletion asks to forget the person; its twin ``contact.deletion`` (also
+        sent for an ordinary, restorable delete) is no request."""
+        if self.subscription_type == "contact.privacyDeletion":
+            return DELETION
         name = self.property_name or ""
         if self.subscription_type == "contact.propertyChange" and (
             name.startswith("hs_email_optout") or name == "hs_legal_basis"
         ):
-            return "consent"
-        return "other"
+            return CONSENT
+        return OTHER
 
 
 EVENTS = TypeAdapter(list[HubSpotEvent])
+
+
+def _ms_to_iso(ms: int) -> str | None:
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="microseconds")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+class Intake:
+    """``POST /webhooks/hubspot``: signed batches of contact events."""
+
+    path = "/webhooks/hubspot"
+
+    def admit(self, section: HubSpotSettings, path_params: Mapping[str, str]) -> None:
+        if section.client_secret is None:
+            raise Rejected(404, "not_configured")
+
+    def accept(self, section: HubSpotSettings, request: WebhookRequest, now_ms: int) -> Accepted:
+        assert section.client_secret is not None  # admitted
+        try:
+            verify(
+                request.headers,
+                request.method,
+                section.webhook_url or request.url,
+                request.body,
+                section.client_secret.get_secret_value(),
+                now_ms=now_ms,
+                accept_legacy=section.legacy_signatures,
+            )
+        except SignatureError as error:
+            raise Rejected(401, str(error)) from None
+        try:
+            events = EVENTS.validate_json(request.body)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "body"
+            raise Rejected(400, "bad_payload", f"{where}: {first['msg']}"[:200]) from None
+        if not 1 <= len(events) <= MAX_EVENTS:
+            raise Rejected(400, "bad_payload", "expected 1 to 100 events")
+        return Accepted(
+            [
+                IncomingEvent(
+                    key=event.key,
+                    event_type=event.subscription_type,
+                    kind=event.kind,
+                    object_type="contact",
+                    object_id=str(event.object_id),
+                    occurred_at=_ms_to_iso(event.occurred_at),
+                    payload=event.model_dump(mode="json", by_alias=True),
+                )
+                for event in events
+            ],
+            lambda stored, duplicates: (
+                json.dumps({"stored": stored, "duplicates": duplicates}).encode(),
+                "application/json",
+            ),
+        )

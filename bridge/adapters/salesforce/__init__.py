@@ -1,1 +1,5 @@
 """Salesforce: everything the bridge knows about it, and nothing outside this folder names it."""
+
+from bridge.model import System
+
+SALESFORCE = System("salesforce")

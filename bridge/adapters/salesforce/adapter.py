@@ -1,27 +1,9 @@
 """The Salesforce adapter: people, consent, lawful basis and erasure on simple-salesforce 1.12.
 
-What it reads and writes, and through which API (every call goes through
-``salesforce_transport``, which owns timeouts, logins, errors, retries and the quota):
-
-- reading: SOQL at 2,000 rows per page. A full read pages the consent rows
-  (``ContactPointTypeConsent`` of the configured purposes), contact points
-  (``ContactPointEmail``), Contacts and Leads once each, with each person's Individual as
-  parent fields of its row, and joins them here: the calls used are the pages the data
-  fills. A read since a cursor takes what changed on ``SystemModstamp``, plus the people
-  whose Individual, consent rows or contact points changed; deletions come from getDeleted
-  (:meth:`SalesforceAdapter.read_deleted`). Converted Leads are left out of reads and
-  look-ups (they are history: the person lives on in the Contact, and Salesforce refuses
-  to change them) but not out of erasure and export.
-- finding by email: escaped ``IN`` lists (``format_soql``), cut to stay within the URI limit.
-- consent and lawful basis: ``salesforce_records`` maps rows to the common model and
-  ``salesforce_consent`` writes consent back.
-- erasure: Bulk API 2.0 ``hardDelete`` while the integration user has "Bulk API Hard Delete";
-  otherwise a delete into the recycle bin, purged with SOAP ``emptyRecycleBin`` unless
-  ``salesforce.empty_recycle_bin`` is off, in which case the result says the row sits in the
-  recycle bin for 15 days (``IN_RECYCLE_BIN``). Anonymising reads the row's updateable fields
-  (describe, then the row) and clears each one holding a value, except the configured
-  ``erasure.keep_on_anonymize`` ones, references and checkboxes (opt-outs stay set); where
-  a value must remain it writes placeholders Salesforce accepts (lengths, email format).
+SOQL reads that page each object once and join rows into people here; ``records`` maps
+them, ``consent`` writes consent back, ``transport`` carries every call. Erasure hard-deletes,
+or deletes and purges the recycle bin. The facts behind each choice: docs/vendors/salesforce.md
+("Reading changes", "Consent model", "Erasure").
 """
 
 from __future__ import annotations
@@ -31,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Any
+from urllib.parse import quote_plus
 
 from simple_salesforce.format import format_soql
 
@@ -52,6 +35,7 @@ from bridge.adapters.base import (
     WriteStatus,
     classify,
 )
+from bridge.adapters.salesforce import SALESFORCE
 from bridge.adapters.salesforce.consent import FLAGS, ConsentWriter
 from bridge.adapters.salesforce.records import (
     ADDRESS_FIELDS,
@@ -69,12 +53,19 @@ from bridge.adapters.salesforce.records import (
     utc,
     when,
 )
-from bridge.adapters.salesforce.transport import ERRORS, HARD_DELETE_REFUSED, RowResult, Transport
-from bridge.adapters.usage import SALESFORCE_URL_BUDGET, measure, soql_cost
-from bridge.config import ErasureSettings, SalesforceSettings
+from bridge.adapters.salesforce.settings import KEEP_ON_ANONYMIZE, SalesforceSettings, purpose_keys
+from bridge.adapters.salesforce.transport import (
+    ERRORS,
+    HARD_DELETE_REFUSED,
+    URI_LIMIT,
+    RowResult,
+    Transport,
+)
+from bridge.adapters.salesforce.vocabulary import salesforce_field_vocabulary
+from bridge.adapters.usage import measure
+from bridge.adapters.vocabulary import Unmappable, Vocabulary
 from bridge.identity import normalise_email
-from bridge.model import Consent, CrmRecord, ObjectType, Purpose, System
-from bridge.policies.lawful_basis import Unmappable, Vocabulary, salesforce_field_vocabulary
+from bridge.model import Consent, CrmRecord, ObjectType, Purpose
 
 DELETED_DAYS = 15  # getDeleted and the recycle bin keep deletions this long
 # Erasure order: rows that point at an Individual before the Individual itself.
@@ -108,10 +99,20 @@ class Deletion:
     deleted_at: datetime | None
 
 
+# Salesforce takes the SOQL in ``?q=`` within its documented 16,384 bytes (``URI_LIMIT``,
+# headers allowed for); 1 KB is left for the instance URL and the rest of the statement.
+URL_BUDGET = URI_LIMIT - 1_024
+
+
+def soql_cost(name: str) -> int:
+    """The characters ``<name>, `` adds to a URL-encoded SOQL statement."""
+    return len(quote_plus(f"{name}, "))
+
+
 class SalesforceAdapter(ClosesOnExit):
     """``CrmAdapter`` for Salesforce (see the module docstring for the API choices)."""
 
-    system = System.SALESFORCE
+    system = SALESFORCE
 
     def __init__(
         self,
@@ -136,9 +137,7 @@ class SalesforceAdapter(ClosesOnExit):
         self._purposes = {p.id: p for p in purposes}
         self._described: dict[str, list[dict[str, Any]]] = {}
         self._hard_delete = True  # until a hardDelete job is refused
-        keep = (
-            ErasureSettings().keep_on_anonymize if keep_on_anonymize is None else keep_on_anonymize
-        )
+        keep = KEEP_ON_ANONYMIZE if keep_on_anonymize is None else keep_on_anonymize
         self._keep = {
             key.removeprefix("salesforce."): tuple(names)
             for key, names in keep.items()
@@ -156,7 +155,7 @@ class SalesforceAdapter(ClosesOnExit):
         sobject = SOBJECTS[object_type]
         if field.startswith("consent:"):
             purpose = self._purposes.get(field.removeprefix("consent:"))
-            mapped = purpose is not None and purpose.salesforce_data_use_purpose
+            mapped = purpose is not None and purpose_keys(purpose).data_use_purpose
             return (SOBJECTS[CONSENT_ROW], "PrivacyConsentStatus") if mapped else None
         if field == "opt_out":
             return sobject, FLAGS[object_type]
@@ -239,7 +238,7 @@ class SalesforceAdapter(ClosesOnExit):
         start, end = utc(since), datetime.now(UTC)
         if start < end - timedelta(days=DELETED_DAYS):
             raise Permanent(
-                System.SALESFORCE,
+                SALESFORCE,
                 f"read_deleted: Salesforce lists deletions of the last {DELETED_DAYS} days "
                 "only; run a full read instead",
             )
@@ -252,7 +251,7 @@ class SalesforceAdapter(ClosesOnExit):
             answer = self._t.rest("read_deleted", path, params=params)
             deletions += [
                 Deletion(
-                    RecordRef(System.SALESFORCE, object_type.value, str(item["id"])),
+                    RecordRef(SALESFORCE, object_type.value, str(item["id"])),
                     when(item.get("deletedDate")),
                 )
                 for item in answer["deletedRecords"]
@@ -362,8 +361,8 @@ class SalesforceAdapter(ClosesOnExit):
             record = write.record
             if field is None:
                 results[index] = (WriteStatus.FAILED, "salesforce.lawful_basis_field is not set")
-            elif record.system is not System.SALESFORCE or record.object_type not in people:
-                failure = f"a {record.system.value} {record.object_type} has no lawful basis field"
+            elif record.system != SALESFORCE or record.object_type not in people:
+                failure = f"a {record.system} {record.object_type} has no lawful basis field"
                 results[index] = (WriteStatus.FAILED, failure)
             else:
                 wanted.setdefault(record.object_type, set()).add(record.id)
@@ -425,7 +424,7 @@ class SalesforceAdapter(ClosesOnExit):
         writes: dict[RecordRef, dict[str, Any]] = {}
         for sobject in RECTIFIABLE:
             for row in rows.get(sobject, []):
-                ref = RecordRef(System.SALESFORCE, OBJECT_TYPES[sobject], str(row["Id"]))
+                ref = RecordRef(SALESFORCE, OBJECT_TYPES[sobject], str(row["Id"]))
                 correction = self._correction(operation, sobject, row, changes, unknown)
                 if isinstance(correction, dict):
                     writes[ref] = {"attributes": {"type": sobject}, "Id": ref.id, **correction}
@@ -485,7 +484,7 @@ class SalesforceAdapter(ClosesOnExit):
         )
         if described is None:
             raise Permanent(
-                System.SALESFORCE,
+                SALESFORCE,
                 f"{operation}: {sobject} has no field {field}; set salesforce.lawful_basis_field",
             )
         options = [p["value"] for p in described.get("picklistValues") or () if p.get("active")]
@@ -498,7 +497,7 @@ class SalesforceAdapter(ClosesOnExit):
         Leads (converted ones too) and last the Individual they point at."""
         rows = self._subject("erasure_targets", emails, lambda _: ("Id",))
         return [
-            ErasureTarget(System.SALESFORCE, OBJECT_TYPES[sobject], row["Id"])
+            ErasureTarget(SALESFORCE, OBJECT_TYPES[sobject], row["Id"])
             for sobject in ERASE_ORDER
             for row in rows[sobject]
         ]
@@ -506,7 +505,7 @@ class SalesforceAdapter(ClosesOnExit):
     def export(self, emails: Collection[str]) -> dict[str, Any]:
         """Every queryable field of every row :meth:`erasure_targets` would erase."""
         rows = self._subject("export", emails, lambda sobject: self._exportable(sobject))
-        return {"system": System.SALESFORCE.value, "records": rows}
+        return {"system": SALESFORCE, "records": rows}
 
     def _exportable(self, sobject: str) -> list[str]:
         return [
@@ -549,7 +548,7 @@ class SalesforceAdapter(ClosesOnExit):
     def erase(self, target: ErasureTarget, mode: ErasureMode) -> ErasureResult:
         """Delete (then purge) or anonymise one row; a row already gone is success."""
         sobject = SOBJECTS.get(target.object_type)
-        if target.system is not System.SALESFORCE or target.id is None or sobject is None:
+        if target.system != SALESFORCE or target.id is None or sobject is None:
             raise ValueError("not a Salesforce record this adapter erases")
         if mode == "anonymize":
             return self._anonymise(target, sobject)
@@ -575,7 +574,7 @@ class SalesforceAdapter(ClosesOnExit):
             return self._purge(target, deleted_now=result.ok)
         if classify(ERRORS, None, result.code) is NotFound:
             return ErasureResult(target, ErasureStatus.ALREADY_GONE)
-        raise Permanent(System.SALESFORCE, f"erase: Salesforce refused to delete: {result.detail}")
+        raise Permanent(SALESFORCE, f"erase: Salesforce refused to delete: {result.detail}")
 
     def _purge(self, target: ErasureTarget, *, deleted_now: bool) -> ErasureResult:
         if not self._settings.empty_recycle_bin:
@@ -625,9 +624,7 @@ class SalesforceAdapter(ClosesOnExit):
             return replace(deleted, detail=detail)
         if classify(ERRORS, None, result.code) is NotFound:
             return ErasureResult(target, ErasureStatus.ALREADY_GONE)
-        raise Permanent(
-            System.SALESFORCE, f"erase: Salesforce refused the anonymisation: {result.detail}"
-        )
+        raise Permanent(SALESFORCE, f"erase: Salesforce refused the anonymisation: {result.detail}")
 
     def related(self, targets: Sequence[ErasureTarget], conditions: Sequence[R]) -> dict[str, R]:
         """Contacts and Leads a row of a condition's related object points at, matching its
@@ -722,7 +719,7 @@ class SalesforceAdapter(ClosesOnExit):
             def rows(names: Sequence[str], sobject: str = sobject) -> Iterator[dict[str, Any]]:
                 return self._t.query("field_usage", select(sobject, ("Id", *names)))
 
-            usage.append(measure(sobject, fields, rows, SALESFORCE_URL_BUDGET, soql_cost))
+            usage.append(measure(sobject, fields, rows, URL_BUDGET, soql_cost))
         return usage
 
 

@@ -1,25 +1,9 @@
 """Writing consent to Salesforce: opt-out flags, Individuals and ContactPointTypeConsent rows.
 
-:meth:`ConsentWriter.write` decides every change from what Salesforce holds, read first in
-one query per object: a change already held is ``ALREADY`` and touches nothing (so it does
-not echo back through the next incremental read), and every repeat after a failure starts
-from the truth. Then, in sObject Collections of 200:
-
-- a global opt-out (purpose None) sets ``HasOptedOutOfEmail`` on a Contact or Lead and
-  ``HasOptedOutSolicit`` ("Don't Market") on an Individual. The bridge never lifts the
-  objections an Individual records ("Don't Market", "Don't Process"): a global grant to a
-  person who has one is ``NEEDS_SELF_SERVICE``, and nothing is written;
-- a purpose's consent needs an Individual: a record without one gets one, shared by the
-  records of one address in the batch (a person who is a Lead and a Contact stays one
-  person), and is linked to it; then per Individual and purpose the latest
-  ``ContactPointTypeConsent`` is updated, or one is created. Its ``Name`` holds the change's
-  explanation. Salesforce keeps the lawful basis per ``DataUsePurpose``, not per person: a
-  change that names another one is written, with a note saying so.
-
-Creates are made idempotent by reading first. A new Individual is named after the record it
-is made for (``consent-bridge 003…``: no personal data is copied into it), and a consent row
-is keyed by party, purpose and contact-point type, so a repeat after an unanswered create
-finds what landed instead of creating it twice.
+:meth:`ConsentWriter.write` reads what Salesforce holds first, so a change already held is
+``ALREADY`` (no echo) and a repeated create finds what landed; then it writes in sObject
+Collections of 200. The rules, objections and required fields: docs/vendors/salesforce.md
+("Consent model", "Lawful-basis vocabulary").
 """
 
 from __future__ import annotations
@@ -32,6 +16,7 @@ from typing import Any
 from simple_salesforce.format import format_soql
 
 from bridge.adapters.base import ConsentWrite, WriteOutcome, WriteStatus
+from bridge.adapters.salesforce import SALESFORCE
 from bridge.adapters.salesforce.records import (
     BRIDGE_SOURCE,
     CONSENT_ROW_FIELDS,
@@ -44,9 +29,10 @@ from bridge.adapters.salesforce.records import (
     recorded_at,
     select,
 )
+from bridge.adapters.salesforce.settings import contact_point_type, purpose_keys
 from bridge.adapters.salesforce.transport import RowResult, Transport
 from bridge.identity import normalise_email
-from bridge.model import ConsentStatus, Evidence, LawfulBasis, ObjectType, Purpose, System
+from bridge.model import ConsentStatus, Evidence, LawfulBasis, ObjectType, Purpose
 
 OPERATION = "write_consents"
 FLAGS = {
@@ -125,7 +111,7 @@ class ConsentWriter:
                 flags.append(index)
             else:
                 purpose = self._purposes[write.purpose]
-                name = str(purpose.salesforce_data_use_purpose)
+                name = str(purpose_keys(purpose).data_use_purpose)
                 changes.append(_Change(index, write, purpose, self._purpose_ids[name.casefold()]))
         results |= self._flags(writes, flags, current)
         results |= self._consents(changes, current)
@@ -137,7 +123,7 @@ class ConsentWriter:
         """The records written to, by id: their flag and Individual."""
         ids: dict[str, set[str]] = {}
         for write in writes:
-            if write.record.system is System.SALESFORCE and write.record.object_type in FLAGS:
+            if write.record.system == SALESFORCE and write.record.object_type in FLAGS:
                 ids.setdefault(write.record.object_type, set()).add(write.record.id)
         if any(w.purpose is not None for w in writes):
             self._load_purposes()
@@ -170,8 +156,8 @@ class ConsentWriter:
     def _problem(self, write: ConsentWrite, current: Mapping[str, Any]) -> str | None:
         """Why a write cannot be made at all, or None."""
         record = write.record
-        if record.system is not System.SALESFORCE or record.object_type not in FLAGS:
-            return f"a {record.system.value} {record.object_type} holds no Salesforce consent"
+        if record.system != SALESFORCE or record.object_type not in FLAGS:
+            return f"a {record.system} {record.object_type} holds no Salesforce consent"
         if record.id not in current:
             return "NOT_FOUND"
         if write.status is ConsentStatus.UNKNOWN:
@@ -179,9 +165,9 @@ class ConsentWriter:
         if write.purpose is None:
             return None
         purpose = self._purposes.get(write.purpose)
-        if purpose is None or not purpose.salesforce_data_use_purpose:
+        name = purpose_keys(purpose).data_use_purpose if purpose else None
+        if not name:
             return f"purpose {write.purpose!r} is not mapped to a Salesforce DataUsePurpose"
-        name = purpose.salesforce_data_use_purpose
         if name.casefold() not in self._purpose_ids:
             return f"DataUsePurpose {name!r} does not exist in Salesforce"
         return None
@@ -261,7 +247,7 @@ class ConsentWriter:
         asked = change.write.lawful_basis
         if result[0] is WriteStatus.FAILED or asked is None or asked is held:
             return result
-        name = change.purpose.salesforce_data_use_purpose
+        name = purpose_keys(change.purpose).data_use_purpose
         kept = held.value if held else "none"
         note = f"Salesforce keeps the lawful basis per DataUsePurpose: {name!r} says {kept}"
         return result[0], note
@@ -349,7 +335,7 @@ class ConsentWriter:
 
     @staticmethod
     def _row_key(party: str, change: _Change) -> RowKey:
-        return party, change.purpose_id, change.purpose.salesforce_contact_point_type.casefold()
+        return party, change.purpose_id, contact_point_type(change.purpose).casefold()
 
     def _latest_rows(
         self, parties: Collection[str], purpose_ids: Collection[str]
@@ -401,13 +387,13 @@ class ConsentWriter:
             "PrivacyConsentStatus": STATUS_WRITTEN[change.write.status],
             "CaptureDate": iso(evidence.captured_at or datetime.now(UTC)),
             "CaptureSource": evidence.capture_source or BRIDGE_SOURCE,
-            "CaptureContactPointType": change.purpose.salesforce_contact_point_type,
+            "CaptureContactPointType": contact_point_type(change.purpose),
             "DoubleConsentCaptureDate": iso(double) if double else None,
             "Name": _explanation(change.write),
         }
 
     def _new_row(self, party: str, change: _Change) -> dict[str, Any]:
-        point = change.purpose.salesforce_contact_point_type
+        point = contact_point_type(change.purpose)
         return {
             **self._row_fields(change),
             "PartyId": party,

@@ -6,11 +6,25 @@ or external-entity body is rejected before anything is expanded or fetched.
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from xml.etree.ElementTree import Element
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
+
+from bridge.adapters.salesforce.settings import SalesforceSettings
+from bridge.adapters.spec import (
+    CONSENT,
+    DELETION,
+    OTHER,
+    Accepted,
+    IncomingEvent,
+    Rejected,
+    WebhookRequest,
+)
 
 OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
 SOBJECT_NS = "urn:sobject.enterprise.soap.sforce.com"
@@ -36,16 +50,20 @@ class Notification:
     fields: dict[str, str]
 
     @property
+    def forget(self) -> bool:
+        return self.object_type == "Individual" and self.fields.get("ShouldForget") == "true"
+
+    @property
     def kind(self) -> str:
-        if self.object_type == "Individual" and self.fields.get("ShouldForget") == "true":
-            return "deletion"
+        if self.forget:
+            return DELETION
         if self.object_type in ("Contact", "Lead") and CONSENT_FIELDS & self.fields.keys():
-            return "consent"
+            return CONSENT
         if self.object_type == "Individual" and any(
             f.startswith("HasOptedOut") for f in self.fields
         ):
-            return "consent"
-        return "other"
+            return CONSENT
+        return OTHER
 
 
 @dataclass(frozen=True)
@@ -97,3 +115,51 @@ def _notification(item: Element) -> Notification:
 def _text(parent: Element, name: str) -> str:
     child = parent.find(f"{{{OUTBOUND_NS}}}{name}")
     return (child.text or "").strip() if child is not None else ""
+
+
+def _iso(text: str | None) -> str | None:
+    """A Salesforce timestamp in the bridge's one sortable format, or None if it is not one."""
+    try:
+        parsed = datetime.fromisoformat(text or "")
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality; an unset expected value never matches."""
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+class Intake:
+    """``POST /webhooks/salesforce/{token}``: outbound messages, the token a shared secret."""
+
+    path = "/webhooks/salesforce/{token}"
+
+    def admit(self, section: SalesforceSettings, path_params: Mapping[str, str]) -> None:
+        expected = section.outbound_token
+        if expected is None or not _same(path_params.get("token", ""), expected.get_secret_value()):
+            raise Rejected(404, "bad_token")
+
+    def accept(self, section: SalesforceSettings, request: WebhookRequest, now_ms: int) -> Accepted:
+        try:
+            message = parse(request.body)
+        except OutboundMessageError as error:
+            raise Rejected(400, "bad_payload", str(error)) from None
+        if not _same(message.organization_id, section.organization_id or ""):
+            raise Rejected(403, "wrong_organization")
+        return Accepted(
+            [
+                IncomingEvent(
+                    key=note.id,
+                    event_type="ShouldForget" if note.forget else "outboundMessage",
+                    kind=note.kind,
+                    object_type=note.object_type,
+                    object_id=note.fields["Id"],
+                    occurred_at=_iso(note.fields.get("SystemModstamp")),
+                    payload={"action_id": message.action_id, "fields": note.fields},
+                )
+                for note in message.notifications
+            ],
+            lambda _stored, _duplicates: (ACK.encode(), "text/xml"),
+        )

@@ -1,22 +1,8 @@
 """Salesforce rows in common terms, and back: no I/O, so mapping and calls can be read apart.
 
-A person is a Contact or a Lead; the Individual it points at (``IndividualId``) holds the
-person's privacy preferences, consent rows and further addresses, so they are folded into
-that record: sync compares people, and a Lead and a Contact of one person are two of them.
-An Individual that no Contact or Lead points at is a record of its own. In detail:
-
-- ``HasOptedOutOfEmail``/``DoNotCall`` of the record, or its Individual's
-  ``HasOptedOutSolicit`` ("Don't Market") or ``HasOptedOutProcessing`` ("Don't Process"),
-  which object to every channel: the record's ``GlobalOptOut``. ``ShouldForget`` and the
-  other preference flags have no place in the common model; the export includes them.
-- ``ContactPointTypeConsent`` rows of the Individual (``PartyId``), one purpose each through
-  its ``DataUsePurpose`` name and contact-point type: a ``Consent`` with its evidence
-  (``CaptureSource``, ``CaptureDate``, ``DoubleConsentCaptureDate``), explanation (the row's
-  ``Name``) and lawful basis (``DataUsePurpose.LegalBasis.Name``).
-- ``ContactPointEmail`` rows of the Individual (``ParentId``): the record's further emails,
-  the primary one first, after the record's own ``Email``.
-- The configured picklist field (``Lawful_Basis__c`` by default) of a Contact or Lead: the
-  record's lawful basis.
+A person is a Contact or a Lead with what its Individual holds (objections, consent rows,
+further addresses) folded in; an Individual no one points at is a record of its own. Which
+field means what: docs/vendors/salesforce.md ("Consent model", "Lawful-basis vocabulary").
 """
 
 from __future__ import annotations
@@ -26,6 +12,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.adapters.salesforce import SALESFORCE
+from bridge.adapters.salesforce.settings import contact_point_type, purpose_keys
+from bridge.adapters.salesforce.vocabulary import SALESFORCE_LEGAL_BASIS
+from bridge.adapters.vocabulary import Unmappable
 from bridge.identity import normalise_email
 from bridge.logs import get_logger
 from bridge.model import (
@@ -37,9 +27,7 @@ from bridge.model import (
     LawfulBasis,
     ObjectType,
     Purpose,
-    System,
 )
-from bridge.policies.lawful_basis import SALESFORCE_LEGAL_BASIS, Unmappable
 
 CONTACT_POINT_EMAIL = "contact_point_email"
 CONSENT_ROW = "contact_point_type_consent"
@@ -230,16 +218,12 @@ class RecordMapper:
         as the records' ``attributes`` for the retention rules; ``due_field``: where the
         retention warning marks Contacts and Leads."""
         self.purposes = {
-            _key(p.salesforce_data_use_purpose, p.salesforce_contact_point_type): p
+            _key(name, contact_point_type(p)): p
             for p in purposes
-            if p.salesforce_data_use_purpose
+            if (name := purpose_keys(p).data_use_purpose)
         }
         self.purpose_names = sorted(
-            {
-                p.salesforce_data_use_purpose
-                for p in self.purposes.values()
-                if p.salesforce_data_use_purpose
-            }
+            {name for p in self.purposes.values() if (name := purpose_keys(p).data_use_purpose)}
         )
         self.lawful_basis_field = lawful_basis_field
         self.due_field = due_field
@@ -290,7 +274,7 @@ class RecordMapper:
             purpose=purpose_id,
             status=STATUS_READ.get(row.get("PrivacyConsentStatus") or "", ConsentStatus.UNKNOWN),
             changed_at=when(row.get("CaptureDate")) or when(row.get("LastModifiedDate")),
-            source_system=System.SALESFORCE,
+            source_system=SALESFORCE,
             source_record=str(row["Id"]),
             lawful_basis=lawful_basis(str(row["Id"]), "DataUseLegalBasis.Name", basis),
             explanation=row.get("Name") or None,
@@ -310,8 +294,9 @@ class RecordMapper:
         individual = row.get("Individual") or {}
         objects = any(individual.get(name) for name in OBJECTIONS)
         return CrmRecord(
-            system=System.SALESFORCE,
+            system=SALESFORCE,
             object_type=object_type,
+            object_name=SOBJECTS[object_type.value],
             id=record_id,
             emails=_distinct([row.get("Email"), *addresses]),
             personal_fields=_personal(row),
@@ -321,7 +306,7 @@ class RecordMapper:
                 email=bool(row.get("HasOptedOutOfEmail")) or objects,
                 do_not_call=bool(row.get("DoNotCall")) or objects,
                 changed_at=_latest(row, individual, "LastModifiedDate"),
-                source_system=System.SALESFORCE,
+                source_system=SALESFORCE,
                 source_record=record_id,
             ),
             modified_at=_latest(row, individual, "SystemModstamp"),
@@ -343,8 +328,9 @@ class RecordMapper:
         record_id = str(row["Id"])
         objects = any(row.get(name) for name in OBJECTIONS)
         return CrmRecord(
-            system=System.SALESFORCE,
+            system=SALESFORCE,
             object_type=ObjectType.INDIVIDUAL,
+            object_name="Individual",
             id=record_id,
             emails=_distinct(addresses),
             personal_fields=_personal(row),
@@ -353,7 +339,7 @@ class RecordMapper:
                 email=objects,
                 do_not_call=objects,
                 changed_at=when(row.get("LastModifiedDate")),
-                source_system=System.SALESFORCE,
+                source_system=SALESFORCE,
                 source_record=record_id,
             ),
             modified_at=when(row.get("SystemModstamp")),

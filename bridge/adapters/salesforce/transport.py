@@ -1,21 +1,9 @@
 """How the Salesforce adapter talks to Salesforce: one session, one login, one choke point.
 
-simple-salesforce 1.12 hard-codes ``https://``, never times out, and logs in again by itself
-on a 401: up to four times on the ``Salesforce.*`` path and without any bound on the
-``SFType`` path (shared/reference/salesforce.md section 3). So:
-
-- :class:`SalesforceSession` sets a timeout on every request and, when ``base_url`` is
-  configured (emulator, tests), sends every ``https://<host>`` URL there instead;
-- the login is done here with ``SalesforceLogin`` and the client built in *direct* mode,
-  which never logs in again by itself; :meth:`Transport.call` renews an expired session
-  once and repeats the call once, then gives up with a ``Permanent`` error;
-- every call goes through :meth:`Transport.call`, which maps any failure through the one
-  error table (``ERRORS``) and retries only ``RateLimited``/``Transient`` with the bridge's
-  ``retrying``. ``SFType`` is never used.
-
-Pacing follows the ``Sforce-Limit-Info`` header of every answer (:class:`DailyQuota`): the
-bridge stops with a clear message before the org's rolling 24 h allowance runs out, leaving a
-configurable reserve to the org's other integrations.
+:class:`SalesforceSession` adds timeouts and the emulator's base URL; the login is ours, and
+:meth:`Transport.call` maps failures (``ERRORS``), retries, renews a session once and keeps
+to the daily quota (:class:`DailyQuota`). Why simple-salesforce needs this:
+docs/vendors/salesforce.md ("Client and transport", "Limits and ``Sforce-Limit-Info``").
 """
 
 from __future__ import annotations
@@ -58,16 +46,16 @@ from bridge.adapters.base import (
     classify,
     retrying,
 )
-from bridge.config import SalesforceSettings
+from bridge.adapters.salesforce import SALESFORCE
+from bridge.adapters.salesforce.settings import SalesforceSettings
 from bridge.errors import ConfigError
 from bridge.logs import get_logger, redact_text
 from bridge.metrics import ADAPTER_CALLS, ADAPTER_ERRORS
-from bridge.model import System
 
 T = TypeVar("T")
 
 API_VERSION = "59.0"
-VENDOR = System.SALESFORCE.value
+VENDOR = SALESFORCE
 QUERY_PAGE = 2000
 COLLECTION = 200  # rows per sObject Collections call
 CONNECTION = "CONNECTION"  # the code of a call that got no (readable) HTTP answer
@@ -214,7 +202,7 @@ def adapter_error(operation: str, failure: Exception, *, quota_spent: bool) -> A
         words = f"{PLAIN_WORDS[code]} ({words})" if code != CONNECTION else PLAIN_WORDS[code]
     where = f" ({', '.join(fields)})" if fields else ""
     text = f"{operation}: {status or 'no answer'} {code or ''}{where}: {words}"
-    return kind(System.SALESFORCE, text[:MAX_MESSAGE])
+    return kind(SALESFORCE, text[:MAX_MESSAGE])
 
 
 # -- pacing ----------------------------------------------------------------------------------
@@ -253,7 +241,7 @@ class DailyQuota:
             return
         if self.used >= ceiling:
             raise Permanent(
-                System.SALESFORCE,
+                SALESFORCE,
                 f"daily API quota nearly exhausted: {self.used} of {self.total} calls used in "
                 f"the last 24 h; the bridge stops at {ceiling} to leave "
                 f"{self.reserve:.0%} to the org's other integrations "
@@ -450,7 +438,7 @@ class Transport:
         except SalesforceExpiredSession:
             if self._login is None:
                 raise Permanent(
-                    System.SALESFORCE,
+                    SALESFORCE,
                     "the configured session_id expired and cannot be renewed; configure a "
                     "login (username and password, JWT or client credentials) instead",
                 ) from None
@@ -530,7 +518,7 @@ class Transport:
                 results.update(zip(pending, map(RowResult.of, answer), strict=True))
                 pending = [i for i in pending if _retryable(results[i])]
                 if pending:
-                    raise _Locked(System.SALESFORCE, f"{operation}: {len(pending)} rows locked")
+                    raise _Locked(SALESFORCE, f"{operation}: {len(pending)} rows locked")
 
             try:
                 retrying(attempt, attempts=self.attempts)

@@ -2,7 +2,7 @@
 
 It serves CRM contacts v3 (CRUD, batch, search, GDPR delete, the ``hs_legal_basis`` property),
 communication preferences v3 and v4, HubSpot's rate limits and headers, and signed webhooks,
-from memory, as ``shared/reference/hubspot.md`` describes them. ``create_app()`` is what
+from memory, as docs/vendors/hubspot.md describes them. ``create_app()`` is what
 ``bridge emulate hubspot`` serves; the admin API (``/__emulator/...``) seeds and inspects it.
 The domain rules live in :mod:`bridge_sandbox.emulators.hubspot_state`; the handlers here only parse
 and shape.
@@ -12,6 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from bridge_sandbox.emulators.common import (
     ADMIN_PREFIX,
@@ -40,13 +48,6 @@ from bridge_sandbox.emulators.hubspot_state import (
     SubscriptionDefinition,
 )
 from bridge_sandbox.emulators.hubspot_webhooks import WebhookDispatcher
-from fastapi import Depends, FastAPI, Query, Request, Response
-from fastapi.exception_handlers import request_validation_exception_handler
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp
 
 __all__ = ["HubSpotEmulatorConfig", "RateLimits", "SubscriptionDefinition", "create_app"]
 
@@ -572,7 +573,7 @@ def create_app(config: HubSpotEmulatorConfig | None = None) -> ASGIApp:
     app.include_router(admin_routes(state, limiter, webhooks))
 
     async def rate_limit_headers(request: Request, response: Response) -> dict[str, str]:
-        """Search responses carry none (reference section 4); every other call does."""
+        """Search responses carry none (docs/vendors/hubspot.md, "Search"); others do."""
         return {} if request.url.path == SEARCH_PATH else limiter.headers()
 
     app.add_middleware(AddHeaders, headers=rate_limit_headers)

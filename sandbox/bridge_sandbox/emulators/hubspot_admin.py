@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
 from bridge_sandbox.emulators.common import ADMIN_PREFIX
 from bridge_sandbox.emulators.hubspot_limits import RateLimiter, RateLimits
 from bridge_sandbox.emulators.hubspot_state import HubSpotState, SeedAddressStatus, SeedContact
 from bridge_sandbox.emulators.hubspot_webhooks import WebhookDispatcher, WebhookSettings
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
 
 
 class SeedRequest(BaseModel):

@@ -1,8 +1,9 @@
 """HubSpot's wire conventions: error bodies, batch envelopes and timestamps.
 
 Every error the emulator returns goes through :class:`HubSpotError`, so clients always see
-the documented ``Error`` shape with a ``correlationId`` (reference section 4), whichever layer
-failed: a route, validation, authentication, the rate limiter or an injected fault.
+the documented ``Error`` shape with a ``correlationId`` (docs/vendors/hubspot.md, "Errors
+and how they are mapped"), whichever layer failed: a route, validation, authentication, the
+rate limiter or an injected fault.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def not_found(object_id: str | None = None) -> HubSpotError:
 
 
 def rate_limited(policy: str) -> HubSpotError:
-    """The 429 body of section 5: ``errorType`` and ``policyName`` instead of a category."""
+    """HubSpot's 429 body: ``errorType`` and ``policyName`` instead of a category
+    (docs/vendors/hubspot.md, "Rate limits")."""
     extra = {"errorType": "RATE_LIMIT", "policyName": policy, "requestId": str(uuid.uuid4())}
     return HubSpotError(
         429, f"You have reached your {policy.lower()} limit.", category=None, extra=extra

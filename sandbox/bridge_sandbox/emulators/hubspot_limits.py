@@ -1,7 +1,8 @@
 """HubSpot's published API limits: a rolling burst window, a daily quota and search's own limit.
 
 Clients are meant to pace themselves from the ``X-HubSpot-RateLimit-*`` headers rather than
-from 429s (DESIGN section 5), so the headers report exactly the counters that are enforced.
+from 429s (docs/vendors/hubspot.md, "Rate limits"), so the headers report exactly the
+counters that are enforced.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The contact property schema: which properties exist, their types, options and writability.
 
 HubSpot rejects writes to read-only and unknown properties and to enumeration values that are
-not options (reference section 4); the ``hs_legal_basis`` options are exact strings with mixed
-dashes (section 2), which is the kind of detail a lawful-basis mapping gets wrong, so the
-emulator validates them the same way.
+not options; the ``hs_legal_basis`` options are exact strings with mixed dashes, which is the
+kind of detail a lawful-basis mapping gets wrong, so the emulator validates them the same way
+(docs/vendors/hubspot.md, "Contacts" and "Lawful-basis vocabularies").
 """
 
 from __future__ import annotations

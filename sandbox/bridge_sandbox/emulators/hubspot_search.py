@@ -1,8 +1,8 @@
 """CRM search semantics: filter groups, operators, one sort, paging and the 10,000-result cap.
 
-The caps are the ones the adapter must live with (reference section 4): at most 5 groups of
-6 filters, 18 filters in all, one sort, ``limit`` <= 200, and no page past the 10,000th
-result, which is why incremental sync windows on ``lastmodifieddate``.
+The caps are the ones the adapter must live with (docs/vendors/hubspot.md, "Search"): at most
+5 groups of 6 filters, 18 filters in all, one sort, ``limit`` <= 200, and no page past the
+10,000th result, which is why incremental sync windows on ``lastmodifieddate``.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from bridge_sandbox.emulators.hubspot_http import bad_request
 from bridge_sandbox.emulators.hubspot_properties import (
     QUERY_PROPERTIES,
     PropertyCatalog,
     to_property_value,
 )
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Operator = Literal[
     "EQ",

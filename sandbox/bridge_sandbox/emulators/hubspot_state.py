@@ -16,6 +16,8 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Literal
 
+from pydantic import BaseModel, Field
+
 from bridge_sandbox.emulators.hubspot_http import (
     HubSpotError,
     bad_request,
@@ -39,7 +41,6 @@ from bridge_sandbox.emulators.hubspot_properties import (
 )
 from bridge_sandbox.emulators.hubspot_search import RESULT_CAP, Matcher, SearchRequest, offset_of
 from bridge_sandbox.emulators.hubspot_webhooks import Event, SubscriptionType, WebhookDispatcher
-from pydantic import BaseModel, Field
 
 StatusState = Literal["SUBSCRIBED", "UNSUBSCRIBED", "NOT_SPECIFIED"]
 LegalBasis = Literal[

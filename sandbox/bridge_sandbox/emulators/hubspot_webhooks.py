@@ -1,9 +1,10 @@
 """Signed webhook delivery, as HubSpot does it: batched, concurrent, retried, never blocking.
 
-Events are queued by the API and sent by a background thread (reference section 6): JSON
-arrays of at most 100 events, signed with v1 and v3 headers, retried on a connection error, a
-timeout or any non-2xx answer up to 10 times with ``attemptNumber`` counting up. The delays
-are configurable and short by default, so tests see retries in seconds, not hours.
+Events are queued by the API and sent by a background thread (docs/vendors/hubspot.md,
+"Webhooks"): JSON arrays of at most 100 events, signed with v1 and v3 headers, retried on a
+connection error, a timeout or any non-2xx answer up to 10 times with ``attemptNumber``
+counting up. The delays are configurable and short by default, so tests see retries in
+seconds, not hours.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ ALL_TYPES: tuple[SubscriptionType, ...] = (
     "contact.propertyChange",
 )
 USER_AGENT = "HubSpot Connect 2.0 (http://dev.hubspot.com/) - WebhooksExecutorDaemon"
-# Escapes HubSpot decodes in the URI before computing a v3 signature (reference section 6).
+# Escapes HubSpot decodes in the URI before a v3 signature (docs/vendors/hubspot.md, "Webhooks").
 _URI_DECODES = {
     "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$",
     "%27": "'", "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";",

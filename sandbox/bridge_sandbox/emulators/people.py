@@ -5,30 +5,60 @@ lawful basis); the seeders write that as each vendor would hold it: HubSpot subs
 statuses and the portal-wide opt-out per address, Salesforce Contacts or Leads with
 ``HasOptedOutOfEmail``, the configured lawful-basis picklist, and an Individual with
 ``ContactPointTypeConsent`` rows. The scenario tests, the benchmarks and the demo use it.
+
+Common terms are the bridge's configuration words, as plain strings (the bridge's enums are
+strings too): a consent status is ``granted`` or ``withdrawn``, a lawful basis is named as in
+:mod:`bridge_sandbox.emulators.lawful_bases`, and purposes come as the bridge's configured
+``[[purposes]]`` tables. The vendor values written for them are the sandbox's own.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 
-from bridge.model import ConsentStatus, LawfulBasis, Purpose
-from bridge.policies.lawful_basis import (
-    HUBSPOT_PROPERTY,
-    HUBSPOT_SUBSCRIPTION,
+from bridge_sandbox.emulators.lawful_bases import (
+    HUBSPOT_LEGAL_BASIS,
+    HUBSPOT_SUBSCRIPTION_LEGAL_BASIS,
     SALESFORCE_LEGAL_BASIS,
 )
 
 T = TypeVar("T")
 SEED_BATCH = 500
-STATES = {ConsentStatus.GRANTED: "SUBSCRIBED", ConsentStatus.WITHDRAWN: "UNSUBSCRIBED"}
-PRIVACY_STATUS = {ConsentStatus.GRANTED: "OptIn", ConsentStatus.WITHDRAWN: "OptOut"}
+GRANTED, WITHDRAWN = "granted", "withdrawn"
+STATES = {GRANTED: "SUBSCRIBED", WITHDRAWN: "UNSUBSCRIBED"}
+PRIVACY_STATUS = {GRANTED: "OptIn", WITHDRAWN: "OptOut"}
 CAPTURE_SOURCE = "web form"
+# The keys of a ``[[purposes]]`` table that name the purpose in each CRM.
+HUBSPOT_SUBSCRIPTION_KEY = "hubspot_subscription_id"
+SALESFORCE_PURPOSE_KEY = "salesforce_data_use_purpose"
+
+
+class ConfiguredPurpose(Protocol):
+    """A purpose as the bridge's configuration holds it: one ``[[purposes]]`` table, read
+    through its documented keys (``id``, :data:`HUBSPOT_SUBSCRIPTION_KEY`,
+    :data:`SALESFORCE_PURPOSE_KEY`) rather than through the bridge's model of it."""
+
+    def model_dump(self) -> dict[str, Any]: ...
+
+
+def normalise_email(email: str) -> str:
+    """The address one person is known by, by the bridge's identity rule (trimmed, NFC,
+    lower-cased, no provider tricks), written out here so that checks do not borrow the
+    bridge's own implementation of it."""
+    return unicodedata.normalize("NFC", email.strip()).lower()
+
+
+def purpose_names(purposes: Iterable[ConfiguredPurpose], key: str) -> dict[str, str]:
+    """Purpose id -> what the purpose's ``key`` names it in one CRM, where it says."""
+    tables = [purpose.model_dump() for purpose in purposes]
+    return {str(table["id"]): str(table[key]) for table in tables if table.get(key)}
 
 
 @dataclass(frozen=True)
@@ -36,7 +66,8 @@ class Act:
     """One consent act of the person in one CRM."""
 
     purpose: str
-    status: ConsentStatus
+    status: str
+    """``granted`` or ``withdrawn``."""
     at: datetime
 
 
@@ -46,7 +77,8 @@ class Held:
 
     acts: tuple[Act, ...] = ()
     opted_out_at: datetime | None = None
-    lawful_basis: LawfulBasis | None = None
+    lawful_basis: str | None = None
+    """The common name of the basis (``consent``, ``contract``, ...), if the CRM holds one."""
     object_type: Literal["contact", "lead"] = "contact"  # Salesforce only
     last_active: datetime | None = None
     """The record's last activity (a call, an email, a meeting), as the CRM tracks it."""
@@ -79,10 +111,10 @@ def _stamp(moment: datetime) -> str:
 
 
 def seed_hubspot(
-    admin: httpx.Client, people: Sequence[Person], purposes: Sequence[Purpose]
+    admin: httpx.Client, people: Sequence[Person], purposes: Sequence[ConfiguredPurpose]
 ) -> None:
     """Contacts with their subscription statuses and portal-wide opt-outs."""
-    subscription = {p.id: p.hubspot_subscription_id for p in purposes}
+    subscription = purpose_names(purposes, HUBSPOT_SUBSCRIPTION_KEY)
     created = datetime(2024, 1, 1, tzinfo=UTC)
     for batch in batches((p, p.hubspot) for p in people if p.hubspot is not None):
         contacts = []
@@ -91,7 +123,7 @@ def seed_hubspot(
                 {
                     "subscription_id": subscription[act.purpose],
                     "status": STATES[act.status],
-                    "legal_basis": HUBSPOT_SUBSCRIPTION.to_vendor(LawfulBasis.CONSENT),
+                    "legal_basis": HUBSPOT_SUBSCRIPTION_LEGAL_BASIS["consent"],
                     "timestamp": act.at.isoformat(),
                 }
                 for act in held.acts
@@ -107,7 +139,7 @@ def seed_hubspot(
                     "email": person.email,
                     "firstname": person.first_name,
                     "lastname": person.last_name,
-                    "hs_legal_basis": HUBSPOT_PROPERTY.to_vendor(basis) if basis else None,
+                    "hs_legal_basis": HUBSPOT_LEGAL_BASIS[basis] if basis else None,
                     "createdate": created.isoformat(),
                     "lastmodifieddate": held.stamp(created).isoformat(),
                     "notes_last_updated": held.last_active.isoformat()
@@ -119,35 +151,31 @@ def seed_hubspot(
         admin.post("/__emulator/seed", json={"contacts": contacts}).raise_for_status()
 
 
-def data_use_purposes(admin: httpx.Client, purposes: Sequence[Purpose]) -> dict[str, str]:
+def data_use_purposes(admin: httpx.Client, purposes: Sequence[ConfiguredPurpose]) -> dict[str, str]:
     """The DataUsePurpose id of each purpose, created (lawful basis Consent) where missing."""
     rows = _records(admin, "DataUsePurpose")
     ids = {row["Name"]: row["Id"] for row in rows}
     bases = {row["Name"]: row["Id"] for row in _records(admin, "DataUseLegalBasis")}
-    missing = sorted(
-        {p.salesforce_data_use_purpose for p in purposes if p.salesforce_data_use_purpose}
-        - set(ids)
-    )
+    names = purpose_names(purposes, SALESFORCE_PURPOSE_KEY)
+    missing = sorted(set(names.values()) - set(ids))
     new = _insert(
         admin,
         [
             {
                 "attributes": {"type": "DataUsePurpose"},
                 "Name": name,
-                "LegalBasisId": bases["Consent"],
+                "LegalBasisId": bases[SALESFORCE_LEGAL_BASIS["consent"]],
                 "CanDataSubjectOptOut": True,
             }
             for name in missing
         ],
     )
     ids |= dict(zip(missing, new, strict=True))
-    return {
-        p.id: ids[p.salesforce_data_use_purpose] for p in purposes if p.salesforce_data_use_purpose
-    }
+    return {purpose: ids[name] for purpose, name in names.items()}
 
 
 def seed_salesforce(
-    admin: httpx.Client, people: Sequence[Person], purposes: Sequence[Purpose]
+    admin: httpx.Client, people: Sequence[Person], purposes: Sequence[ConfiguredPurpose]
 ) -> None:
     """Contacts or Leads; people with consent acts get an Individual and consent rows."""
     purpose_ids = data_use_purposes(admin, purposes)
@@ -192,7 +220,7 @@ def seed_salesforce(
                 "LastName": person.last_name,
                 "Email": person.email,
                 "HasOptedOutOfEmail": side.opted_out_at is not None,
-                "Lawful_Basis__c": SALESFORCE_LEGAL_BASIS.to_vendor(basis) if basis else None,
+                "Lawful_Basis__c": SALESFORCE_LEGAL_BASIS[basis] if basis else None,
                 "IndividualId": individuals.get(id(person)),
                 "LastActivityDate": side.last_active.date().isoformat()
                 if side.last_active

@@ -1,7 +1,7 @@
 """A Salesforce API emulator that unmodified simple-salesforce 1.12 cannot tell from Salesforce.
 
 ``create_app(config)`` returns the ASGI app; ``bridge emulate salesforce`` serves it. It
-speaks the paths the bridge uses (shared/reference/salesforce.md section 7): SOAP and OAuth
+speaks the paths the bridge uses (docs/vendors/salesforce.md): SOAP and OAuth
 logins, REST sObjects, SOQL query/queryAll with paging, sObject Collections, getUpdated and
 getDeleted, limits, Bulk API 2.0 ingest and query jobs, SOAP ``emptyRecycleBin``, and
 Outbound Messages. Any ``vNN.N`` and an optional trailing slash are accepted; every
@@ -41,6 +41,17 @@ from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
+from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from bridge_sandbox.emulators.common import (
     ADMIN_PREFIX,
     AddHeaders,
@@ -75,16 +86,6 @@ from bridge_sandbox.emulators.salesforce_state import (
     SalesforceState,
     SeedError,
 )
-from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
-from fastapi.exception_handlers import (
-    http_exception_handler,
-    request_validation_exception_handler,
-)
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["SalesforceEmulatorConfig", "create_app"]
 

@@ -3,8 +3,9 @@ outbound messages. Everything has a default, so ``create_app()`` serves a permis
 
 from __future__ import annotations
 
-from bridge_sandbox.emulators.salesforce_model import CustomField, make_id
 from pydantic import BaseModel, ConfigDict, Field
+
+from bridge_sandbox.emulators.salesforce_model import CustomField, make_id
 
 DEFAULT_ORGANIZATION_ID = make_id("00D", 0xB21D6E)
 LEGAL_BASES = (

@@ -1,7 +1,7 @@
 """The Salesforce data model the emulator serves: objects, fields, ids, values and errors.
 
 Field lists follow the object reference for the objects the bridge touches (see
-shared/reference/salesforce.md section 1); lengths, required fields and restricted picklists
+docs/vendors/salesforce.md, "Consent model"); lengths, required fields and restricted picklists
 are the ones Salesforce enforces, because the bridge must learn about them here, not in
 production.
 """

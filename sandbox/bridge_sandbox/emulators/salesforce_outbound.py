@@ -17,6 +17,8 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 import httpx
+from defusedxml import DefusedXmlException, ElementTree
+
 from bridge_sandbox.emulators.salesforce_config import OutboundMessageConfig
 from bridge_sandbox.emulators.salesforce_model import (
     ApiError,
@@ -29,7 +31,6 @@ from bridge_sandbox.emulators.salesforce_model import (
     text_value,
 )
 from bridge_sandbox.emulators.salesforce_state import SalesforceState
-from defusedxml import DefusedXmlException, ElementTree
 
 OUTBOUND_NAMESPACE = "http://soap.sforce.com/2005/09/outbound"
 MAX_NOTIFICATIONS = 100
@@ -257,7 +258,7 @@ def notification_envelope(
     instance_url: str,
     notifications: Sequence[tuple[str, str, Mapping[str, Any]]],
 ) -> str:
-    """The SOAP 1.1 message Salesforce POSTs (shared/reference/salesforce.md section 4.1)."""
+    """The SOAP 1.1 message Salesforce POSTs (docs/vendors/salesforce.md, "Outbound messages")."""
     org15 = organization_id[:15]
     session = (
         f"<SessionId>{escape(session_id)}</SessionId>"

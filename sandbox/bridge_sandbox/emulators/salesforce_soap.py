@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape
 
-from bridge_sandbox.emulators.salesforce_model import ApiError
 from defusedxml import DefusedXmlException, ElementTree
+
+from bridge_sandbox.emulators.salesforce_model import ApiError
 
 SOAP_ENVELOPE = "http://schemas.xmlsoap.org/soap/envelope/"
 _HEAD = (

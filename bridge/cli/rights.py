@@ -1,0 +1,226 @@
+"""The data subject's rights: erase (Art. 17), export (Art. 15, 20), rectify (Art. 16),
+and the requests they make."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from bridge.errors import ConfigError
+from bridge.runtime.wiring import Wiring
+from bridge.services.erasure import COMPLETED, Erasure
+
+if TYPE_CHECKING:
+    pass
+
+from bridge.cli.common import app, out, print_json
+
+
+class Mode(StrEnum):
+    DELETE = "delete"
+    ANONYMIZE = "anonymize"
+
+
+@app.command("erase")
+def erase(
+    ctx: typer.Context,
+    emails: Annotated[list[str] | None, typer.Argument(help="One request per address.")] = None,
+    mode: Annotated[Mode, typer.Option(help="Delete records, or anonymise them.")] = Mode.DELETE,
+    reason: Annotated[str | None, typer.Option(help="Why (no personal data).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be erased.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Store and plan; run later.")] = False,
+    receipt: Annotated[str | None, typer.Option(help="Print a request's receipt.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Erase people everywhere (GDPR Art. 17), verify, and keep them erased."""
+    service = ctx.obj.erasure()
+    if receipt:
+        print_json(service.receipt(receipt))
+        return
+    if not emails:
+        raise ConfigError(["erase: give at least one EMAIL, or --receipt ID"])
+    if dry_run:
+        planned = [p for email in emails for p in service.dry_run([email])]
+        listed = [
+            {
+                "system": t.system,
+                "object_type": t.object_type,
+                "record_id": t.id,
+                "legal_hold": hold.name if hold else None,
+                "action": hold.action if hold else mode.value,
+            }
+            for t, hold in planned
+        ]
+        if as_json:
+            print_json({"targets": listed})
+        else:
+            for target in listed:
+                what = target["record_id"] or "(address, blocklisted)"
+                line = f"would erase {target['system']} {target['object_type']} {what}"
+                if target["legal_hold"]:
+                    line += f": held by {target['legal_hold']}, {target['action']} instead"
+                out.print(line, markup=False)
+        return
+    views = []
+    for email in emails:
+        request_id = service.submit([email], mode.value, reason, "cli")
+        if no_wait:
+            service.plan(request_id)
+            views.append(service.view(request_id))
+        else:
+            views.append(service.run(request_id))
+    render_requests(views, as_json)
+    if not no_wait and any(view["status"] != COMPLETED for view in views):
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="Any email of the person.")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write here, not stdout.")] = None,
+) -> None:
+    """Everything held about a person, in every system, as one JSON document (Art. 15/20)."""
+    from bridge.services.rights import export_subject
+
+    context: Wiring = ctx.obj
+    document = export_subject(
+        context.store(), context.adapters(), context.settings.require_pseudonym_key(), [email]
+    )
+    text = json.dumps(document, ensure_ascii=False, indent=2, default=str)
+    if out_file is None:
+        print(text)
+    else:
+        out_file.write_text(text + "\n", encoding="utf-8")
+        out_file.chmod(0o600)  # personal data: readable by its owner only
+
+
+@app.command("rectify")
+def rectify(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="Any email of the person.")],
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="FIELD=VALUE, repeatable; FIELD from rectify.fields.", show_default=False
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Correct a person's data in every record of every system (Art. 16); audited."""
+    from bridge.services.rights import rectify_subject
+
+    changes = _parse_sets(sets)
+    context: Wiring = ctx.obj
+    settings = context.settings
+    records = rectify_subject(
+        context.store(),
+        context.adapters(),
+        settings.require_pseudonym_key(),
+        [email],
+        changes,
+        settings.rectify.fields,
+    )["records"]
+    if as_json:
+        print_json({"records": records})
+    elif not records:
+        out.print("no record of this person in any system: nothing corrected", markup=False)
+    else:
+        for record in records:
+            where = (record["system"], record["object_type"], record["record_id"])
+            detail = f": {record['detail']}" if record["detail"] else ""
+            line = f"{' '.join(w for w in where if w)}: {record['status']}{detail}"
+            out.print(line, markup=False, highlight=False)
+    if not records or any(r["status"] not in ("done", "already") for r in records):
+        raise typer.Exit(1)
+
+
+def _parse_sets(sets: list[str] | None) -> dict[str, str]:
+    """``--set FIELD=VALUE`` options as a mapping; a problem never repeats a value."""
+    if not sets:
+        raise ConfigError(["rectify: nothing to correct; give --set FIELD=VALUE"])
+    changes: dict[str, str] = {}
+    for number, item in enumerate(sets, 1):
+        name, separator, value = item.partition("=")
+        name = name.strip()
+        if not separator or not name:
+            raise ConfigError([f"rectify: --set number {number} is not FIELD=VALUE"])
+        if name in changes:
+            raise ConfigError([f"rectify: {name} is set more than once"])
+        changes[name] = value.strip()
+    return changes
+
+
+@app.command("requests")
+def requests_command(
+    ctx: typer.Context,
+    overdue: Annotated[bool, typer.Option("--overdue", help="Only overdue requests.")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Only failed requests.")] = False,
+    retry: Annotated[str | None, typer.Option(help="Retry a request's failed steps.")] = None,
+    reappeared: Annotated[
+        bool,
+        typer.Option("--reappeared", help="Scan the CRMs for erased people back again."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """List erasure requests and their state, retry one, or list erased people who re-appeared."""
+    service = ctx.obj.erasure()
+    if reappeared:
+        _reappeared(ctx.obj, service, as_json)
+        return
+    if retry:
+        view = service.retry(retry)
+        render_requests([view], as_json)
+        if view["status"] != COMPLETED:
+            raise typer.Exit(1)
+        return
+    render_requests(service.requests(overdue=overdue, failed=failed), as_json)
+
+
+def _reappeared(context: Wiring, service: Erasure, as_json: bool) -> None:
+    """Scan what changed since the last scan, then list every re-appearance ever flagged."""
+    from bridge.services.watch import Watch
+    from bridge.store.records import all_reappearances
+
+    settings = context.settings
+    again = service if settings.erasure.reerase_reappeared else None
+    Watch(service.store, service.key, again).scan(service.adapters)
+    found = all_reappearances(service.store)
+    if as_json:
+        print_json({"reappeared": found})
+        return
+    for row in found:
+        then = f", erased again by request {row['request_id']}" if row["request_id"] else ""
+        line = (
+            f"{row['detected_at'][:19]} {row['system']} {row['object_type']} {row['record_id']}"
+            f" holds erased subject {row['subject_ref'][:12]}{then}"
+        )
+        out.print(line, markup=False)
+
+
+def render_requests(views: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print_json({"requests": views})
+        return
+    for view in views:
+        flag = " OVERDUE" if view["overdue"] else ""
+        out.print(f"request {view['id']}: {view['status']}{flag} (due {view['due_at'][:10]})")
+        for system, entry in sorted(view["systems"].items()):
+            objects = ", ".join(
+                f"{kind} " + "/".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+                for kind, counts in sorted(entry["objects"].items())
+            )
+            out.print(f"  {system}: {objects}", markup=False)
+        for held in view["legal_holds"]:
+            line = (
+                f"  kept {held['system']} {held['object_type']} {held['record_id']} "
+                f"({held['outcome']}) under legal hold {held['hold']}: {held['reason']}"
+            )
+            out.print(line, markup=False)
+        for failure in view["failures"]:
+            line = f"  failed {failure['system']} {failure['object_type']}: {failure['reason']}"
+            out.print(line, markup=False)

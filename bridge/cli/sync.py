@@ -1,0 +1,108 @@
+"""``bridge sync``: reconcile consent, opt-outs and lawful basis across the CRMs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from bridge.runtime.wiring import Wiring
+
+if TYPE_CHECKING:
+    from bridge.services.reconcile import Progress, SyncReport
+
+from bridge.cli.common import app, out, print_json
+
+
+@app.command("sync")
+def sync(
+    ctx: typer.Context,
+    full: Annotated[
+        bool, typer.Option("--full", help="Read every record, not the changes.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; write nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Reconcile consent, opt-outs and lawful basis across the CRMs (exit 1 if a write failed)."""
+    context: Wiring = ctx.obj
+    context.settings  # noqa: B018  settings first: a configuration problem is exit 2
+    with _progress(enabled=out.is_terminal and not as_json) as progress:
+        report = context.reconciler(progress).sync(full=full, dry_run=dry_run)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        _render_sync(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Progress | None]:
+    """A progress bar per phase on a terminal; nothing otherwise."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import Progress as Bar
+
+    with Bar(console=out, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def advance(phase: str, done: int, total: int | None) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        yield advance
+
+
+def _render_sync(report: SyncReport) -> None:
+    counts = report.counts()
+    if report.changes:
+        table = Table("system", "object", "record", "change", "purpose", "value", "reason")
+        if not report.dry_run:
+            table.add_column("outcome")
+        for change in report.changes:
+            row = [
+                change["system"],
+                change["object_type"],
+                change["record_id"],
+                change["change"],
+                change["purpose"] or "",
+                change["value"],
+                change["reason"],
+            ]
+            table.add_row(*row, *([] if report.dry_run else [change["outcome"]]))
+        out.print(table)
+    verb = "would apply" if report.dry_run else "planned"
+    summary = (
+        f"{counts['subjects']} people in {counts['records']} records: {verb} "
+        f"{counts['planned']} changes"
+    )
+    if not report.dry_run:
+        summary += (
+            f" ({counts['done']} done, {counts['already']} already so, "
+            f"{counts['needs_self_service']} left to the person, {counts['failed']} failed)"
+        )
+    out.print(summary, markup=False, highlight=False)
+    if counts["awaiting_person"]:
+        out.print(
+            f"{counts['awaiting_person']} changes wait for the person (the vendor lets only "
+            "them make it); not retried until they act again",
+            markup=False,
+        )
+    for change in report.not_allowed:
+        out.print(
+            f"not copied (minimisation): {change['change']} to {change['system']} "
+            f"{change['object_type']} {change['record_id']}; allow the field in "
+            "[minimisation.allowed] to sync it",
+            markup=False,
+        )
+    if counts["suppressed"]:
+        out.print(f"{counts['suppressed']} erased people skipped (suppressed)", markup=False)
+    if not report.dry_run and not report.cursors_moved:
+        out.print("cursors not moved: the next run reads these changes again", markup=False)

@@ -1,0 +1,208 @@
+"""The one place that builds services and the daemon's jobs from settings: the CLI, the
+daemon and the demo all wire through :class:`Wiring`, so they run the same things.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bridge.adapters.registry import VENDORS
+from bridge.adapters.spec import AdapterOptions
+from bridge.config import Settings, load_settings
+from bridge.errors import ConfigError
+from bridge.logs import configure as configure_logging
+from bridge.model import System
+from bridge.services.erasure import Erasure
+from bridge.store.db import Store
+
+if TYPE_CHECKING:
+    from bridge.adapters.base import CrmAdapter
+    from bridge.runtime.daemon import Job
+    from bridge.services.reconcile import Progress, Reconciler
+    from bridge.services.retention import Retention
+
+
+def connect(settings: Settings) -> dict[System, CrmAdapter]:
+    """An adapter for each vendor with credentials in the settings; none at all is an error."""
+    retention = settings.retention
+    options = AdapterOptions(
+        purposes=settings.purposes,
+        keep_on_anonymize=settings.erasure.keep_on_anonymize,
+        read_fields=retention.fields_read,
+        mark_due=bool(retention.rules),
+    )
+    adapters: dict[System, CrmAdapter] = {}
+    for vendor in VENDORS.values():
+        section = settings.vendor(vendor.name)
+        if vendor.configured(section):
+            adapters[System(vendor.name)] = vendor.connect(section, options)
+    if not adapters:
+        hints = " and/or ".join(vendor.credentials_hint for vendor in VENDORS.values())
+        raise ConfigError([f"crm: no CRM configured; set {hints}"])
+    return adapters
+
+
+@dataclass
+class Wiring:
+    """What every command may need, loaded on first use so that --help never fails."""
+
+    config: Path | None
+    _settings: Settings | None = None
+    _store: Store | None = field(default=None, repr=False)
+    _adapters: dict[System, CrmAdapter] | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
+            configure_logging(self._settings.log_level)
+        return self._settings
+
+    def adapters(self) -> dict[System, CrmAdapter]:
+        """One adapter per configured CRM, shared by every service of this command."""
+        if self._adapters is None:
+            self._adapters = connect(self.settings)
+        return self._adapters
+
+    def store(self, *, current_schema: bool = True) -> Store:
+        if self._store is None:
+            self._store = Store(self.settings.database_url)
+            self._store.ping()
+        if current_schema:
+            self._store.require_current_schema()
+        return self._store
+
+    def erasure(self, adapters: Mapping[System, CrmAdapter] | None = None) -> Erasure:
+        """The erasure service over every configured CRM (through ``adapters``, when a
+        thread of its own needs connections of its own)."""
+        from cryptography.fernet import Fernet
+
+        settings = self.settings
+        return Erasure(
+            self.store(),
+            adapters or self.adapters(),
+            Fernet(settings.require_encryption_key()),
+            settings.require_pseudonym_key(),
+            holds=settings.erasure.legal_holds,
+            lease_seconds=settings.erasure.lease_seconds,
+        )
+
+    def reconciler(
+        self,
+        progress: Progress | None = None,
+        adapters: Mapping[System, CrmAdapter] | None = None,
+    ) -> Reconciler:
+        """The sync over every configured CRM; erased people who re-appear are erased again
+        when ``erasure.reerase_reappeared`` says so."""
+        from bridge.policies.minimisation import Minimisation
+        from bridge.services.reconcile import Reconciler
+        from bridge.services.watch import Watch
+
+        settings = self.settings
+        key = settings.require_pseudonym_key()
+        adapters = adapters or self.adapters()
+        again = self.erasure(adapters) if settings.erasure.reerase_reappeared else None
+        return Reconciler(
+            self.store(),
+            adapters,
+            key,
+            settings.purposes,
+            Minimisation(settings.minimisation.allowed),
+            watch=Watch(self.store(), key, again),
+            progress=progress,
+        )
+
+    def retention(self, adapters: Mapping[System, CrmAdapter] | None = None) -> Retention:
+        """The retention rules over every configured CRM; none configured is an error."""
+        from bridge.services.retention import Retention
+
+        settings = self.settings
+        if not settings.retention.rules:
+            raise ConfigError(
+                [
+                    "retention.rules: none configured; add [[retention.rules]] tables to "
+                    "config/bridge.toml (see config/bridge.example.toml)"
+                ]
+            )
+        return Retention(
+            self.store(),
+            adapters or self.adapters(),
+            settings.require_pseudonym_key(),
+            settings.purposes,
+            settings.retention.rules,
+            settings.erasure.legal_holds,
+        )
+
+    def daemon_jobs(self, *, leader_jobs: bool = True) -> list[Job]:
+        """The daemon's jobs. Every instance drains the inbox and runs open erasure requests
+        (the work items are leased, so instances share them); the leader alone runs the
+        leader-only jobs (``leader_jobs=False`` leaves them out). Jobs run in threads of
+        their own, side by side: each gets vendor connections of its own."""
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+        from cryptography.fernet import Fernet
+
+        from bridge.events.inbox import Handler, InboxWorker
+        from bridge.events.propagate import Propagation
+        from bridge.events.triggers import ErasureTriggers
+        from bridge.runtime.daemon import Job
+
+        settings = self.settings
+        schedule = settings.schedule
+        inbox_erasure = self.erasure(connect(settings))
+        handlers: dict[str, Handler] = {
+            "deletion": ErasureTriggers(inbox_erasure, inbox_erasure.adapters),
+            "consent": Propagation(self.reconciler(adapters=inbox_erasure.adapters)),
+        }
+        inbox = InboxWorker(self.store(), Fernet(settings.require_encryption_key()), handlers)
+        erasure = self.erasure(connect(settings))
+        jobs = [
+            Job(
+                "inbox",
+                lambda stop: inbox.drain(batch=1, stop=stop),
+                IntervalTrigger(seconds=schedule.inbox_seconds),
+            ),
+            Job("erasure", erasure.drain, IntervalTrigger(seconds=schedule.erasure_seconds)),
+        ]
+        if not leader_jobs:
+            return jobs
+        reconciler = self.reconciler(adapters=connect(settings))
+        one_sync_at_a_time = threading.Lock()
+
+        def sync(full: bool) -> Callable[[threading.Event], object]:
+            def run(stop: threading.Event) -> object:
+                with one_sync_at_a_time:
+                    return reconciler.sync(full=full, stop=stop)
+
+            return run
+
+        jobs += [
+            Job(
+                "incremental_sync",
+                sync(full=False),
+                IntervalTrigger(minutes=schedule.incremental_sync_minutes),
+                leader_only=True,
+            ),
+            Job(
+                "full_sync",
+                sync(full=True),
+                CronTrigger.from_crontab(schedule.full_sync_cron),
+                leader_only=True,
+            ),
+        ]
+        if settings.retention.rules:
+            # Daily: mark who enters a warning period, hand who is due to the erasure job.
+            retention = self.retention(connect(settings))
+            jobs.append(
+                Job(
+                    "retention",
+                    lambda stop: retention.apply(erasure),
+                    CronTrigger.from_crontab(schedule.retention_cron),
+                    leader_only=True,
+                )
+            )
+        return jobs

@@ -1,0 +1,85 @@
+"""Who a person is across systems: the one lookup that sync, erasure, export and rectify share.
+
+A person is every record that shares a normalised email with another of theirs, transitively
+(ARCHITECTURE.md, "A sync"): one CRM's additional address of a person may be another CRM's
+only one, and that record's address a third record's. ``find_person`` asks every
+system, round by round, for the addresses it has not asked about yet, until a round brings no
+new address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from bridge.adapters.base import RecordReader
+from bridge.errors import BridgeError
+from bridge.identity import normalise_email
+from bridge.model import CrmRecord, System
+
+MAX_ROUNDS = 10
+"""Lookups through shared emails before giving up: a real person's addresses link within
+two or three; a chain longer than this is more likely an address several people share (a
+team mailbox) than one person."""
+
+
+@dataclass(frozen=True)
+class Person:
+    """Every record found, once each, and every address known: those asked about and those
+    the records hold, normalised and sorted."""
+
+    records: list[CrmRecord]
+    emails: list[str]
+
+
+class LookupBoundReached(BridgeError):
+    """The addresses still led to new ones after ``MAX_ROUNDS`` rounds; ``partial`` holds
+    what was found so far, for a caller that can go on with less (the sync)."""
+
+    def __init__(self, rounds: int, partial: Person, unsearched: int) -> None:
+        super().__init__(
+            f"a person's addresses still led to new ones after {rounds} rounds of lookups "
+            f"through shared emails ({len(partial.emails)} addresses and "
+            f"{len(partial.records)} records so far, {unsearched} addresses not searched); "
+            "an address several people share (a team mailbox) may be linking them: correct "
+            "the records, then ask again"
+        )
+        self.rounds = rounds
+        self.partial = partial
+        self.unsearched = unsearched
+
+
+def find_person(
+    adapters: Mapping[System, RecordReader],
+    emails: Iterable[str],
+    *,
+    max_rounds: int | None = None,
+) -> Person:
+    """Every record, in every system, of the people these emails reach, and all of their
+    addresses: the transitive closure through shared emails. Each round asks each system
+    (``find_by_emails``, in bulk) only about the addresses found in the round before.
+
+    Raises ``LookupBoundReached`` (with the partial result) when addresses not yet searched
+    remain after ``max_rounds`` (default ``MAX_ROUNDS``) rounds; adapter errors pass through.
+    """
+    rounds = MAX_ROUNDS if max_rounds is None else max_rounds
+    known = _normalised(emails)
+    asked: set[str] = set()
+    by_key: dict[tuple[str, str, str], CrmRecord] = {}
+    for _ in range(rounds):
+        fresh = sorted(known - asked)
+        if not fresh:
+            break
+        asked.update(fresh)
+        for adapter in adapters.values():
+            for record in adapter.find_by_emails(fresh):
+                by_key[record.key] = record
+                known |= _normalised(record.emails)
+    person = Person(records=list(by_key.values()), emails=sorted(known))
+    if unsearched := known - asked:
+        raise LookupBoundReached(rounds, person, len(unsearched))
+    return person
+
+
+def _normalised(emails: Iterable[str]) -> set[str]:
+    return {normalise_email(e) for e in emails if e.strip()}
