@@ -3,8 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pip-tools and pip-audit, in a venv of their own: their dependencies never mix with the product's.
+TOOLS := $(VENV)/tools
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean lock audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +28,31 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile
 
 # Benchmarks print their figures and ratios; run by hand, never as tests.
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+$(TOOLS)/bin/pip-audit:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS)/bin/python -m pip install --quiet 'pip-tools>=7.5' 'pip-audit>=2.7'
+
+# The runtime dependencies, pinned with their hashes (the Docker image installs exactly these);
+# pyproject.toml keeps the ranges. Pins that still fit are kept: `make lock LOCK=--upgrade`
+# takes every update, `LOCK='--upgrade-package NAME'` one (a fix for a vulnerability).
+lock: $(TOOLS)/bin/pip-audit
+	CUSTOM_COMPILE_COMMAND="make lock" $(TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links $(LOCK) --output-file requirements.lock \
+	  pyproject.toml
+
+# Known vulnerabilities in the locked packages; fails on any, and (--strict) on a package it
+# could not look up. Not part of `make lint`: pip-audit asks PyPI's per-release JSON API
+# (/pypi/<name>/<version>/json) or OSV (api.osv.dev), and CI machines that reach only the
+# package index get neither.
+audit: $(TOOLS)/bin/pip-audit
+	$(TOOLS)/bin/pip-audit --strict --disable-pip --require-hashes -r requirements.lock
 
 format: $(STAMP)
 	$(BIN)/ruff format bridge sandbox tests bench

@@ -86,6 +86,20 @@ def events(store: Store, subject_ref: str | None = None) -> Iterator[dict[str, A
         yield {**row, "details": json.loads(row["details"])}
 
 
+def newest(
+    store: Store,
+    subject_ref: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """The newest ``limit`` events (all without one), at or after ``since`` (an aware time),
+    oldest first, as :func:`events` gives them; and how many older ones match but are left
+    out."""
+    bound = since.astimezone(UTC).isoformat(timespec="microseconds") if since else None
+    found, left_out = audit_log.newest(store, subject_ref, bound, limit)
+    return [{**row, "details": json.loads(row["details"])} for row in found], left_out
+
+
 @dataclass(frozen=True)
 class Verification:
     checked: int

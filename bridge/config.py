@@ -212,6 +212,17 @@ class CoreSettings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     purposes: list[Purpose] = []
 
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database_url(cls, value: str) -> str:
+        """A URL SQLAlchemy parses, of a supported backend whose driver is installed; the
+        message never repeats the URL (it may hold a password)."""
+        from bridge.store.db import url_problem
+
+        if problem := url_problem(value):
+            raise ValueError(problem)
+        return value
+
     @field_validator("pseudonym_key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:

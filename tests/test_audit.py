@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import delete, update
@@ -45,6 +46,22 @@ def test_events_can_be_listed_by_subject(store: Store) -> None:
     audit.record(store, event(2, "b" * 64))
     audit.record(store, event(3, "a" * 64))
     assert [e["record_id"] for e in audit.events(store, "a" * 64)] == ["1", "3"]
+
+
+def test_newest_events_by_subject_and_time_with_the_count_left_out(store: Store) -> None:
+    for n in range(1, 8):
+        audit.record(store, event(n, "a" * 64 if n % 2 else "b" * 64))
+    listed = list(audit.events(store))
+    newest, left_out = audit.newest(store, limit=3)
+    assert ([e["seq"] for e in newest], left_out) == ([5, 6, 7], 4)
+    assert newest[0]["details"] == {"n": 5, "purpose": "marketing_email"}
+    assert audit.newest(store, "a" * 64, limit=2)[1] == 2  # 1, 3 left out; 5, 7 shown
+    since = datetime.fromisoformat(listed[3]["occurred_at"])
+    assert [e["seq"] for e in audit.newest(store, since=since)[0]] == [4, 5, 6, 7]
+    later = audit.newest(store, "a" * 64, since.astimezone(timezone(timedelta(hours=5))), 1)
+    assert ([e["seq"] for e in later[0]], later[1]) == ([7], 1)
+    assert audit.newest(store, since=since + timedelta(days=1)) == ([], 0)
+    assert audit.newest(store, limit=50) == (listed, 0)
 
 
 def test_verify_catches_an_edited_row(store: Store) -> None:

@@ -171,3 +171,31 @@ def test_each_vendor_checks_its_own_purpose_keys(tmp_path: Path) -> None:
         load_settings(write(tmp_path / "c.toml", unknown))
     [line] = caught.value.problems
     assert "unknown keys zoho_list" in line
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://admin:secretpw@db/bridge", "mysql is not supported; use sqlite:///"),
+        ("notaurl", "not a database URL; use sqlite:///"),
+        ("sqlite+pysqlcipher://:secretpw@/bridge.db", "driver pysqlcipher is not installed"),
+        ("postgresql+asyncpg://db/bridge", "driver asyncpg is asynchronous"),
+    ],
+)
+def test_a_database_url_the_bridge_cannot_use_is_refused_naming_the_fix(
+    url: str, problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_DATABASE_URL", url)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    [line] = caught.value.problems
+    assert line.startswith("database_url: ") and problem in line and "BRIDGE_DATABASE_URL" in line
+    assert "secretpw" not in line
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///./bridge.db", "sqlite://", "postgres://u@h/x", "postgresql+psycopg://h/x"]
+)
+def test_supported_database_urls_pass(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_DATABASE_URL", url)
+    assert load_settings().database_url == url

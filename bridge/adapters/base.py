@@ -16,18 +16,13 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Literal, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
-
+from bridge.logs import get_logger
 from bridge.model import ConsentStatus, CrmRecord, Evidence, LawfulBasis, RelatedRecords, System
+
+if TYPE_CHECKING:  # tenacity (and asyncio with it) loads on the first retried call
+    from tenacity import RetryCallState
 
 # --- errors -------------------------------------------------------------------------------
 
@@ -101,6 +96,8 @@ R = TypeVar("R", bound=RelatedRecords)
 
 def _wait(state: RetryCallState) -> float:
     """Full jitter, but never sooner than a vendor's own retry-after."""
+    from tenacity import wait_random_exponential
+
     jitter = float(wait_random_exponential(multiplier=0.5, max=30)(state))
     error = state.outcome.exception() if state.outcome else None
     if isinstance(error, RateLimited) and error.retry_after:
@@ -108,19 +105,49 @@ def _wait(state: RetryCallState) -> float:
     return jitter
 
 
+def _log_retry(state: RetryCallState) -> None:
+    """A failed attempt that will be tried again: worth a line, not an alarm."""
+    error = state.outcome.exception() if state.outcome else None
+    get_logger(__name__).info(
+        "adapter.call_retrying",
+        system=getattr(error, "system", None),
+        error=str(error),
+        attempt=state.attempt_number,
+        wait_seconds=round(state.upcoming_sleep, 1),
+    )
+
+
 def retrying(call: Callable[[], T], *, attempts: int = 8, max_seconds: float = 300) -> T:
     """Run ``call``, retrying ``RateLimited`` and ``Transient`` only.
 
     Use it for idempotent operations, or ones made idempotent by reading first: a retried
-    create that had in fact landed would otherwise land twice.
+    create that had in fact landed would otherwise land twice. Each failure that will be
+    retried is logged at info (``adapter.call_retrying``); one that fails for good (refused,
+    or still failing after the last attempt) at warning (``adapter.call_failed``). A
+    ``NotFound`` is an answer, not a failure: info.
     """
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
+
     retryer = Retrying(
         retry=retry_if_exception_type((RateLimited, Transient)),
         wait=_wait,
         stop=stop_after_attempt(attempts) | stop_after_delay(max_seconds),
+        before_sleep=_log_retry,
         reraise=True,
     )
-    return retryer(call)
+    try:
+        return retryer(call)
+    except NotFound as missing:
+        get_logger(__name__).info("adapter.not_found", system=missing.system, error=str(missing))
+        raise
+    except AdapterError as error:
+        get_logger(__name__).warning(
+            "adapter.call_failed",
+            system=error.system,
+            error=str(error),
+            attempts=retryer.statistics.get("attempt_number", 1),
+        )
+        raise
 
 
 # --- pacing -------------------------------------------------------------------------------
@@ -261,6 +288,25 @@ class ErasureResult:
 
 
 @dataclass(frozen=True)
+class RectifyProblem:
+    """Why a system cannot take one correction, found before anything is written: the common
+    field (``first_name``), where the vendor keeps it (``Contact.FirstName``; None when the
+    adapter maps no field for it) and the most characters that place holds. Never the value."""
+
+    system: System
+    field: str
+    where: str | None
+    limit: int | None = None
+
+    def __str__(self) -> str:
+        if self.where is None:
+            return f"{self.system} has no field for {self.field}"
+        if self.limit is None:
+            return f"{self.field}: {self.system} {self.where} cannot be written"
+        return f"{self.field}: {self.system} {self.where} holds at most {self.limit:,} characters"
+
+
+@dataclass(frozen=True)
 class FieldUsage:
     """How many records of an object fill one field (``bridge minimise --report``): a name
     and a count, never a value. ``free_text`` marks a multi-line text field, which can hold
@@ -360,6 +406,13 @@ class RightsHandler(Protocol):
 
     def export(self, emails: Collection[str]) -> dict[str, Any]:
         """Everything held about these emails, every field the adapter exposes."""
+        ...
+
+    def check_rectify(self, changes: Mapping[str, str]) -> list[RectifyProblem]:
+        """Why this system could not take these corrections, on any kind of record
+        ``rectify`` writes (a field it maps nowhere, a value longer than a field holds);
+        empty when it could. Writes nothing, so a caller can refuse a correction whole
+        before any system is written."""
         ...
 
     def rectify(self, emails: Collection[str], changes: Mapping[str, str]) -> list[WriteOutcome]:

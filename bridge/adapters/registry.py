@@ -5,8 +5,6 @@ vendor choices and the event handling all come from here: adding a CRM is a fold
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from bridge.adapters.hubspot.spec import VENDOR as HUBSPOT
 from bridge.adapters.salesforce.spec import VENDOR as SALESFORCE
 from bridge.adapters.spec import Vendor
@@ -14,10 +12,6 @@ from bridge.adapters.spec import Vendor
 VENDORS: dict[str, Vendor] = {vendor.name: vendor for vendor in (HUBSPOT, SALESFORCE)}
 
 
-def vendors() -> Iterator[Vendor]:
-    return iter(VENDORS.values())
-
-
 def person_objects() -> tuple[str, ...]:
     """Every ``<vendor>.<object>`` whose records are people."""
-    return tuple(name for vendor in vendors() for name in vendor.person_objects)
+    return tuple(name for vendor in VENDORS.values() for name in vendor.person_objects)

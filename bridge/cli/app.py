@@ -8,30 +8,26 @@ configuration), never a traceback.
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from bridge import audit
-from bridge.cli.common import app, out, print_json
-from bridge.config import Settings
+from bridge.cli.common import app, out, print_json, print_table
 from bridge.errors import BridgeError, ConfigError
-from bridge.identity import subject_ref
 from bridge.logs import configure as configure_logging
-from bridge.logs import get_logger
-from bridge.model import AuditEvent
 from bridge.runtime.wiring import Wiring
-from bridge.store.db import Store, safe_url
 
+# Only what --version and --help need is imported here: the rest (the store, SQLAlchemy,
+# the settings, the services) when a command runs; tests/e2e/test_cli_startup.py checks.
 if TYPE_CHECKING:
-    pass
+    from bridge.config import Settings
+    from bridge.store.db import Store
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-log = get_logger("bridge.cli")
 
 
 def _version(value: bool) -> None:
@@ -59,6 +55,10 @@ def _main(
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Create or migrate the database schema to this version's."""
+    from bridge import audit
+    from bridge.model import AuditEvent
+    from bridge.store.db import safe_url
+
     store = ctx.obj.store(current_schema=False)
     before, after = store.upgrade()
     if before == after:
@@ -82,10 +82,31 @@ def audit_command(
     subject: Annotated[
         str | None, typer.Option(help="Only events about this email (looked up by pseudonym).")
     ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only events at or after this date or ISO time (2026-01-31, "
+            "2026-01-31T09:00:00+01:00; UTC when no offset is given).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Only the newest N events, listed oldest first; 0 for all "
+            "[default: 100, all with --json]",
+            show_default=False,
+        ),
+    ] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Recompute the hash chain.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
-    """List audit events, or verify that the chain is intact."""
+    """List audit events (the newest 100, unless told otherwise), or verify that the chain
+    is intact."""
+    from bridge import audit
+    from bridge.identity import subject_ref
+
     store: Store = ctx.obj.store()
     if verify:
         result = audit.verify(store)
@@ -96,29 +117,62 @@ def audit_command(
         if not as_json:
             out.print(f"audit log intact: {result.checked} events verified")
         return
+    start = _since(since) if since else None
     ref = subject_ref(ctx.obj.settings.require_pseudonym_key(), subject) if subject else None
-    events = list(audit.events(store, ref))
+    if limit is None:
+        limit = 0 if as_json else AUDIT_LIMIT
+    events, left_out = audit.newest(store, ref, start, limit or None)
     if as_json:
-        print_json({"events": events})
+        print_json({"events": events, "left_out": left_out})
         return
-    table = Table("seq", "time", "actor", "action", "outcome", "system", "record", "subject")
-    for event in events:
-        table.add_row(
+    short = out.is_terminal  # a terminal is read by eye; a pipe or a file gets every value
+    rows = [
+        [
             str(event["seq"]),
-            event["occurred_at"][:19],
+            event["occurred_at"][:19] if short else event["occurred_at"],
             event["actor"],
             event["action"],
             event["outcome"],
             event["system"] or "",
             event["record_id"] or "",
-            (event["subject_ref"] or "")[:12],
+            (event["subject_ref"] or "")[:12] if short else event["subject_ref"] or "",
+        ]
+        for event in events
+    ]
+    columns = ("seq", "time", "actor", "action", "outcome", "system", "record", "subject")
+    about = (" about this person" if subject else "") + (f" since {since}" if since else "")
+    print_table(columns, rows, empty=f"no audit events{about}")
+    if left_out:
+        out.print(
+            f"{left_out} earlier event{'s' if left_out != 1 else ''}{about} not shown; "
+            "give --limit N (0 for all) or --since DATE",
+            markup=False,
+            highlight=False,
         )
-    out.print(table)
+
+
+AUDIT_LIMIT = 100
+
+
+def _since(text: str) -> datetime:
+    """A date (its start) or an ISO time; UTC when it names no offset."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            [
+                f"audit --since: {text!r} is not a date or ISO time; "
+                "give e.g. 2026-01-31 or 2026-01-31T09:00:00+01:00"
+            ]
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @app.command("check")
 def check(ctx: typer.Context) -> None:
-    """Check settings, database and schema; one line per check, exit 1 if any fails."""
+    """Check settings, database and schema; one line per check. Exit 2 if a check fails on
+    configuration (a setting, a key, a database file that cannot be created), else 1 if any
+    fails."""
     context: Wiring = ctx.obj
     try:
         settings = context.settings
@@ -128,26 +182,27 @@ def check(ctx: typer.Context) -> None:
         raise typer.Exit(2) from None
     _check_line(True, "settings: valid")
     results = [_run_check("pseudonym key", lambda: _pseudonym_key_set(settings))]
-    reachable = _run_check("database", lambda: _database_reachable(context))
-    results.append(reachable)
-    if reachable:
+    unreachable = _run_check("database", lambda: _database_reachable(context))
+    results.append(unreachable)
+    if not unreachable:
         results.append(_run_check("schema", lambda: _schema_current(context)))
-    if not all(results):
-        raise typer.Exit(1)
+    if any(results):
+        raise typer.Exit(max(results))
 
 
 def _check_line(ok: bool, text: str) -> None:
     out.print(f"{'ok  ' if ok else 'FAIL'}  {text}", markup=False, highlight=False)
 
 
-def _run_check(name: str, check: Any) -> bool:
+def _run_check(name: str, check: Any) -> int:
+    """0 when the check passes; else 2 for configuration, 1 for anything else."""
     try:
         detail = check()
     except BridgeError as error:
         _check_line(False, f"{name}: {error}")
-        return False
+        return 2 if isinstance(error, ConfigError) else 1
     _check_line(True, f"{name}: {detail}")
-    return True
+    return 0
 
 
 def _pseudonym_key_set(settings: Settings) -> str:
@@ -156,6 +211,8 @@ def _pseudonym_key_set(settings: Settings) -> str:
 
 
 def _database_reachable(context: Wiring) -> str:
+    from bridge.store.db import safe_url
+
     store = context.store(current_schema=False)
     return f"reachable ({safe_url(store.url)})"
 
@@ -209,7 +266,9 @@ def main() -> None:
             print(f"bridge: {problem}", file=sys.stderr)
         sys.exit(error.exit_code)
     except Exception as error:
-        log.debug("unexpected failure", exc_info=True)
+        from bridge.logs import get_logger
+
+        get_logger("bridge.cli").debug("unexpected failure", exc_info=True)
         print(
             f"bridge: unexpected {type(error).__name__}; "
             "rerun with BRIDGE_LOG_LEVEL=debug for the details (personal data is redacted)",

@@ -7,18 +7,15 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from bridge.adapters.registry import VENDORS
 from bridge.errors import ConfigError
 from bridge.runtime.wiring import Wiring
-from bridge.services.erasure import COMPLETED
 
 if TYPE_CHECKING:
     from bridge.policies.minimisation import UsageReport
     from bridge.services.retention import RetentionReport
 
-from bridge.cli.common import app, out, print_json
+from bridge.cli.common import app, out, print_json, print_table
 from bridge.cli.rights import render_requests
 
 
@@ -50,27 +47,27 @@ def minimise(
 
 
 def _render_usage(report: UsageReport) -> None:
-    """One table per object, in 80 columns; fields outside the allow-list first, flagged."""
-    from rich.text import Text
-
+    """One table per object; fields outside the allow-list first, flagged."""
     for found in report.objects:
         plural = "" if found.records == 1 else "s"
         title = f"{found.system}.{found.sobject}: {found.records} record{plural}"
         if not found.fields:
             out.print(f"{title}, no field filled", markup=False, highlight=False)
             continue
-        columns = ("field", "filled", "share", "allowed", "free text")
-        table = Table(*columns, title=Text(title), title_justify="left")
-        for item in found.fields:
-            table.add_row(
-                Text(item.name),
+        rows = [
+            [
+                item.name,
                 str(item.filled),
                 f"{item.filled / found.records:.0%}" if found.records else "",
                 "yes" if item.allowed else "NO",
                 "yes" if item.free_text else "",
-                style=None if item.allowed else "bold",
-            )
-        out.print(table)
+            ]
+            for item in found.fields
+        ]
+        columns = ("field", "filled", "share", "allowed", "free text")
+        print_table(
+            columns, rows, title=title, empty="no field filled", bold=lambda row: row[3] == "NO"
+        )
     if report.outside:
         many = report.outside != 1
         line = (
@@ -100,6 +97,8 @@ def purge(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Retention (GDPR Art. 5(1)(e)): who no longer justifies being kept, by rule."""
+    from bridge.services.erasure import COMPLETED
+
     if preview == apply:
         raise ConfigError(["purge: give exactly one of --preview or --apply"])
     window = _days(within)
@@ -142,11 +141,14 @@ def _people(count: int) -> str:
 
 def _render_due(report: RetentionReport) -> None:
     """One block per person: when, which rule, what happens, why, and their records."""
+    from bridge.adapters.registry import VENDORS
+
     data = report.as_dict()
     horizon = report.today + timedelta(days=report.within_days)
     for item in data["due"]:
+        late = " OVERDUE" if item["overdue"] else ""
         out.print(
-            f"due {item['due_on']}  {item['rule']}  {item['action']}  "
+            f"due {item['due_on']}{late}  {item['rule']}  {item['action']}  "
             f"subject {item['subject_ref'][:12]}",
             markup=False,
             highlight=False,
@@ -161,9 +163,11 @@ def _render_due(report: RetentionReport) -> None:
     by_rule = Counter(item["rule"] for item in data["due"])
     rules = ", ".join(f"{rule} {n}" for rule, n in sorted(by_rule.items()))
     people = len(data["due"])
+    overdue = sum(item["overdue"] for item in data["due"])
     out.print(
         f"{_people(people)} {'falls' if people == 1 else 'fall'} due by {horizon.isoformat()}"
-        + (f" ({rules})" if rules else ""),
+        + (f" ({rules})" if rules else "")
+        + (f", {overdue} of them OVERDUE (due before today)" if overdue else ""),
         markup=False,
         highlight=False,
     )

@@ -4,18 +4,18 @@ and the requests they make."""
 from __future__ import annotations
 
 import json
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bridge.errors import ConfigError
+from bridge.errors import BridgeError, ConfigError
 from bridge.runtime.wiring import Wiring
-from bridge.services.erasure import COMPLETED, Erasure
 
 if TYPE_CHECKING:
-    pass
+    from bridge.services.erasure import Erasure
 
 from bridge.cli.common import app, out, print_json
 
@@ -37,6 +37,8 @@ def erase(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Erase people everywhere (GDPR Art. 17), verify, and keep them erased."""
+    from bridge.services.erasure import COMPLETED
+
     service = ctx.obj.erasure()
     if receipt:
         print_json(service.receipt(receipt))
@@ -57,6 +59,8 @@ def erase(
         ]
         if as_json:
             print_json({"targets": listed})
+        elif not listed:
+            out.print("nothing to erase: no record of this person in any system", markup=False)
         else:
             for target in listed:
                 what = target["record_id"] or "(address, blocklisted)"
@@ -87,6 +91,8 @@ def export(
     """Everything held about a person, in every system, as one JSON document (Art. 15/20)."""
     from bridge.services.rights import export_subject
 
+    if out_file is not None:
+        _check_writable(out_file)  # before any CRM is asked
     context: Wiring = ctx.obj
     document = export_subject(
         context.store(), context.adapters(), context.settings.require_pseudonym_key(), [email]
@@ -94,9 +100,42 @@ def export(
     text = json.dumps(document, ensure_ascii=False, indent=2, default=str)
     if out_file is None:
         print(text)
+        return
+    try:
+        # Personal data: readable by its owner only, from the moment the file exists.
+        descriptor = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)
+        with open(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(text + "\n")
+    except OSError as error:
+        raise BridgeError(
+            f"export: cannot write {out_file}: {error.strerror or type(error).__name__}"
+        ) from None
+
+
+def _check_writable(path: Path) -> None:
+    """``--out`` must name a file in a directory that exists and takes new files (tried with
+    a file created and removed at once: permissions alone miss read-only file systems)."""
+    import tempfile
+
+    directory = path.parent
+    if not directory.is_dir():
+        exists = directory.exists()
+        problem = f"{directory} is not a directory" if exists else f"no such directory {directory}"
+    elif path.is_dir():
+        problem = f"{path} is a directory"
+    elif path.exists() and not os.access(path, os.W_OK):
+        problem = f"permission denied writing {path}"
     else:
-        out_file.write_text(text + "\n", encoding="utf-8")
-        out_file.chmod(0o600)  # personal data: readable by its owner only
+        try:
+            descriptor, probe = tempfile.mkstemp(dir=directory, prefix=".bridge-export-")
+        except OSError as error:
+            problem = f"cannot write in {directory} ({error.strerror or type(error).__name__})"
+        else:
+            os.close(descriptor)
+            os.unlink(probe)
+            return
+    raise ConfigError([f"export --out: {problem}; give a file in a writable directory"])
 
 
 @app.command("rectify")
@@ -168,6 +207,8 @@ def requests_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """List erasure requests and their state, retry one, or list erased people who re-appeared."""
+    from bridge.services.erasure import COMPLETED
+
     service = ctx.obj.erasure()
     if reappeared:
         _reappeared(ctx.obj, service, as_json)
@@ -178,7 +219,11 @@ def requests_command(
         if view["status"] != COMPLETED:
             raise typer.Exit(1)
         return
-    render_requests(service.requests(overdue=overdue, failed=failed), as_json)
+    views = service.requests(overdue=overdue, failed=failed)
+    render_requests(views, as_json)
+    if not views and not as_json:
+        kinds = [word for flag, word in ((overdue, "overdue "), (failed, "failed ")) if flag]
+        out.print(f"no {'and '.join(kinds)}erasure requests", markup=False)
 
 
 def _reappeared(context: Wiring, service: Erasure, as_json: bool) -> None:
@@ -193,6 +238,8 @@ def _reappeared(context: Wiring, service: Erasure, as_json: bool) -> None:
     if as_json:
         print_json({"reappeared": found})
         return
+    if not found:
+        out.print("no erased person has re-appeared in any CRM", markup=False)
     for row in found:
         then = f", erased again by request {row['request_id']}" if row["request_id"] else ""
         line = (

@@ -7,14 +7,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from bridge.runtime.wiring import Wiring
 
 if TYPE_CHECKING:
     from bridge.services.reconcile import Progress, SyncReport
 
-from bridge.cli.common import app, out, print_json
+from bridge.cli.common import app, out, print_json, print_table
 
 
 @app.command("sync")
@@ -63,21 +62,21 @@ def _progress(enabled: bool) -> Iterator[Progress | None]:
 def _render_sync(report: SyncReport) -> None:
     counts = report.counts()
     if report.changes:
-        table = Table("system", "object", "record", "change", "purpose", "value", "reason")
-        if not report.dry_run:
-            table.add_column("outcome")
-        for change in report.changes:
-            row = [
+        columns = ["system", "object", "record", "change", "purpose", "value", "reason"]
+        rows = [
+            [
                 change["system"],
                 change["object_type"],
                 change["record_id"],
                 change["change"],
                 change["purpose"] or "",
-                change["value"],
+                str(change["value"]),
                 change["reason"],
+                *([] if report.dry_run else [change["outcome"]]),
             ]
-            table.add_row(*row, *([] if report.dry_run else [change["outcome"]]))
-        out.print(table)
+            for change in report.changes
+        ]
+        print_table([*columns, *([] if report.dry_run else ["outcome"])], rows, empty="")
     verb = "would apply" if report.dry_run else "planned"
     summary = (
         f"{counts['subjects']} people in {counts['records']} records: {verb} "

@@ -1,5 +1,8 @@
 """The one place that builds services and the daemon's jobs from settings: the CLI, the
 daemon and the demo all wire through :class:`Wiring`, so they run the same things.
+
+Every command builds a :class:`Wiring`, ``--help`` and ``--version`` too: what it wires is
+imported when first asked for (settings, store, adapters, services), not with this module.
 """
 
 from __future__ import annotations
@@ -10,24 +13,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.adapters.registry import VENDORS
-from bridge.adapters.spec import AdapterOptions
-from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
 from bridge.logs import configure as configure_logging
-from bridge.model import System
-from bridge.services.erasure import Erasure
-from bridge.store.db import Store
 
 if TYPE_CHECKING:
     from bridge.adapters.base import CrmAdapter
+    from bridge.config import Settings
+    from bridge.model import System
     from bridge.runtime.daemon import Job
+    from bridge.services.erasure import Erasure
     from bridge.services.reconcile import Progress, Reconciler
     from bridge.services.retention import Retention
+    from bridge.store.db import Store
 
 
 def connect(settings: Settings) -> dict[System, CrmAdapter]:
     """An adapter for each vendor with credentials in the settings; none at all is an error."""
+    from bridge.adapters.registry import VENDORS
+    from bridge.adapters.spec import AdapterOptions
+    from bridge.model import System
+
     retention = settings.retention
     options = AdapterOptions(
         purposes=settings.purposes,
@@ -58,6 +63,8 @@ class Wiring:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from bridge.config import load_settings
+
             self._settings = load_settings(self.config)
             configure_logging(self._settings.log_level)
         return self._settings
@@ -70,6 +77,8 @@ class Wiring:
 
     def store(self, *, current_schema: bool = True) -> Store:
         if self._store is None:
+            from bridge.store.db import Store
+
             self._store = Store(self.settings.database_url)
             self._store.ping()
         if current_schema:
@@ -80,6 +89,8 @@ class Wiring:
         """The erasure service over every configured CRM (through ``adapters``, when a
         thread of its own needs connections of its own)."""
         from cryptography.fernet import Fernet
+
+        from bridge.services.erasure import Erasure
 
         settings = self.settings
         return Erasure(

@@ -397,6 +397,13 @@ class Erasure:
                     details={"records_found": found},
                 ),
             )
+        # One line per request that ends here, by id and pseudonym, whatever started it (a
+        # command, a vendor's deletion event, a retention rule); never an address.
+        outcome = {"request": request["id"], "subject_ref": request["subject_ref"]}
+        if ok:
+            log.info("erasure.completed", **outcome, trigger=request["trigger"])
+        else:
+            log.warning("erasure.verification_failed", **outcome, records_found=found)
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -79,6 +79,8 @@ class RetentionReport:
             "subject_ref": candidate.ref,
             "rule": verdict.rule.name,
             "due_on": verdict.due_on.isoformat() if verdict.due_on else None,
+            # Due before today and still held: the purge is late (no apply ran since).
+            "overdue": verdict.due_on is not None and verdict.due_on < self.today,
             "action": verdict.rule.action,
             "last_active": verdict.last_active.isoformat() if verdict.last_active else None,
             "why": verdict.why,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge import audit
-from bridge.adapters.base import AdapterError, CrmAdapter, WriteStatus
+from bridge.adapters.base import AdapterError, CrmAdapter, RectifyProblem, WriteStatus
 from bridge.errors import BridgeError, ConfigError
 from bridge.identity import normalise_email, subject_ref
 from bridge.model import AuditEvent, System
@@ -45,9 +45,14 @@ def rectify_subject(
     """Correct a person's data (Art. 16) in every record of every system that holds them.
 
     Only fields on the allow-list (``rectify.fields``) may be written; any other is refused
-    before anything is read. Each record's outcome is audited under the person's pseudonym
-    with the names of the fields, never their values. A system that fails as a whole is one
-    failed entry without a record id. Returns ``{"records": [...]}``, free of personal data.
+    before anything is read. The correction is all or nothing across systems: every system
+    holding a record of the person checks every value against its limits first
+    (``check_rectify``), and if any could not take one, nothing is written anywhere and
+    ``RectifyRefused`` names the field, the system, where it keeps it and the limit, never
+    the value (audited as ``refused``). Each record's outcome is audited under the person's
+    pseudonym with the names of the fields, never their values. A system that fails as a
+    whole is one failed entry without a record id. Returns ``{"records": [...]}``, free of
+    personal data.
     """
     if not changes:
         raise ConfigError(["rectify: nothing to correct; give --set FIELD=VALUE"])
@@ -64,11 +69,14 @@ def rectify_subject(
     if not given:
         raise ConfigError(["rectify: give an EMAIL of the person"])
     try:
-        everyone = find_person(adapters, given).emails
+        person = find_person(adapters, given)
     except AdapterError as error:
         raise BridgeError(f"rectify: cannot look the person up: {error}") from None
+    everyone = person.emails
     ref = subject_ref(key, given[0])
     fields = sorted(changes)
+    holding = {r.system for r in person.records}
+    _check_first(store, {s: a for s, a in adapters.items() if s in holding}, changes, ref, actor)
     records: list[dict[str, Any]] = []
     for system, adapter in adapters.items():
         try:
@@ -99,6 +107,63 @@ def rectify_subject(
         event = AuditEvent(actor, "rectify", "not_found", subject_ref=ref, details=details)
         audit.record(store, event)
     return {"records": records}
+
+
+class RectifyRefused(BridgeError):
+    """A system holding the person could not take a value, so nothing was written anywhere;
+    the message names fields, systems and limits, never a value. A failed operation (exit
+    1): the settings and the command were fine, the data does not fit."""
+
+
+def _check_first(
+    store: Store,
+    adapters: Mapping[System, CrmAdapter],
+    changes: Mapping[str, str],
+    ref: str,
+    actor: str,
+) -> None:
+    """Ask every system whether it could take the whole correction, before any writes;
+    raise ``RectifyRefused`` (audited) if one could not."""
+    problems: list[RectifyProblem] = []
+    for system, adapter in adapters.items():
+        try:
+            problems += adapter.check_rectify(changes)
+        except AdapterError as error:
+            raise BridgeError(
+                f"rectify: cannot check the correction in {system}, nothing written: {error}"
+            ) from None
+    if not problems:
+        return
+    audit.record(
+        store,
+        AuditEvent(
+            actor,
+            "rectify",
+            "refused",
+            subject_ref=ref,
+            details={"fields": sorted(changes), "problems": [str(p) for p in problems]},
+        ),
+    )
+    raise RectifyRefused(f"rectify: refused, nothing written anywhere: {_summary(problems)}")
+
+
+def _summary(problems: Sequence[RectifyProblem]) -> str:
+    """The problems in one line, one part per field, system and limit: ``first_name: <system>
+    holds at most 40 characters (Contact.FirstName, Lead.FirstName)``."""
+    grouped: dict[tuple[str, str, int | None], list[str]] = {}
+    for problem in problems:
+        key = (problem.field, problem.system, problem.limit)
+        grouped.setdefault(key, []).append(problem.where or "")
+    parts = []
+    for (name, system, limit), places in grouped.items():
+        named = ", ".join(p for p in places if p)
+        if not named:
+            parts.append(f"{name}: {system} has no field for it")
+        elif limit is None:
+            parts.append(f"{name}: {system} cannot write {named}")
+        else:
+            parts.append(f"{name}: {system} holds at most {limit:,} characters ({named})")
+    return "; ".join(parts)
 
 
 def _entry(

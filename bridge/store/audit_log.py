@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, select
+from sqlalchemy import Connection, RowMapping, func, insert, select
 
 from bridge.store.db import Store
 from bridge.store.tables import audit_log
@@ -32,3 +32,28 @@ def rows(store: Store, subject_ref: str | None = None) -> Iterator[RowMapping]:
         query = query.where(audit_log.c.subject_ref == subject_ref)
     with store.engine.connect() as conn:
         yield from conn.execution_options(yield_per=1000).execute(query).mappings()
+
+
+def newest(
+    store: Store,
+    subject_ref: str | None = None,
+    since: str | None = None,
+    limit: int | None = None,
+) -> tuple[list[RowMapping], int]:
+    """The newest ``limit`` rows (all without one) about ``subject_ref``, appended at or
+    after ``since`` (an ``occurred_at`` value: they compare as text), in chain order; and
+    how many older rows match but were left out. Read backwards along the primary key, so
+    that the newest rows of a long log come without reading the rest."""
+    where = []
+    if subject_ref is not None:
+        where.append(audit_log.c.subject_ref == subject_ref)
+    if since is not None:
+        where.append(audit_log.c.occurred_at >= since)
+    query = select(audit_log).where(*where).order_by(audit_log.c.seq.desc()).limit(limit)
+    with store.engine.connect() as conn:
+        found = list(conn.execute(query).mappings())[::-1]
+        if limit is None or len(found) < limit:
+            return found, 0
+        older = [*where, audit_log.c.seq < found[0]["seq"]] if found else where
+        left_out = conn.execute(select(func.count()).select_from(audit_log).where(*older))
+        return found, int(left_out.scalar_one())

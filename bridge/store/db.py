@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, make_url, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    make_url,
+    text,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
-from bridge.errors import BridgeError, SchemaError
+from bridge.errors import BridgeError, ConfigError, SchemaError
+
+if TYPE_CHECKING:  # Alembic is imported by the calls that need it: it is slow to load.
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SCHEMA = "0005"
+"""The schema this code needs: the newest migration's revision (tests/store/test_db.py holds
+it to Alembic's head). Checking a database against it takes no Alembic, slow to load."""
 T = TypeVar("T")
 
 
@@ -34,8 +46,43 @@ def safe_url(url: str) -> str:
     return make_url(engine_url(url)).render_as_string(hide_password=True)
 
 
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+URL_FORMS = "use sqlite:///path/to/bridge.db or postgresql://user@host/database"
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name the bridge's database, or None: it parses, names a supported
+    backend, and its driver is installed and synchronous. The answer never repeats the URL,
+    which may hold a password."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(engine_url(url))
+    except ArgumentError:
+        return f"not a database URL; {URL_FORMS}"
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        return f"{backend} is not supported; {URL_FORMS}"
+    driver = parsed.drivername.partition("+")[2]
+    instead = f"use {backend}:// without +{driver}"
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        return f"{backend} has no driver {driver!r}; {instead}"
+    if dialect.is_async:
+        return f"the driver {driver} is asynchronous, the bridge needs a synchronous one; {instead}"
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        fix = f"{instead}, or install {driver}" if driver else f"install {dialect.driver}"
+        return f"the {backend} driver {dialect.driver} is not installed; {fix}"
+    return None
+
+
 def insert_or_skip(conn: Connection, table: Table, unique: list[str]) -> Insert:
     """An INSERT that skips rows whose ``unique`` columns already exist, on either database."""
+    from sqlalchemy.dialects import postgresql, sqlite  # each dialect is slow to load
+
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement: Insert = dialect.insert(table).on_conflict_do_nothing(index_elements=unique)
     return statement
@@ -64,6 +111,8 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        if problem := url_problem(url):  # settings check it too; a Store may come without
+            raise ConfigError([f"database_url: {problem}"])
         self.engine = _create_engine(engine_url(url))
         self.is_sqlite = self.engine.dialect.name == "sqlite"
 
@@ -86,23 +135,40 @@ class Store:
                 yield conn
 
     def ping(self) -> None:
+        """Connect once. A SQLite file that cannot be opened or created (no such directory,
+        permission denied) is configuration, exit 2; any other failure is exit 1, naming the
+        driver's reason."""
+        if self.is_sqlite:
+            _sqlite_file_usable(self.engine.url.database, self.engine.url.query)
         try:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as error:
-            reason = type(getattr(error, "orig", None) or error).__name__
-            raise BridgeError(f"database {safe_url(self.url)} unreachable ({reason})") from None
+            # The driver's own words (first line): SQLAlchemy's would add the statement.
+            cause = getattr(error, "orig", None)
+            lines = [line.strip() for line in str(cause or "").splitlines() if line.strip()]
+            reason = lines[0][:200] if lines else type(cause or error).__name__
+            raise BridgeError(f"database {safe_url(self.url)} unreachable: {reason}") from None
 
     def current_revision(self) -> str | None:
+        """The database's schema revision, None before the first upgrade; read as Alembic
+        records it, without loading Alembic."""
         with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            found = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        if len(found) > 1:
+            raise SchemaError(f"database {safe_url(self.url)} has several schema heads: {found}")
+        return str(found[0]) if found else None
 
     def head_revision(self) -> str | None:
+        from alembic.script import ScriptDirectory
+
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
     def require_current_schema(self) -> None:
         """Refuse to work on a database whose schema is older (or newer) than this code."""
-        current, head = self.current_revision(), self.head_revision()
+        current, head = self.current_revision(), SCHEMA
         if current != head:
             state = "has no schema" if current is None else f"is at schema {current}"
             raise SchemaError(
@@ -112,6 +178,8 @@ class Store:
 
     def upgrade(self, revision: str = "head") -> tuple[str | None, str | None]:
         """Migrate to ``revision``; returns the revisions before and after."""
+        from alembic import command
+
         before = self.current_revision()
         with self.engine.begin() as conn:
             config = self._alembic_config()
@@ -124,9 +192,49 @@ class Store:
 
     @staticmethod
     def _alembic_config() -> Config:
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         return config
+
+
+def _sqlite_file_usable(database: str | None, query: Mapping[str, Any]) -> None:
+    """Report a database file the settings name but SQLite cannot use, with its cause, as
+    configuration. Looks, never opens: closing a descriptor of a database file this process
+    has open would drop SQLite's locks on it (and ``/readyz`` pings a live store).
+    In-memory databases and ``file:`` URIs are left to SQLite."""
+    if not database or database == ":memory:" or query.get("uri"):
+        return
+    path = Path(database)
+    parent = path.parent
+    problem, fix = None, ""
+    if path.is_dir():
+        problem = "it is a directory, not a file"
+    elif path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            problem, fix = "permission denied", f"let the bridge's user write it and {parent}, or "
+    elif parent.exists() and not parent.is_dir():
+        problem = f"{parent} is not a directory"
+    elif not parent.is_dir():
+        problem, fix = f"no such directory {parent}", "create it, or "
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        problem, fix = "permission denied", f"let the bridge's user write {parent}, or "
+    else:  # create it, as SQLite would: a file that does not exist is open nowhere
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as error:
+            problem = f"cannot create it ({error.strerror or type(error).__name__})"
+    if problem is None:
+        return
+    raise ConfigError(
+        [
+            f"database_url: SQLite database {path}: {problem}; {fix}point database_url "
+            "(BRIDGE_DATABASE_URL) at a file in a writable directory"
+        ]
+    )
 
 
 def _create_engine(url: str) -> Engine:

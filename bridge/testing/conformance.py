@@ -38,6 +38,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
@@ -265,7 +266,9 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "rectify": (
         "test_rectify_corrects_every_record_the_addresses_reach_and_repeats_as_already",
         "test_rectify_refuses_an_unmapped_field_whole_and_names_no_value",
+        "test_check_rectify_names_field_place_and_limit_and_writes_nothing",
     ),
+    "check_rectify": ("test_check_rectify_names_field_place_and_limit_and_writes_nothing",),
     "related": ("test_related_names_the_targets_a_condition_holds_first_condition_wins",),
     "mark_purge_due": ("test_purge_due_mark_round_trips_and_clears",),
     "record_url": ("test_record_url_opens_each_record_in_the_vendors_own_ui",),
@@ -414,7 +417,10 @@ class AdapterConformance:
         urls = [adapter.record_url(world.ref(record_id)) for record_id in ids]
         assert urls == [world.ui_url(record_id) for record_id in ids]
         assert len(set(urls)) == len(ids)
-        assert all(url and url.startswith("https://") for url in urls)
+        # Absolute, on the scheme and host the world serves the UI from (an emulator may
+        # serve plain http; a link must not claim https it does not have).
+        assert all(url and urlsplit(url).scheme in ("http", "https") for url in urls)
+        assert all(url and urlsplit(url).netloc for url in urls)
 
     # -- consent and lawful basis --------------------------------------------------------------
 
@@ -565,6 +571,38 @@ class AdapterConformance:
                 assert personal not in outcome.detail
         # A record is corrected whole or not at all: the mapped field was not written either.
         assert world.held("whole@example.com").last_names == {"Lovelace"}
+
+    def test_check_rectify_names_field_place_and_limit_and_writes_nothing(
+        self, world: World
+    ) -> None:
+        """A caller refuses a correction whole when any system could not take it, so the
+        check must find what ``rectify`` would refuse, before and without any write."""
+        [record_id] = world.seed([Person("limits@example.com", last_name="Lovelace")])
+        adapter = world.adapter()
+        too_long = "Quetzal" * 10_000  # 70,000 characters: more than any CRM text field holds
+        assert adapter.check_rectify({"last_name": "Byrne", "phone": "+44 20 7946 0000"}) == []
+        problems = adapter.check_rectify({"last_name": too_long, "phone": "+44 20 7946 0000"})
+        assert problems, "a value longer than any text field passed the check"
+        for problem in problems:
+            text = str(problem)
+            assert (problem.system, problem.field) == (adapter.system, "last_name")
+            assert problem.where and problem.where in text and "last_name" in text
+            assert problem.limit is not None and 0 < problem.limit < len(too_long)
+            assert f"{problem.limit:,}" in text and "Quetzal" not in text
+        [unmapped] = adapter.check_rectify({UNMAPPED_FIELD: "Teal", "last_name": "Byrne"})
+        assert (unmapped.system, unmapped.field, unmapped.where) == (
+            adapter.system,
+            UNMAPPED_FIELD,
+            None,
+        )
+        assert UNMAPPED_FIELD in str(unmapped) and "Teal" not in str(unmapped)
+        assert world.held("limits@example.com").last_names == {"Lovelace"}
+        # What the check refuses, rectify refuses too, and writes nothing.
+        refused = adapter.rectify(["limits@example.com"], {"last_name": too_long})
+        assert record_id in statuses(refused)
+        assert set(statuses(refused).values()) == {WriteStatus.FAILED}
+        assert all("Quetzal" not in o.detail for o in refused)
+        assert world.held("limits@example.com").last_names == {"Lovelace"}
 
     # -- erasure ----------------------------------------------------------------------------
 

@@ -32,11 +32,24 @@ def demo(
         raise typer.Exit(code)
 
 
+DEFAULT_PORTS = {"hubspot": 8765, "salesforce": 8766}  # one each, so both can run side by side
+
+
 def emulate(
     vendor: Annotated[str, typer.Argument(help="Which vendor API: hubspot, salesforce.")],
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port on 127.0.0.1 (default "
+            + ", ".join(f"{port} for {name}" for name, port in DEFAULT_PORTS.items())
+            + ").",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Serve a faithful vendor API emulator on loopback: no account needed to try the bridge."""
+    """Serve a faithful vendor API emulator on loopback: no account needed to try the bridge.
+    It starts empty (but for the vendor's defaults); its admin API, to seed it and point its
+    webhooks at the bridge, is described at /__emulator/docs."""
     import uvicorn
 
     from bridge.cli.serve import stop_quietly_on_signals
@@ -45,4 +58,7 @@ def emulate(
     if vendor not in EMULATORS:
         raise ConfigError([f"emulate: no {vendor!r} emulator; use one of {', '.join(EMULATORS)}"])
     stop_quietly_on_signals()
-    uvicorn.run(EMULATORS[vendor](), host="127.0.0.1", port=port, log_config=None, access_log=False)
+    chosen = DEFAULT_PORTS.get(vendor, 8765) if port is None else port
+    uvicorn.run(
+        EMULATORS[vendor](), host="127.0.0.1", port=chosen, log_config=None, access_log=False
+    )

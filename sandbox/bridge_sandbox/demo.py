@@ -21,8 +21,11 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -388,7 +391,7 @@ def audit_verify(world: World) -> Outcome:
     events = json.dumps(list(audit.events(world.store)), default=str).encode()
     in_log = _found(events, spellings)
     files = sorted(world.workdir.glob("bridge.db*"))  # the database, its WAL and shared memory
-    data = b"".join(path.read_bytes() for path in files)
+    data = _read_elsewhere(files)
     in_database = _found(data, spellings)
     ok = result.ok and result.checked > 0 and not in_log and not in_database
     chain = "intact" if result.ok else f"BROKEN at row {result.broken_at}"
@@ -402,6 +405,28 @@ def audit_verify(world: World) -> Outcome:
         f"spellings) in the audit log or the {len(data) // 1024} kB database: {found}"
     )
     return Outcome(ok, detail)
+
+
+_CONCATENATE = (
+    "import sys\nfor name in sys.argv[1:]:\n    sys.stdout.buffer.write(open(name, 'rb').read())"
+)
+
+
+def _read_elsewhere(files: Sequence[Path]) -> bytes:
+    """The files' bytes as on disk (every page, free ones and the WAL's stale frames too),
+    read by a child process. Never read here: this process holds SQLite connections to these
+    files, and closing any other descriptor of a file drops every POSIX lock the process holds
+    on it; a ``bridge`` command run beside a kept demo would then write under the daemon's
+    feet and corrupt the database."""
+    if not files:
+        return b""
+    child = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _CONCATENATE, *map(str, files)],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    return child.stdout
 
 
 def retention(world: World) -> Outcome:
@@ -601,12 +626,22 @@ def _announce_and_wait(console: Console, world: World) -> None:
         "The emulators, the receiver and the daemon stay up until Ctrl-C:",
         *(f"  {name:<11} {url}" for name, url in world.services.items()),
         f"  database    {world.workdir / 'bridge.db'}",
-        "Point the CLI at them:",
-        f"  . {env} && bridge sync --dry-run",
+        "Point the CLI at them (from any shell, any folder):",
+        f"  . {shlex.quote(str(env))} && {_bridge_command()} sync --dry-run",
     ]
     console.print("\n".join(lines), markup=False, soft_wrap=True)
     while True:
         time.sleep(3600)
+
+
+def _bridge_command() -> str:
+    """How a shell reaches this ``bridge``: the script beside the running interpreter (the
+    virtualenv's ``bin`` folder, which a new shell need not have on PATH), else the
+    interpreter itself with ``-m bridge``."""
+    script = Path(sys.executable).parent / "bridge"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m bridge"
 
 
 def _environment(settings: Settings) -> str:

@@ -694,8 +694,14 @@ def test_rectify_refuses_unmapped_fields_and_values_too_long_without_the_value(
         assert personal not in outcome.detail
     [unmapped] = adapter.rectify(["ada@example.com"], {"nickname": "Augusta"})
     assert unmapped.status is WriteStatus.FAILED
-    assert unmapped.detail == "no HubSpot property is mapped for nickname"
+    assert unmapped.detail == "hubspot has no field for nickname"
     assert "POST /crm/v3/objects/contacts/batch/update" not in harness.counters()["calls"]
+    before = harness.counters()["calls"]
+    assert [str(p) for p in adapter.check_rectify({"last_name": too_long, "phone": "1"})] == [
+        "last_name: hubspot contact.lastname holds at most 65,536 characters"
+    ]
+    assert adapter.check_rectify({"first_name": "K" * 65_536}) == []
+    assert harness.counters()["calls"] == before  # checked without asking HubSpot
     [contact] = harness.state()["contacts"]
     assert (contact["properties"]["firstname"], contact["properties"]["lastname"]) == (
         "Ada",

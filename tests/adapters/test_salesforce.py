@@ -15,7 +15,7 @@ from collections.abc import Hashable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus, urlparse
+from urllib.parse import quote_plus
 
 import httpx
 import pytest
@@ -288,9 +288,9 @@ class SalesforceHarness:
         )
 
     def ui_url(self, record_id: str) -> str:
-        """Lightning's record page on the instance the login named (the emulator's host;
-        simple-salesforce always says https)."""
-        return f"https://{urlparse(self.server.url).netloc}/lightning/r/Contact/{record_id}/view"
+        """Lightning's record page on the instance the adapter talks to: the emulator, on
+        its own scheme (http) and host, though simple-salesforce always says https."""
+        return f"{self.server.url}/lightning/r/Contact/{record_id}/view"
 
     def holds(self, record_id: str) -> Holds:
         """A won Opportunity of the Contact: a legal hold's related row."""
@@ -1333,4 +1333,22 @@ def test_rectify_refuses_a_value_too_long_naming_field_and_limit_never_the_value
 
     unmapped = adapter.rectify(["gone@example.com"], {"nickname": "Shiv"})
     assert {o.status for o in unmapped} == {WriteStatus.FAILED}
-    assert all(o.detail == "no Salesforce field is mapped for nickname" for o in unmapped)
+    assert all(o.detail == "salesforce has no field for nickname" for o in unmapped)
+
+    # The same limits, checked before anything is read or written: every object rectify
+    # writes, from the describes already read.
+    harness.reset_counters()
+    problems = adapter.check_rectify({"first_name": "S" * 41, "last_name": too_long})
+    assert sorted(map(str, problems)) == [
+        "first_name: salesforce Contact.FirstName holds at most 40 characters",
+        "first_name: salesforce Individual.FirstName holds at most 40 characters",
+        "first_name: salesforce Lead.FirstName holds at most 40 characters",
+        "last_name: salesforce Contact.LastName holds at most 80 characters",
+        "last_name: salesforce Individual.LastName holds at most 80 characters",
+        "last_name: salesforce Lead.LastName holds at most 80 characters",
+    ]
+    assert adapter.check_rectify({"first_name": "S" * 40, "phone": "+353 1 555 0100"}) == []
+    assert [str(p) for p in adapter.check_rectify({"nickname": "Shiv"})] == [
+        "salesforce has no field for nickname"
+    ]
+    assert [c for c in harness.calls() if "describe" not in c] == []

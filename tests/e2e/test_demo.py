@@ -6,17 +6,21 @@ import json
 import os
 import re
 import select
+import shlex
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from bridge.identity import normalise_email
 from bridge_sandbox.demo_seed import cast
 from tests.conftest import BridgeCli
 
@@ -158,3 +162,78 @@ def assert_gone(
     if not kept:
         assert list((cwd / "tmp").iterdir()) == [], "the demo's folder was left behind"
     assert os.path.isdir(cwd)
+
+
+def test_demo_kept_running_survives_a_cli_erasure_and_its_hint_works(
+    newcomer: BridgeCli, tmp_path: Path
+) -> None:
+    """The kept demo's own hint (``. demo.env && <bridge> sync --dry-run``) works from a shell
+    without the virtualenv on PATH; a ``bridge erase`` of a seeded address beside the running
+    demo leaves its daemon working and its database sound (issue 19)."""
+    output = tmp_path / "demo.out"
+    with output.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "demo", "--keep-running", "--people", "40"],
+            cwd=newcomer.cwd,
+            env=newcomer.env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    try:
+        hint = wait_for_line(process, output, re.compile(r"^\s+(\. .*demo\.env.* sync --dry-run)$"))
+        database = wait_for_line(process, output, re.compile(r"^\s+database\s+(\S+)$"))
+        shell = {k: v for k, v in newcomer.env.items() if not k.startswith("BRIDGE_")}
+        shell["PATH"] = os.defpath  # a new shell: the virtualenv is not on PATH
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+
+        def sh(command: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["sh", "-c", command],
+                cwd=elsewhere,
+                env=shell,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+
+        planned = sh(hint)
+        assert planned.returncode == 0, planned.stdout + planned.stderr
+        seeded = cast(40)
+        acted_on = {normalise_email(email) for email in seeded.roles.values()}
+        address = next(a for a in seeded.addresses if a not in acted_on)  # not yet erased
+        erased = sh(hint.removesuffix("sync --dry-run") + f"erase {shlex.quote(address)}")
+        assert erased.returncode == 0, erased.stdout + erased.stderr
+        time.sleep(3 * 2.0)  # a few of the daemon's inbox cycles (every 2 s)
+        assert process.poll() is None, output.read_text()
+        assert "job_failed" not in output.read_text()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    log = output.read_text()
+    assert process.returncode == 0, log
+    assert "job_failed" not in log and "DatabaseError" not in log
+    with closing(sqlite3.connect(database)) as db:
+        assert db.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+    verified = sh(hint.removesuffix("sync --dry-run") + "audit --verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert_no_personal_data(log, 40)
+
+
+def wait_for_line(
+    process: subprocess.Popen[str], output: Path, pattern: re.Pattern[str], timeout: float = 90
+) -> str:
+    """The first group of the first line of the process's output that matches."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in output.read_text().splitlines():
+            if found := pattern.match(line):
+                return found.group(1)
+        assert process.poll() is None, f"the demo ended early:\n{output.read_text()}"
+        time.sleep(0.2)
+    raise AssertionError(
+        f"no line like {pattern.pattern} within {timeout} s:\n{output.read_text()}"
+    )

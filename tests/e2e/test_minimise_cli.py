@@ -60,11 +60,12 @@ def test_the_report_flags_fields_outside_the_list_and_free_text_and_shows_no_val
     assert_no_values(result.stdout, result.stderr)
     lines = result.stdout.splitlines()
     assert all(len(line) <= 80 for line in lines)  # it fits a terminal
+    assert "field\tfilled\tshare\tallowed\tfree text" in lines  # off a terminal: tab-separated
 
     def row(name: str) -> list[str]:
         """A table row's cells: field, filled, share, allowed, free text (if so)."""
-        [found] = [line for line in lines if f"│ {name} " in line]
-        return [cell.strip() for cell in found.split("│") if cell.strip()]
+        [found] = [line for line in lines if line.startswith(f"{name}\t")]
+        return found.rstrip("\t").split("\t")
 
     assert "hubspot.contact: 2 records" in lines
     assert row("website") == ["website", "1", "50%", "NO"]

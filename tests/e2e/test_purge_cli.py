@@ -74,8 +74,27 @@ def test_preview_lists_who_falls_due_and_apply_erases_them_and_marks_the_warned(
     )
     assert due[ids[WARNED]]["due_on"] == months_ago(0, days=10).isoformat()
     assert "no consent for marketing_email" in due[ids[GONE]]["why"]
+    # Idle 25 months under a 24-month rule: due a month ago and still held, so overdue.
+    assert {record_id: item["overdue"] for record_id, item in due.items()} == {
+        ids[GONE]: True,
+        ids[FORMER]: True,
+        ids[WARNED]: False,
+    }
+    # Links lead where the bridge talks to: the emulator, on its own scheme (http) and host.
+    emulator = str(crms.settings.salesforce.base_url).rstrip("/")
+    assert emulator.startswith("http://")
     lead_url = due[ids[GONE]]["records"][0]["url"]
-    assert lead_url.endswith(f"/lightning/r/Lead/{ids[GONE]}/view")
+    assert lead_url == f"{emulator}/lightning/r/Lead/{ids[GONE]}/view"
+    assert due[ids[FORMER]]["records"][0]["url"].startswith(f"{emulator}/lightning/r/Contact/")
+    text = configured_cli("purge", "--preview", "--within", "60d")
+    assert text.returncode == 0, text.stderr
+    dues = [line for line in text.stdout.splitlines() if line.startswith("due ")]
+    assert len(dues) == 3
+    assert sum(" OVERDUE " in line for line in dues) == 2
+    assert any(line.startswith(f"due {due[ids[WARNED]]['due_on']}  ") for line in dues)
+    assert "2 of them OVERDUE" in text.stdout
+    assert f"{emulator}/lightning/r/Lead/{ids[GONE]}/view" in text.stdout
+    assert "https://" not in text.stdout
     assert {
         i["subject_ref"] for i in purge(configured_cli, "--preview", "--within", "0d")["due"]
     } == {

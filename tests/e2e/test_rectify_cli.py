@@ -104,14 +104,61 @@ def test_rectify_refuses_bad_usage_in_one_line_without_personal_data(
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_rectify_exits_1_when_a_record_fails(cli: BridgeCli, crms: Crms) -> None:
-    crms.seed_hubspot(email=GRACE.lower(), lastname=OLD_NAME)
-    crms.seed_salesforce("Contact", LastName=OLD_NAME, Email=GRACE)
+def test_rectify_refuses_a_value_one_system_cannot_hold_and_writes_nowhere(
+    cli: BridgeCli, crms: Crms
+) -> None:
+    """HubSpot would take a 50-character first name, Salesforce's Contact and Individual
+    hold 40: the correction is refused whole, before any write, so the CRMs still agree."""
+    crms.seed_hubspot(email=GRACE.lower(), firstname="Grace", lastname=OLD_NAME)
+    individual = crms.seed_salesforce("Individual", FirstName="Grace", LastName=OLD_NAME)
+    crms.seed_salesforce(
+        "Contact", FirstName="Grace", LastName=OLD_NAME, Email=GRACE, IndividualId=individual
+    )
+    too_long = "Bartholomew-Maximilian-Fitzgerald-Montgomery-Smyth"
+    assert len(too_long) == 50
 
-    result = cli("rectify", GRACE, "--set", "last_name=" + "x" * 81, "--json")
+    for extra in ((), ("--json",)):
+        result = cli("rectify", GRACE, "--set", f"first_name={too_long}", *extra)
+        assert result.returncode == 1, result.stderr
+        assert result.stdout == ""
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        line = result.stderr
+        assert "nothing written" in line
+        assert "first_name: salesforce holds at most 40 characters" in line
+        assert "Contact.FirstName" in line and "Individual.FirstName" in line
+        assert "hubspot" not in line  # HubSpot could hold it: not named as refusing
+        for personal in (too_long, "Bartholomew", GRACE, "Grace"):
+            assert personal.lower() not in line.lower(), personal
+
+    [contact] = crms.hubspot.get("/__emulator/state").json()["contacts"]
+    assert contact["properties"]["firstname"] == "Grace"
+    for sobject in ("Contact", "Individual"):
+        [row] = crms.salesforce.get("/__emulator/records", params={"type": sobject}).json()[
+            "records"
+        ]
+        assert (row["FirstName"], row["LastName"]) == ("Grace", OLD_NAME), sobject
+    writes = crms.salesforce.get("/__emulator/counters").json()["calls"]
+    assert not any("composite/sobjects" in call for call in writes)
+
+    events = json.loads(cli("audit", "--json").stdout)["events"]
+    rectified = [e for e in events if e["action"] == "rectify"]
+    assert [e["outcome"] for e in rectified] == ["refused", "refused"]
+    assert rectified[0]["subject_ref"] == subject_ref(PSEUDONYM_KEY.encode(), GRACE)
+    assert rectified[0]["details"]["fields"] == ["first_name"]
+    assert too_long not in json.dumps(events)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_rectify_exits_1_when_a_record_fails(cli: BridgeCli, crms: Crms) -> None:
+    """A value every system can hold is written; a record the vendor will not change (a
+    converted Lead) is a failed entry and exit 1."""
+    crms.seed_hubspot(email=GRACE.lower(), lastname=OLD_NAME)
+    crms.seed_salesforce("Lead", LastName=OLD_NAME, Company="Acme", Email=GRACE, IsConverted=True)
+
+    result = cli("rectify", GRACE, "--set", f"last_name={NEW_NAME}", "--json")
     assert result.returncode == 1, result.stderr
     records = {r["system"]: r for r in json.loads(result.stdout)["records"]}
     assert records["hubspot"]["status"] == "done"
     assert records["salesforce"]["status"] == "failed"
-    assert "LastName" in records["salesforce"]["detail"] and "80" in records["salesforce"]["detail"]
-    assert "x" * 81 not in result.stdout + result.stderr
+    assert "converted lead" in records["salesforce"]["detail"]
+    assert NEW_NAME not in result.stdout + result.stderr

@@ -8,6 +8,7 @@ has no wrapper (SOAP ``emptyRecycleBin``) or to check exact bodies and headers.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -808,6 +809,22 @@ def test_outbound_message_is_retried_until_acknowledged(
     assert first["id"] == second["id"] and second["Id"] == contact
     (report,) = admin.get("/__emulator/outbound").json()["notifications"]
     assert (report["status"], report["attempts"], report["last_error"]) == ("delivered", 2, None)
+
+
+def test_outbound_deliveries_are_logged_without_the_endpoints_secret_token(
+    sf: Salesforce, admin: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("", "httpx", "httpcore", "bridge_sandbox"):  # everything, whatever was set
+        caplog.set_level(logging.DEBUG, logger=name)
+    receiver = Receiver(failures=1)
+    with serve_in_thread(receiver.app()) as endpoint:
+        configure_outbound(admin, endpoint.url)  # .../webhooks/salesforce/secret-token
+        sf.Contact.create({"LastName": "Logged", "DoNotCall": True})
+        wait_for(lambda: admin.get("/__emulator/outbound").json()["delivered"] == 1)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "secret-token" not in logged
+    assert f"{endpoint.url}/webhooks/salesforce/***: HTTP 500" in logged
+    assert f"{endpoint.url}/webhooks/salesforce/***: acknowledged" in logged
 
 
 def test_seeding_is_validated_and_all_or_nothing(admin: httpx.Client) -> None:

@@ -147,6 +147,29 @@ def test_a_lead_idle_23_months_is_not_due_at_24_months_it_is(
     assert "no consent for marketing_email" in candidate.verdict.why
 
 
+def test_the_preview_marks_those_due_before_today_as_overdue(
+    crms: Crms, retention: Retention
+) -> None:
+    late, today, soon = (f"{n}@example.com" for n in ("olga.late", "tess.today", "finn.soon"))
+    idle_lead(crms, late)  # due 2029-01-15
+    idle_lead(crms, today, last_active="2027-02-01")  # due 2029-02-01
+    idle_contact(crms, soon, last_active="2027-02-20T10:00:00Z")  # due 2029-02-20
+    with at("2029-02-01"):
+        report = retention.preview(timedelta(days=30)).as_dict()
+    due = {item["subject_ref"]: (item["due_on"], item["overdue"]) for item in report["due"]}
+    assert due == {
+        ref(late): (DUE, True),
+        ref(today): ("2029-02-01", False),  # due today: on time, not late
+        ref(soon): ("2029-02-20", False),
+    }
+    with at("2029-02-02"):
+        report = retention.preview(timedelta(0)).as_dict()
+    assert {item["subject_ref"]: item["overdue"] for item in report["due"]} == {
+        ref(late): True,
+        ref(today): True,
+    }
+
+
 def test_an_open_opportunity_in_salesforce_keeps_the_matching_hubspot_contact(
     crms: Crms, retention: Retention
 ) -> None:

@@ -8,7 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from bridge.errors import BridgeError, SchemaError
-from bridge.store.db import Store, engine_url, safe_url
+from bridge.store.db import SCHEMA, Store, engine_url, safe_url
 from bridge.store.tables import metadata
 
 
@@ -20,6 +20,12 @@ def test_upgrade_creates_the_schema_and_is_idempotent(database_url: str) -> None
     assert store.upgrade() == (after, after)
     assert "audit_log" in inspect(store.engine).get_table_names()
     store.require_current_schema()
+    store.dispose()
+
+
+def test_the_schema_this_code_needs_is_the_newest_migration(tmp_path: object) -> None:
+    store = Store(f"sqlite:///{tmp_path}/b.db")
+    assert store.head_revision() == SCHEMA, "a new migration: set SCHEMA in bridge/store/db.py"
     store.dispose()
 
 

@@ -42,6 +42,7 @@ from bridge.adapters.base import (
     Permanent,
     R,
     RecordRef,
+    RectifyProblem,
     WriteOutcome,
     WriteStatus,
 )
@@ -155,16 +156,22 @@ def anonymised(
     }
 
 
+def rectify_problems(changes: Mapping[str, str]) -> list[RectifyProblem]:
+    """Why HubSpot cannot take these corrections, naming fields and limits, never values: a
+    field no contact property is mapped for, or a value longer than a text property holds."""
+    return [
+        RectifyProblem(HUBSPOT, name, None)
+        if name not in RECTIFIABLE
+        else RectifyProblem(HUBSPOT, name, f"{OBJECT_TYPE}.{RECTIFIABLE[name]}", MAX_VALUE)
+        for name, value in sorted(changes.items())
+        if name not in RECTIFIABLE or len(value) > MAX_VALUE
+    ]
+
+
 def _rectify_problem(changes: Mapping[str, str]) -> str | None:
-    """Why HubSpot cannot take these corrections at all, naming fields, never values."""
-    unknown = sorted(set(changes) - set(RECTIFIABLE))
-    if unknown:
-        return f"no HubSpot property is mapped for {', '.join(unknown)}"
-    too_long = sorted(name for name, value in changes.items() if len(value) > MAX_VALUE)
-    if too_long:
-        named = ", ".join(f"{name} ({RECTIFIABLE[name]})" for name in too_long)
-        return f"{named}: longer than HubSpot's limit of {MAX_VALUE:,} characters"
-    return None
+    """The problems of ``rectify_problems`` in one outcome's words, or None."""
+    problems = rectify_problems(changes)
+    return "; ".join(map(str, problems)) if problems else None
 
 
 def _without_words(refused: AdapterError) -> str:
@@ -645,6 +652,11 @@ class HubSpotAdapter(ClosesOnExit):
         }
 
     # -- rectification ----------------------------------------------------------------------
+
+    def check_rectify(self, changes: Mapping[str, str]) -> list[RectifyProblem]:
+        """The fields no contact property is mapped for, and values longer than a text
+        property holds (``MAX_VALUE``); no call to HubSpot."""
+        return rectify_problems(changes)
 
     def rectify(self, emails: Collection[str], changes: Mapping[str, str]) -> list[WriteOutcome]:
         """Write corrections (Art. 16) to every contact holding the addresses.

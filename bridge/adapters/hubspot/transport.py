@@ -241,7 +241,7 @@ class Transport:
             except (*_SDK_FAILURES, _HttpFailure, *_NO_ANSWER) as failure:
                 error = self._error(operation, failure, search)
                 ADAPTER_ERRORS.labels(VENDOR, type(error).__name__).inc()
-                log.info("hubspot.call_failed", operation=operation, error=str(error))
+                log.debug("hubspot.call_failed", operation=operation, error=str(error))
                 # Not chained: the vendor's exception carries bodies with personal data.
                 raise error from None
             self._observe(headers)

@@ -31,6 +31,7 @@ from bridge.adapters.base import (
     Permanent,
     R,
     RecordRef,
+    RectifyProblem,
     WriteOutcome,
     WriteStatus,
     classify,
@@ -401,6 +402,35 @@ class SalesforceAdapter(ClosesOnExit):
                 results[index] = (WriteStatus.DONE, "") if result.ok else _failed(result)
         return [WriteOutcome(w.record, *results[i]) for i, w in enumerate(writes)]
 
+    def check_rectify(self, changes: Mapping[str, str]) -> list[RectifyProblem]:
+        """Fields no Contact field is mapped for, and, on every object ``rectify`` writes
+        (Contact, Lead, Individual), values longer than the org's field holds or fields the
+        org does not let the bridge update, from each object's describe (read once per
+        adapter)."""
+        operation = "rectify"
+        problems = [RectifyProblem(SALESFORCE, name, None) for name in _unmapped(changes)]
+        for sobject in RECTIFIABLE:
+            problems += self._rectify_problems(operation, sobject, changes)
+        return problems
+
+    def _rectify_problems(
+        self, operation: str, sobject: str, changes: Mapping[str, str]
+    ) -> list[RectifyProblem]:
+        """Why one object cannot take the corrections it holds a field for."""
+        described = {f["name"]: f for f in self._describe(operation, sobject)}
+        problems = []
+        for name, value in sorted(changes.items()):
+            field = RECTIFIABLE[sobject].get(name)
+            if field is None:
+                continue
+            where = f"{sobject}.{field}"
+            found = described.get(field)
+            if found is None or not found.get("updateable", True):
+                problems.append(RectifyProblem(SALESFORCE, name, where))
+            elif (limit := found.get("length")) and len(value) > limit:
+                problems.append(RectifyProblem(SALESFORCE, name, where, int(limit)))
+        return problems
+
     def rectify(self, emails: Collection[str], changes: Mapping[str, str]) -> list[WriteOutcome]:
         """Write corrections (Art. 16) to the person's Contacts, Leads and Individual.
 
@@ -412,7 +442,7 @@ class SalesforceAdapter(ClosesOnExit):
         the names only. Outcomes name fields and limits, never a value or an address.
         """
         operation = "rectify"
-        unknown = sorted(set(changes) - set(RECTIFIABLE["Contact"]))
+        unknown = "; ".join(str(RectifyProblem(SALESFORCE, n, None)) for n in _unmapped(changes))
 
         def fields(sobject: str) -> tuple[str, ...]:
             mapped = RECTIFIABLE.get(sobject, {})
@@ -446,11 +476,11 @@ class SalesforceAdapter(ClosesOnExit):
         sobject: str,
         row: Mapping[str, Any],
         changes: Mapping[str, str],
-        unknown: Sequence[str],
+        unknown: str,
     ) -> dict[str, str] | tuple[WriteStatus, str]:
         """The fields to write to one row, or the outcome that needs no write."""
         if unknown:
-            return WriteStatus.FAILED, f"no Salesforce field is mapped for {', '.join(unknown)}"
+            return WriteStatus.FAILED, unknown
         if row.get("IsConverted"):
             return WriteStatus.FAILED, CONVERTED
         mapped = RECTIFIABLE[sobject]
@@ -458,14 +488,9 @@ class SalesforceAdapter(ClosesOnExit):
         if not wanted:
             held = ", ".join(sorted(changes))
             return WriteStatus.ALREADY, f"the {sobject} holds none of: {held}"
-        lengths = {f["name"]: f.get("length") for f in self._describe(operation, sobject)}
-        too_long = [
-            f"{field}: longer than {limit} characters, the limit of {sobject}.{field}"
-            for field, value in wanted.items()
-            if (limit := lengths.get(field)) and len(value) > limit
-        ]
-        if too_long:
-            return WriteStatus.FAILED, "; ".join(too_long)
+        problems = self._rectify_problems(operation, sobject, changes)
+        if problems:
+            return WriteStatus.FAILED, "; ".join(map(str, problems))
         if all((row.get(field) or "") == value for field, value in wanted.items()):
             return WriteStatus.ALREADY, ""
         return wanted
@@ -730,6 +755,11 @@ def _addresses_of(emails: Collection[str]) -> list[str]:
 
 def _is_individual(record_id: Any) -> bool:
     return isinstance(record_id, str) and record_id.startswith(INDIVIDUAL_PREFIX)
+
+
+def _unmapped(changes: Mapping[str, str]) -> list[str]:
+    """The common fields ``rectify`` maps to no field at all (a Contact's are the most)."""
+    return sorted(set(changes) - set(RECTIFIABLE["Contact"]))
 
 
 def _failed(result: RowResult) -> tuple[WriteStatus, str]:

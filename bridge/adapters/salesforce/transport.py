@@ -282,11 +282,15 @@ class SalesforceSession(requests.Session):
         self._before = before
         self._after = after
 
+    def address(self, url: str) -> str:
+        """Where a URL simple-salesforce builds (always ``https://<host>``) really goes: the
+        base URL's scheme and host instead, when one is set."""
+        return _HOST.sub(self.base_url, url, count=1) if self.base_url else url
+
     def request(  # type: ignore[override]
         self, method: str, url: str, *args: Any, **kwargs: Any
     ) -> requests.Response:
-        if self.base_url:
-            url = _HOST.sub(self.base_url, url, count=1)
+        url = self.address(url)
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
         self._before()
@@ -402,9 +406,11 @@ class Transport:
         return self._client
 
     def instance_url(self) -> str:
-        """The org's own address (``https://acme.my.salesforce.com``), for links to records."""
+        """The org's own address (``https://acme.my.salesforce.com``), for links to records:
+        the scheme and host the session really talks to, so with ``base_url`` (an emulator,
+        often plain http) the links lead where the calls go."""
         client = self._client or self.call("login", lambda sf: sf)
-        return f"https://{client.sf_instance}"
+        return self.session.address(f"https://{client.sf_instance}")
 
     def call(self, operation: str, send: Callable[[Salesforce], T], *, retry: bool = True) -> T:
         """Send once per attempt, paced and counted; retry only what may be retried.
@@ -423,7 +429,7 @@ class Transport:
             except _FAILURES as failure:
                 error = adapter_error(operation, failure, quota_spent=self.quota.spent)
                 ADAPTER_ERRORS.labels(VENDOR, type(error).__name__).inc()
-                log.info("salesforce.call_failed", operation=operation, error=str(error))
+                log.debug("salesforce.call_failed", operation=operation, error=str(error))
                 # Not chained: the vendor's exception carries bodies with personal data.
                 raise error from None
             finally:

@@ -2,6 +2,8 @@
 
 The admin API lives under ``/__emulator/`` (never a vendor path). Tests, benchmarks and the
 demo use it to inject faults and read how many calls each endpoint received; adapters never do.
+Each emulator describes its admin and vendor API at ``/__emulator/openapi.json`` and
+``/__emulator/docs`` (:func:`describe_api`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 ADMIN_PREFIX = "/__emulator"
+ADMIN_TAG = "emulator admin"
+OPENAPI_URL = f"{ADMIN_PREFIX}/openapi.json"  # the admin and vendor API, described
+DOCS_URL = f"{ADMIN_PREFIX}/docs"  # the same, as a page to read and try
+_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 FaultKind = Literal["error", "rate_limit"]
 FaultResponder = Callable[[FaultKind, int], Response]
@@ -150,30 +156,78 @@ def _route_key(app: ASGIApp, scope: Scope) -> str:
 
 def admin_router(control: EmulatorControl) -> APIRouter:
     """The fault and counter endpoints that both emulators expose under ``/__emulator``."""
-    router = APIRouter(prefix=ADMIN_PREFIX)
+    router = APIRouter(prefix=ADMIN_PREFIX, tags=[ADMIN_TAG])
 
     @router.get("/faults")
     def get_faults() -> FaultSettings:
+        """The faults injected into vendor calls now (none by default)."""
         return control.faults
 
     @router.put("/faults")
     def put_faults(faults: FaultSettings) -> FaultSettings:
+        """Inject faults into the vendor calls whose ``"METHOD /path"`` matches a glob of
+        ``endpoints``: 5xx errors, dropped connections, latency, or a burst of rate-limit
+        errors in the vendor's own words. Admin calls are never faulted."""
         control.set_faults(faults)
         return control.faults
 
     @router.delete("/faults", status_code=204)
     def clear_faults() -> None:
+        """Inject no faults any more."""
         control.set_faults(FaultSettings())
 
     @router.get("/counters")
     def get_counters() -> dict[str, Any]:
+        """Vendor calls received, by ``"METHOD /route template"`` (``calls``), their
+        ``total``, and the faults ``injected`` by kind. Admin calls are not counted."""
         return control.snapshot()
 
     @router.delete("/counters", status_code=204)
     def reset_counters() -> None:
+        """Set every call counter back to zero."""
         control.reset_counters()
 
     return router
+
+
+def describe_api(app: FastAPI, vendor: str) -> None:
+    """Order and tag the app's OpenAPI description (served at :data:`OPENAPI_URL`, and as a
+    page at :data:`DOCS_URL`, both admin paths so that faults and counters leave them alone):
+    the admin API first, then the vendor's own paths, tagged as such."""
+    vendor_tag = f"{vendor} API (emulated)"
+    app.openapi_tags = [
+        {
+            "name": ADMIN_TAG,
+            "description": f"The emulator's own API under `{ADMIN_PREFIX}` (never a {vendor} "
+            "path): seed and read records, reset, webhooks, faults, counters. No "
+            "authentication, no quota, never faulted or counted.",
+        },
+        {
+            "name": vendor_tag,
+            "description": f"The {vendor} paths the bridge calls, as {vendor} answers them "
+            "(docs/vendors/ in the bridge's repository); they need the vendor's "
+            "authentication, spend its quotas and suffer injected faults.",
+        },
+    ]
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for method, operation in operations.items():
+                    if method in _METHODS and not operation.get("tags"):
+                        operation["tags"] = [vendor_tag]
+            schema["paths"] = dict(
+                sorted(
+                    schema.get("paths", {}).items(),
+                    key=lambda item: not item[0].startswith(ADMIN_PREFIX),
+                )
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def install(app: FastAPI, control: EmulatorControl, respond: FaultResponder) -> FaultMiddleware:

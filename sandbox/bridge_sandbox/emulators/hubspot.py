@@ -23,9 +23,12 @@ from starlette.types import ASGIApp
 
 from bridge_sandbox.emulators.common import (
     ADMIN_PREFIX,
+    DOCS_URL,
+    OPENAPI_URL,
     AddHeaders,
     EmulatorControl,
     FaultKind,
+    describe_api,
     install,
 )
 from bridge_sandbox.emulators.hubspot_admin import admin_routes
@@ -552,10 +555,19 @@ def create_app(config: HubSpotEmulatorConfig | None = None) -> ASGIApp:
     )
     state = HubSpotState(definitions, webhooks, config.custom_properties)
     limiter = RateLimiter(config.rate_limits)
+    subscriptions = ", ".join(f"{d.id} {d.name}" for d in definitions)
     app = FastAPI(
         title="HubSpot API emulator",
-        openapi_url=f"{ADMIN_PREFIX}/openapi.json",
-        docs_url=f"{ADMIN_PREFIX}/docs",
+        description=(
+            f"An emulated HubSpot portal (id {config.portal_id}), in memory. It starts with no "
+            f"contacts and these subscription types: {subscriptions}. Vendor calls need a "
+            "bearer token"
+            + (" from the emulator's configuration" if config.strict_auth else " (any will do)")
+            + "; webhooks are off until `PUT /__emulator/webhooks` names a target and a "
+            "client secret."
+        ),
+        openapi_url=OPENAPI_URL,
+        docs_url=DOCS_URL,
         redoc_url=None,
         dependencies=[Depends(_guard(config, limiter))],
         exception_handlers={
@@ -577,4 +589,5 @@ def create_app(config: HubSpotEmulatorConfig | None = None) -> ASGIApp:
         return {} if request.url.path == SEARCH_PATH else limiter.headers()
 
     app.add_middleware(AddHeaders, headers=rate_limit_headers)
+    describe_api(app, "HubSpot")
     return install(app, EmulatorControl(), _fault_response)

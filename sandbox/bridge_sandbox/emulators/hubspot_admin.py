@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from bridge_sandbox.emulators.common import ADMIN_PREFIX
+from bridge_sandbox.emulators.common import ADMIN_PREFIX, ADMIN_TAG
 from bridge_sandbox.emulators.hubspot_limits import RateLimiter, RateLimits
 from bridge_sandbox.emulators.hubspot_state import HubSpotState, SeedAddressStatus, SeedContact
 from bridge_sandbox.emulators.hubspot_webhooks import WebhookDispatcher, WebhookSettings
@@ -33,11 +33,14 @@ class ImportRequest(BaseModel):
 def admin_routes(
     state: HubSpotState, limiter: RateLimiter, webhooks: WebhookDispatcher
 ) -> APIRouter:
-    router = APIRouter(prefix=ADMIN_PREFIX, tags=["emulator admin"])
+    router = APIRouter(prefix=ADMIN_PREFIX, tags=[ADMIN_TAG])
 
     @router.post("/seed")
     def seed(request: SeedRequest) -> dict[str, Any]:
-        """Create or update contacts by email (API-like: the blocklist does not apply)."""
+        """Create or update contacts by email (API-like: the blocklist does not apply), with
+        their subscription statuses (no ``subscription_id``: the opt-out of all email), and
+        statuses of addresses without a contact. Changes fire webhooks with ``source`` as
+        their change source. Answers the contacts with their ids."""
         people = [state.seed(person, request.source) for person in request.contacts]
         for status in request.statuses:
             state.seed_status(status.email, status, request.source)
@@ -56,6 +59,8 @@ def admin_routes(
 
     @router.get("/state")
     def read_state() -> dict[str, Any]:
+        """Everything the portal holds: contacts with every property value, subscription
+        statuses, the GDPR blocklist."""
         return state.snapshot()
 
     @router.post("/reset", status_code=204)
@@ -67,24 +72,32 @@ def admin_routes(
 
     @router.get("/rate-limits")
     def get_rate_limits() -> RateLimits:
+        """The rate limits vendor calls are held to (a Free/Starter private app's)."""
         return limiter.limits
 
     @router.put("/rate-limits")
     def put_rate_limits(limits: RateLimits) -> RateLimits:
+        """Change the rate limits; ``enabled: false`` lifts them."""
         limiter.configure(limits)
         return limiter.limits
 
     @router.get("/webhooks")
     def get_webhooks() -> dict[str, Any]:
+        """The webhook settings and deliveries: queued, pending, delivered, failed, and the
+        last deliveries with their outcome."""
         return webhooks.stats()
 
     @router.put("/webhooks")
     def put_webhooks(settings: WebhookSettings) -> dict[str, Any]:
+        """Send contact events from now on to ``target_url`` (the bridge's
+        ``/webhooks/hubspot``), signed (v1 and v3) with ``client_secret``, as the app's
+        webhook settings would."""
         webhooks.configure(settings)
         return webhooks.stats()
 
     @router.delete("/webhooks", status_code=204)
     def delete_webhooks() -> None:
+        """Send no webhooks any more."""
         webhooks.unconfigure()
 
     @router.post("/webhooks/flush")

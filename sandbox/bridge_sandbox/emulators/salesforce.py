@@ -8,25 +8,10 @@ Outbound Messages. Any ``vNN.N`` and an optional trailing slash are accepted; ev
 ``/services/data`` response carries ``Sforce-Limit-Info: api-usage=U/M``.
 
 Admin API (never a vendor path; no auth, no quota), besides the shared ``/faults`` and
-``/counters``:
-
-- ``POST /__emulator/records`` ``{"records": [{"attributes": {"type": "Contact"}, ...}]}``:
-  seed records (validated; may set CreatedDate, LastModifiedDate, SystemModstamp, IsDeleted
-  and read-only fields such as Lead conversion fields) -> 201 ``{"ids": [...]}``; a bad row
-  -> 400 ``{"index": i, "errors": [...]}`` and nothing is kept.
-- ``GET /__emulator/records?type=Contact&include_deleted=true`` -> ``{"records": [...]}``.
-- ``GET /__emulator/state`` -> counts per object, ``recycle_bin`` and ``hard_deleted``
-  (``[{"id", "type", "deletedDate"}]``), open sessions and settings.
-- ``POST /__emulator/reset`` -> 204: back to the state ``create_app`` returned.
-- ``POST /__emulator/sessions/expire`` -> ``{"expired": n}``: every session ends now.
-- ``GET|PATCH /__emulator/settings`` (``strict_auth``, ``session_lifetime_seconds``,
-  ``daily_api_limit``, ``api_requests_used``, ``hard_delete_permission``) -> settings.
-- ``POST /__emulator/fields`` ``{"object": "Contact", "name": "Ext__c", "type": "string",
-  "external_id": true, ...}`` -> 201 with the field's describe.
-- ``PUT /__emulator/outbound`` ``{"organization_id"?, "messages": [{"object", "endpoint_url",
-  "watched_fields", "fields"?, "send_session_id"?}]}`` and ``GET /__emulator/outbound`` ->
-  delivery state: ``pending``/``delivered``/``dropped`` counts, ``posts`` and every
-  notification with its status, attempts and last error.
+``/counters``: ``/__emulator/records`` (seed, read), ``state``, ``reset``,
+``sessions/expire``, ``settings``, ``fields`` and ``outbound``, each described in
+:func:`_admin_router` and served as OpenAPI at ``/__emulator/openapi.json`` (a page at
+``/__emulator/docs``).
 """
 
 from __future__ import annotations
@@ -54,9 +39,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge_sandbox.emulators.common import (
     ADMIN_PREFIX,
+    ADMIN_TAG,
+    DOCS_URL,
+    OPENAPI_URL,
     AddHeaders,
     EmulatorControl,
     FaultKind,
+    describe_api,
     install,
 )
 from bridge_sandbox.emulators.salesforce_bulk import BulkJobs
@@ -97,10 +86,18 @@ JsonObject = Annotated[dict[str, Any], Body()]
 
 def create_app(config: SalesforceEmulatorConfig | None = None) -> ASGIApp:
     """The emulator as an ASGI app, wrapped by the shared fault and counter middleware."""
-    state = SalesforceState(config or SalesforceEmulatorConfig())
+    config = config or SalesforceEmulatorConfig()
+    state = SalesforceState(config)
     bulk = BulkJobs(state)
     outbound = OutboundDispatcher(state)
-    app = FastAPI(title="Salesforce emulator", redirect_slashes=False, openapi_url=None)
+    app = FastAPI(
+        title="Salesforce emulator",
+        description=_description(config),
+        redirect_slashes=False,
+        openapi_url=OPENAPI_URL,
+        docs_url=DOCS_URL,
+        redoc_url=None,
+    )
     app.include_router(_data_router(state, bulk))
     app.include_router(_login_router(state))
     app.include_router(_admin_router(state, bulk, outbound))
@@ -116,7 +113,27 @@ def create_app(config: SalesforceEmulatorConfig | None = None) -> ASGIApp:
 
     app.add_middleware(AddHeaders, headers=limit_info)
     app.add_middleware(_TrimTrailingSlash)
+    describe_api(app, "Salesforce")
     return install(app, EmulatorControl(), _fault_response)
+
+
+def _description(config: SalesforceEmulatorConfig) -> str:
+    logins = (
+        f"the configured username `{config.username}`, its password and security token"
+        if config.strict_auth
+        else "any username and password (`strict_auth` off)"
+    )
+    fields = "; ".join(
+        f"{sobject}: {', '.join(f.name for f in custom)}"
+        for sobject, custom in config.custom_fields.items()
+    )
+    bases = " and the six GDPR `DataUseLegalBasis` rows" if config.seed_legal_bases else ""
+    return (
+        f"An emulated Salesforce org (organization id `{config.organization_id}`), in memory. "
+        f"It starts with no records but its schema's custom fields ({fields}){bases}. Log in "
+        f"with {logins}, by SOAP or OAuth. Outbound messages are off until "
+        "`PUT /__emulator/outbound` names an endpoint."
+    )
 
 
 class _TrimTrailingSlash:
@@ -525,10 +542,15 @@ class OutboundBody(BaseModel):
 def _admin_router(
     state: SalesforceState, bulk: BulkJobs, outbound: OutboundDispatcher
 ) -> APIRouter:
-    router = APIRouter(prefix=ADMIN_PREFIX)
+    router = APIRouter(prefix=ADMIN_PREFIX, tags=[ADMIN_TAG])
 
     @router.post("/records", status_code=201)
     def seed(body: SeedBody) -> Response:
+        """Seed records, ``{"records": [{"attributes": {"type": "Contact"}, "LastName": ...},
+        ...]}``: validated as the API would, but they may also set CreatedDate,
+        LastModifiedDate, SystemModstamp, IsDeleted and read-only fields (Lead conversion).
+        201 ``{"ids": [...]}``; a bad row is a 400 ``{"index": i, "errors": [...]}`` and
+        nothing is kept. Seeding fires no outbound message."""
         try:
             return _json({"ids": state.seed(body.records)}, 201)
         except SeedError as exc:
@@ -537,14 +559,20 @@ def _admin_router(
 
     @router.get("/records")
     def records(type: str | None = None, include_deleted: bool = True) -> Response:
+        """Every record (of one ``type``, e.g. ``Contact``) with every field:
+        ``{"records": [...]}``; ``include_deleted`` takes in the recycle bin."""
         return _json({"records": state.dump(type, include_deleted)})
 
     @router.get("/state")
     def summary() -> Response:
+        """Counts per object, the ``recycle_bin`` and ``hard_deleted`` rows
+        (``[{"id", "type", "deletedDate"}]``), open sessions and settings."""
         return _json(state.summary())
 
     @router.post("/reset", status_code=204)
     def reset() -> Response:
+        """Back to the state the emulator started in: no records but the defaults, no
+        sessions, no Bulk jobs, the configured outbound messages only."""
         state.reset()
         bulk.reset()
         outbound.reset()
@@ -552,27 +580,41 @@ def _admin_router(
 
     @router.post("/sessions/expire")
     def expire_sessions() -> Response:
+        """End every session now: ``{"expired": n}``; clients must log in again."""
         return _json({"expired": state.expire_sessions()})
 
     @router.get("/settings")
     def settings() -> Response:
+        """``strict_auth``, ``session_lifetime_seconds``, ``daily_api_limit``,
+        ``api_requests_used``, ``hard_delete_permission`` as they are now."""
         return _json(state.settings())
 
     @router.patch("/settings")
     def change_settings(update: SettingsUpdate) -> Response:
+        """Change the settings given; the others stay as they are."""
         return _json(state.update_settings(update))
 
     @router.post("/fields", status_code=201)
     def add_field(body: FieldBody) -> Response:
+        """Add a custom field to an object, ``{"object": "Contact", "name": "Ext__c",
+        "type": "string", "external_id": true, ...}``: 201 with the field's describe."""
         spec = CustomField.model_validate(body.model_dump(exclude={"object"}))
         return _json(state.add_custom_field(body.object, spec), 201)
 
     @router.get("/outbound")
     def outbound_status() -> Response:
+        """Outbound messages and their delivery: the organization id they carry, the
+        configured messages, ``pending``/``delivered``/``dropped`` counts, ``posts``, and
+        every notification with its status, attempts and last error."""
         return _json(outbound.status())
 
     @router.put("/outbound")
     def configure_outbound(body: OutboundBody) -> Response:
+        """Replace the outbound messages, as Setup would: each sends a SOAP notification to
+        ``endpoint_url`` (the bridge's ``/webhooks/salesforce/<token>``) when one of its
+        ``watched_fields`` changes on an ``object``, retried until acknowledged; an
+        ``organization_id`` also changes the org's id (which the bridge checks). An empty
+        ``messages`` list turns them off."""
         outbound.configure(body.messages)
         if body.organization_id:
             state.set_organization_id(body.organization_id)

@@ -3,17 +3,21 @@
 As in Salesforce, delivery is at-least-once and asynchronous: a change queues a notification,
 a background thread POSTs up to 100 of them per message with the record's *latest* values,
 and anything but HTTP 200 carrying ``<Ack>true</Ack>`` is retried after the configured delays
-until the message is given up. Nothing about the records is logged.
+until the message is given up. Nothing about the records is logged, and endpoints only
+without their secret token.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape, quoteattr
 
 import httpx
@@ -32,6 +36,7 @@ from bridge_sandbox.emulators.salesforce_model import (
 )
 from bridge_sandbox.emulators.salesforce_state import SalesforceState
 
+log = logging.getLogger(__name__)
 OUTBOUND_NAMESPACE = "http://soap.sforce.com/2005/09/outbound"
 MAX_NOTIFICATIONS = 100
 API_VERSION = "59.0"
@@ -164,8 +169,10 @@ class OutboundDispatcher:
             }
 
     def _run(self) -> None:
-        config = self.state.config
-        with httpx.Client(timeout=config.outbound_timeout_seconds, trust_env=False) as client:
+        timeout = httpx.Timeout(self.state.config.outbound_timeout_seconds)
+        # A transport, not an httpx.Client: the client logs every request's URL, and an
+        # endpoint's URL holds the receiver's secret token.
+        with httpx.HTTPTransport() as transport:
             while True:
                 with self._cond:
                     batch = self._due_batch()
@@ -176,7 +183,7 @@ class OutboundDispatcher:
                             return
                         self._cond.wait(timeout=max(0.0, min(waits) - time.monotonic()))
                         continue
-                error = self._post(client, batch)
+                error = self._post(transport, timeout, batch)
                 with self._cond:
                     self._posts += 1
                     self._settle(batch, error)
@@ -210,8 +217,11 @@ class OutboundDispatcher:
                 delay = delays[min(notification.attempts, len(delays)) - 1]
                 notification.next_attempt = time.monotonic() + delay
 
-    def _post(self, client: httpx.Client, batch: list[_Notification]) -> str | None:
-        """POST one message; None when acknowledged, else a reason free of personal data."""
+    def _post(
+        self, transport: httpx.HTTPTransport, timeout: httpx.Timeout, batch: list[_Notification]
+    ) -> str | None:
+        """POST one message; None when acknowledged, else a reason free of personal data.
+        The log names the endpoint without its token (:func:`masked`)."""
         action = batch[0].action
         session_id = self.state.open_session() if action.config.send_session_id else None
         entries = []
@@ -227,17 +237,46 @@ class OutboundDispatcher:
             instance_url=self.state.instance_url,
             notifications=entries,
         )
+        endpoint = masked(action.config.endpoint_url)
         try:
-            response = client.post(
+            request = httpx.Request(
+                "POST",
                 action.config.endpoint_url,
                 content=body.encode(),
                 headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
+                extensions={"timeout": timeout.as_dict()},
             )
-        except httpx.HTTPError as exc:
-            return type(exc).__name__
-        if response.status_code != 200:
-            return f"HTTP {response.status_code}"
-        return None if acknowledged(response.content) else "no <Ack>true</Ack> in the response"
+            with closing(transport.handle_request(request)) as response:
+                response.read()
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            error: str | None = type(exc).__name__
+        else:
+            if response.status_code != 200:
+                error = f"HTTP {response.status_code}"
+            elif not acknowledged(response.content):
+                error = "no <Ack>true</Ack> in the response"
+            else:
+                error = None
+        log.info(
+            "outbound message %s: %d notification(s) POSTed to %s: %s",
+            action.id,
+            len(batch),
+            endpoint,
+            error or "acknowledged",
+        )
+        return error
+
+
+def masked(url: str) -> str:
+    """An endpoint URL fit for a log: its last path segment, where a receiver takes its secret
+    token (the bridge's ``/webhooks/salesforce/<token>``), any user info and any query are
+    ``***``."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")
+    netloc = f"***@{host[2]}" if host[1] else host[2]
+    head, _, last = parts.path.rstrip("/").rpartition("/")
+    path = f"{head}/***" if last else parts.path
+    return urlunsplit((parts.scheme, netloc, path, "***" if parts.query else "", ""))
 
 
 def acknowledged(body: bytes) -> bool:
