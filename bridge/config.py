@@ -240,6 +240,8 @@ class CoreSettings(BaseSettings):
                 raise ValueError(
                     "must be a Fernet key (32 url-safe base64-encoded bytes)"
                 ) from None
+            if _obviously_not_random(value.get_secret_value()):
+                raise ValueError(f"is not a random key; generate one with {GENERATE_FERNET_KEY}")
         return value
 
     @field_validator("purposes")
@@ -314,11 +316,27 @@ class CoreSettings(BaseSettings):
             raise ConfigError(
                 [
                     "encryption_key: not set; set BRIDGE_ENCRYPTION_KEY to a Fernet key "
-                    "(python -c 'from cryptography.fernet import Fernet; "
-                    "print(Fernet.generate_key().decode())')"
+                    f"({GENERATE_FERNET_KEY})"
                 ]
             )
         return self.encryption_key.get_secret_value().encode()
+
+
+GENERATE_FERNET_KEY = (
+    "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+)
+
+
+def _obviously_not_random(key: str) -> bool:
+    """A Fernet key whose 32 bytes are plainly made up, not drawn: one byte repeated (all
+    zeros most of all), a handful of values, or a counting sequence. Random 32 bytes hold
+    about 30 distinct values; fewer than 8 happens by chance with odds far below 1e-30."""
+    import base64
+    from itertools import pairwise
+
+    raw = base64.urlsafe_b64decode(key.encode())
+    steps = {(b - a) % 256 for a, b in pairwise(raw)}
+    return len(set(raw)) < 8 or len(steps) == 1
 
 
 def _vendor_keys_checked(purpose: Purpose) -> Purpose:

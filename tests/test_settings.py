@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from bridge.config import load_settings, secret_keys
 from bridge.errors import ConfigError
@@ -104,6 +106,29 @@ def test_every_bad_value_gets_one_line_naming_key_and_fix(
     assert "surprise: unknown setting" in joined
     assert "purposes: purpose ids must be unique; repeated: a" in joined
     assert "short" not in joined and "not-a-fernet-key" not in joined  # values stay secret
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [bytes(32), b"\xff" * 32, b"ab" * 16, bytes(range(32)), b"abcd" * 8],
+    ids=["all zero", "one byte", "two bytes", "counting", "few values"],
+)
+def test_an_obviously_made_up_encryption_key_is_refused_naming_the_fix(
+    monkeypatch: pytest.MonkeyPatch, raw: bytes
+) -> None:
+    key = base64.urlsafe_b64encode(raw).decode()
+    monkeypatch.setenv("BRIDGE_ENCRYPTION_KEY", key)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    [problem] = caught.value.problems
+    assert problem.startswith("encryption_key: is not a random key; generate one with python -c")
+    assert "Fernet.generate_key()" in problem and key not in problem
+
+
+def test_a_generated_encryption_key_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in range(200):
+        monkeypatch.setenv("BRIDGE_ENCRYPTION_KEY", Fernet.generate_key().decode())
+        assert load_settings().require_encryption_key()
 
 
 def test_missing_pseudonym_key_names_the_variable() -> None:

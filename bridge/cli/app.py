@@ -235,7 +235,12 @@ def _add_plugin_commands() -> None:
         app.command(name)(point.load())
     for name in SANDBOX_COMMANDS:
         if name not in found:
-            app.command(name, help="Needs the sandbox (emulators and demo).")(_needs_sandbox)
+            app.command(
+                name,
+                help="Needs the sandbox (emulators and demo).",
+                # Whatever the real command would take, the answer is the same line.
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+            )(_needs_sandbox)
 
 
 def _needs_sandbox() -> None:

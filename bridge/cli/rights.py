@@ -3,6 +3,7 @@ and the requests they make."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from enum import StrEnum
@@ -87,12 +88,15 @@ def export(
     ctx: typer.Context,
     email: Annotated[str, typer.Argument(help="Any email of the person.")],
     out_file: Annotated[Path | None, typer.Option("--out", help="Write here, not stdout.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing --out file (never a link).")
+    ] = False,
 ) -> None:
     """Everything held about a person, in every system, as one JSON document (Art. 15/20)."""
     from bridge.services.rights import export_subject
 
     if out_file is not None:
-        _check_writable(out_file)  # before any CRM is asked
+        _check_writable(out_file, force)  # before any CRM is asked
     context: Wiring = ctx.obj
     document = export_subject(
         context.store(), context.adapters(), context.settings.require_pseudonym_key(), [email]
@@ -101,31 +105,74 @@ def export(
     if out_file is None:
         print(text)
         return
+    _write_private(out_file, text + "\n", force)
+
+
+def _write_private(path: Path, text: str, force: bool) -> None:
+    """Write personal data readable by its owner only, from the moment the file exists, and
+    never through a symbolic link: a new file is created exclusively (``O_EXCL``, which also
+    refuses a link); ``force`` writes a new file beside it, then renames it over the old one
+    (a rename replaces a link itself, never its target)."""
+    import errno
+    import tempfile
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    temporary: str | None = None
     try:
-        # Personal data: readable by its owner only, from the moment the file exists.
-        descriptor = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(descriptor, 0o600)
+        if force:
+            descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".bridge-export-")
+        else:
+            descriptor = os.open(path, flags, 0o600)
+        os.fchmod(descriptor, 0o600)  # the umask can only take bits away; make it exact
         with open(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(text + "\n")
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if temporary is not None:
+            if path.is_symlink():  # became a link since the check: refuse, as the check would
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+            os.replace(temporary, path)
+            temporary = None
+    except FileExistsError:
+        raise ConfigError([_exists_problem(path)]) from None
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ConfigError([_link_problem(path)]) from None
         raise BridgeError(
-            f"export: cannot write {out_file}: {error.strerror or type(error).__name__}"
+            f"export: cannot write {path}: {error.strerror or type(error).__name__}"
         ) from None
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
 
 
-def _check_writable(path: Path) -> None:
+def _exists_problem(path: Path) -> str:
+    return f"export --out: {path} exists; give a new file, or --force to replace it"
+
+
+def _link_problem(path: Path) -> str:
+    return f"export --out: {path} is a symbolic link; give the path of a regular file"
+
+
+def _check_writable(path: Path, force: bool = False) -> None:
     """``--out`` must name a file in a directory that exists and takes new files (tried with
-    a file created and removed at once: permissions alone miss read-only file systems)."""
+    a file created and removed at once: permissions alone miss read-only file systems); an
+    existing file only with ``force``, and never a symbolic link."""
     import tempfile
 
     directory = path.parent
     if not directory.is_dir():
         exists = directory.exists()
         problem = f"{directory} is not a directory" if exists else f"no such directory {directory}"
+    elif path.is_symlink():
+        raise ConfigError([_link_problem(path)])
     elif path.is_dir():
         problem = f"{path} is a directory"
-    elif path.exists() and not os.access(path, os.W_OK):
-        problem = f"permission denied writing {path}"
+    elif path.exists() and not force:
+        raise ConfigError([_exists_problem(path)])
+    elif path.exists() and not path.is_file():
+        problem = f"{path} is not a regular file"
     else:
         try:
             descriptor, probe = tempfile.mkstemp(dir=directory, prefix=".bridge-export-")

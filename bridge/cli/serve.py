@@ -30,16 +30,18 @@ def run(
 ) -> None:
     """The daemon: scheduled work (inbox, erasure, sync) beside the webhook receiver.
 
-    SIGTERM: the items under way finish, exit 0 within 30 s. Instances may share PostgreSQL.
+    SIGTERM: the items under way finish, exit 0 within 30 s. Instances may share PostgreSQL;
+    on SQLite a second daemon on the same database file is refused (exit 2).
     """
     from bridge.runtime.daemon import Daemon
     from bridge.runtime.daemon import serve as serve_daemon
     from bridge.runtime.receiver import create_app
-    from bridge.store.leader import LeaderLock
+    from bridge.store.leader import LeaderLock, hold_sqlite_database
 
     context: Wiring = ctx.obj
     settings = context.settings
     store = context.store()  # refuses an old schema
+    hold_sqlite_database(store)  # on SQLite, the only daemon on the file until this one exits
     daemon = Daemon(
         context.daemon_jobs(), LeaderLock(store), settings.schedule.leader_check_seconds
     )

@@ -25,7 +25,7 @@ from bridge import metrics
 from bridge.adapters import spec
 from bridge.adapters.registry import VENDORS
 from bridge.config import Settings
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, SchemaError
 from bridge.logs import get_logger
 from bridge.store import inbox
 from bridge.store.db import Store
@@ -47,7 +47,7 @@ def now_iso() -> str:
 
 async def _read_body(request: Request, source: str, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and len(declared) < 20 and int(declared) > limit:
         raise Rejected(source, 413, "too_large", f"body over {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
@@ -145,11 +145,18 @@ def create_app(settings: Settings, store: Store, clock: Callable[[], float] = ti
 
     @app.get("/readyz")
     def readyz() -> Response:
+        # Anyone may ask: the answer names the state, never the database's URL, host, user
+        # or the driver's words; those go to the log (the URL there hides any password).
         try:
             store.ping()
+        except (BridgeError, SQLAlchemyError) as error:
+            return _not_ready("database unreachable", error)
+        try:
             store.require_current_schema()
-        except BridgeError as error:
-            return JSONResponse({"status": "not ready", "reason": str(error)}, 503)
+        except SchemaError as error:
+            return _not_ready("schema not current", error)
+        except (BridgeError, SQLAlchemyError) as error:
+            return _not_ready("database unreachable", error)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics")
@@ -162,6 +169,20 @@ def create_app(settings: Settings, store: Store, clock: Callable[[], float] = ti
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _not_ready(reason: str, error: Exception) -> Response:
+    """``/readyz``'s 503: a short, fixed reason for the caller; the detail for the log only
+    (a BridgeError's message shows the URL with its password hidden; a driver's error, its
+    first line)."""
+    if isinstance(error, BridgeError):
+        detail = str(error)
+    else:
+        cause = getattr(error, "orig", None) or error
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+        detail = f"{type(cause).__name__}: {lines[0][:200] if lines else ''}"
+    log.warning("not ready", reason=reason, detail=detail)
+    return JSONResponse({"status": "not ready", "reason": reason}, 503)
 
 
 Row = Callable[..., dict[str, Any]]

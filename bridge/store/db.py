@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -237,10 +238,34 @@ def _sqlite_file_usable(database: str | None, query: Mapping[str, Any]) -> None:
     )
 
 
+SIDE_FILES = ("-wal", "-shm")
+
+
+def _owner_only(*paths: Path) -> None:
+    """Take group and other permissions off SQLite's files: they hold the bridge's data.
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's mode, so a database an
+    earlier version created 0644 would spread it. By path, never
+    by opening them: closing a descriptor of a database file this process has open would drop
+    SQLite's locks on it. A file missing, or owned by another user, is left as it is."""
+    for path in paths:
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode & 0o077:
+                os.chmod(path, mode & 0o700)
+        except OSError:
+            continue
+
+
 def _create_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"timeout": 30})
+    database = engine.url.database
+    private = (
+        None
+        if not database or database == ":memory:" or engine.url.query.get("uri")
+        else Path(database)
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -251,6 +276,8 @@ def _create_engine(url: str) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        if private is not None:  # now the WAL and shared-memory files exist too
+            _owner_only(private, *(private.with_name(private.name + end) for end in SIDE_FILES))
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:

@@ -3,17 +3,21 @@
 PostgreSQL: a session advisory lock held on one dedicated connection, released by the server
 when the leader's connection closes (TCP keepalives bound a vanished host to about half a
 minute). SQLite: one instance by design, which always leads (ARCHITECTURE.md, "Several
-instances").
+instances"); :func:`hold_sqlite_database` makes it the only one.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 from contextlib import suppress
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from bridge.errors import ConfigError
 from bridge.logs import get_logger
 from bridge.store.db import Store, _lock_key
 
@@ -34,6 +38,65 @@ SERVER_KEEPALIVES = (
     "tcp_keepalives_interval = 5",
     "tcp_keepalives_count = 3",
 )
+RUN_LOCK_SUFFIX = ".run.lock"
+_held_run_locks: list[int] = []  # descriptors kept open, so their locks last the process's life
+
+
+def hold_sqlite_database(store: Store) -> Path | None:
+    """On SQLite, make this process the one daemon on its database file, for its whole life.
+
+    An exclusive, non-blocking ``flock`` on ``<database>.run.lock`` beside the file, never
+    released: the kernel drops it when the process ends, however it ends (SIGKILL too). A
+    separate file, because closing any descriptor of a SQLite database file drops this
+    process's SQLite locks on it. The lock file holds the holder's pid, for the message a
+    second daemon gets (:class:`ConfigError`: exit 2, naming PostgreSQL as the way to run
+    several). Returns the lock file; None where there is nothing to hold (PostgreSQL, an
+    in-memory database, a ``file:`` URI).
+    """
+    url = store.engine.url
+    if not store.is_sqlite or not url.database or url.database == ":memory:":
+        return None
+    if url.query.get("uri"):
+        return None
+    database = Path(url.database).resolve()  # one lock file whatever path or link names it
+    lock = database.with_name(database.name + RUN_LOCK_SUFFIX)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(
+            [f"database_url: cannot create the lock file {lock} ({reason}); "
+             "let the bridge's user write its directory"]
+        ) from None  # fmt: skip
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _pid_in(fd)
+        os.close(fd)
+        pid = f" (pid {holder})" if holder else ""
+        raise ConfigError(
+            [f"another bridge run already uses {database}{pid}; run one daemon per SQLite "
+             "database, or use PostgreSQL (BRIDGE_DATABASE_URL=postgresql://...) to run several"]
+        ) from None  # fmt: skip
+    except OSError as error:  # a file system without flock: refuse rather than run unguarded
+        os.close(fd)
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(
+            [f"database_url: cannot lock {lock} ({reason}); put the SQLite database on a "
+             "local file system"]
+        ) from None  # fmt: skip
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held_run_locks.append(fd)
+    return lock
+
+
+def _pid_in(fd: int) -> int | None:
+    """The pid a lock file's holder wrote; None if it has not written it yet."""
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except (OSError, ValueError):
+        return None
 
 
 class LeaderLock:

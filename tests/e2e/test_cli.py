@@ -95,3 +95,27 @@ def test_unreachable_database_is_one_line(bridge: BridgeCli, tmp_path: Path) -> 
     assert result.stderr.startswith("bridge: database ") and "unreachable" in result.stderr
     assert "secretpw" not in result.stderr
     no_traceback(result)
+
+
+def test_the_database_and_its_wal_are_for_the_owner_only(bridge: BridgeCli) -> None:
+    fresh = bridge("db", "upgrade")
+    assert fresh.returncode == 0, fresh.stderr
+    database = bridge.cwd / "bridge.db"
+    assert database.stat().st_mode & 0o777 == 0o600
+    # A database an earlier version left 0644, open in another process (the daemon, say):
+    # SQLite gives its WAL and shared-memory files the database's mode.
+    database.unlink()
+    database.touch(mode=0o644)
+    database.chmod(0o644)
+    files = [database, bridge.cwd / "bridge.db-wal", bridge.cwd / "bridge.db-shm"]
+    holder = sqlite3.connect(database)
+    try:
+        holder.execute("PRAGMA journal_mode=WAL")
+        holder.execute("CREATE TABLE held (x)")
+        holder.commit()
+        assert [f.stat().st_mode & 0o777 for f in files] == [0o644] * 3
+        upgraded = bridge("db", "upgrade")  # writes: the schema and its version
+        assert upgraded.returncode == 0, upgraded.stderr
+        assert [f.stat().st_mode & 0o777 for f in files] == [0o600] * 3
+    finally:
+        holder.close()

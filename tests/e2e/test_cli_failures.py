@@ -137,6 +137,65 @@ def test_export_out_writes_the_file_for_its_owner_only(cli: BridgeCli, crms: Crm
     assert [p.name for p in target.parent.iterdir()] == ["ada.json"]  # the probe is gone
 
 
+def _no_crm_calls(crms: Crms) -> None:
+    for admin in (crms.hubspot, crms.salesforce):
+        assert admin.get("/__emulator/counters").json()["calls"] == {}
+
+
+@on_sqlite
+def test_export_out_refuses_an_existing_file_unless_forced(cli: BridgeCli, crms: Crms) -> None:
+    crms.seed_hubspot(email="ada@example.com", firstname="Ada")
+    target = cli.cwd / "ada.json"
+    target.write_text("keep me\n")
+    target.chmod(0o644)
+    for admin in (crms.hubspot, crms.salesforce):
+        admin.delete("/__emulator/counters").raise_for_status()
+
+    refused = cli("export", "ada@example.com", "--out", str(target))
+    assert refused.returncode == 2, refused.stderr
+    [line] = refused.stderr.splitlines()
+    fix = "give a new file, or --force to replace it"
+    assert line == f"bridge: export --out: {target} exists; {fix}"
+    assert target.read_text() == "keep me\n" and refused.stdout == ""
+    _no_crm_calls(crms)  # refused before any CRM is asked
+
+    forced = cli("export", "ada@example.com", "--out", str(target), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert '"Ada"' in target.read_text() and target.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in cli.cwd.iterdir() if p.name.startswith(".bridge-export")) == []
+
+
+@on_sqlite
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "forced"])
+def test_export_out_never_writes_through_a_symbolic_link(
+    cli: BridgeCli, crms: Crms, force: bool
+) -> None:
+    crms.seed_hubspot(email="ada@example.com", firstname="Ada")
+    elsewhere = cli.cwd / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "victim.txt"
+    victim.write_text("untouched\n")
+    victim.chmod(0o644)
+    dangling = elsewhere / "not-yet.txt"
+    for admin in (crms.hubspot, crms.salesforce):
+        admin.delete("/__emulator/counters").raise_for_status()
+
+    for name, pointee in (("ada.json", victim), ("new.json", dangling)):
+        link = cli.cwd / name
+        link.symlink_to(pointee)
+        result = cli(
+            "export", "ada@example.com", "--out", str(link), *(["--force"] if force else [])
+        )
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.splitlines()
+        fix = "give the path of a regular file"
+        assert line == f"bridge: export --out: {link} is a symbolic link; {fix}"
+        assert link.is_symlink() and link.readlink() == pointee
+    assert victim.read_text() == "untouched\n" and victim.stat().st_mode & 0o777 == 0o644
+    assert not dangling.exists()
+    _no_crm_calls(crms)
+
+
 def test_an_unreachable_database_names_the_drivers_reason(bridge: BridgeCli) -> None:
     result = bridge("audit", BRIDGE_DATABASE_URL="postgresql://u:secretpw@127.0.0.1:1/x")
     assert result.returncode == 1

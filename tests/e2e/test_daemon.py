@@ -130,6 +130,52 @@ def test_daemon_serves_and_exits_0_on_sigterm_finishing_the_step_under_way(
     store.dispose()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_second_daemon_on_one_sqlite_file_is_refused_while_the_first_runs(
+    cli: BridgeCli, crms: Crms, stopped_at_end: list[subprocess.Popen[str]]
+) -> None:
+    port = free_port()
+    first = cli.start("run", "--port", str(port))
+    stopped_at_end.append(first)
+    wait_until_healthy(f"http://127.0.0.1:{port}", first)
+    database = (cli.cwd / "bridge.db").resolve()
+
+    second = cli("run", "--port", str(free_port()))
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.splitlines() == [
+        f"bridge: another bridge run already uses {database} (pid {first.pid}); run one daemon"
+        " per SQLite database, or use PostgreSQL (BRIDGE_DATABASE_URL=postgresql://...) to run"
+        " several"
+    ]
+    assert "Traceback" not in second.stdout + second.stderr
+    # Another path to the same file is the same database.
+    (cli.cwd / "alias").mkdir()
+    (cli.cwd / "alias" / "bridge.db").symlink_to(database)
+    aliased = cli(
+        "run", "--port", str(free_port()), BRIDGE_DATABASE_URL="sqlite:///alias/bridge.db"
+    )
+    assert aliased.returncode == 2 and "another bridge run already uses" in aliased.stderr
+
+    # The receiver alone does not lead: it may run beside the daemon.
+    serve_port = free_port()
+    receiver = cli.start("serve", "--port", str(serve_port))
+    stopped_at_end.append(receiver)
+    wait_until_healthy(f"http://127.0.0.1:{serve_port}", receiver)
+
+    assert first.poll() is None and leader_gauge(port) == 1  # the first runs on, leading
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0
+    receiver.send_signal(signal.SIGTERM)
+    assert receiver.wait(timeout=30) == 0
+
+    # Once it has stopped, the next daemon starts (the lock file left behind is no obstacle).
+    again = cli.start("run", "--port", str(port))
+    stopped_at_end.append(again)
+    wait_until_healthy(f"http://127.0.0.1:{port}", again)
+    again.send_signal(signal.SIGTERM)
+    assert again.wait(timeout=30) == 0
+
+
 def test_daemon_refuses_an_old_schema_and_a_bad_schedule(bridge: BridgeCli) -> None:
     old = bridge("run")
     assert old.returncode == 2

@@ -1,15 +1,32 @@
-"""Fuzzing both endpoints (hypothesis, 2,000+ examples each): no 5xx, nothing stored unsigned."""
+"""Fuzzing both endpoints (hypothesis): no 5xx, nothing stored unsigned.
+
+Bodies, tokens and messages get 500 to 2,000 examples each; header names and values (unicode
+digits in the timestamp, any signature, any content type), XML encoding declarations and
+SystemModstamps 150 to 200.
+"""
 
 from __future__ import annotations
 
+import encodings
+import encodings.aliases
 import json
+import pkgutil
 import string
+import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.runtime.conftest import OUTBOUND_TOKEN, Receiver, outbound_message
+from bridge.adapters.hubspot.webhooks import sign_v3
+from tests.runtime.conftest import (
+    CLIENT_SECRET,
+    OUTBOUND_TOKEN,
+    Receiver,
+    hubspot_event,
+    outbound_message,
+)
 
 FUZZ = settings(
     max_examples=2000,
@@ -99,3 +116,163 @@ def test_salesforce_fuzzed_messages_with_the_right_token(
 ) -> None:
     response = receiver.post_salesforce(outbound_message(notes, org=org))
     assert response.status_code in (200, 400, 403)
+
+
+# Headers as a client can send them: any bytes HTTP allows in a value, which the server reads
+# as latin-1, so b"\xb2" arrives as "²" (str.isdigit() accepts it, int() refuses it).
+SMALL = settings(FUZZ, max_examples=150)
+LATIN1_DIGITS = "0123456789¹²³"
+HOP_BY_HOP = {
+    "content-length", "transfer-encoding", "host", "connection", "upgrade", "expect", "te",
+    "keep-alive", "trailer", "proxy-connection",
+}  # fmt: skip
+header_bytes = st.one_of(
+    # Not DEL: the HTTP parser answers 400 before the app sees the request.
+    st.text(alphabet=[chr(c) for c in range(0x20, 0x100) if c != 0x7F], max_size=60),
+    st.text(alphabet=LATIN1_DIGITS, min_size=1, max_size=20),
+    st.integers().map(str),
+).map(lambda value: value.strip(" ").encode("latin-1"))
+KNOWN_HEADERS = [
+    "X-HubSpot-Signature-v3", "X-HubSpot-Signature", "X-HubSpot-Signature-Version",
+    "X-HubSpot-Request-Timestamp", "Content-Type", "SOAPAction", "Accept", "Content-Encoding",
+    "Authorization",
+]  # fmt: skip
+CONTENT_TYPES = [
+    "application/json", "application/json; charset=utf-8", "text/xml",
+    "text/xml; charset=shift_jis", "application/soap+xml; charset=utf-7",
+    "multipart/form-data; boundary=x", "application/x-www-form-urlencoded", "",
+]  # fmt: skip
+header_names = st.one_of(
+    st.sampled_from(KNOWN_HEADERS),
+    st.text(alphabet=string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~", min_size=1),
+).filter(lambda name: name.lower() not in HOP_BY_HOP)
+content_types = st.one_of(st.sampled_from(CONTENT_TYPES), header_bytes)
+any_headers = st.dictionaries(header_names, header_bytes, max_size=6)
+timestamps = st.one_of(
+    st.text(alphabet=LATIN1_DIGITS, min_size=1, max_size=20),
+    st.text(alphabet=st.characters(categories=["Nd", "No"]), min_size=1, max_size=14),
+    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+    st.integers(min_value=4290, max_value=6000).map(lambda digits: "1" * digits),
+    st.integers(min_value=-400_000, max_value=400_000).map(
+        lambda skew: str(int(time.time() * 1000) + skew)
+    ),
+)
+
+
+def _latin1_or_utf8(value: str) -> bytes:
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode()
+
+
+@sqlite_only
+@SMALL
+@given(
+    extra=any_headers,
+    signature=st.one_of(st.none(), header_bytes),
+    timestamp=st.one_of(st.none(), timestamps),
+    content_type=content_types,
+    body=st.binary(max_size=500),
+)
+def test_hubspot_fuzzed_header_names_and_values(
+    receiver: Receiver,
+    extra: dict[str, bytes],
+    signature: bytes | None,
+    timestamp: str | None,
+    content_type: str | bytes,
+    body: bytes,
+) -> None:
+    headers: dict[str, str | bytes] = {**extra, "Content-Type": content_type}
+    if signature is not None:
+        headers["X-HubSpot-Signature-v3"] = signature
+    if timestamp is not None:
+        headers["X-HubSpot-Request-Timestamp"] = _latin1_or_utf8(timestamp)
+    response = receiver.http.post(f"{receiver.url}/webhooks/hubspot", content=body, headers=headers)
+    assert response.status_code < 500
+    assert response.status_code != 200
+    assert receiver.rows() == []
+
+
+@sqlite_only
+@SMALL
+@given(timestamp=timestamps, extra=any_headers, content_type=content_types)
+def test_hubspot_correctly_signed_over_fuzzed_timestamps(
+    receiver: Receiver, timestamp: str, extra: dict[str, bytes], content_type: str | bytes
+) -> None:
+    """Signed over the very timestamp sent, so only the timestamp check stands in the way."""
+    body = json.dumps([hubspot_event(1)]).encode()
+    target = f"{receiver.url}/webhooks/hubspot"
+    headers: dict[str, str | bytes] = {
+        **{name: value for name, value in extra.items() if not name.lower().startswith("x-hub")},
+        "Content-Type": content_type,
+        "X-HubSpot-Signature-v3": sign_v3(CLIENT_SECRET, "POST", target, body, timestamp),
+        "X-HubSpot-Request-Timestamp": _latin1_or_utf8(timestamp),
+    }
+    response = receiver.http.post(target, content=body, headers=headers)
+    assert response.status_code in (200, 401)
+    if response.status_code == 401:
+        assert response.json()["error"] in ("missing_timestamp", "stale_timestamp")
+
+
+@sqlite_only
+@SMALL
+@given(extra=any_headers, content_type=content_types, body=st.binary(max_size=500))
+def test_salesforce_fuzzed_headers(
+    receiver: Receiver, extra: dict[str, bytes], content_type: str | bytes, body: bytes
+) -> None:
+    message = outbound_message([("04l000000000001AAA", "Contact", {"Id": "003000000000001AAA"})])
+    headers: dict[str, str | bytes] = {**extra, "Content-Type": content_type}
+    url = f"{receiver.url}/webhooks/salesforce/{OUTBOUND_TOKEN}"
+    assert receiver.http.post(url, content=message, headers=headers).status_code == 200
+    assert receiver.http.post(url, content=body, headers=headers).status_code in (200, 400, 403)
+
+
+CODEC_NAMES = sorted(
+    set(encodings.aliases.aliases.values())
+    | set(encodings.aliases.aliases)
+    | {module.name for module in pkgutil.iter_modules(encodings.__path__)}
+    | {"utf-7", "shift_jis", "x-unknown", "UTF-8", "ISO-8859-1"}
+)
+declared_encodings = st.one_of(
+    st.sampled_from(CODEC_NAMES),
+    st.text(alphabet=string.ascii_letters + string.digits + "-_.", min_size=1, max_size=20),
+)
+
+
+@sqlite_only
+@settings(FUZZ, max_examples=200)
+@given(
+    encoding=declared_encodings,
+    quote=st.sampled_from(['"', "'"]),
+    text=st.binary(max_size=20),
+)
+def test_salesforce_fuzzed_xml_encoding_declarations(
+    receiver: Receiver, encoding: str, quote: str, text: bytes
+) -> None:
+    fields = {"Id": "003000000000001AAA", "Email": "FUZZ"}
+    body = outbound_message([("04l000000000001AAA", "Contact", fields)])
+    body = body.replace(b'encoding="UTF-8"', f"encoding={quote}{encoding}{quote}".encode(), 1)
+    response = receiver.post_salesforce(body.replace(b"FUZZ", text, 1))
+    assert response.status_code in (200, 400)
+
+
+offsets = st.integers(min_value=-1439, max_value=1439).map(
+    lambda minutes: timezone(timedelta(minutes=minutes))
+)
+modstamps = st.one_of(
+    st.datetimes(timezones=st.one_of(st.none(), offsets)).map(datetime.isoformat),
+    st.sampled_from(["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59.999-00:01"]),
+    st.text(alphabet=string.digits + "-:T.+Z ", max_size=32),
+)
+
+
+@sqlite_only
+@settings(FUZZ, max_examples=200)
+@given(modstamp=modstamps)
+def test_salesforce_fuzzed_system_modstamps(receiver: Receiver, modstamp: str) -> None:
+    fields = {"Id": "003000000000001AAA", "SystemModstamp": modstamp}
+    response = receiver.post_salesforce(
+        outbound_message([("04l000000000001AAA", "Contact", fields)])
+    )
+    assert response.status_code == 200

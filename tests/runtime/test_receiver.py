@@ -7,11 +7,16 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import httpx
+import pytest
 from cryptography.fernet import Fernet
 
 from bridge.adapters.salesforce.outbound import ACK
 from bridge.events.inbox import InboxEvent, InboxWorker
-from tests.runtime.conftest import Receiver, hubspot_event, outbound_message
+from bridge.runtime.receiver import create_app
+from bridge.store.db import Store
+from bridge_sandbox.emulators.common import serve_in_thread
+from tests.runtime.conftest import Receiver, hubspot_event, outbound_message, receiver_settings
 
 
 def test_signed_hubspot_batch_is_stored_then_acknowledged(receiver: Receiver) -> None:
@@ -177,6 +182,34 @@ def test_the_same_100_events_three_times_shuffled_are_stored_and_processed_once(
     rows = receiver.rows()
     assert {r["status"] for r in rows} == {"done"}
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+
+
+def test_readyz_names_no_database_detail_when_the_database_is_down() -> None:
+    url = "postgresql://someuser:secretpw@127.0.0.1:1/x"
+    store = Store(url)
+    with (
+        serve_in_thread(create_app(receiver_settings(url), store)) as server,
+        httpx.Client(timeout=10) as http,
+    ):
+        response = http.get(f"{server.url}/readyz")
+    store.dispose()
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready", "reason": "database unreachable"}
+    for leak in ("someuser", "secretpw", "127.0.0.1", ":1/", "postgres", "psycopg", "refused"):
+        assert leak not in response.text.lower(), leak
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_readyz_says_schema_not_current_and_nothing_more(database_url: str) -> None:
+    store = Store(database_url)  # never upgraded
+    with (
+        serve_in_thread(create_app(receiver_settings(database_url), store)) as server,
+        httpx.Client(timeout=10) as http,
+    ):
+        response = http.get(f"{server.url}/readyz")
+    store.dispose()
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready", "reason": "schema not current"}
 
 
 def test_health_readiness_and_metrics(receiver: Receiver) -> None:

@@ -80,6 +80,8 @@ def parse(body: bytes) -> OutboundMessage:
         raise OutboundMessageError("forbidden XML construct (DTD or entity)") from None
     except SafeET.ParseError:
         raise OutboundMessageError("malformed XML") from None
+    except (LookupError, ValueError):  # UnicodeError too: a declared encoding expat can't read
+        raise OutboundMessageError("unsupported XML encoding") from None
     notifications = root.find(f".//{{{OUTBOUND_NS}}}notifications")
     if notifications is None:
         raise OutboundMessageError("no notifications element")
@@ -121,9 +123,9 @@ def _iso(text: str | None) -> str | None:
     """A Salesforce timestamp in the bridge's one sortable format, or None if it is not one."""
     try:
         parsed = datetime.fromisoformat(text or "")
-    except ValueError:
+        return parsed.astimezone(UTC).isoformat(timespec="microseconds")
+    except (ValueError, OverflowError):  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
         return None
-    return parsed.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _same(given: str, expected: str) -> bool:
