@@ -2,8 +2,9 @@
 emulator's published limits.
 
 Run: .venv/bin/python bench/hubspot_read.py [--contacts 20000] [--opted-out 0.1]
-Serves the HubSpot emulator in this process on loopback with its default limits, the
-published ones of a Free/Starter private app (100 calls per 10 s, search 5/s), seeds N
+Serves the HubSpot emulator (its default Enterprise portal: v4 batch reads) in this process
+on loopback at the lowest published limits, a Starter private app's (100 calls per 10 s,
+search 5/s), seeds N
 contacts with subscription statuses and legal bases (a share of them opted out of all email)
 through its admin API, reads them all once with ``HubSpotAdapter.read()`` and prints:
 
@@ -84,7 +85,7 @@ def main() -> None:
     parser.add_argument("--opted-out", type=float, default=0.1, help="share opted out of all")
     args = parser.parse_args()
 
-    limits = RateLimits()  # the published limits; the emulator's defaults
+    limits = RateLimits()  # a Starter private app's published limits, the lowest
     config = HubSpotEmulatorConfig(rate_limits=limits)
     with (
         serve_in_thread(create_app(config)) as server,

@@ -31,6 +31,19 @@ from sqlalchemy.engine import make_url
 
 from bridge.adapters.hubspot.webhooks import sign_v3
 
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    """One HTTP/1.1 response with a Content-Length; its status."""
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
 SECRET = "bench-client-secret"
 BARE_APP = """
 from fastapi import FastAPI, Request, Response
@@ -126,13 +139,7 @@ async def drive(url: str, senders: int, seconds: float) -> tuple[float, list[flo
             payload = request()
             started = time.perf_counter()
             writer.write(payload)
-            status = int((await reader.readline()).split()[1])
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode().partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            await reader.readexactly(length)
+            status = await read_response(reader)
             if status == 200:
                 latencies.append(time.perf_counter() - started)
             else:

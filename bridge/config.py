@@ -137,11 +137,51 @@ class RetentionSettings(BaseModel):
 
 
 class WebSettings(BaseModel):
+    """Where the receiver listens, and how much any client may hold of it (``bridge serve``
+    and ``bridge run`` alike; bridge/runtime/listener.py)."""
+
     model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(
+        10,
+        gt=0,
+        description="a request's line and headers must arrive within this long of the "
+        "connection opening (or of the request's first byte); else 408 and closed",
+    )
+    body_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        description="a request's whole body must arrive within this long of its headers; "
+        "else 408 and closed",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="connections open at once; one more is answered 503 and closed (lowered, "
+        "with a warning, if the process may not open that many files)",
+    )
+    public_rate_limit: str = Field(
+        "120/minute",
+        description="per client address and path, on the paths anyone may call (/healthz, "
+        "/readyz, /metrics): N/second, N/minute or N/hour; over it, 429. Webhooks are never "
+        "limited",
+    )
+
+    @field_validator("public_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            amount = parse(value).amount
+        except ValueError:
+            amount = 0
+        if amount < 1:
+            raise ValueError("must be N/second, N/minute or N/hour with N >= 1, e.g. 120/minute")
+        return value
 
 
 class ScheduleSettings(BaseModel):
@@ -190,6 +230,63 @@ class ScheduleSettings(BaseModel):
         return value
 
 
+class AuditSettings(BaseModel):
+    """The audit log's keys, and where signed checkpoints of its head go (ARCHITECTURE.md,
+    "Cross-cutting"). Both keys are derived from the pseudonym key unless set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: SecretStr | None = Field(
+        None,
+        description="secret the hash chain's HMAC key is derived from, at least 32 characters; "
+        "default: the pseudonym key. Fixed once rows are keyed: another key fails every row",
+    )
+    signing_key: SecretStr | None = Field(
+        None,
+        description="Ed25519 private key signing checkpoints, base64 of its 32 raw bytes; "
+        "default: derived from the chain's secret",
+    )
+    checkpoint_path: Path | None = Field(
+        None,
+        description="file (or directory, for audit-checkpoints.jsonl) that signed checkpoints "
+        "of the chain's head are appended to; somewhere the database's writers cannot write",
+    )
+    checkpoint_seconds: float = Field(
+        60, gt=0, description="how often the daemon checkpoints the chain's head when it moved"
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters of random secret")
+        return value
+
+    @field_validator("checkpoint_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        """``BRIDGE_AUDIT__CHECKPOINT_PATH=`` sets none (not the working directory)."""
+        return None if value == "" else value
+
+    @field_validator("signing_key")
+    @classmethod
+    def _ed25519_key(cls, value: SecretStr | None) -> SecretStr | None:
+        import base64
+        import binascii
+
+        if value is not None:
+            try:
+                raw = base64.b64decode(value.get_secret_value(), validate=True)
+            except binascii.Error:
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(
+                    "must be an Ed25519 private key, base64 of 32 random bytes (python -c "
+                    "'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')"
+                )
+        return value
+
+
 class CoreSettings(BaseSettings):
     """Every section but the vendors'; :data:`Settings` adds one per registered vendor."""
 
@@ -210,6 +307,7 @@ class CoreSettings(BaseSettings):
     schedule: ScheduleSettings = ScheduleSettings()
     minimisation: MinimisationSettings = MinimisationSettings()
     retention: RetentionSettings = RetentionSettings()
+    audit: AuditSettings = AuditSettings()
     purposes: list[Purpose] = []
 
     @field_validator("database_url")
@@ -232,16 +330,25 @@ class CoreSettings(BaseSettings):
 
     @field_validator("encryption_key")
     @classmethod
-    def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        """One Fernet key, or several (newest first, while older ones are rotated out)."""
+        if value is None:
+            return value
+        keys = _split_keys(value.get_secret_value())
+        if not keys:
+            raise ValueError(f"is empty; set it to a Fernet key ({GENERATE_FERNET_KEY})")
+        for number, key in enumerate(keys, 1):
+            which = f"key {number} of {len(keys)} " if len(keys) > 1 else ""
             try:
-                Fernet(value.get_secret_value())
+                Fernet(key)
             except ValueError:
                 raise ValueError(
-                    "must be a Fernet key (32 url-safe base64-encoded bytes)"
+                    f"{which}must be a Fernet key (32 url-safe base64-encoded bytes)"
                 ) from None
-            if _obviously_not_random(value.get_secret_value()):
-                raise ValueError(f"is not a random key; generate one with {GENERATE_FERNET_KEY}")
+            if _obviously_not_random(key):
+                raise ValueError(
+                    f"{which}is not a random key; generate one with {GENERATE_FERNET_KEY}"
+                )
         return value
 
     @field_validator("purposes")
@@ -310,8 +417,9 @@ class CoreSettings(BaseSettings):
             )
         return self.pseudonym_key.get_secret_value().encode()
 
-    def require_encryption_key(self) -> bytes:
-        """The Fernet key for personal data held in flight (inbox payloads, open requests)."""
+    def require_encryption_keys(self) -> list[bytes]:
+        """The Fernet keys for personal data held in flight (inbox payloads, open requests),
+        newest first: the newest seals, any opens (``bridge keys rotate``)."""
         if self.encryption_key is None:
             raise ConfigError(
                 [
@@ -319,12 +427,18 @@ class CoreSettings(BaseSettings):
                     f"({GENERATE_FERNET_KEY})"
                 ]
             )
-        return self.encryption_key.get_secret_value().encode()
+        return [key.encode() for key in _split_keys(self.encryption_key.get_secret_value())]
 
 
 GENERATE_FERNET_KEY = (
     "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
 )
+
+
+def _split_keys(value: str) -> list[str]:
+    """``BRIDGE_ENCRYPTION_KEY``'s keys: separated by commas or white space (Fernet keys hold
+    neither)."""
+    return value.replace(",", " ").split()
 
 
 def _obviously_not_random(key: str) -> bool:

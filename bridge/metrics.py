@@ -38,3 +38,9 @@ DAEMON_JOB_RUNS = Counter(
     "Daemon job runs by job and outcome (ok, failed)",
     ["job", "outcome"],
 )
+HTTP_REFUSED = Counter(
+    "bridge_http_refused_total",
+    "Connections and requests the receiver cut or refused, by reason (header_timeout, "
+    "body_timeout, header_too_large, connection_limit, rate_limited)",
+    ["reason"],
+)

@@ -42,6 +42,13 @@ class LawfulBasis(StrEnum):
     NOT_APPLICABLE = "not_applicable"
 
 
+class Channel(StrEnum):
+    """How a purpose reaches the person; the two with a global opt-out of their own."""
+
+    EMAIL = "email"
+    PHONE = "phone"
+
+
 class ConsentStatus(StrEnum):
     GRANTED = "granted"
     WITHDRAWN = "withdrawn"
@@ -60,7 +67,7 @@ class Purpose(BaseModel):
     id: str
     description: str = ""
     channel: str = Field(
-        "email", description="how the purpose reaches the person: email, phone, ..."
+        Channel.EMAIL.value, description="how the purpose reaches the person: email, phone, ..."
     )
 
     def mapping(self, vendor: str) -> dict[str, Any]:
@@ -68,11 +75,6 @@ class Purpose(BaseModel):
         prefix = f"{vendor}_"
         extra = self.model_extra or {}
         return {k.removeprefix(prefix): v for k, v in extra.items() if k.startswith(prefix)}
-
-    @property
-    def is_email(self) -> bool:
-        """Whether a global email opt-out withdraws this purpose."""
-        return self.channel == "email"
 
 
 class RelatedRecords(BaseModel):
@@ -126,6 +128,17 @@ class GlobalOptOut:
     changed_at: datetime | None
     source_system: System
     source_record: str
+
+    @property
+    def any(self) -> bool:
+        """Whether it opts the person out of anything."""
+        return self.email or self.do_not_call
+
+    def holds(self, channel: str) -> bool:
+        """Whether this opts the person out of every purpose of ``channel``."""
+        if channel == Channel.EMAIL:
+            return self.email
+        return channel == Channel.PHONE and self.do_not_call
 
 
 @dataclass(frozen=True)

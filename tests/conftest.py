@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from bridge.adapters.hubspot.settings import HubSpotSettings
 from bridge.adapters.salesforce.settings import SalesforceSettings
+from bridge.audit import chain_key
 from bridge.config import Settings
 from bridge.model import Purpose
 from bridge.store.db import Store
@@ -30,6 +31,7 @@ from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulato
 
 POSTGRES_URL = os.environ.get("BRIDGE_TEST_POSTGRES_URL")
 PSEUDONYM_KEY = "test-pseudonym-key-0123456789abcdef0123456789"
+AUDIT_KEY = chain_key(PSEUDONYM_KEY.encode())  # the CLI's, derived from the pseudonym key
 requires_postgres = pytest.mark.skipif(
     not POSTGRES_URL, reason="BRIDGE_TEST_POSTGRES_URL is not set (CI sets it)"
 )
@@ -60,8 +62,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(database_url: str) -> Iterator[Store]:
-    """A migrated store."""
-    store = Store(database_url)
+    """A migrated store, its audit chain keyed as the CLI's."""
+    store = Store(database_url, AUDIT_KEY)
     store.upgrade()
     yield store
     store.dispose()

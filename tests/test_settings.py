@@ -128,7 +128,27 @@ def test_an_obviously_made_up_encryption_key_is_refused_naming_the_fix(
 def test_a_generated_encryption_key_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(200):
         monkeypatch.setenv("BRIDGE_ENCRYPTION_KEY", Fernet.generate_key().decode())
-        assert load_settings().require_encryption_key()
+        assert load_settings().require_encryption_keys()
+
+
+def test_several_encryption_keys_are_taken_newest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    new, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    for value in (f"{new},{old}", f"{new} {old}", f" {new},\n  {old} "):
+        monkeypatch.setenv("BRIDGE_ENCRYPTION_KEY", value)
+        assert load_settings().require_encryption_keys() == [new.encode(), old.encode()]
+
+
+def test_each_of_several_encryption_keys_is_checked_and_named_by_position(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    good, zero = Fernet.generate_key().decode(), base64.urlsafe_b64encode(bytes(32)).decode()
+    for bad, expected in ((zero, "is not a random key"), ("not-a-key", "must be a Fernet key")):
+        monkeypatch.setenv("BRIDGE_ENCRYPTION_KEY", f"{good},{bad}")
+        with pytest.raises(ConfigError) as caught:
+            load_settings()
+        [problem] = caught.value.problems
+        assert problem.startswith(f"encryption_key: key 2 of 2 {expected}")
+        assert good not in problem and bad not in problem
 
 
 def test_missing_pseudonym_key_names_the_variable() -> None:
@@ -169,6 +189,20 @@ def test_schedule_comes_from_toml_and_environment_and_a_bad_cron_names_its_key(
         assert "BRIDGE_SCHEDULE__FULL_SYNC_CRON" in line
 
 
+def test_a_rate_limit_that_is_not_a_rate_names_the_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_PSEUDONYM_KEY", "p" * 32)
+    config = write(tmp_path / "bridge.toml", '[web]\npublic_rate_limit = "30/minute"\n')
+    assert load_settings(config).web.public_rate_limit == "30/minute"
+    for rate in ("lots", "0/minute"):
+        monkeypatch.setenv("BRIDGE_WEB__PUBLIC_RATE_LIMIT", rate)
+        with pytest.raises(ConfigError) as caught:
+            load_settings(config)
+        [line] = caught.value.problems
+        assert line.startswith("web.public_rate_limit: must be N/second, N/minute or N/hour")
+
+
 def test_a_setting_a_vendor_section_now_holds_still_works_under_its_older_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -183,7 +217,7 @@ def test_a_setting_a_vendor_section_now_holds_still_works_under_its_older_name(
 def test_each_vendor_checks_its_own_purpose_keys(tmp_path: Path) -> None:
     phone = '[[purposes]]\nid = "calls"\nsalesforce_contact_point_type = "Phone"\n'
     [purpose] = load_settings(write(tmp_path / "a.toml", phone)).purposes
-    assert (purpose.channel, purpose.is_email) == ("phone", False)
+    assert purpose.channel == "phone"
 
     typo = '[[purposes]]\nid = "news"\nhubspot_subscription = "1"\n'
     with pytest.raises(ConfigError) as caught:

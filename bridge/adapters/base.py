@@ -19,7 +19,15 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
 
 from bridge.logs import get_logger
-from bridge.model import ConsentStatus, CrmRecord, Evidence, LawfulBasis, RelatedRecords, System
+from bridge.model import (
+    Channel,
+    ConsentStatus,
+    CrmRecord,
+    Evidence,
+    LawfulBasis,
+    RelatedRecords,
+    System,
+)
 
 if TYPE_CHECKING:  # tenacity (and asyncio with it) loads on the first retried call
     from tenacity import RetryCallState
@@ -223,12 +231,16 @@ class WriteStatus(StrEnum):
     DONE = "done"
     ALREADY = "already"  # the vendor already held this state: an idempotent success
     NEEDS_SELF_SERVICE = "needs_self_service"  # the vendor refuses; only the person can do it
+    # This account cannot hold it (a feature the plan or the org lacks): written nowhere, and
+    # not a failure; the adapter's ``field_for`` says None for it, so a sync never asks.
+    NOT_HOLDABLE = "not_holdable"
     FAILED = "failed"
 
 
 @dataclass(frozen=True)
 class ConsentWrite:
-    """Set one purpose's consent, or (``purpose`` None) the global email opt-out."""
+    """Set one purpose's consent, or (``purpose`` None) the global opt-out of ``channel``:
+    all email, or (``Channel.PHONE``) do not call."""
 
     record: RecordRef
     email: str = field(metadata={"personal": True})
@@ -237,6 +249,7 @@ class ConsentWrite:
     lawful_basis: LawfulBasis | None = None
     explanation: str | None = None
     evidence: Evidence = field(default_factory=Evidence)
+    channel: Channel = Channel.EMAIL
 
 
 @dataclass(frozen=True)
@@ -371,8 +384,9 @@ class ConsentWriter(Protocol):
 
     def field_for(self, object_type: str, field: str) -> tuple[str, str] | None:
         """Where a common field of a record lives: the vendor object and field the sync
-        writes for ``opt_out``, ``consent:<purpose>`` or ``lawful_basis``; None when this
-        kind of record cannot hold it. Minimisation is judged on these names."""
+        writes for ``opt_out``, ``do_not_call``, ``consent:<purpose>`` or ``lawful_basis``;
+        None when this kind of record, or this account, cannot hold it (the sync then plans
+        no write to it). Minimisation is judged on these names."""
         ...
 
     def write_consents(self, writes: Sequence[ConsentWrite]) -> list[WriteOutcome]:

@@ -50,6 +50,8 @@ def _main(
     ] = False,
 ) -> None:
     ctx.obj = Wiring(config)
+    # A command that appended to the audit log leaves a signed checkpoint of its head behind.
+    ctx.call_on_close(ctx.obj.checkpoint_if_appended)
 
 
 @db_app.command("upgrade")
@@ -60,6 +62,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     from bridge.store.db import safe_url
 
     store = ctx.obj.store(current_schema=False)
+    audit.require_key(store.audit)  # before migrating: the migration is audited
     before, after = store.upgrade()
     if before == after:
         out.print(f"database {safe_url(store.url)} already at schema {after}")
@@ -99,23 +102,54 @@ def audit_command(
             show_default=False,
         ),
     ] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Recompute the hash chain.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Recompute the keyed hash chain and hold it against the newest signed "
+            "checkpoint. Exit 0 intact, 1 tampered (each finding named), 2 configuration.",
+        ),
+    ] = False,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="With --verify or --rekey: the checkpoints, a file or a directory of files "
+            "(a log file will do) [default: audit.checkpoint_path]",
+            show_default=False,
+        ),
+    ] = None,
+    rekey: Annotated[
+        bool,
+        typer.Option(
+            "--rekey",
+            help="Key the rows written before the chain was keyed (once, after upgrading); "
+            "the log must verify first.",
+        ),
+    ] = False,
+    public_key: Annotated[
+        bool,
+        typer.Option(
+            "--public-key",
+            help="Print the public key checkpoints are signed with (base64), for verifiers "
+            "to pin it.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
-    """List audit events (the newest 100, unless told otherwise), or verify that the chain
-    is intact."""
+    """List audit events (the newest 100, unless told otherwise), verify the chain, or key
+    its rows written before it was keyed."""
     from bridge import audit
     from bridge.identity import subject_ref
 
+    if public_key:
+        from bridge.checkpoints import public_key_text
+
+        print(public_key_text(ctx.obj.signing_key()))
+        return
     store: Store = ctx.obj.store()
-    if verify:
-        result = audit.verify(store)
-        if as_json:
-            print_json({"ok": result.ok, "checked": result.checked, "broken_at": result.broken_at})
-        if not result.ok:
-            raise BridgeError(f"audit log broken at row {result.broken_at}: {result.problem}")
-        if not as_json:
-            out.print(f"audit log intact: {result.checked} events verified")
+    if verify or rekey:
+        _verify(ctx.obj, store, checkpoint, rekey=rekey, as_json=as_json)
         return
     start = _since(since) if since else None
     ref = subject_ref(ctx.obj.settings.require_pseudonym_key(), subject) if subject else None
@@ -152,6 +186,72 @@ def audit_command(
 
 
 AUDIT_LIMIT = 100
+
+
+def _verify(
+    context: Wiring, store: Store, path: Path | None, *, rekey: bool, as_json: bool
+) -> None:
+    """``audit --verify`` and ``--rekey``: tampering is exit 1, naming each finding; rows
+    written before the chain was keyed are exit 2 until ``--rekey`` keys them."""
+    from bridge import audit, checkpoints
+
+    found, source = checkpoints.Found(), path or context.settings.audit.checkpoint_path
+    if path is not None and not path.exists():
+        raise ConfigError([f"audit --checkpoint: {path} does not exist; give a checkpoint file"])
+    if source is not None and source.exists():
+        found = checkpoints.read(source, context.signing_key().public_key())
+    result = audit.verify(store, found.newest)
+    findings = [*result.findings, *found.invalid]
+    rekeyed = audit.rekey(store, found.newest) if rekey and not findings else 0
+    if as_json:
+        signed = found.newest.fields() if found.newest else None
+        print_json(
+            {
+                "ok": result.ok and not findings,
+                "checked": result.checked,
+                "broken_at": result.broken_at,
+                "findings": findings,
+                "unkeyed": result.unkeyed - rekeyed,
+                "rekeyed": rekeyed,
+                "checkpoint": signed,
+            }
+        )
+    if findings:
+        raise BridgeError(f"audit log tampered: {'; '.join(findings)}")
+    if result.unkeyed and not rekey:
+        raise ConfigError(
+            [
+                f"audit: rows 1-{result.unkeyed} were written before the chain was keyed and "
+                "prove nothing against whoever can write the database; run `bridge audit "
+                "--rekey` once to key them"
+            ]
+        )
+    if as_json:
+        return
+    if rekey:
+        out.print(
+            f"audit log keyed: {rekeyed} rows written before the chain was keyed now carry "
+            "keyed hashes"
+            if rekeyed
+            else "audit log already keyed: nothing to do",
+            markup=False,
+            highlight=False,
+        )
+        return
+    if found.newest is None:
+        where = f"in {source}" if source else "configured (audit.checkpoint_path)"
+        against = (
+            f"no checkpoint {where} to check against, so the removal of the newest rows "
+            "cannot be ruled out (give --checkpoint PATH, or set BRIDGE_AUDIT__CHECKPOINT_PATH)"
+        )
+    else:
+        newest = found.newest
+        against = f"the checkpoint of {newest.time} (row {newest.seq}) matches"
+    out.print(
+        f"audit log intact: {result.checked} events verified; {against}",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _since(text: str) -> datetime:
@@ -254,7 +354,7 @@ def _needs_sandbox() -> None:
 
 def _add_commands() -> None:
     """Each module adds its commands to ``app`` as it is imported."""
-    from bridge.cli import retention, rights, serve, sync  # noqa: F401
+    from bridge.cli import keys, retention, rights, serve, sync  # noqa: F401
 
     _add_plugin_commands()
 

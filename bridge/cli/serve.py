@@ -46,7 +46,9 @@ def run(
         context.daemon_jobs(), LeaderLock(store), settings.schedule.leader_check_seconds
     )
     receiver = create_app(settings, store)
-    serve_daemon(daemon, receiver, host or settings.web.host, port or settings.web.port)
+    serve_daemon(
+        daemon, receiver, settings.web, host or settings.web.host, port or settings.web.port
+    )
 
 
 @app.command("serve")
@@ -58,21 +60,18 @@ def serve(
     """Run the webhook receiver alone (the daemon runs it beside the scheduler)."""
     import uvicorn  # imported here: the server stack is slow to load for other commands
 
+    from bridge.runtime import listener
     from bridge.runtime.receiver import create_app
 
     context: Wiring = ctx.obj
     settings = context.settings
     receiver = create_app(settings, context.store())
     stop_quietly_on_signals()
-    # No access log: a webhook path may carry a secret token.
-    uvicorn.run(
-        receiver,
-        host=host or settings.web.host,
-        port=port or settings.web.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=20,
-    )
+    host, port = host or settings.web.host, port or settings.web.port
+    server = uvicorn.Server(listener.config(receiver, settings.web, host, port, 20))
+    server.run()
+    if not server.started:  # uvicorn could not listen; it has logged why
+        raise SystemExit(3)
 
 
 def stop_quietly_on_signals() -> None:

@@ -2,7 +2,9 @@
 
 Each event kind goes to its handler (``consent`` to propagation, ``deletion`` to erasure);
 ``other`` events are recorded and dropped, and a kind with no handler stays in the inbox.
-Failures are retried with backoff, then dead-lettered (ARCHITECTURE.md, "A webhook event").
+Failures are retried with backoff, then dead-lettered (ARCHITECTURE.md, "A webhook event"),
+except an event no configured key opens: that is the settings' fault, and the event waits,
+its attempts not counted, for an instance with the key, a restart, or `bridge keys rotate`.
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.fernet import Fernet
-
 from bridge import audit
 from bridge.adapters.base import AdapterError, Permanent
 from bridge.logs import get_logger
 from bridge.model import AuditEvent
+from bridge.sealing import KeyNotConfigured, Keyring
 from bridge.store import inbox, leases
 from bridge.store.db import Store
 
 log = get_logger("bridge.inbox")
 DROPPED_KINDS = frozenset({"other"})
+KEY_RETRY = timedelta(minutes=5)  # how long a worker leaves an event no configured key opened
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class InboxWorker:
     def __init__(
         self,
         store: Store,
-        cipher: Fernet,
+        keyring: Keyring,
         handlers: Mapping[str, Handler],
         *,
         max_attempts: int = 8,
@@ -65,12 +67,13 @@ class InboxWorker:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
-        self.cipher = cipher
+        self.keyring = keyring
         self.handlers = dict(handlers)
         self.max_attempts = max_attempts
         self.lease = timedelta(seconds=lease_seconds)
         self.backoff_seconds = backoff_seconds
         self.clock = clock
+        self._unopened: dict[int, datetime] = {}  # events no key opened: left alone until
 
     def drain(self, batch: int = 100, stop: threading.Event | None = None) -> DrainResult:
         """Process every due event, batch by batch, until none is left or ``stop`` is set
@@ -88,12 +91,14 @@ class InboxWorker:
 
     def run_once(self, batch: int = 100) -> DrainResult:
         now = self.clock()
+        self._unopened = {i: until for i, until in self._unopened.items() if until > now}
         rows = inbox.claim(
             self.store,
             kinds=set(self.handlers) | DROPPED_KINDS,
             now=now.isoformat(timespec="microseconds"),
             lease_until=(now + self.lease).isoformat(timespec="microseconds"),
             limit=batch,
+            skip=self._unopened,
         )
         result = DrainResult()
         for row in rows:
@@ -109,6 +114,11 @@ class InboxWorker:
             return "processed"
         try:
             handler(self._event(row))
+        except KeyNotConfigured as error:  # its own payload's key, or its erasure request's
+            inbox.set_aside(self.store, row, str(error))
+            self._unopened[row.id] = self.clock() + KEY_RETRY
+            log.warning("inbox event waits for its key", inbox_id=row.id, problem=str(error))
+            return "retried"
         except Exception as error:
             reason = _reason(error)
             policy = leases.RetryPolicy(self.max_attempts, self.backoff_seconds)
@@ -137,7 +147,9 @@ class InboxWorker:
         return "processed"
 
     def _event(self, row: inbox.InboxRow) -> InboxEvent:
-        payload = json.loads(self.cipher.decrypt(row.payload)) if row.payload else {}
+        sealed = row.payload
+        what = f"inbox event {row.id}"
+        payload = json.loads(self.keyring.open(what, sealed, row.wrapped_key)) if sealed else {}
         return InboxEvent(
             id=row.id,
             source=row.source,

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bridge.model import Consent, ConsentStatus, GlobalOptOut, Purpose
+from bridge.model import Channel, Consent, ConsentStatus, GlobalOptOut, Purpose
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
@@ -100,46 +100,40 @@ def summarise(consents: Iterable[Consent]) -> ConsentSummary:
     return ConsentSummary(withdrawal, active, grant, unknown)
 
 
+OPTED_OUT: dict[str, str] = {Channel.EMAIL: "global email opt-out", Channel.PHONE: "do not call"}
+
+
 def opt_out_as_withdrawal(purpose: Purpose, opt_out: GlobalOptOut) -> Consent:
-    """A global email opt-out read as a withdrawal of one email purpose."""
+    """A global opt-out read as a withdrawal of one purpose of its channel."""
     return Consent(
         purpose=purpose.id,
         status=ConsentStatus.WITHDRAWN,
         changed_at=opt_out.changed_at,
         source_system=opt_out.source_system,
         source_record=opt_out.source_record,
-        explanation="global email opt-out",
+        explanation=OPTED_OUT.get(purpose.channel),
     )
 
 
 def merge_purpose(
     purpose: Purpose, consents: Iterable[Consent], opt_outs: Iterable[GlobalOptOut] = ()
 ) -> ConsentDecision:
-    """The state every system should hold for ``purpose``, from every record's view of it."""
+    """The state every system should hold for ``purpose``, from every record's view of it:
+    a global opt-out of the purpose's channel (all email, or calls) withdraws it too."""
     own = [c for c in consents if c.purpose == purpose.id]
-    if purpose.is_email:
-        own += [opt_out_as_withdrawal(purpose, o) for o in opt_outs if o.email]
+    own += [opt_out_as_withdrawal(purpose, o) for o in opt_outs if o.holds(purpose.channel)]
     return summarise(own).decide()
 
 
-@dataclass(frozen=True)
-class OptOutDecision:
-    """Global opt-outs in force. Once any system holds one, it holds everywhere: lifting an
-    opt-out takes the person's own act in the system that recorded it, never a sync."""
-
-    email: GlobalOptOut | None
-    do_not_call: GlobalOptOut | None
-
-
-def merge_opt_outs(opt_outs: Iterable[GlobalOptOut]) -> OptOutDecision:
-    email: GlobalOptOut | None = None
-    call: GlobalOptOut | None = None
+def opted_out(opt_outs: Iterable[GlobalOptOut], channel: str) -> GlobalOptOut | None:
+    """The global opt-out of ``channel`` in force, if any system holds one. Once one does,
+    it holds everywhere: lifting an opt-out takes the person's own act in the system that
+    recorded it, never a sync."""
+    first: GlobalOptOut | None = None
     for opt_out in opt_outs:
-        if opt_out.email:
-            email = _earliest(email, opt_out)
-        if opt_out.do_not_call:
-            call = _earliest(call, opt_out)
-    return OptOutDecision(email=email, do_not_call=call)
+        if opt_out.holds(channel):
+            first = _earliest(first, opt_out)
+    return first
 
 
 def _earliest(a: GlobalOptOut | None, b: GlobalOptOut) -> GlobalOptOut:

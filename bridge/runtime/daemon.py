@@ -24,6 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bridge import metrics
+from bridge.config import WebSettings
 from bridge.errors import ConfigError
 from bridge.logs import get_logger
 
@@ -203,10 +204,13 @@ class Daemon:
         return run
 
 
-def serve(daemon: Daemon, app: Any, host: str, port: int) -> bool:
-    """Run the daemon beside the receiver ``app`` on uvicorn until SIGTERM or SIGINT, then stop
-    both within :data:`STOP_SECONDS`. True if every job finished its item in time."""
+def serve(daemon: Daemon, app: Any, web: WebSettings, host: str, port: int) -> bool:
+    """Run the daemon beside the receiver ``app`` on uvicorn (listening as ``web`` says) until
+    SIGTERM or SIGINT, then stop both within :data:`STOP_SECONDS`. True if every job finished
+    its item in time."""
     import uvicorn
+
+    from bridge.runtime import listener
 
     signalled: list[float] = []
 
@@ -217,16 +221,7 @@ def serve(daemon: Daemon, app: Any, host: str, port: int) -> bool:
             daemon.request_stop()
             super().handle_exit(sig, frame)
 
-    # No access log: a webhook path may carry a secret token.
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
-    )
-    server = Server(config)
+    server = Server(listener.config(app, web, host, port, HTTP_GRACE_SECONDS))
     # Until uvicorn installs its own handlers (and after it restores these), a signal still
     # stops the daemon in order; uvicorn re-raises the signals it caught to these on its way out.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,10 +17,14 @@ from bridge.errors import ConfigError
 from bridge.logs import configure as configure_logging
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from bridge.adapters.base import CrmAdapter
+    from bridge.checkpoints import Checkpointer
     from bridge.config import Settings
     from bridge.model import System
     from bridge.runtime.daemon import Job
+    from bridge.sealing import Keyring
     from bridge.services.erasure import Erasure
     from bridge.services.reconcile import Progress, Reconciler
     from bridge.services.retention import Retention
@@ -59,6 +63,7 @@ class Wiring:
     _settings: Settings | None = None
     _store: Store | None = field(default=None, repr=False)
     _adapters: dict[System, CrmAdapter] | None = field(default=None, repr=False)
+    _checkpointer: Checkpointer | None = field(default=None, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -77,26 +82,64 @@ class Wiring:
 
     def store(self, *, current_schema: bool = True) -> Store:
         if self._store is None:
+            from bridge.audit import chain_key
             from bridge.store.db import Store
 
-            self._store = Store(self.settings.database_url)
+            secret = self._audit_secret()
+            key = chain_key(secret) if secret else None  # appending says it is missing
+            self._store = Store(self.settings.database_url, key)
             self._store.ping()
         if current_schema:
             self._store.require_current_schema()
         return self._store
 
+    def _audit_secret(self) -> bytes | None:
+        """What the audit log's keys derive from: ``[audit] key``, else the pseudonym key."""
+        chosen = self.settings.audit.key or self.settings.pseudonym_key
+        return chosen.get_secret_value().encode() if chosen else None
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The key checkpoints of the audit chain are signed with."""
+        from bridge.checkpoints import signing_key
+
+        configured = self.settings.audit.signing_key
+        return signing_key(
+            configured.get_secret_value() if configured else None, self._audit_secret()
+        )
+
+    def checkpointer(self) -> Checkpointer:
+        """Signed checkpoints of the audit chain's head, to the log and ``[audit]
+        checkpoint_path``; one per process, which remembers what it last published."""
+        if self._checkpointer is None:
+            from bridge.checkpoints import Checkpointer
+
+            self._checkpointer = Checkpointer(
+                self.store(), self.signing_key(), self.settings.audit.checkpoint_path
+            )
+        return self._checkpointer
+
+    def checkpoint_if_appended(self) -> None:
+        """After a command, or the daemon's stop: a checkpoint of the audit chain's head, if
+        this process appended to it."""
+        if self._store is not None and self._store.audit.appended:
+            self.checkpointer().publish_if_moved()
+
+    def keyring(self) -> Keyring:
+        """The configured encryption keys, for personal data held while work is in flight."""
+        from bridge.sealing import Keyring
+
+        return Keyring(self.settings.require_encryption_keys())
+
     def erasure(self, adapters: Mapping[System, CrmAdapter] | None = None) -> Erasure:
         """The erasure service over every configured CRM (through ``adapters``, when a
         thread of its own needs connections of its own)."""
-        from cryptography.fernet import Fernet
-
         from bridge.services.erasure import Erasure
 
         settings = self.settings
         return Erasure(
             self.store(),
             adapters or self.adapters(),
-            Fernet(settings.require_encryption_key()),
+            self.keyring(),
             settings.require_pseudonym_key(),
             holds=settings.erasure.legal_holds,
             lease_seconds=settings.erasure.lease_seconds,
@@ -155,12 +198,12 @@ class Wiring:
         their own, side by side: each gets vendor connections of its own."""
         from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
-        from cryptography.fernet import Fernet
 
         from bridge.events.inbox import Handler, InboxWorker
         from bridge.events.propagate import Propagation
         from bridge.events.triggers import ErasureTriggers
         from bridge.runtime.daemon import Job
+        from bridge.store import data_keys
 
         settings = self.settings
         schedule = settings.schedule
@@ -169,8 +212,9 @@ class Wiring:
             "deletion": ErasureTriggers(inbox_erasure, inbox_erasure.adapters),
             "consent": Propagation(self.reconciler(adapters=inbox_erasure.adapters)),
         }
-        inbox = InboxWorker(self.store(), Fernet(settings.require_encryption_key()), handlers)
+        inbox = InboxWorker(self.store(), self.keyring(), handlers)
         erasure = self.erasure(connect(settings))
+        checkpointer = self.checkpointer()
         jobs = [
             Job(
                 "inbox",
@@ -178,11 +222,17 @@ class Wiring:
                 IntervalTrigger(seconds=schedule.inbox_seconds),
             ),
             Job("erasure", erasure.drain, IntervalTrigger(seconds=schedule.erasure_seconds)),
+            Job(
+                "audit_checkpoint",
+                lambda stop: checkpointer.publish_if_moved(),
+                IntervalTrigger(seconds=settings.audit.checkpoint_seconds),
+            ),
         ]
         if not leader_jobs:
             return jobs
         reconciler = self.reconciler(adapters=connect(settings))
         one_sync_at_a_time = threading.Lock()
+        store = self.store()
 
         def sync(full: bool) -> Callable[[threading.Event], object]:
             def run(stop: threading.Event) -> object:
@@ -202,6 +252,14 @@ class Wiring:
                 "full_sync",
                 sync(full=True),
                 CronTrigger.from_crontab(schedule.full_sync_cron),
+                leader_only=True,
+            ),
+            # Destroyed data keys out of the database's files, whoever destroyed them (every
+            # instance, the CLI); a run the database is too busy for is simply tried again.
+            Job(
+                "scrub",
+                lambda stop: data_keys.scrub(store),
+                IntervalTrigger(seconds=schedule.erasure_seconds),
                 leader_only=True,
             ),
         ]

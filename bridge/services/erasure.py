@@ -16,8 +16,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.fernet import Fernet
-
 from bridge import audit
 from bridge.adapters.base import (
     AdapterError,
@@ -33,9 +31,10 @@ from bridge.errors import BridgeError
 from bridge.identity import normalise_email, subject_ref
 from bridge.logs import get_logger, looks_personal
 from bridge.model import AuditEvent, System
+from bridge.sealing import KeyNotConfigured, Keyring, Sealed
 from bridge.services.people import find_person
+from bridge.store import data_keys, leases
 from bridge.store import erasure as rows
-from bridge.store import leases
 from bridge.store.audit_log import LOCK as AUDIT_LOCK
 from bridge.store.db import Store
 
@@ -55,7 +54,7 @@ class Erasure:
         self,
         store: Store,
         adapters: Mapping[System, CrmAdapter],
-        cipher: Fernet,
+        keyring: Keyring,
         pseudonym_key: bytes,
         *,
         holds: Sequence[LegalHold] = (),
@@ -66,7 +65,7 @@ class Erasure:
     ) -> None:
         self.store = store
         self.adapters = dict(adapters)
-        self.cipher = cipher
+        self.keyring = keyring
         self.key = pseudonym_key
         self.holds = list(holds)
         self.max_attempts = max_attempts
@@ -122,7 +121,6 @@ class Erasure:
                 {
                     "id": request_id,
                     "subject_ref": ref,
-                    "emails_encrypted": self._seal(addresses),
                     "mode": mode,
                     "reason": reason,
                     "trigger": trigger,
@@ -131,6 +129,7 @@ class Erasure:
                     "due_at": _iso(now + DUE_AFTER),
                     "origin": origin,
                 },
+                self._seal(addresses),
             )
             audit.append(
                 conn,
@@ -176,12 +175,7 @@ class Erasure:
                 return 0
             known = self._open(current)
             rows.add_steps(conn, steps)
-            rows.update_request(
-                conn,
-                request_id,
-                status=PLANNED,
-                emails_encrypted=self._seal(sorted({*known, *emails})),
-            )
+            rows.set_emails(conn, request_id, self._seal(sorted({*known, *emails})), status=PLANNED)
         return len(steps)
 
     def run(
@@ -253,8 +247,12 @@ class Erasure:
             try:
                 view = self.run(request["id"], wait_seconds=0, stop=stop)
             except Exception as error:  # one request's trouble must not hold up the others
+                problem = {"problem": str(error)} if isinstance(error, KeyNotConfigured) else {}
                 log.warning(
-                    "erasure.drain_failed", request=request["id"], error=type(error).__name__
+                    "erasure.drain_failed",
+                    request=request["id"],
+                    error=type(error).__name__,
+                    **problem,
                 )
                 continue
             completed += view["status"] == COMPLETED
@@ -375,17 +373,17 @@ class Erasure:
                 return
             if rows.open_step_count(conn, request["id"]):
                 return
-            if ok:
+            values = {
+                "status": COMPLETED if ok else FAILED,
+                "completed_at": now if ok else None,
+                "receipt": json.dumps(receipt),
+            }
+            if ok:  # the emails are destroyed with their data key
                 refs = {subject_ref(self.key, e) for e in emails}
                 rows.suppress(conn, refs, f"request {request['id']}", now)
-            rows.update_request(
-                conn,
-                request["id"],
-                status=COMPLETED if ok else FAILED,
-                completed_at=now if ok else None,
-                receipt=json.dumps(receipt),
-                emails_encrypted=None if ok else request["emails_encrypted"],
-            )
+                rows.set_emails(conn, request["id"], None, **values)
+            else:
+                rows.update_request(conn, request["id"], **values)
             audit.append(
                 conn,
                 AuditEvent(
@@ -402,6 +400,9 @@ class Erasure:
         outcome = {"request": request["id"], "subject_ref": request["subject_ref"]}
         if ok:
             log.info("erasure.completed", **outcome, trigger=request["trigger"])
+            # The key's bytes out of the database's files now; if busy, the daemon's scrub job.
+            if not data_keys.scrub(self.store):
+                log.info("erasure.scrub_deferred", request=request["id"])
         else:
             log.warning("erasure.verification_failed", **outcome, records_found=found)
 
@@ -454,14 +455,17 @@ class Erasure:
             raise BridgeError(f"no erasure request {request_id}")
         return request
 
-    def _seal(self, emails: Sequence[str]) -> bytes:
-        return self.cipher.encrypt(json.dumps(list(emails)).encode())
+    def _seal(self, emails: Sequence[str]) -> Sealed:
+        return self.keyring.seal(json.dumps(list(emails)).encode())
 
     def _open(self, request: Mapping[str, Any]) -> list[str]:
         sealed = request["emails_encrypted"]
         if sealed is None:
             raise BridgeError(f"request {request['id']} is complete; its emails are destroyed")
-        emails: list[str] = json.loads(self.cipher.decrypt(sealed))
+        what = f"erasure request {request['id']}"
+        emails: list[str] = json.loads(
+            self.keyring.open(what, sealed, request["emails_wrapped_key"])
+        )
         return emails
 
     def _ref(self, email: str | None) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from bridge.adapters.base import RecordRef
 from bridge.model import (
+    Channel,
     Consent,
     ConsentStatus,
     CrmRecord,
@@ -26,10 +27,11 @@ from bridge.model import (
     Subject,
     System,
 )
-from bridge.policies.consent import merge_opt_outs, merge_purpose
+from bridge.policies.consent import merge_purpose, opted_out
 from bridge.policies.lawful_basis import HeldBasis, merge_bases
 
 OPT_OUT_FIELD = "opt_out"
+DO_NOT_CALL_FIELD = "do_not_call"
 LAWFUL_BASIS_FIELD = "lawful_basis"
 NEEDS_SELF_SERVICE = "needs_self_service"
 DONE = "done"
@@ -42,8 +44,26 @@ def consent_field(purpose: str) -> str:
 
 class ChangeKind(StrEnum):
     OPT_OUT = "opt_out"  # opt out of all email
+    DO_NOT_CALL = "do_not_call"  # opt out of all calls
     CONSENT = "consent"  # one purpose's consent
     LAWFUL_BASIS = "lawful_basis"
+
+
+class GlobalFlag(NamedTuple):
+    """A global opt-out the sync carries to every record that can hold it, and never lifts."""
+
+    kind: ChangeKind
+    field: str
+    channel: Channel
+    why: str
+
+
+GLOBAL_OPT_OUTS = (
+    GlobalFlag(ChangeKind.OPT_OUT, OPT_OUT_FIELD, Channel.EMAIL,
+               "opted out of all email in one system: it holds everywhere"),
+    GlobalFlag(ChangeKind.DO_NOT_CALL, DO_NOT_CALL_FIELD, Channel.PHONE,
+               "asked not to be called in one system: it holds everywhere"),
+)  # fmt: skip
 
 
 class Writable(StrEnum):
@@ -89,7 +109,8 @@ class Change(NamedTuple):
     record: RecordRef
     kind: ChangeKind
     field: str
-    """The common field written: ``opt_out``, ``consent:<purpose>`` or ``lawful_basis``."""
+    """The common field written: ``opt_out``, ``do_not_call``, ``consent:<purpose>`` or
+    ``lawful_basis``."""
     value: str
     follows: Act
     why: str
@@ -100,6 +121,8 @@ class Change(NamedTuple):
     evidence: Evidence = NO_EVIDENCE
     implied: tuple[str, ...] = ()
     """Fields the write may change too (an opt-out may withdraw each subscription)."""
+    channel: Channel = Channel.EMAIL
+    """Of a global opt-out: the channel it closes."""
 
     @property
     def key(self) -> FieldKey:
@@ -158,12 +181,17 @@ def plan_subject(
     ledger = ledger or {}
     records = [_as_acts(r, ledger) for r in subject.records] if ledger else subject.records
     consents = [c for r in records for c in r.consents]
-    opt_outs = [r.opt_out for r in records if r.opt_out is not None]
-    opted_out = merge_opt_outs(opt_outs).email
+    opt_outs = _opt_outs(records, ledger)
+    in_force = [
+        (flag, first)
+        for flag in GLOBAL_OPT_OUTS
+        if flag.channel in opt_outs
+        and (first := opted_out(opt_outs[flag.channel], flag.channel)) is not None
+    ]
     decisions = [
         (p.id, consent_field(p.id), d)
         for p in purposes
-        if (d := merge_purpose(p, consents, opt_outs)).follows is not None
+        if (d := merge_purpose(p, consents, opt_outs.get(p.channel, ()))).follows is not None
         and d.status is not ConsentStatus.UNKNOWN
     ]
     # A basis the bridge may not copy from a record does not vote either.
@@ -173,19 +201,23 @@ def plan_subject(
         if r.lawful_basis is not None and placement(r, LAWFUL_BASIS_FIELD) is Writable.YES
     ]
     basis = merge_bases(held, agreed_basis)
-    email_fields = [(p.id, consent_field(p.id)) for p in purposes if p.is_email]
     sorter = _Sorter(subject.subject_ref, placement, ledger)
     for record in records:
         target = RecordRef(record.system, record.object_type.value, record.id)
         if record.emails:  # consent is addressed: a record without an address holds none
             current = {c.purpose: c.status for c in record.consents}
-            if opted_out is not None and not (record.opt_out and record.opt_out.email):
+            for flag, opt_out in in_force:
+                if record.opt_out and record.opt_out.holds(flag.channel):
+                    continue
                 # Some vendors withdraw every subscription with it: those are echoes too.
                 implied = tuple(
-                    f for p, f in email_fields if current.get(p) is not ConsentStatus.WITHDRAWN
+                    consent_field(p.id)
+                    for p in purposes
+                    if p.channel == flag.channel
+                    and current.get(p.id) is not ConsentStatus.WITHDRAWN
                 )
-                sorter.add(record, target, ChangeKind.OPT_OUT, OPT_OUT_FIELD, _OPTED_OUT,
-                           opted_out, implied=implied)  # fmt: skip
+                sorter.add(record, target, flag.kind, flag.field, flag.why, opt_out,
+                           implied=implied, channel=flag.channel)  # fmt: skip
             for purpose_id, field_name, decision in decisions:
                 if current.get(purpose_id, ConsentStatus.UNKNOWN) is not decision.status:
                     sorter.add(record, target, ChangeKind.CONSENT, field_name, decision.why,
@@ -200,9 +232,6 @@ def plan_subject(
         tuple(sorter.not_allowed),
         basis.basis if basis else None,
     )
-
-
-_OPTED_OUT = "opted out of all email in one system: it holds everywhere"
 
 
 @dataclass
@@ -226,13 +255,14 @@ class _Sorter:
         follows: GlobalOptOut | Consent | HeldBasis | None,
         purpose: str | None = None,
         implied: tuple[str, ...] = (),
+        channel: Channel = Channel.EMAIL,
     ) -> None:
         where = self.placement(record, field_name)
         if where is Writable.NOT_HELD:
             return
         change = _change(self.subject_ref, target, kind, field_name, why, follows, purpose)
-        if implied:
-            change = change._replace(implied=implied)
+        if implied or channel is not Channel.EMAIL:
+            change = change._replace(implied=implied, channel=channel)
         if where is Writable.NOT_ALLOWED:
             self.not_allowed.append(change)
         elif self.ledger and self.ledger.get(change.key) == Written(
@@ -270,26 +300,41 @@ def _change(
 _WITHDRAWN = ConsentStatus.WITHDRAWN.value
 
 
-def _as_acts(record: CrmRecord, ledger: Ledger) -> CrmRecord:
-    """The record with the bridge's own writes read back as the acts they followed.
+def _opt_outs(records: Sequence[CrmRecord], ledger: Ledger) -> dict[str, list[GlobalOptOut]]:
+    """Per channel, the records' opt-outs of it, the bridge's own writes read back as the
+    acts they followed (see ``_as_acts``). An opt-out the person made is read with the time
+    it was first seen: some vendors date it by the record's last edit, which the bridge's own
+    writes move."""
+    held: dict[str, list[GlobalOptOut]] = {}
+    for record in records:
+        opt_out = record.opt_out
+        if opt_out is None or not opt_out.any:
+            continue
+        for flag in GLOBAL_OPT_OUTS:
+            if not opt_out.holds(flag.channel):
+                continue
+            written = ledger.get((*record.key, flag.field)) if ledger else None
+            echo = _echo(written, _WITHDRAWN, SEEN)
+            acted = opt_out
+            if echo is not None:
+                acted = dataclasses.replace(
+                    opt_out,
+                    changed_at=echo.at,
+                    source_system=System(echo.system),
+                    source_record=echo.record_id,
+                )
+            held.setdefault(flag.channel, []).append(acted)
+    return held
 
-    An echo carries the write's time, not the person's: left as it is, a propagated opt-out
-    would look newer than the grant it preceded. Only a state still equal to what was
-    written is an echo; once the record says something else, the person has acted. An
-    opt-out the person made is read with the time it was first seen: some vendors date it by
-    the record's last edit, which the bridge's own writes move.
+
+def _as_acts(record: CrmRecord, ledger: Ledger) -> CrmRecord:
+    """The record with the bridge's own consent writes read back as the acts they followed.
+
+    An echo carries the write's time, not the person's: left as it is, a propagated
+    withdrawal would look newer than the grant it preceded. Only a state still equal to what
+    was written is an echo; once the record says something else, the person has acted.
     """
     key = (record.system, record.object_type.value, record.id)
-    opt_out = record.opt_out
-    if opt_out is not None and opt_out.email:
-        echo = _echo(ledger.get((*key, OPT_OUT_FIELD)), _WITHDRAWN, SEEN)
-        if echo is not None:
-            opt_out = dataclasses.replace(
-                opt_out,
-                changed_at=echo.at,
-                source_system=System(echo.system),
-                source_record=echo.record_id,
-            )
     consents = list(record.consents)
     for index, consent in enumerate(consents):
         echo = _echo(ledger.get((*key, consent_field(consent.purpose))), consent.status.value)
@@ -300,9 +345,9 @@ def _as_acts(record: CrmRecord, ledger: Ledger) -> CrmRecord:
                 source_system=System(echo.system),
                 source_record=echo.record_id,
             )
-    if opt_out is record.opt_out and consents == list(record.consents):
+    if consents == list(record.consents):
         return record
-    return dataclasses.replace(record, opt_out=opt_out, consents=tuple(consents))
+    return dataclasses.replace(record, consents=tuple(consents))
 
 
 def _basis_set_at(record: CrmRecord, ledger: Ledger) -> datetime | None:

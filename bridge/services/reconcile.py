@@ -32,9 +32,9 @@ from bridge.policies.minimisation import Minimisation
 from bridge.services.people import LookupBoundReached, find_person
 from bridge.services.plan import (
     DONE,
+    GLOBAL_OPT_OUTS,
     LAWFUL_BASIS_FIELD,
     NEEDS_SELF_SERVICE,
-    OPT_OUT_FIELD,
     SEEN,
     Act,
     Change,
@@ -58,7 +58,12 @@ log = get_logger("bridge.sync")
 # A multiple of the vendors' batch sizes (100 and 200 today). Larger batches save
 # the read-first calls each adapter makes per batch; a stop waits for one batch to finish.
 APPLY_BATCH = 1000
-_ORDER = {ChangeKind.OPT_OUT: 0, ChangeKind.CONSENT: 1, ChangeKind.LAWFUL_BASIS: 2}
+_ORDER = {
+    ChangeKind.OPT_OUT: 0,
+    ChangeKind.DO_NOT_CALL: 0,
+    ChangeKind.CONSENT: 1,
+    ChangeKind.LAWFUL_BASIS: 2,
+}
 WITHDRAWN = ConsentStatus.WITHDRAWN.value
 Progress = Callable[[str, int, int | None], None]
 """Told the phase, how far it got and (when known) how far it goes."""
@@ -287,17 +292,15 @@ class Reconciler:
         seen: list[dict[str, Any]] = []
         stale: list[FieldKey] = []
         for record in records:
-            opt_out = record.opt_out if record.opt_out and record.opt_out.email else None
             basis = record.lawful_basis.value if record.lawful_basis else None
-            states: dict[str, str | None] = {
-                OPT_OUT_FIELD: WITHDRAWN if opt_out else None,
-                LAWFUL_BASIS_FIELD: basis,
-            }
+            states: dict[str, str | None] = {LAWFUL_BASIS_FIELD: basis}
+            first_seen = {LAWFUL_BASIS_FIELD: record.modified_at}
+            for flag in GLOBAL_OPT_OUTS:
+                opt_out = record.opt_out
+                held = opt_out is not None and opt_out.holds(flag.channel)
+                states[flag.field] = WITHDRAWN if held else None
+                first_seen[flag.field] = opt_out.changed_at if opt_out and held else None
             states |= {consent_field(c.purpose): c.status.value for c in record.consents}
-            first_seen = {
-                OPT_OUT_FIELD: opt_out.changed_at if opt_out else None,
-                LAWFUL_BASIS_FIELD: record.modified_at,
-            }
             for field_name, state in states.items():
                 key = (*record.key, field_name)
                 before = ledger.get(key)
@@ -390,6 +393,7 @@ class Reconciler:
                         record=c.record,
                         email=addresses.get(c.key[:3], ""),
                         purpose=c.purpose,
+                        channel=c.channel,
                         status=ConsentStatus(c.value),
                         lawful_basis=c.lawful_basis,
                         explanation=c.vendor_explanation(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, insert, select
+from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
 
 from bridge.store.db import Store
 from bridge.store.tables import audit_log
@@ -32,6 +32,35 @@ def rows(store: Store, subject_ref: str | None = None) -> Iterator[RowMapping]:
         query = query.where(audit_log.c.subject_ref == subject_ref)
     with store.engine.connect() as conn:
         yield from conn.execution_options(yield_per=1000).execute(query).mappings()
+
+
+def batch(conn: Connection, after: int | None, size: int = 1000) -> list[RowMapping]:
+    """The first ``size`` rows after row ``after`` (None: from the first), in chain order."""
+    query = select(audit_log).order_by(audit_log.c.seq).limit(size)
+    if after is not None:
+        query = query.where(audit_log.c.seq > after)
+    return list(conn.execute(query).mappings())
+
+
+def extent(conn: Connection) -> tuple[int, int]:
+    """How many rows there are, and the highest sequence number (0 when empty)."""
+    count, last = conn.execute(select(func.count(), func.max(audit_log.c.seq))).one()
+    return int(count), int(last or 0)
+
+
+def hash_at(conn: Connection, seq: int) -> str | None:
+    row = conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == seq)).first()
+    return str(row.hash) if row else None
+
+
+def relink(conn: Connection, links: list[tuple[int, str, str]]) -> None:
+    """Set each ``(seq, prev_hash, hash)``: the rows' contents stay as they are."""
+    statement = (
+        update(audit_log)
+        .where(audit_log.c.seq == bindparam("at"))
+        .values(prev_hash=bindparam("prev"), hash=bindparam("new"))
+    )
+    conn.execute(statement, [{"at": s, "prev": p, "new": h} for s, p, h in links])
 
 
 def newest(

@@ -7,6 +7,7 @@ import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:  # Alembic is imported by the calls that need it: it is slow t
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA = "0005"
+SCHEMA = "0006"
 """The schema this code needs: the newest migration's revision (tests/store/test_db.py holds
 it to Alembic's head). Checking a database against it takes no Alembic, slow to load."""
 T = TypeVar("T")
@@ -107,14 +108,29 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+@dataclass
+class AuditChain:
+    """What a store's audit log is chained with: a key that never enters the database (None
+    when the settings give none), and whether this process appended (a checkpoint is due)."""
+
+    key: bytes | None = field(default=None, repr=False)
+    appended: bool = False
+
+
+AUDIT_CHAIN = "bridge_audit_chain"
+"""The execution option every connection of a store carries its :class:`AuditChain` in, so
+that code appending inside its own transaction chains with the store's key."""
+
+
 class Store:
     """One database: SQLite (WAL, foreign keys on) by default, PostgreSQL when shared."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, audit_key: bytes | None = None) -> None:
         self.url = url
         if problem := url_problem(url):  # settings check it too; a Store may come without
             raise ConfigError([f"database_url: {problem}"])
-        self.engine = _create_engine(engine_url(url))
+        self.audit = AuditChain(audit_key)
+        self.engine = _create_engine(engine_url(url), {AUDIT_CHAIN: self.audit})
         self.is_sqlite = self.engine.dialect.name == "sqlite"
 
     @contextmanager
@@ -239,6 +255,7 @@ def _sqlite_file_usable(database: str | None, query: Mapping[str, Any]) -> None:
 
 
 SIDE_FILES = ("-wal", "-shm")
+BUSY_TIMEOUT_MS = 30_000  # how long a SQLite connection waits for a lock before giving up
 
 
 def _owner_only(*paths: Path) -> None:
@@ -256,10 +273,10 @@ def _owner_only(*paths: Path) -> None:
             continue
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(url: str, options: dict[str, Any]) -> Engine:
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
+        return create_engine(url, pool_pre_ping=True, execution_options=options)
+    engine = create_engine(url, connect_args={"timeout": 30}, execution_options=options)
     database = engine.url.database
     private = (
         None
@@ -274,7 +291,10 @@ def _create_engine(url: str) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # Deleted content is overwritten with zeros, not left in free space (a destroyed data
+        # key must not stay readable in the file: store.data_keys.scrub).
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
         if private is not None:  # now the WAL and shared-memory files exist too
             _owner_only(private, *(private.with_name(private.name + end) for end in SIDE_FILES))

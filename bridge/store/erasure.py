@@ -8,13 +8,20 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from bridge.store import leases
+from bridge.sealing import Sealed
+from bridge.store import data_keys, leases
 from bridge.store.db import Store, chunked, insert_or_skip
 from bridge.store.tables import erasure_requests, erasure_steps, suppression
 
+# A request with the data key of its emails (``emails_wrapped_key``), read in one snapshot.
+_REQUESTS = select(erasure_requests, data_keys.WRAPPED.label("emails_wrapped_key")).select_from(
+    data_keys.with_keys(data_keys.ERASURE_REQUEST)
+)
 
-def add_request(conn: Connection, row: dict[str, Any]) -> None:
-    conn.execute(insert(erasure_requests).values(**row))
+
+def add_request(conn: Connection, row: dict[str, Any], emails: Sealed) -> None:
+    conn.execute(insert(erasure_requests).values(**row, emails_encrypted=emails.token))
+    data_keys.add(conn, data_keys.ERASURE_REQUEST, {row["id"]: emails.wrapped_key})
 
 
 def open_request_for(conn: Connection, subject_ref: str) -> str | None:
@@ -31,6 +38,16 @@ def update_request(conn: Connection, request_id: str, **values: Any) -> None:
     )
 
 
+def set_emails(conn: Connection, request_id: str, emails: Sealed | None, **values: Any) -> None:
+    """Store the request's emails sealed anew, or destroy them (None), with ``values``; the
+    old data key goes (the row first, then its key: ``store.data_keys``)."""
+    update_request(conn, request_id, emails_encrypted=emails.token if emails else None, **values)
+    if emails is None:
+        data_keys.destroy(conn, data_keys.ERASURE_REQUEST, request_id)
+    else:
+        data_keys.replace(conn, data_keys.ERASURE_REQUEST, request_id, emails.wrapped_key)
+
+
 def mark_unfinished(conn: Connection, request_id: str, status: str) -> None:
     """Set the status of a request that has not completed; a completed one stays completed
     (another instance may have completed it a moment ago)."""
@@ -43,7 +60,7 @@ def mark_unfinished(conn: Connection, request_id: str, status: str) -> None:
 
 def current_request(conn: Connection, request_id: str) -> dict[str, Any] | None:
     """The request as the caller's transaction sees it (to re-check it under a lock)."""
-    query = select(erasure_requests).where(erasure_requests.c.id == request_id)
+    query = _REQUESTS.where(erasure_requests.c.id == request_id)
     row = conn.execute(query).mappings().first()
     return dict(row) if row else None
 
@@ -59,16 +76,12 @@ def open_step_count(conn: Connection, request_id: str) -> int:
 
 def request(store: Store, request_id: str) -> dict[str, Any] | None:
     with store.engine.connect() as conn:
-        row = (
-            conn.execute(select(erasure_requests).where(erasure_requests.c.id == request_id))
-            .mappings()
-            .first()
-        )
+        row = conn.execute(_REQUESTS.where(erasure_requests.c.id == request_id)).mappings().first()
     return dict(row) if row else None
 
 
 def requests(store: Store, statuses: Collection[str] | None = None) -> list[dict[str, Any]]:
-    query = select(erasure_requests).order_by(erasure_requests.c.received_at)
+    query = _REQUESTS.order_by(erasure_requests.c.received_at)
     if statuses is not None:
         query = query.where(erasure_requests.c.status.in_(list(statuses)))
     with store.engine.connect() as conn:

@@ -7,14 +7,14 @@ receiver's acknowledgements.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ColumnElement, Connection, String, and_, func, select, update
 
-from bridge.store import leases
+from bridge.store import data_keys, leases
 from bridge.store.db import Store, insert_or_skip
 from bridge.store.leases import DONE, PENDING, PROCESSING
 from bridge.store.tables import inbox
@@ -33,10 +33,34 @@ class InboxRow:
     received_at: str
     payload: bytes | None
     attempts: int
+    wrapped_key: bytes | None  # the payload's data key; None for a payload stored before them
+
+
+_TEXT_COLUMNS = {c.name: c.type.length for c in inbox.c if isinstance(c.type, String)}
+
+
+def unstorable(row: Mapping[str, Any]) -> str | None:
+    """Why ``row`` could not be stored on both databases, or None: PostgreSQL refuses a NUL
+    and text longer than its column (SQLite would keep both), and neither takes what UTF-8
+    cannot encode. The answer names the column, never the value."""
+    for name, value in row.items():
+        if name not in _TEXT_COLUMNS or not isinstance(value, str):
+            continue
+        length = _TEXT_COLUMNS[name]
+        if "\x00" in value:
+            return f"{name} holds a NUL character"
+        if length is not None and len(value) > length:
+            return f"{name} is longer than {length} characters"
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return f"{name} is not valid text"
+    return None
 
 
 def add(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[bool]:
-    """Insert events, skipping any already stored; True for each new one.
+    """Insert events, skipping any already stored; True for each new one. Each ``payload`` is
+    :class:`~bridge.sealing.Sealed`: its data key is stored for the new rows.
 
     An event repeated within ``rows`` counts as stored once, at its first occurrence.
     """
@@ -46,13 +70,17 @@ def add(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[bool]:
     if not first:
         return []
     statement = insert_or_skip(conn, inbox, ["source", "event_key"]).returning(
-        inbox.c.source, inbox.c.event_key
+        inbox.c.source, inbox.c.event_key, inbox.c.id
     )
     optional = dict.fromkeys(c.name for c in inbox.c if c.nullable)
+    sealed = {event: rows[i]["payload"] for event, i in first.items()}
     params = [
-        {**optional, **rows[i], "status": PENDING, "attempts": 0} for i in first.values()
+        {**optional, **rows[i], "payload": sealed[event].token, "status": PENDING, "attempts": 0}
+        for event, i in first.items()
     ]  # one statement shape for every row, so it compiles once and runs as executemany
-    inserted = {(source, key) for source, key in conn.execute(statement, params)}
+    inserted = {(source, key): row_id for source, key, row_id in conn.execute(statement, params)}
+    keys = {str(row_id): sealed[event].wrapped_key for event, row_id in inserted.items()}
+    data_keys.add(conn, data_keys.INBOX, keys)
     return [
         first[(row["source"], row["event_key"])] == i
         and (row["source"], row["event_key"]) in inserted
@@ -61,19 +89,46 @@ def add(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[bool]:
 
 
 def claim(
-    store: Store, kinds: Collection[str], now: str, lease_until: str, limit: int
+    store: Store,
+    kinds: Collection[str],
+    now: str,
+    lease_until: str,
+    limit: int,
+    skip: Collection[int] = (),
 ) -> list[InboxRow]:
-    """Lease up to ``limit`` due events of the given kinds, oldest receipt first."""
-    rows = leases.claim(store, inbox, inbox.c.kind.in_(list(kinds)), now, lease_until, limit)
+    """Lease up to ``limit`` due events of the given kinds, oldest receipt first, but for the
+    ids in ``skip``."""
+    wanted: ColumnElement[bool] = inbox.c.kind.in_(list(kinds))
+    if skip:
+        wanted = and_(wanted, inbox.c.id.not_in(list(skip)))
+    # Each payload with its data key, read in the one statement that claims it.
+    rows = leases.claim(
+        store, inbox, wanted, now, lease_until, limit,
+        also=[data_keys.WRAPPED.label("wrapped_key")], source=data_keys.with_keys(data_keys.INBOX),
+    )  # fmt: skip
     fields = InboxRow.__dataclass_fields__
     return [InboxRow(**{f: row[f] for f in fields}) for row in rows]
 
 
 def finish(store: Store, event_id: int, now: str) -> None:
-    """Processed: keep the row as the record of it, drop the payload."""
+    """Processed: keep the row as the record of it; the payload is destroyed with its data
+    key (the row first, then the key: ``store.data_keys``)."""
+    with store.transaction() as conn:
+        conn.execute(
+            update(inbox)
+            .where(inbox.c.id == event_id)
+            .values(status=DONE, payload=None, processed_at=now, available_at=None, last_error=None)
+        )
+        data_keys.destroy(conn, data_keys.INBOX, str(event_id))
+
+
+def set_aside(store: Store, row: InboxRow, reason: str) -> None:
+    """Give a claimed event back whole, its attempt not counted, and say why: it is not at
+    fault (its key is missing from these settings), so it never uses up its attempts or dies
+    of it, and another instance, or this one restarted with the key, may process it."""
     leases.settle(
-        store, inbox, event_id,
-        status=DONE, payload=None, processed_at=now, available_at=None, last_error=None,
+        store, inbox, row.id,
+        status=PENDING, available_at=None, attempts=row.attempts - 1, last_error=reason,
     )  # fmt: skip
 
 

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, Table, and_, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    RowMapping,
+    Table,
+    and_,
+    or_,
+    select,
+    update,
+)
 
 from bridge.store.db import Store
 
@@ -67,19 +76,24 @@ def claim(
     now: str,
     lease_until: str,
     limit: int,
+    *,
+    also: Sequence[ColumnElement[Any]] = (),
+    source: FromClause | None = None,
 ) -> list[dict[str, Any]]:
-    """Lease up to ``limit`` due rows matching ``where``, oldest first; attempts counted."""
+    """Lease up to ``limit`` due rows matching ``where``, oldest first; attempts counted.
+    ``also``: further columns read with each row, from ``source`` (a join of ``table``)."""
     columns = table.c
     due = and_(
         where,
         columns.status.in_([PENDING, PROCESSING]),
         or_(columns.available_at.is_(None), columns.available_at <= now),
     )
-    query = select(table).where(due).order_by(columns.id).limit(limit)
+    query = select(table, *also).select_from(source if source is not None else table)
+    query = query.where(due).order_by(columns.id).limit(limit)
     exclusive = f"{table.name}.claim" if store.is_sqlite else None
     with store.transaction(serialize=exclusive) as conn:
         if not store.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
+            query = query.with_for_update(skip_locked=True, of=table)
         rows: list[RowMapping] = list(conn.execute(query).mappings())
         ids = [row["id"] for row in rows]
         if ids:

@@ -42,7 +42,8 @@ audit_log = Table(
 )
 
 # Webhook events, stored before they are acknowledged and processed in order of receipt.
-# ``payload`` is the vendor event encrypted with Fernet, deleted once processed.
+# ``payload`` is the vendor event sealed with a data key of its own (``data_keys``); both are
+# deleted once it is processed.
 inbox = Table(
     "inbox",
     metadata,
@@ -65,8 +66,9 @@ inbox = Table(
     Index("ix_inbox_claim", "status", "available_at"),
 )
 
-# Erasure requests (GDPR Art. 17). The subject's emails are held encrypted while the request
-# runs and destroyed when it completes; the receipt that remains holds no personal data.
+# Erasure requests (GDPR Art. 17). The subject's emails are held sealed with a data key of
+# their own (``data_keys``) while the request runs, and destroyed with it when it completes;
+# the receipt that remains holds no personal data.
 erasure_requests = Table(
     "erasure_requests",
     metadata,
@@ -105,6 +107,18 @@ erasure_steps = Table(
     Column("last_error", Text),
     Column("finished_at", String(32)),
     UniqueConstraint("request_id", "target_key", name="uq_erasure_steps_target"),
+)
+
+# The data key of each held value (bridge/sealing.py), wrapped by the configured keys and
+# named by the row holding the value: ``holder`` is "inbox" or "erasure_request", ``holder_id``
+# that row's id. Deleting it destroys the value; kept apart so that the daemon can rewrite this
+# small table and leave no deleted key's bytes behind (PostgreSQL's VACUUM FULL).
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column("holder", String(20), primary_key=True),
+    Column("holder_id", String(64), primary_key=True),
+    Column("wrapped", LargeBinary, nullable=False),
 )
 
 # Pseudonyms of every email of every erased subject: never synced, linked or re-created.

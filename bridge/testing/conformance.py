@@ -25,8 +25,12 @@ A vendor joins without changing anything here. Its test module provides:
       class TestAcmeConformance(AdapterConformance):
           '''The adapter contract, held against the Acme emulator.'''
 
-pytest then runs every test below against that vendor. This module imports pytest: tests
-import it, product code never does.
+pytest then runs every test below against that vendor. A vendor whose accounts differ in
+how consent is read and written (a product tier without batch consent endpoints, an org
+without the privacy objects) runs ``CONSENT_TESTS`` against each account profile. What an
+account cannot hold (``field_for`` says None: a purpose's consent, a do-not-call flag), it is
+not tested for, and a write of it must answer ``NOT_HOLDABLE``, never fail. This module
+imports pytest: tests import it, product code never does.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from bridge.adapters.base import (
     WriteStatus,
 )
 from bridge.identity import normalise_email
-from bridge.model import ConsentStatus, CrmRecord, LawfulBasis, Purpose, RelatedRecords
+from bridge.model import Channel, ConsentStatus, CrmRecord, LawfulBasis, Purpose, RelatedRecords
 
 GRANTED, WITHDRAWN, UNKNOWN = ConsentStatus.GRANTED, ConsentStatus.WITHDRAWN, ConsentStatus.UNKNOWN
 SUCCESS = {WriteStatus.DONE, WriteStatus.ALREADY}
@@ -83,8 +87,10 @@ class Person:
     last_name: str = "Lovelace"
     lawful_basis: LawfulBasis | None = None
     consents: Mapping[str, ConsentStatus] = field(default_factory=dict)
+    """Seeded where the account can hold a purpose's consent; left out where it cannot."""
     opted_out: bool = False
     modified_at: datetime | None = None
+    do_not_call: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ class Held:
     lawful_basis: LawfulBasis | None
     last_names: frozenset[str]
     """The last name on every record of the person that holds one."""
+    do_not_call: bool = False
+    """Whether a record of the person says not to call (for vendors that hold such a flag)."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +205,17 @@ def statuses(outcomes: Sequence[WriteOutcome]) -> dict[str, WriteStatus]:
     return {o.record.id: o.status for o in outcomes}
 
 
+def holds_consent(adapter: CrmAdapter, ref: RecordRef, purpose: str) -> bool:
+    """Whether this account can hold the purpose's consent on such a record."""
+    return adapter.field_for(ref.object_type, f"consent:{purpose}") is not None
+
+
+def needs_consent(adapter: CrmAdapter, ref: RecordRef, purpose: str) -> None:
+    """Skip a test of per-purpose consent where the account cannot hold it."""
+    if not holds_consent(adapter, ref, purpose):
+        pytest.skip(f"this {adapter.system} account holds no per-purpose consent")
+
+
 def holds_a_value(value: Any) -> bool:
     """What ``field_usage`` counts as filled: not null, not empty text, not an unticked
     checkbox. Zero is a value."""
@@ -235,6 +254,7 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "field_for": (
         "test_field_for_names_the_vendor_field_each_write_changes",
         "test_field_for_is_none_for_what_a_record_cannot_hold",
+        "test_consent_the_account_cannot_hold_is_not_holdable_and_changes_nothing",
     ),
     "read": (
         "test_read_returns_every_record_exactly_once",
@@ -251,6 +271,8 @@ COVERAGE: dict[str, tuple[str, ...]] = {
         "test_withdrawal_round_trips_and_repeats_as_already",
         "test_grant_round_trips_with_lawful_basis_and_explanation",
         "test_global_opt_out_round_trips_and_repeats_as_already",
+        "test_do_not_call_round_trips_and_leaves_the_email_opt_out_alone",
+        "test_consent_the_account_cannot_hold_is_not_holdable_and_changes_nothing",
         "test_reads_and_writes_survive_faults",
     ),
     "write_lawful_bases": (
@@ -277,6 +299,24 @@ COVERAGE: dict[str, tuple[str, ...]] = {
 }
 
 
+# The tests that read or write consent. A vendor whose accounts take different consent paths
+# (product tiers, org editions) runs these against every account profile, the rest against one.
+CONSENT_TESTS = frozenset(
+    {
+        "test_adapter_names_its_system_on_everything_it_returns",
+        "test_read_maps_consent_opt_out_and_lawful_basis",
+        "test_withdrawal_round_trips_and_repeats_as_already",
+        "test_grant_round_trips_with_lawful_basis_and_explanation",
+        "test_global_opt_out_round_trips_and_repeats_as_already",
+        "test_do_not_call_round_trips_and_leaves_the_email_opt_out_alone",
+        "test_consent_the_account_cannot_hold_is_not_holdable_and_changes_nothing",
+        "test_field_for_names_the_vendor_field_each_write_changes",
+        "test_export_holds_every_record_and_consent_as_json",
+        "test_reads_and_writes_survive_faults",
+    }
+)
+
+
 class AdapterConformance:
     """Every adapter, whatever its vendor, passes these against its emulator."""
 
@@ -285,6 +325,8 @@ class AdapterConformance:
         for member, tests in COVERAGE.items():
             for name in tests:
                 assert callable(getattr(AdapterConformance, name, None)), (member, name)
+        for name in CONSENT_TESTS:
+            assert callable(getattr(AdapterConformance, name, None)), name
 
     def test_adapter_names_its_system_on_everything_it_returns(self, world: World) -> None:
         first = world.purposes[0].id
@@ -298,7 +340,8 @@ class AdapterConformance:
         found = adapter.find_by_emails(["named@example.com"])
         assert read and found
         assert {r.system for r in [*read, *found]} == {system}
-        assert {c.source_system for r in [*read, *found] for c in r.consents} == {system}
+        held = {system} if holds_consent(adapter, ref, first) else set()
+        assert {c.source_system for r in [*read, *found] for c in r.consents} == held
         targets = adapter.erasure_targets(["named@example.com"])
         assert targets and {t.system for t in targets} == {system}
         [outcome] = adapter.write_consents(
@@ -353,11 +396,15 @@ class AdapterConformance:
                 Person("left@example.com", opted_out=True),
             ]
         )
-        records = by_id(list(world.adapter().read()))
+        adapter = world.adapter()
+        records = by_id(list(adapter.read()))
         consenting, left = records[ids[0]], records[ids[1]]
         assert consenting.lawful_basis is LawfulBasis.CONTRACT
-        assert consent_of(consenting, first) is GRANTED
-        assert consent_of(consenting, second) is WITHDRAWN
+        if holds_consent(adapter, world.ref(ids[0]), first):
+            assert consent_of(consenting, first) is GRANTED
+            assert consent_of(consenting, second) is WITHDRAWN
+        else:
+            assert consenting.consents == ()
         assert all(c.changed_at is not None for c in consenting.consents if c.status != UNKNOWN)
         assert consenting.opt_out is not None and not consenting.opt_out.email
         assert left.opt_out is not None and left.opt_out.email
@@ -428,6 +475,7 @@ class AdapterConformance:
         purpose = world.purposes[0].id
         [record_id] = world.seed([Person("ada@example.com", consents={purpose: GRANTED})])
         adapter = world.adapter()
+        needs_consent(adapter, world.ref(record_id), purpose)
         write = ConsentWrite(world.ref(record_id), "Ada@Example.com", purpose, WITHDRAWN)
         assert [o.status for o in adapter.write_consents([write])] == [WriteStatus.DONE]
         assert [o.status for o in adapter.write_consents([write])] == [WriteStatus.ALREADY]
@@ -439,6 +487,7 @@ class AdapterConformance:
         purpose = world.purposes[1].id
         [record_id] = world.seed([Person("grace@example.com")])
         adapter = world.adapter()
+        needs_consent(adapter, world.ref(record_id), purpose)
         write = ConsentWrite(
             world.ref(record_id),
             "grace@example.com",
@@ -464,6 +513,52 @@ class AdapterConformance:
         assert world.held("alan@example.com").opted_out
         [record] = adapter.find_by_emails(["alan@example.com"])
         assert record.opt_out is not None and record.opt_out.email
+
+    def test_do_not_call_round_trips_and_leaves_the_email_opt_out_alone(self, world: World) -> None:
+        """Where the vendor holds a do-not-call flag (``field_for`` names it), the global
+        opt-out of calls reaches it, repeats as ALREADY and reads back, on its own."""
+        [record_id] = world.seed([Person("dial@example.com")])
+        adapter = world.adapter()
+        ref = world.ref(record_id)
+        if adapter.field_for(ref.object_type, "do_not_call") is None:
+            pytest.skip(f"{adapter.system} holds no do-not-call flag")
+        write = ConsentWrite(ref, "dial@example.com", None, WITHDRAWN, channel=Channel.PHONE)
+        assert [o.status for o in adapter.write_consents([write])] == [WriteStatus.DONE]
+        assert [o.status for o in adapter.write_consents([write])] == [WriteStatus.ALREADY]
+        held = world.held("dial@example.com")
+        assert held.do_not_call and not held.opted_out
+        [record] = adapter.find_by_emails(["dial@example.com"])
+        assert record.opt_out is not None
+        assert record.opt_out.do_not_call and not record.opt_out.email
+        both = [write, ConsentWrite(ref, "dial@example.com", None, WITHDRAWN)]
+        assert [o.status for o in adapter.write_consents(both)] == [
+            WriteStatus.ALREADY,
+            WriteStatus.DONE,
+        ]
+        assert world.held("dial@example.com").opted_out
+
+    def test_consent_the_account_cannot_hold_is_not_holdable_and_changes_nothing(
+        self, world: World
+    ) -> None:
+        """An account without per-purpose consent (``field_for`` says None) answers a write
+        of it ``NOT_HOLDABLE``, not a failure, and still takes the global opt-out."""
+        purpose = world.purposes[0].id
+        [record_id] = world.seed([Person("basic@example.com")])
+        adapter = world.adapter()
+        ref = world.ref(record_id)
+        if holds_consent(adapter, ref, purpose):
+            pytest.skip(f"this {adapter.system} account holds per-purpose consent")
+        writes = [
+            ConsentWrite(ref, "basic@example.com", purpose, WITHDRAWN),
+            ConsentWrite(ref, "basic@example.com", None, WITHDRAWN),
+        ]
+        outcomes = adapter.write_consents(writes)
+        assert [o.status for o in outcomes] == [WriteStatus.NOT_HOLDABLE, WriteStatus.DONE]
+        assert outcomes[0].detail and "basic@example.com" not in outcomes[0].detail
+        held = world.held("basic@example.com")
+        assert held.opted_out and held.consents == {}
+        [record] = adapter.find_by_emails(["basic@example.com"])
+        assert record.consents == ()
 
     def test_lawful_basis_round_trips_and_repeats_as_already(self, world: World) -> None:
         [record_id] = world.seed([Person("edsger@example.com", lawful_basis=LawfulBasis.CONSENT)])
@@ -493,6 +588,16 @@ class AdapterConformance:
                 [LawfulBasisWrite(ref, LawfulBasis.CONTRACT)]
             ),
             "opt_out": lambda: adapter.write_consents([ConsentWrite(ref, email, None, WITHDRAWN)]),
+            "do_not_call": lambda: adapter.write_consents(
+                [ConsentWrite(ref, email, None, WITHDRAWN, channel=Channel.PHONE)]
+            ),
+        }
+        # What not every account holds is checked where it does (its own tests say the rest).
+        optional = {f"consent:{purpose}", "do_not_call"}
+        writes = {
+            common: write
+            for common, write in writes.items()
+            if common not in optional or adapter.field_for(ref.object_type, common)
         }
         for common, write in writes.items():
             where = adapter.field_for(ref.object_type, common)
@@ -729,22 +834,31 @@ class AdapterConformance:
         ids = world.seed(crowd)
         refs = [world.ref(i) for i in ids]
         adapter = world.adapter()
+        consent = holds_consent(adapter, refs[0], first)
+        calls = adapter.field_for(refs[0].object_type, "do_not_call") is not None
         world.set_faults(Faults(error_rate=0.12, drop_rate=0.1, burst_429=2))
         assert sorted(r.id for r in adapter.read()) == sorted(ids)
-        writes = [
-            *(ConsentWrite(refs[i], crowd[i].email, first, WITHDRAWN) for i in range(30)),
-            *(ConsentWrite(refs[i], crowd[i].email, None, WITHDRAWN) for i in range(30, 40)),
-            *(
+        writes = [ConsentWrite(refs[i], crowd[i].email, None, WITHDRAWN) for i in range(30, 40)]
+        if consent:
+            writes += [ConsentWrite(refs[i], crowd[i].email, first, WITHDRAWN) for i in range(30)]
+            writes += [
                 ConsentWrite(refs[i], crowd[i].email, second, GRANTED, LawfulBasis.CONSENT)
                 for i in range(40, 44)
-            ),
-        ]
+            ]
+        if calls:
+            writes += [
+                ConsentWrite(refs[i], crowd[i].email, None, WITHDRAWN, channel=Channel.PHONE)
+                for i in range(44, 54)
+            ]
         assert {o.status for o in adapter.write_consents(writes)} == {WriteStatus.DONE}
         bases = [LawfulBasisWrite(r, LawfulBasis.LEGITIMATE_INTERESTS) for r in refs[:100]]
         assert {o.status for o in adapter.write_lawful_bases(bases)} == {WriteStatus.DONE}
         world.set_faults(None)
-        assert all(world.held(p.email).consents[first] is WITHDRAWN for p in crowd[:30])
         assert all(world.held(p.email).opted_out for p in crowd[30:40])
-        assert all(world.held(p.email).consents[second] is GRANTED for p in crowd[40:44])
+        if consent:
+            assert all(world.held(p.email).consents[first] is WITHDRAWN for p in crowd[:30])
+            assert all(world.held(p.email).consents[second] is GRANTED for p in crowd[40:44])
+        if calls:
+            assert all(world.held(p.email).do_not_call for p in crowd[44:54])
         assert world.held(crowd[0].email).lawful_basis is LawfulBasis.LEGITIMATE_INTERESTS
         assert world.held(crowd[149].email).lawful_basis is None

@@ -46,6 +46,24 @@ def emulate(
             show_default=False,
         ),
     ] = None,
+    tier: Annotated[
+        str | None,
+        typer.Option(
+            help="HubSpot only: the portal's Marketing Hub tier, starter, professional or "
+            "enterprise (default): its published rate limits and, below enterprise, a token "
+            "without the batch communication-preference scopes.",
+            show_default=False,
+        ),
+    ] = None,
+    org: Annotated[
+        str | None,
+        typer.Option(
+            help="Salesforce only: the org's profile, privacy (default: Data Protection and "
+            "Privacy on) or basic (no Individual, ContactPointTypeConsent, DataUsePurpose: "
+            "they answer INVALID_TYPE, as in most orgs).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve a faithful vendor API emulator on loopback: no account needed to try the bridge.
     It starts empty (but for the vendor's defaults); its admin API, to seed it and point its
@@ -54,11 +72,22 @@ def emulate(
 
     from bridge.cli.serve import stop_quietly_on_signals
     from bridge_sandbox.emulators import EMULATORS
+    from bridge_sandbox.emulators.hubspot_tiers import TIERS
+    from bridge_sandbox.emulators.salesforce_config import ORGS
 
     if vendor not in EMULATORS:
         raise ConfigError([f"emulate: no {vendor!r} emulator; use one of {', '.join(EMULATORS)}"])
+    if tier is not None and (vendor != "hubspot" or tier not in TIERS):
+        raise ConfigError([f"emulate: --tier is one of {', '.join(TIERS)}, for hubspot only"])
+    if org is not None and (vendor != "salesforce" or org not in ORGS):
+        raise ConfigError([f"emulate: --org is one of {', '.join(ORGS)}, for salesforce only"])
+    profile = {name: value for name, value in (("tier", tier), ("org", org)) if value}
     stop_quietly_on_signals()
     chosen = DEFAULT_PORTS.get(vendor, 8765) if port is None else port
     uvicorn.run(
-        EMULATORS[vendor](), host="127.0.0.1", port=chosen, log_config=None, access_log=False
+        EMULATORS[vendor](**profile),
+        host="127.0.0.1",
+        port=chosen,
+        log_config=None,
+        access_log=False,
     )

@@ -13,11 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from bridge.adapters.base import FieldUsage, NotFound, ObjectUsage
+from bridge.adapters.base import FieldUsage, ObjectUsage
 from bridge.adapters.hubspot.adapter import HubSpotAdapter
 from bridge.adapters.hubspot.adapter import property_cost as hubspot_cost
 from bridge.adapters.hubspot.settings import HubSpotSettings
-from bridge.adapters.salesforce import SALESFORCE
 from bridge.adapters.salesforce.adapter import SalesforceAdapter
 from bridge.adapters.salesforce.settings import SalesforceSettings
 from bridge.adapters.usage import chunked, filled, measure
@@ -120,7 +119,7 @@ def salesforce() -> Iterator[RunningServer]:
 @pytest.fixture
 def salesforce_admin(salesforce: RunningServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=salesforce.url, timeout=60) as client:
-        client.post("/__emulator/reset").raise_for_status()
+        client.put("/__emulator/org", json={"org": "privacy"}).raise_for_status()
         yield client
 
 
@@ -180,20 +179,15 @@ def test_salesforce_counts_each_fillable_field_of_every_object_in_the_fewest_cal
     assert (counted[DESCRIBE], counted[QUERY], counted[QUERY_MORE]) == (5, 5, 1)
 
 
-def test_salesforce_leaves_out_an_object_the_org_does_not_have(
-    salesforce: RunningServer, salesforce_admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+def test_salesforce_counts_contacts_and_leads_alone_where_the_org_has_no_privacy_objects(
+    salesforce: RunningServer, salesforce_admin: httpx.Client
 ) -> None:
+    salesforce_admin.put("/__emulator/org", json={"org": "basic"}).raise_for_status()
+    insert(salesforce_admin, "Contact", [{"LastName": "Lovelace", "DoNotCall": True}])
     with salesforce_adapter(salesforce) as adapter:
-        describe = adapter._describe
-
-        def without_individual(operation: str, sobject: str) -> list[dict[str, Any]]:
-            if sobject == "Individual":  # Data Protection and Privacy is off in this org
-                raise NotFound(SALESFORCE, "describe: NOT_FOUND")
-            return describe(operation, sobject)
-
-        monkeypatch.setattr(adapter, "_describe", without_individual)
-        found = [usage.sobject for usage in adapter.field_usage()]
-    assert "Individual" not in found and "Contact" in found
+        usage = {found.sobject: found for found in adapter.field_usage()}
+    assert list(usage) == ["Contact", "Lead"]
+    assert by_name(usage["Contact"])["DoNotCall"].filled == 1
 
 
 # -- the shared counting -------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """The HubSpot adapter against its emulator: the real SDK, real HTTP, a server in-process.
 
 ``TestHubSpotConformance`` runs the public suite (``bridge.testing.conformance``) with
-``HubSpotHarness`` as its world. The tests after it prove what only HubSpot has: the
-10,000-result search cap, its rate-limit headers and 5/s search limit, v3's refusal to
-resubscribe, blocklisting by address, exactly-once writes under faults, the error table, the
-v4 transport (with respx), and the lawful-basis vocabularies (property-tested).
+``HubSpotHarness`` as its world, its consent tests on every Marketing Hub tier. The tests
+after it prove what only HubSpot has: the consent path each tier allows, the 10,000-result
+search cap, its rate-limit headers and 5/s search limit, v3's refusal to resubscribe,
+blocklisting by address, exactly-once writes under faults, the error table, the v4 transport
+(with respx), and the lawful-basis vocabularies (property-tested).
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ from bridge.adapters.base import (
 )
 from bridge.adapters.hubspot import HUBSPOT
 from bridge.adapters.hubspot.adapter import HubSpotAdapter, _refusals
+from bridge.adapters.hubspot.capabilities import BATCH_READ, ConsentPaths, Path
 from bridge.adapters.hubspot.preferences import Preferences
 from bridge.adapters.hubspot.settings import HubSpotSettings
-from bridge.adapters.hubspot.transport import ERRORS, HubSpotLimits, Transport
+from bridge.adapters.hubspot.transport import ERRORS, HubSpotLimits, MissingScopes, Transport
 from bridge.adapters.hubspot.vocabulary import (
     DEFAULT_HUBSPOT,
     HUBSPOT_PROPERTY,
@@ -56,16 +58,20 @@ from bridge.adapters.vocabulary import Unmappable, Vocabulary
 from bridge.identity import normalise_email
 from bridge.model import ConsentStatus, LawfulBasis, Purpose
 from bridge.testing.conformance import (
+    CONSENT_TESTS,
     AdapterConformance,
     Faults,
     Held,
     Holds,
     Person,
+    by_id,
+    consent_of,
     open_connections,
 )
 from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
 from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig, RateLimits, create_app
 from bridge_sandbox.emulators.hubspot_properties import LEGAL_BASIS_OPTIONS
+from bridge_sandbox.emulators.hubspot_tiers import TIERS, Tier
 from bridge_sandbox.emulators.lawful_bases import (
     HUBSPOT_LEGAL_BASIS,
     HUBSPOT_LEGAL_BASIS_READ,
@@ -242,11 +248,24 @@ def admin(server: RunningServer) -> Iterator[httpx.Client]:
         yield client
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The conformance suite's consent tests run on every tier; the rest on the default."""
+    if metafunc.function.__name__ in CONSENT_TESTS and "world" in metafunc.fixturenames:
+        metafunc.parametrize("tier", TIERS)
+
+
 @pytest.fixture
-def harness(server: RunningServer, admin: httpx.Client) -> Iterator[HubSpotHarness]:
-    """An empty portal at the test limits, without faults, its counters at zero."""
+def tier() -> Tier:
+    """The portal's Marketing Hub tier (tests that care parametrise it)."""
+    return "enterprise"
+
+
+@pytest.fixture
+def harness(server: RunningServer, admin: httpx.Client, tier: Tier) -> Iterator[HubSpotHarness]:
+    """An empty portal of the tier at the test limits, without faults, its counters at zero."""
     admin.post("/__emulator/reset").raise_for_status()
     admin.delete("/__emulator/faults").raise_for_status()
+    admin.put("/__emulator/tier", json={"tier": tier}).raise_for_status()
     admin.put("/__emulator/rate-limits", json=EMULATOR_LIMITS.model_dump()).raise_for_status()
     admin.delete("/__emulator/counters").raise_for_status()
     running = HubSpotHarness(server, admin)
@@ -263,6 +282,155 @@ def world(harness: HubSpotHarness) -> HubSpotHarness:
 class TestHubSpotConformance(AdapterConformance):
     """The adapter contract (``bridge.testing.conformance``), held against the HubSpot
     emulator."""
+
+
+# -- the consent path each tier allows ---------------------------------------------------------
+
+V4 = "/communication-preferences/v4/statuses"
+SINGLE_READ = f"GET {V4}/{{subscriber:path}}"
+SINGLE_WIDE_READ = f"GET {V4}/{{subscriber:path}}/unsubscribe-all"
+SINGLE_WRITE = f"POST {V4}/{{subscriber:path}}"
+SINGLE_UNSUBSCRIBE_ALL = f"POST {V4}/{{subscriber:path}}/unsubscribe-all"
+
+
+def paths_logged(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == "hubspot.consent_paths"]
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_each_tier_takes_the_consent_path_its_token_allows_and_says_so_once(
+    harness: HubSpotHarness, tier: Tier
+) -> None:
+    ids = harness.seed(
+        [
+            Person("ada@example.com", consents={"marketing": ConsentStatus.GRANTED}),
+            Person("bob@example.com"),
+        ]
+    )
+    adapter = harness.adapter()
+    with structlog.testing.capture_logs() as logs:
+        records = by_id(list(adapter.read()))
+        write = ConsentWrite(harness.ref(ids[0]), "ada@example.com", None, ConsentStatus.WITHDRAWN)
+        assert [o.status for o in adapter.write_consents([write])] == [WriteStatus.DONE]
+    batch = tier == "enterprise"
+    known = adapter.capabilities()
+    assert (known.reads, known.writes) == ((Path.BATCH,) * 2 if batch else (Path.SINGLE,) * 2)
+    assert known.scopes is not None and (BATCH_READ in known.scopes) is batch
+    [line] = paths_logged(logs)
+    assert (line["log_level"], line["reads"], line["writes"]) == ("info", known.reads, known.writes)
+    assert any("single-address" in text for text in known.lines()) is not batch
+    # Consent reads the same on every tier: the status and when it was set.
+    [marketing] = [c for c in records[ids[0]].consents if c.purpose == "marketing"]
+    assert marketing.status is ConsentStatus.GRANTED and marketing.changed_at is not None
+    assert consent_of(records[ids[1]], "marketing") is ConsentStatus.UNKNOWN
+    assert harness.held("ada@example.com").opted_out
+    calls = harness.counters()["calls"]
+    assert any("/statuses/batch/" in route for route in calls) is batch
+    if not batch:  # one status read: for the one address whose properties show a status
+        assert (calls[SINGLE_READ], calls[SINGLE_UNSUBSCRIBE_ALL]) == (1, 1)
+
+
+@pytest.mark.parametrize("tier", ["professional"])
+def test_below_enterprise_only_addresses_whose_properties_show_a_status_are_read(
+    harness: HubSpotHarness,
+) -> None:
+    """220 contacts: 100 hold no status, 60 a subscription, 40 a withdrawal, 20 left all
+    email. One status read each for the 100 with one, one opt-out read each for the 20."""
+    granted = {"marketing": ConsentStatus.GRANTED}
+    withdrawn = {"product_updates": ConsentStatus.WITHDRAWN}
+    crowd = [
+        *(Person(f"none{i}@example.com") for i in range(100)),
+        *(Person(f"in{i}@example.com", consents=granted) for i in range(60)),
+        *(Person(f"out{i}@example.com", consents=withdrawn) for i in range(40)),
+        *(Person(f"left{i}@example.com", opted_out=True) for i in range(20)),
+    ]
+    ids = harness.seed(crowd)
+    read = by_id(list(harness.adapter().read()))
+    records = [read[i] for i in ids]
+    calls = harness.counters()["calls"]
+    assert calls["GET /crm/v3/objects/contacts"] == 3
+    assert (calls[SINGLE_READ], calls[SINGLE_WIDE_READ]) == (100, 20)
+    assert not [route for route in calls if "/statuses/batch/" in route]
+    assert all(c.status is ConsentStatus.UNKNOWN for r in records[:100] for c in r.consents)
+    assert all(consent_of(r, "marketing") is ConsentStatus.GRANTED for r in records[100:160])
+    assert all(
+        consent_of(r, "product_updates") is ConsentStatus.WITHDRAWN for r in records[160:200]
+    )
+    known = [
+        c for r in records[100:200] for c in r.consents if c.status is not ConsentStatus.UNKNOWN
+    ]
+    assert len(known) == 100 and all(c.changed_at for c in known)
+    assert all(r.opt_out and r.opt_out.email and r.opt_out.changed_at for r in records[200:])
+
+
+@pytest.mark.parametrize("tier", ["starter", "professional"])
+def test_a_token_that_hides_its_scopes_switches_on_the_first_missing_scopes_answer(
+    harness: HubSpotHarness, tier: Tier
+) -> None:
+    """HubSpot lists no scopes for some tokens: batch is tried, and its 403 MISSING_SCOPES
+    moves reads, then writes, to the single-address path for good, each with one line."""
+    ids = harness.seed(
+        [
+            Person(f"p{i}@example.com", consents={"marketing": ConsentStatus.GRANTED})
+            for i in range(3)
+        ]
+    )
+    settings = HubSpotSettings(access_token=SecretStr(TOKEN), base_url=harness.server.url)
+    transport = Transport(settings, ADAPTER_LIMITS, attempts=1, timeout=5.0)
+    paths = ConsentPaths()  # no probe: the scopes are unknown
+    preferences = Preferences(transport, PURPOSES, HUBSPOT_SUBSCRIPTION, paths, lambda *_: {})
+    emails = [f"p{i}@example.com" for i in range(3)]
+    writes = [
+        ConsentWrite(harness.ref(i), e, "marketing", ConsentStatus.WITHDRAWN)
+        for i, e in zip(ids, emails, strict=True)
+    ]
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):
+            assert set(preferences.statuses(emails)) == set(emails)
+            assert {o.status for o in preferences.write(writes)} <= {
+                WriteStatus.DONE,
+                WriteStatus.ALREADY,
+            }
+    transport.close()
+    assert [(e["reads"], e["writes"]) for e in paths_logged(logs)] == [
+        ("batch", "batch"), ("single", "batch"), ("single", "single")
+    ]  # fmt: skip
+    assert "MISSING_SCOPES to a batch write" in paths.current().lines()[-1]
+    calls = harness.counters()["calls"]
+    assert calls[f"POST {V4}/batch/read"] == 1 and calls[f"POST {V4}/batch/write"] == 1
+    assert (calls[SINGLE_READ], calls[SINGLE_WRITE]) == (6, 6)
+    assert all(harness.held(e).consents["marketing"] is ConsentStatus.WITHDRAWN for e in emails)
+
+
+@respx.mock
+def test_one_address_at_a_time_a_refused_status_read_is_left_out_without_personal_data(
+    transport: Transport,
+) -> None:
+    """What HubSpot will not answer for one address does not fail the others; the contact's
+    opt-out properties then say what they can (``mirrored``)."""
+    paths = ConsentPaths(lambda: frozenset())  # a token without the batch scopes
+    preferences = Preferences(transport, PURPOSES, HUBSPOT_SUBSCRIPTION, paths, lambda *_: {})
+    status = {"subscriberIdString": "ada@example.com", "subscriptionId": 1, "status": "SUBSCRIBED"}
+    respx.get(url__regex=r".*/statuses/ada%40example\.com\?channel=EMAIL$").mock(
+        return_value=httpx.Response(200, json={"status": "COMPLETE", "results": [status]})
+    )
+    respx.get(url__regex=r".*/statuses/grace%40example\.com\?channel=EMAIL$").mock(
+        return_value=error(400, {"category": "VALIDATION_ERROR", "message": "grace@example.com?"})
+    )
+    with structlog.testing.capture_logs() as logs:
+        found = preferences.statuses(["Ada@Example.com", "grace@example.com"])
+    assert found == {"ada@example.com": [status]}
+    assert [e["operation"] for e in logs if e["event"] == "hubspot.status_unread"] == [
+        "read_statuses"
+    ]
+    assert "grace" not in json.dumps(logs, default=str)
+    properties = {"hs_email_optout_1": "false", "hs_email_optout_2": "true"}
+    assert preferences.mirrored(properties) == [{"subscriptionId": "2", "status": "UNSUBSCRIBED"}]
+    respx.get(url__regex=r".*/statuses/ada%40example\.com\?channel=EMAIL$").mock(
+        return_value=error(403, {"category": "MISSING_SCOPES"})
+    )
+    with pytest.raises(MissingScopes):  # a token that may not read statuses at all
+        preferences.statuses(["ada@example.com"])
 
 
 # -- reading at scale and at the published limits ------------------------------------------------
@@ -293,8 +461,12 @@ def test_read_since_pages_past_the_10000_result_cap_exactly_once(harness: HubSpo
     assert calls["POST /crm/v3/objects/contacts/search"] == 12_000 // 200
 
 
-def test_full_read_follows_rate_limit_headers_and_receives_no_429(harness: HubSpotHarness) -> None:
-    """HubSpot's rate in a 1 s window, most of it already used by another app on the portal."""
+@pytest.mark.parametrize("tier", TIERS)
+def test_full_read_follows_rate_limit_headers_and_receives_no_429(
+    harness: HubSpotHarness, tier: Tier
+) -> None:
+    """HubSpot's rate in a 1 s window, most of it already used by another app on the portal;
+    below Enterprise the 40 opted out are read one address at a time, still without a 429."""
     limits = RateLimits(burst_max=10, burst_interval_ms=1_000)
     harness.admin.put("/__emulator/rate-limits", json=limits.model_dump()).raise_for_status()
     crowd = [Person(f"p{i}@example.com", opted_out=i % 10 == 0) for i in range(400)]
@@ -302,13 +474,18 @@ def test_full_read_follows_rate_limit_headers_and_receives_no_429(harness: HubSp
     for _ in range(7):
         harness.admin.get("/crm/v3/properties/contacts/email").raise_for_status()
     harness.admin.delete("/__emulator/counters")
-    # Starts from the published limits; the first answer's headers correct them.
-    with make_adapter(harness.server.url, limits=HubSpotLimits()) as adapter:
+    # Starts from the published limits; the first answer's headers correct them. Time runs ten
+    # times faster here than in HubSpot's 10 s window: the margin stays what it is there (0.3 s),
+    # so that a busy machine's stalls do not count as the adapter's pacing.
+    published = HubSpotLimits(min_margin_seconds=0.3)
+    with make_adapter(harness.server.url, limits=published) as adapter:
         records = list(adapter.read())
     assert len(records) == 400
     assert sum(r.opt_out is not None and r.opt_out.email for r in records) == 40
-    # The minimum (4 pages, 4 status reads, 1 unsubscribe-all read): nothing was refused.
-    assert harness.counters()["total"] == 9
+    # The minimum, after the token's scopes: 4 pages, then 4 status reads and 1 unsubscribe-all
+    # read in batch, or (no status shows on the contacts) 40 unsubscribe-all reads one by one.
+    consent = 5 if tier == "enterprise" else 40
+    assert harness.counters()["total"] == 1 + 4 + consent  # nothing was refused
 
 
 def test_incremental_read_keeps_search_under_five_a_second(harness: HubSpotHarness) -> None:
@@ -368,6 +545,7 @@ def test_unmappable_legal_basis_is_reported_with_the_record_id_never_guessed(
 # -- consent writes --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("tier", TIERS)
 def test_grant_after_an_opt_out_needs_self_service_and_is_not_retried(
     harness: HubSpotHarness,
 ) -> None:
@@ -387,7 +565,8 @@ def test_grant_after_an_opt_out_needs_self_service_and_is_not_retried(
         outcomes = harness.adapter().write_consents(writes)
     assert [o.status for o in outcomes] == [WriteStatus.NEEDS_SELF_SERVICE] * 2
     calls = harness.counters()["calls"]
-    # Their statuses, read first in one batch, already say HubSpot would refuse: no attempt.
+    # Their statuses, read first in one batch (below Enterprise: their contacts' opt-out
+    # properties), already say HubSpot would refuse: no attempt.
     assert "POST /communication-preferences/v3/subscribe" not in calls
     assert harness.held("withdrew@example.com").consents["marketing"] is ConsentStatus.WITHDRAWN
     assert "@example.com" not in json.dumps(logs, default=str)  # HubSpot's refusal names it
@@ -734,7 +913,8 @@ def test_rectify_reports_a_207s_refusals_by_category_and_property_never_the_mess
         (423, None, RateLimited),
         (477, None, RateLimited),
         (401, "INVALID_AUTHENTICATION", Permanent),
-        (403, "MISSING_SCOPES", Permanent),
+        (403, "MISSING_SCOPES", MissingScopes),  # a Permanent that switches the consent path
+        (403, "BANNED", Permanent),
         (404, "OBJECT_NOT_FOUND", NotFound),
         (409, "CONFLICT", Permanent),
         (400, "VALIDATION_ERROR", Permanent),
@@ -759,7 +939,8 @@ def transport() -> Iterator[Transport]:
 
 @pytest.fixture
 def preferences(transport: Transport) -> Preferences:
-    return Preferences(transport, PURPOSES, HUBSPOT_SUBSCRIPTION)
+    """Preferences that assume batch until refused, and find no contacts."""
+    return Preferences(transport, PURPOSES, HUBSPOT_SUBSCRIPTION, ConsentPaths(), lambda *_: {})
 
 
 def error(status: int, body: dict[str, Any], **headers: str) -> httpx.Response:
@@ -786,7 +967,7 @@ def error(status: int, body: dict[str, Any], **headers: str) -> httpx.Response:
         ),
         (error(503, {"category": "INTERNAL_ERROR"}), Transient, None),
         (error(404, {"category": "OBJECT_NOT_FOUND"}), NotFound, None),
-        (error(403, {"category": "MISSING_SCOPES"}), Permanent, None),
+        (error(403, {"category": "BANNED"}), Permanent, None),
         (httpx.Response(502, text="<html>Bad gateway</html>"), Transient, None),
     ],
 )

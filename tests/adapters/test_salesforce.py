@@ -1,10 +1,12 @@
 """The Salesforce adapter against its emulator: real simple-salesforce, real HTTP, in-process.
 
 ``TestSalesforceConformance`` runs the public suite (``bridge.testing.conformance``) with
-``SalesforceHarness`` as its world. The tests after it prove what only Salesforce has:
-2,000-row query pages, people spread over Contact, Lead, Individual, contact points and
-consent rows, the session that expires mid-run, sObject Collections failing row by row, the
-recycle bin, the daily API quota, the four ways to log in, and the error table.
+``SalesforceHarness`` as its world, on both org profiles (with and without the privacy
+objects: reads, erasure and rectification take other paths too, not consent alone). The
+tests after it prove what only Salesforce has: 2,000-row query pages, people spread over
+Contact, Lead, Individual, contact points and consent rows, the session that expires mid-run,
+sObject Collections failing row by row, the recycle bin, the daily API quota, the four ways to
+log in, the error table, and how the path for an org without the privacy objects is found.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from urllib.parse import quote_plus
 
 import httpx
 import pytest
+import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
@@ -46,6 +49,7 @@ from bridge.adapters.base import (
 )
 from bridge.adapters.salesforce import SALESFORCE
 from bridge.adapters.salesforce.adapter import SalesforceAdapter
+from bridge.adapters.salesforce.org import PRIVACY_OBJECTS, detect
 from bridge.adapters.salesforce.records import STATUS_READ
 from bridge.adapters.salesforce.settings import SalesforceSettings
 from bridge.adapters.salesforce.transport import (
@@ -63,6 +67,7 @@ from bridge.adapters.vocabulary import Unmappable
 from bridge.errors import ConfigError
 from bridge.identity import link_subjects, normalise_email
 from bridge.model import (
+    Channel,
     ConsentStatus,
     CrmRecord,
     Evidence,
@@ -83,6 +88,7 @@ from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
 from bridge_sandbox.emulators.lawful_bases import SALESFORCE_LEGAL_BASIS as LEGAL_BASIS_NAMES
 from bridge_sandbox.emulators.lawful_bases import salesforce_basis
 from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig, create_app
+from bridge_sandbox.emulators.salesforce_config import ORGS, Org
 
 USERNAME, PASSWORD, TOKEN = "bridge@example.com", "password", "token"
 CONSUMER_KEY, CONSUMER_SECRET = "bridge-consumer-key", "bridge-consumer-secret"
@@ -96,11 +102,14 @@ SEED_STATUS = {
     ConsentStatus.UNKNOWN: "NotSeen",
 }
 SOAP_LOGIN = "POST /services/Soap/u/{version}"
+DESCRIBE_GLOBAL = "GET /services/data/v{version}/sobjects"
+DESCRIBE = "GET /services/data/v{version}/sobjects/{sobject}/describe"
 QUERY, QUERY_MORE = (
     "GET /services/data/v{version}/query",
     "GET /services/data/v{version}/query/{locator}",
 )
 PARTIES = ("Contact", "Lead", "Individual", "ContactPointEmail", "ContactPointTypeConsent")
+PHONE = Channel.PHONE
 EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 
@@ -123,7 +132,9 @@ class SalesforceHarness:
     """The conformance harness: the emulator's admin API behind the adapter's back.
 
     A person is a Contact; one with consents or further addresses also gets an Individual,
-    its ContactPointTypeConsent rows and ContactPointEmail rows, all stamped alike.
+    its ContactPointTypeConsent rows and ContactPointEmail rows, all stamped alike. In an org
+    without the privacy objects a person is a Contact alone: consents are left out, and a
+    test that needs further addresses is skipped.
     """
 
     purposes: Sequence[Purpose] = PURPOSES
@@ -132,6 +143,10 @@ class SalesforceHarness:
         self.server = server
         self.admin = admin
         self._adapters: list[SalesforceAdapter] = []
+        self.privacy = admin.get("/__emulator/org").json()["org"] == "privacy"
+        self.purpose_ids: dict[str, str] = {}
+        if not self.privacy:
+            return
         bases = {r["Name"]: r["Id"] for r in self.rows("DataUseLegalBasis")}
         self.purpose_ids = dict(
             zip(
@@ -176,7 +191,9 @@ class SalesforceHarness:
             names = ("CreatedDate", "LastModifiedDate", "SystemModstamp")
             return dict.fromkeys(names, stamp(when)) if when else {}
 
-        wanting = [p for p in people if p.consents or p.additional_emails]
+        if not self.privacy and any(p.additional_emails for p in people):
+            pytest.skip("an org without the privacy objects holds one address per record")
+        wanting = [p for p in people if (p.consents or p.additional_emails) and self.privacy]
         individuals = dict(
             zip(
                 (id(p) for p in wanting),
@@ -199,10 +216,11 @@ class SalesforceHarness:
                 "LastName": p.last_name,
                 "Email": p.email,
                 "HasOptedOutOfEmail": p.opted_out,
+                "DoNotCall": p.do_not_call,
                 "Lawful_Basis__c": LEGAL_BASIS_NAMES[p.lawful_basis.value]
                 if p.lawful_basis
                 else None,
-                "IndividualId": individuals.get(id(p)),
+                **({"IndividualId": individuals.get(id(p))} if self.privacy else {}),
                 **stamps(p),
             }
             for p in people
@@ -249,12 +267,12 @@ class SalesforceHarness:
         points = [
             r for r in rows["ContactPointEmail"] if normalise_email(r["EmailAddress"]) == address
         ]
-        parties = {r["IndividualId"] for r in people if r["IndividualId"]}
+        parties = {r["IndividualId"] for r in people if r.get("IndividualId")}
         parties |= {r["ParentId"] for r in points}
         people += [
             r
             for r in rows["Contact"] + rows["Lead"]
-            if r["IndividualId"] in parties and r not in people
+            if r.get("IndividualId") in parties and r not in people
         ]
         consents = sorted(
             (r for r in rows["ContactPointTypeConsent"] if r["PartyId"] in parties),
@@ -285,6 +303,7 @@ class SalesforceHarness:
                 for r in [*people, *(r for r in rows["Individual"] if r["Id"] in live)]
                 if r.get("LastName")
             ),
+            do_not_call=any(r["DoNotCall"] for r in people),
         )
 
     def ui_url(self, record_id: str) -> str:
@@ -385,10 +404,23 @@ def admin(server: RunningServer) -> Iterator[httpx.Client]:
         yield client
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The conformance suite runs on both org profiles; the other tests say which they need."""
+    if "world" in metafunc.fixturenames:
+        metafunc.parametrize("org", ORGS)
+
+
 @pytest.fixture
-def harness(server: RunningServer, admin: httpx.Client) -> Iterator[SalesforceHarness]:
-    """An empty org with the two purposes' DataUsePurposes, no faults, counters at zero."""
-    admin.post("/__emulator/reset").raise_for_status()
+def org() -> Org:
+    """The org's profile (tests that care parametrise it)."""
+    return "privacy"
+
+
+@pytest.fixture
+def harness(server: RunningServer, admin: httpx.Client, org: Org) -> Iterator[SalesforceHarness]:
+    """An empty org of the profile, with the two purposes' DataUsePurposes where it has the
+    privacy objects, no faults, counters at zero."""
+    admin.put("/__emulator/org", json={"org": org}).raise_for_status()
     admin.delete("/__emulator/faults").raise_for_status()
     running = SalesforceHarness(server, admin)
     running.reset_counters()
@@ -438,13 +470,15 @@ def calls_metric(operation: str) -> float:
 
 def test_full_read_pages_5000_contacts_in_the_fewest_calls(harness: SalesforceHarness) -> None:
     ids = harness.insert(contacts(5000))
-    counted = calls_metric("read")
+    counted = calls_metric("read") + calls_metric("connect")
     read = [r.id for r in harness.adapter().read()]
     assert sorted(read) == sorted(ids)
     calls = harness.calls()
-    # The login; consent rows, contact points, Contacts (3 pages of 2,000), Leads: no more.
+    # The login; what the org holds, once (the global describe, Contact's and Lead's); consent
+    # rows, contact points, Contacts (3 pages of 2,000), Leads: no more.
     assert (calls[QUERY], calls[QUERY_MORE], calls[SOAP_LOGIN]) == (4, 2, 1)
-    assert sum(calls.values()) == 7 == calls_metric("read") - counted
+    assert (calls[DESCRIBE_GLOBAL], calls[DESCRIBE]) == (1, 2)
+    assert sum(calls.values()) == 10 == calls_metric("read") + calls_metric("connect") - counted
 
 
 def test_people_across_leads_contacts_and_cases_are_found_and_linked(
@@ -939,9 +973,10 @@ def test_reads_each_record_once_and_writes_each_batch_once_under_20_percent_faul
     ).raise_for_status()
     read = [r.id for r in adapter.read()]
     assert sorted(read) == sorted(ids)
-    # Every page fetched once: 3 of Contacts, one of each other object. (A call the emulator
-    # fails is counted too, as is one it drops, under a key of its own.)
-    assert answered(harness.counters(), "GET ") == 4 + 2
+    # Every page fetched once: 3 of Contacts, one of each other object, and the org's three
+    # describes. (A call the emulator fails is counted too, as is one it drops, under a key of
+    # its own.)
+    assert answered(harness.counters(), "GET ") == 4 + 2 + 3
     harness.reset_counters()
     harness.admin.put(
         "/__emulator/faults",
@@ -1352,3 +1387,153 @@ def test_rectify_refuses_a_value_too_long_naming_field_and_limit_never_the_value
         "salesforce has no field for nickname"
     ]
     assert [c for c in harness.calls() if "describe" not in c] == []
+
+
+# -- orgs with and without the privacy objects ---------------------------------------------------
+
+FULL_ACCESS = {"queryable": True, "createable": True, "updateable": True}
+LINKED = {"name": "IndividualId", "updateable": True}
+
+
+@pytest.mark.parametrize(
+    ("objects", "fields", "missing"),
+    [
+        ({}, {}, ""),
+        (
+            {"Individual": None},
+            {},
+            "Individual is not available to the integration user: Data Protection and Privacy "
+            "is off, or no permission set grants it",
+        ),
+        (
+            {"ContactPointTypeConsent": {"queryable": True, "updateable": True}},
+            {},
+            "the integration user may not create ContactPointTypeConsent",
+        ),
+        (
+            {"DataUsePurpose": {"queryable": False}},
+            {},
+            "the integration user may not read DataUsePurpose",
+        ),
+        (
+            {},
+            {"Lead": []},
+            "Lead.IndividualId is hidden from the integration user or read-only "
+            "(field-level security)",
+        ),
+        (
+            {},
+            {"Contact": [{"name": "IndividualId", "updateable": False}]},
+            "Contact.IndividualId is hidden from the integration user or read-only "
+            "(field-level security)",
+        ),
+    ],
+)
+def test_the_privacy_path_needs_every_privacy_object_and_the_link_to_the_individual(
+    objects: dict[str, dict[str, bool] | None],
+    fields: dict[str, list[dict[str, Any]]],
+    missing: str,
+) -> None:
+    described = {name: FULL_ACCESS for name in PRIVACY_OBJECTS} | objects
+    listed = [{"name": name, **flags} for name, flags in described.items() if flags is not None]
+    org = detect(listed, lambda sobject: fields.get(sobject, [LINKED]))
+    assert (org.privacy, org.missing) == (not missing, missing)
+    lines = org.lines("Lawful_Basis__c")
+    assert lines[0] == f"path: {org.name}"
+    assert ("not holdable in this org" in lines[1]) is bool(missing)
+    assert "do not call: DoNotCall on Contact and Lead" in lines
+
+
+@pytest.mark.parametrize("org", ORGS)
+def test_the_path_is_found_once_from_the_describes_and_logged_once(
+    harness: SalesforceHarness, org: Org
+) -> None:
+    adapter = harness.adapter()
+    with structlog.testing.capture_logs() as logs:
+        assert adapter.org.privacy is (org == "privacy")
+        assert adapter.capabilities()[0] == f"path: {org}"
+        list(adapter.read())
+        adapter.find_by_emails(["nobody@example.com"])
+    assert [e["path"] for e in logs if e["event"] == "salesforce.path_chosen"] == [org]
+    calls = harness.calls()
+    # Contact's and Lead's describes only where the privacy objects are there to link to.
+    assert (calls[DESCRIBE_GLOBAL], calls.get(DESCRIBE, 0)) == (1, 2 if org == "privacy" else 0)
+
+
+@pytest.mark.parametrize("org", ["basic"])
+def test_a_basic_org_is_read_written_and_erased_through_contacts_and_leads_alone(
+    harness: SalesforceHarness,
+) -> None:
+    """No call names a privacy object (the org would refuse it with INVALID_TYPE); Do Not
+    Call and the email opt-out of one record go in one row; per-purpose consent is not
+    holdable, one warning per read says so, and nothing fails."""
+    contact, lead, other = harness.insert(
+        [
+            {
+                "attributes": {"type": "Contact"},
+                "LastName": "Ada",
+                "Email": "ada@example.com",
+                "DoNotCall": True,
+                "Lawful_Basis__c": "Contract",
+            },
+            {
+                "attributes": {"type": "Lead"},
+                "LastName": "Ada",
+                "Company": "Engines",
+                "Email": "ADA@example.com",
+            },
+            {"attributes": {"type": "Contact"}, "LastName": "Bo", "Email": "bo@example.com"},
+        ]
+    )
+    adapter = harness.adapter()
+    with structlog.testing.capture_logs() as logs:
+        records = {r.id: r for r in adapter.read()}
+        changed = [r.id for r in adapter.read(since=datetime.now(UTC) - timedelta(hours=1))]
+    warned = [e for e in logs if e["event"] == "salesforce.consent_not_holdable"]
+    assert [e["log_level"] for e in warned] == ["warning", "warning"], "one per read"
+    assert "ada@example.com" not in repr(warned)
+    assert sorted(changed) == sorted(records) == sorted([contact, lead, other])
+    assert opt_out(records[contact]) == (False, True) and opt_out(records[lead]) == (False, False)
+    assert records[contact].lawful_basis is LawfulBasis.CONTRACT
+    assert all(r.consents == () for r in records.values())
+    assert {r.id for r in adapter.find_by_emails(["Ada@Example.com"])} == {contact, lead}
+    assert adapter.emails_of(RecordRef(SALESFORCE, "lead", lead)) == ["ada@example.com"]
+
+    ref = RecordRef(SALESFORCE, "lead", lead)
+    harness.reset_counters()
+    outcomes = adapter.write_consents(
+        [
+            ConsentWrite(ref, "ada@example.com", None, ConsentStatus.WITHDRAWN, channel=PHONE),
+            ConsentWrite(ref, "ada@example.com", None, ConsentStatus.WITHDRAWN),
+            ConsentWrite(ref, "ada@example.com", "marketing", ConsentStatus.WITHDRAWN),
+        ]
+    )
+    assert [o.status for o in outcomes] == [
+        WriteStatus.DONE,
+        WriteStatus.DONE,
+        WriteStatus.NOT_HOLDABLE,
+    ]
+    assert "not holdable in this org" in outcomes[2].detail
+    assert harness.calls()["PATCH /services/data/v{version}/composite/sobjects"] == 1
+    [held] = harness.rows("Lead")
+    assert (held["DoNotCall"], held["HasOptedOutOfEmail"]) == (True, True)
+    assert adapter.field_for("lead", "consent:marketing") is None
+    assert adapter.field_for("lead", "do_not_call") == ("Lead", "DoNotCall")
+    assert adapter.field_for("individual", "opt_out") is None
+
+    assert [str(p) for p in adapter.check_rectify({"last_name": "L" * 81})] == [
+        "last_name: salesforce Contact.LastName holds at most 80 characters",
+        "last_name: salesforce Lead.LastName holds at most 80 characters",
+    ]
+    fixed = adapter.rectify(["ada@example.com"], {"phone": "+44 20 7946 0000"})
+    assert {o.status for o in fixed} == {WriteStatus.DONE} and len(fixed) == 2
+    assert {u.sobject for u in adapter.field_usage()} == {"Contact", "Lead"}
+    exported = adapter.export(["ada@example.com"])["records"]
+    assert {name: len(rows) for name, rows in exported.items()} == {"Contact": 1, "Lead": 1}
+    targets = adapter.erasure_targets(["ada@example.com"])
+    assert sorted(t.object_type for t in targets) == ["contact", "lead"]
+    assert {adapter.erase(t, "delete").status for t in targets} == {ErasureStatus.ERASED}
+    # Asked of Contacts and Leads only (getDeleted covers whole minutes, up to the last one).
+    deleted = adapter.read_deleted(datetime.now(UTC) - timedelta(hours=1))
+    assert {d.record.id for d in deleted} <= {contact, lead}
+    assert [r.id for r in adapter.read()] == [other]

@@ -14,7 +14,7 @@ from bridge import audit
 from bridge.model import AuditEvent
 from bridge.store.db import Store
 from bridge_sandbox.emulators.people import Held, Person, seed_hubspot, seed_salesforce
-from tests.conftest import PURPOSES, BridgeCli, Crms
+from tests.conftest import AUDIT_KEY, PURPOSES, BridgeCli, Crms
 
 on_sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -39,7 +39,7 @@ def tab_rows(stdout: str, columns: list[str]) -> list[dict[str, str]]:
 
 def add_events(bridge: BridgeCli, count: int) -> None:
     """``count`` events after ``db upgrade``'s, with values longer than a terminal's column."""
-    store = Store(bridge.env["BRIDGE_DATABASE_URL"])
+    store = Store(bridge.env["BRIDGE_DATABASE_URL"], AUDIT_KEY)
     for number in range(count):
         audit.record(
             store,

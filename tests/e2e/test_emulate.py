@@ -7,6 +7,8 @@ import secrets
 import signal
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -16,26 +18,66 @@ from fastapi import FastAPI, Response
 from hubspot import HubSpot
 from hubspot.crm.contacts import SimplePublicObjectInputForCreate
 from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import SalesforceMalformedRequest
 
 from bridge_sandbox.emulators.common import serve_in_thread
 from tests.conftest import BridgeCli, free_port, wait_until_healthy
 
 
-def test_emulate_hubspot(bridge: BridgeCli) -> None:
+@contextmanager
+def emulating(bridge: BridgeCli, vendor: str, *options: str) -> Iterator[str]:
+    """`bridge emulate <vendor>` on a free port, healthy; its URL. It must stop cleanly."""
     port = free_port()
-    process = bridge.start("emulate", "hubspot", "--port", str(port))
+    process = bridge.start("emulate", vendor, "--port", str(port), *options)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, process, path="/__emulator/counters")
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+
+
+def refused_options(bridge: BridgeCli, option: str, *wrong: tuple[str, ...]) -> None:
+    """Each wrong use of ``option`` exits 2 with one line naming it."""
+    for arguments in wrong:
+        refused = bridge("emulate", *arguments)
+        assert refused.returncode == 2
+        assert refused.stderr.count("\n") == 1 and option in refused.stderr
+
+
+def test_emulate_hubspot(bridge: BridgeCli) -> None:
+    with emulating(bridge, "hubspot") as url:
         client = HubSpot(access_token="any", host=url)
         created = client.crm.contacts.basic_api.create(
             SimplePublicObjectInputForCreate(properties={"email": "Demo@Example.com"})
         )
         fetched = client.crm.contacts.basic_api.get_by_id("demo@example.com", id_property="email")
         assert fetched.id == created.id
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+
+
+def test_emulate_hubspot_tier_starter_answers_like_a_portal_without_the_batch_scopes(
+    bridge: BridgeCli,
+) -> None:
+    with emulating(bridge, "hubspot", "--tier", "starter") as url:
+        info = httpx.post(
+            f"{url}/oauth/v2/private-apps/get/access-token-info", json={"tokenKey": "any"}
+        )
+        assert "communication_preferences.read" in info.json()["scopes"]
+        assert not [s for s in info.json()["scopes"] if ".statuses.batch." in s]
+        batch = httpx.post(
+            f"{url}/communication-preferences/v4/statuses/batch/read",
+            params={"channel": "EMAIL"},
+            json={"inputs": ["ada@example.com"]},
+            headers={"Authorization": "Bearer any"},
+        )
+        assert (batch.status_code, batch.json()["category"]) == (403, "MISSING_SCOPES")
+        assert batch.headers["X-HubSpot-RateLimit-Max"] == "100"  # Starter's published burst
+        statuses = HubSpot(access_token="any", host=url).communication_preferences.status_api
+        assert statuses.get_email_status("ada@example.com").subscription_statuses
+    refused_options(
+        bridge, "--tier", ("salesforce", "--tier", "starter"), ("hubspot", "--tier", "gold")
+    )
 
 
 class ToEmulator(requests.Session):
@@ -51,19 +93,27 @@ class ToEmulator(requests.Session):
 
 
 def test_emulate_salesforce(bridge: BridgeCli) -> None:
-    port = free_port()
-    process = bridge.start("emulate", "salesforce", "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, process, path="/__emulator/counters")
+    with emulating(bridge, "salesforce") as url:
         sf = Salesforce(username="u", password="p", security_token="t", session=ToEmulator(url))
         created = sf.Contact.create({"LastName": "Demo", "Email": "demo@example.com"})
         assert created["success"]
         bases = sf.query("SELECT Name FROM DataUseLegalBasis")["records"]
         assert len(bases) == 6
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+
+
+def test_emulate_salesforce_org_basic_answers_like_an_org_without_the_privacy_objects(
+    bridge: BridgeCli,
+) -> None:
+    with emulating(bridge, "salesforce", "--org", "basic") as url:
+        sf = Salesforce(username="u", password="p", security_token="t", session=ToEmulator(url))
+        assert sf.Contact.create({"LastName": "Demo", "DoNotCall": True})["success"]
+        with pytest.raises(SalesforceMalformedRequest) as refused:
+            sf.query("SELECT Id FROM Individual")
+        assert refused.value.content[0]["errorCode"] == "INVALID_TYPE"
+        assert httpx.get(f"{url}/__emulator/org").json()["org"] == "basic"
+    refused_options(
+        bridge, "--org", ("hubspot", "--org", "basic"), ("salesforce", "--org", "plain")
+    )
 
 
 DEFAULT_PORTS = {"hubspot": 8765, "salesforce": 8766}
@@ -72,10 +122,11 @@ SHARED_ADMIN = {"GET /faults", "PUT /faults", "DELETE /faults", "GET /counters",
 ADMIN = {
     "hubspot": SHARED_ADMIN | {"POST /seed", "POST /import", "GET /rate-limits",
                                "PUT /rate-limits", "GET /webhooks", "PUT /webhooks",
-                               "DELETE /webhooks", "POST /webhooks/flush"},
+                               "DELETE /webhooks", "POST /webhooks/flush", "GET /tier",
+                               "PUT /tier"},
     "salesforce": SHARED_ADMIN | {"POST /records", "GET /records", "POST /sessions/expire",
                                   "GET /settings", "PATCH /settings", "POST /fields",
-                                  "GET /outbound", "PUT /outbound"},
+                                  "GET /outbound", "PUT /outbound", "GET /org", "PUT /org"},
 }  # fmt: skip
 VENDOR_PATH = {
     "hubspot": "/crm/v3/objects/contacts",

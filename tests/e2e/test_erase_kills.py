@@ -12,7 +12,7 @@ import pytest
 
 from bridge import audit
 from bridge.store.db import Store
-from tests.conftest import BridgeCli, Crms
+from tests.conftest import AUDIT_KEY, BridgeCli, Crms
 
 PEOPLE = [f"person{n:03d}@example.com" for n in range(120)]
 
@@ -48,7 +48,7 @@ def test_erasure_survives_twenty_kills_and_repeats_nothing(bridge: BridgeCli, cr
     contacts = crms.salesforce.get("/__emulator/records", params={"type": "Contact"}).json()
     assert contacts["records"] == []
 
-    store = Store(bridge.env["BRIDGE_DATABASE_URL"])
+    store = Store(bridge.env["BRIDGE_DATABASE_URL"], AUDIT_KEY)
     listed = json.loads(bridge("requests", "--json").stdout)["requests"]
     assert {r["status"] for r in listed} == {"completed"}  # every interrupted request resumed
     assert audit.verify(store).ok

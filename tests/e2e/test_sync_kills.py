@@ -13,7 +13,7 @@ import pytest
 from bridge import audit
 from bridge.store.db import Store
 from bridge_sandbox.emulators.people import Held, Person, seed_hubspot, seed_salesforce
-from tests.conftest import PURPOSES, BridgeCli, Crms
+from tests.conftest import AUDIT_KEY, PURPOSES, BridgeCli, Crms
 
 PEOPLE = [
     Person(
@@ -38,7 +38,7 @@ def test_sync_survives_kills_mid_apply_and_applies_each_change_once(
         "/__emulator/faults", json={"latency_ms": 150, "endpoints": ["PATCH *", "POST *"]}
     ).raise_for_status()
 
-    store = Store(configured_cli.env["BRIDGE_DATABASE_URL"])
+    store = Store(configured_cli.env["BRIDGE_DATABASE_URL"], AUDIT_KEY)
     kills = 0
     for _ in range(2):  # each run is killed as soon as it has applied one batch of changes
         before = applied(store)

@@ -14,6 +14,7 @@ from hubspot.crm.contacts import PublicGdprDeleteInput
 from simple_salesforce import Salesforce
 
 from bridge.events.inbox import InboxEvent, InboxWorker
+from bridge.sealing import Keyring
 from bridge.store import inbox
 from bridge.store.db import Store
 from bridge_sandbox.emulators.common import serve_in_thread
@@ -95,7 +96,7 @@ def test_hubspot_emulator_webhooks_are_stored_once_and_processed(
 
     handled: list[InboxEvent] = []
     worker = InboxWorker(
-        store, Fernet(KEY), {"consent": handled.append, "deletion": handled.append}
+        store, Keyring([KEY.encode()]), {"consent": handled.append, "deletion": handled.append}
     )
     assert worker.drain().processed == len(rows)
     assert {e.kind for e in handled} == {"consent", "deletion"}
@@ -149,7 +150,7 @@ def test_salesforce_outbound_messages_are_stored_once_and_processed(
     ]
     handled: list[InboxEvent] = []
     worker = InboxWorker(
-        store, Fernet(KEY), {"consent": handled.append, "deletion": handled.append}
+        store, Keyring([KEY.encode()]), {"consent": handled.append, "deletion": handled.append}
     )
     assert worker.drain().processed == 3
     contact_event = next(e for e in handled if e.object_type == "Contact")

@@ -18,6 +18,7 @@ from bridge.events.inbox import InboxWorker
 from bridge.events.triggers import ErasureTriggers
 from bridge.identity import subject_ref
 from bridge.metrics import REAPPEARANCES
+from bridge.sealing import Keyring
 from bridge.services.erasure import COMPLETED, Erasure
 from bridge.services.watch import Watch
 from bridge.store import erasure as rows
@@ -105,18 +106,18 @@ def add_event(store: Store, source: str, event_type: str, object_type: str, obje
         "object_id": object_id,
         "occurred_at": occurred_at,
         "received_at": occurred_at,
-        "payload": Fernet(CIPHER_KEY).encrypt(json.dumps(payload).encode()),
+        "payload": KEYRING.seal(json.dumps(payload).encode()),
     }
     with store.transaction() as conn:
         inbox.add(conn, [row])
 
 
-CIPHER_KEY = Fernet.generate_key()
+KEYRING = Keyring([Fernet.generate_key()])
 
 
 def drain(store: Store, erasure: Erasure) -> None:
     triggers = ErasureTriggers(erasure, erasure.adapters)
-    InboxWorker(store, Fernet(CIPHER_KEY), {"deletion": triggers}).drain()
+    InboxWorker(store, KEYRING, {"deletion": triggers}).drain()
 
 
 def test_a_hubspot_privacy_deletion_erases_the_person_in_salesforce_once(

@@ -12,11 +12,13 @@ from bridge import audit
 from bridge.adapters.base import Permanent, Transient
 from bridge.adapters.hubspot import HUBSPOT
 from bridge.adapters.salesforce import SALESFORCE
-from bridge.events.inbox import InboxEvent, InboxWorker
-from bridge.store import inbox
+from bridge.events.inbox import KEY_RETRY, InboxEvent, InboxWorker
+from bridge.sealing import Keyring
+from bridge.store import inbox, tables
 from bridge.store.db import Store
 
-CIPHER = Fernet(Fernet.generate_key())
+KEYRING_KEYS = [Fernet.generate_key()]
+KEYRING = Keyring(KEYRING_KEYS)
 
 
 class Clock:
@@ -40,7 +42,7 @@ def add_events(store: Store, kinds: list[str]) -> None:
             "object_type": "contact",
             "object_id": str(n),
             "received_at": f"2026-11-23T11:00:{n:02d}.000000+00:00",
-            "payload": CIPHER.encrypt(json.dumps({"n": n}).encode()),
+            "payload": KEYRING.seal(json.dumps({"n": n}).encode()),
         }
         for n, kind in enumerate(kinds)
     ]
@@ -59,7 +61,7 @@ def test_events_are_handled_in_order_of_receipt_and_payloads_dropped(store: Stor
     def record(event: InboxEvent) -> None:
         seen.append(event.payload["n"])
 
-    worker = InboxWorker(store, CIPHER, {"consent": record, "deletion": record})
+    worker = InboxWorker(store, KEYRING, {"consent": record, "deletion": record})
     assert worker.drain().processed == 4
     assert seen == [0, 2, 3]
     assert statuses(store) == ["done"] * 4
@@ -71,7 +73,7 @@ def test_events_are_handled_in_order_of_receipt_and_payloads_dropped(store: Stor
 
 def test_a_kind_without_a_handler_waits_rather_than_being_dropped(store: Store) -> None:
     add_events(store, ["deletion", "other"])
-    worker = InboxWorker(store, CIPHER, {})
+    worker = InboxWorker(store, KEYRING, {})
     assert worker.drain().processed == 1
     assert statuses(store) == ["pending", "done"]
 
@@ -85,7 +87,7 @@ def test_transient_failures_back_off_then_succeed(store: Store) -> None:
         if len(attempts) < 3:
             raise Transient(SALESFORCE, "503 Service Unavailable")
 
-    worker = InboxWorker(store, CIPHER, {"consent": flaky}, backoff_seconds=10, clock=clock)
+    worker = InboxWorker(store, KEYRING, {"consent": flaky}, backoff_seconds=10, clock=clock)
     assert worker.run_once().retried == 1
     assert worker.run_once().retried == 0  # not due yet: backing off
     clock.advance(10)
@@ -109,7 +111,7 @@ def test_permanent_failures_and_exhausted_retries_are_dead_lettered_and_audited(
         raise ConnectionError("ann@example.com unreachable")  # text never stored
 
     worker = InboxWorker(
-        store, CIPHER, {"consent": refuse, "deletion": always_down},
+        store, KEYRING, {"consent": refuse, "deletion": always_down},
         max_attempts=3, backoff_seconds=1, clock=clock,
     )  # fmt: skip
     for _ in range(5):
@@ -135,7 +137,7 @@ def test_a_claim_left_by_a_dead_worker_is_taken_over_after_its_lease(store: Stor
         10,
     )
     assert len(claimed) == 1  # ...and that worker died here
-    worker = InboxWorker(store, CIPHER, {"consent": lambda e: None}, clock=clock)
+    worker = InboxWorker(store, KEYRING, {"consent": lambda e: None}, clock=clock)
     assert worker.run_once().processed == 0
     clock.advance(61)
     assert worker.run_once().processed == 1
@@ -150,7 +152,7 @@ def test_concurrent_workers_never_handle_an_event_twice(store: Store) -> None:
         with lock:
             handled.append(event.id)
 
-    workers = [InboxWorker(store, CIPHER, {"consent": handle}) for _ in range(3)]
+    workers = [InboxWorker(store, KEYRING, {"consent": handle}) for _ in range(3)]
     threads = [threading.Thread(target=w.drain, kwargs={"batch": 5}) for w in workers]
     for thread in threads:
         thread.start()
@@ -158,3 +160,28 @@ def test_concurrent_workers_never_handle_an_event_twice(store: Store) -> None:
         thread.join(timeout=60)
     assert sorted(handled) == sorted(set(handled))
     assert len(handled) == 60
+
+
+def test_an_event_no_configured_key_opens_waits_for_its_key_and_is_never_dead_lettered(
+    store: Store,
+) -> None:
+    add_events(store, ["consent", "deletion"])
+    seen: list[InboxEvent] = []
+    handlers = {"consent": seen.append, "deletion": seen.append}
+    without_its_key, clock = Keyring([Fernet.generate_key()]), Clock()
+    for _ in range(2):  # restarts without the key; one counted attempt would dead-letter it
+        worker = InboxWorker(store, without_its_key, handlers, max_attempts=1, clock=clock)
+        assert worker.drain().retried == 2
+        assert worker.drain().retried == 0  # set aside: this worker leaves them for a while
+        clock.advance(KEY_RETRY.total_seconds())
+        assert worker.drain().retried == 2  # ...then looks again
+    rows = inbox.all_rows(store)
+    assert [(r["status"], r["attempts"]) for r in rows] == [("pending", 0)] * 2
+    assert "no longer configured" in rows[0]["last_error"]
+    assert not [e for e in audit.events(store) if e["action"] == "inbox.dead_letter"]
+
+    old_key_second = Keyring([Fernet.generate_key(), *KEYRING_KEYS])
+    assert InboxWorker(store, old_key_second, handlers).drain().processed == 2
+    assert [event.payload["n"] for event in seen] == [0, 1]
+    with store.engine.connect() as conn:  # every payload destroyed with its data key
+        assert conn.execute(tables.data_keys.select()).all() == []

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from cryptography.fernet import Fernet
-
 from bridge import audit
 from bridge.config import MinimisationSettings
 from bridge.events.inbox import InboxWorker
@@ -17,7 +15,7 @@ from bridge.services.watch import Watch
 from bridge.store.db import Store
 from bridge_sandbox.emulators.people import Held, Person, seed_hubspot, seed_salesforce
 from tests.conftest import PSEUDONYM_KEY, PURPOSES, Crms
-from tests.events.test_erasure_triggers import CIPHER_KEY, add_event
+from tests.events.test_erasure_triggers import KEYRING, add_event
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
@@ -35,7 +33,7 @@ def reconciler(crms: Crms, store: Store) -> Reconciler:
 
 
 def drain(store: Store, sync: Reconciler) -> None:
-    InboxWorker(store, Fernet(CIPHER_KEY), {"consent": Propagation(sync)}).drain()
+    InboxWorker(store, KEYRING, {"consent": Propagation(sync)}).drain()
 
 
 def test_a_hubspot_opt_out_event_reaches_salesforce_and_its_echo_is_not_bounced(
@@ -72,3 +70,29 @@ def test_a_hubspot_opt_out_event_reaches_salesforce_and_its_echo_is_not_bounced(
     for emulator in (crms.salesforce, crms.hubspot):
         assert emulator.get("/__emulator/counters").json()["total"] == 0
     assert audit.verify(store).ok
+
+
+def test_a_salesforce_do_not_call_event_reaches_every_record_of_the_person(
+    crms: Crms, store: Store
+) -> None:
+    """In an org without the privacy objects, too: a rep ticks Do Not Call on a Contact."""
+    crms.salesforce.put("/__emulator/org", json={"org": "basic"}).raise_for_status()
+    person = Person("ada@example.com", salesforce=Held(do_not_call_at=T0))
+    seed_hubspot(crms.hubspot, [person], PURPOSES)
+    seed_salesforce(crms.salesforce, [person], PURPOSES)
+    lead = crms.seed_salesforce("Lead", LastName="L", Company="C", Email="Ada@Example.com")
+    [contact] = crms.salesforce.get("/__emulator/records", params={"type": "Contact"}).json()[
+        "records"
+    ]
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    add_event(store, "salesforce", "Contact", "Contact", contact["Id"], {"DoNotCall": "true"},
+              kind="consent", occurred_at=now)  # fmt: skip
+
+    drain(store, reconciler(crms, store))
+
+    [held] = crms.salesforce.get("/__emulator/records", params={"type": "Lead"}).json()["records"]
+    assert held["Id"] == lead and held["DoNotCall"] is True
+    applied = [e for e in audit.events(store) if e["action"] == "sync.do_not_call"]
+    assert [(e["actor"], e["record_id"], e["outcome"]) for e in applied] == [
+        ("propagate", lead, "done")
+    ]

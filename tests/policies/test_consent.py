@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 
 from bridge.adapters.hubspot import HUBSPOT
 from bridge.adapters.salesforce import SALESFORCE
-from bridge.model import Consent, ConsentStatus, Evidence, GlobalOptOut, Purpose
+from bridge.model import Channel, Consent, ConsentStatus, Evidence, GlobalOptOut, Purpose
 from bridge.policies.consent import (
     ConsentSummary,
-    merge_opt_outs,
     merge_purpose,
+    opted_out,
     summarise,
 )
 
@@ -122,15 +122,25 @@ def test_a_global_email_opt_out_withdraws_email_purposes_only() -> None:
     assert merge_purpose(PHONE, [call], [opt_out]).status is ConsentStatus.GRANTED
 
 
+def test_do_not_call_withdraws_phone_purposes_only() -> None:
+    do_not_call = GlobalOptOut(False, True, T0 + timedelta(days=5), SALESFORCE, "00QB")
+    call = Consent(PHONE.id, ConsentStatus.GRANTED, T0, HUBSPOT, "1")
+    decision = merge_purpose(PHONE, [call], [do_not_call])
+    assert decision.status is ConsentStatus.WITHDRAWN
+    assert decision.follows is not None and decision.follows.explanation == "do not call"
+    mail = Consent(EMAIL.id, ConsentStatus.GRANTED, T0, HUBSPOT, "1")
+    assert merge_purpose(EMAIL, [mail], [do_not_call]).status is ConsentStatus.GRANTED
+
+
 def test_an_opt_out_anywhere_holds_everywhere_and_follows_the_first_act() -> None:
     first = GlobalOptOut(True, False, T0, HUBSPOT, "1")
     echo = GlobalOptOut(True, True, T0 + timedelta(days=1), SALESFORCE, "003A")
     cleared = GlobalOptOut(False, False, T0 + timedelta(days=2), SALESFORCE, "00QB")
     for order in ([first, echo, cleared], [cleared, echo, first]):
-        decision = merge_opt_outs(order)
-        assert decision.email == first
-        assert decision.do_not_call == echo
-    assert merge_opt_outs([cleared]).email is None
+        assert opted_out(order, Channel.EMAIL) == first
+        assert opted_out(order, Channel.PHONE) == echo
+    assert opted_out([cleared], Channel.EMAIL) is None
+    assert opted_out([first, echo], "mailingaddress") is None
 
 
 def test_summary_of_nothing_is_unknown() -> None:

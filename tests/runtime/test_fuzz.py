@@ -2,7 +2,8 @@
 
 Bodies, tokens and messages get 500 to 2,000 examples each; header names and values (unicode
 digits in the timestamp, any signature, any content type), XML encoding declarations and
-SystemModstamps 150 to 200.
+SystemModstamps 150 to 200. Ids and event types the databases cannot store run on PostgreSQL
+too: only it enforces column lengths and refuses NUL.
 """
 
 from __future__ import annotations
@@ -83,6 +84,33 @@ def test_hubspot_signed_fuzzed_payloads_never_fail_the_server(
 ) -> None:
     response = receiver.post_hubspot(json.dumps(payload).encode())
     assert response.status_code in (200, 400)
+
+
+# Ids of any length (an event key over 200 characters, an object id over 100) and event types
+# holding NUL: storable on SQLite, refused by PostgreSQL; either way 200 or 400, on both.
+any_length_ids = st.one_of(
+    st.integers(), st.integers(min_value=10**80, max_value=10**300).map(lambda n: n * (-1) ** n)
+)
+event_types = st.one_of(st.text(max_size=100), st.text(alphabet="contact.\x00", max_size=100))
+stored_or_not = st.fixed_dictionaries(
+    {"eventId": any_length_ids, "occurredAt": any_length_ids, "objectId": any_length_ids,
+     "subscriptionType": event_types},
+)  # fmt: skip
+
+
+@settings(FUZZ, max_examples=150)
+@given(events=st.lists(stored_or_not, min_size=1, max_size=4))
+def test_hubspot_signed_fuzzed_ids_and_types_are_stored_whole_or_refused(
+    receiver: Receiver, events: list[dict[str, object]]
+) -> None:
+    before = len(receiver.rows())
+    response = receiver.post_hubspot(json.dumps(events).encode())
+    assert response.status_code in (200, 400)
+    if response.status_code == 400:
+        assert response.json()["error"] in ("bad_payload", "unstorable_event")
+        assert len(receiver.rows()) == before
+    else:
+        assert len(receiver.rows()) == before + response.json()["stored"]
 
 
 @sqlite_only

@@ -9,11 +9,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 
 from bridge.adapters.salesforce.outbound import ACK
 from bridge.events.inbox import InboxEvent, InboxWorker
 from bridge.runtime.receiver import create_app
+from bridge.sealing import Keyring
 from bridge.store.db import Store
 from bridge_sandbox.emulators.common import serve_in_thread
 from tests.runtime.conftest import Receiver, hubspot_event, outbound_message, receiver_settings
@@ -172,9 +172,9 @@ def test_the_same_100_events_three_times_shuffled_are_stored_and_processed_once(
     def handle(event: InboxEvent) -> None:
         seen.append(f"{event.payload['eventId']}:{event.payload['objectId']}")
 
-    cipher = Fernet(receiver.settings.require_encryption_key())
+    keyring = Keyring(receiver.settings.require_encryption_keys())
     worker = InboxWorker(
-        receiver.store, cipher, {"consent": handle, "deletion": handle}, backoff_seconds=0
+        receiver.store, keyring, {"consent": handle, "deletion": handle}, backoff_seconds=0
     )
     assert worker.drain().processed == 100
     assert worker.drain().processed == 0

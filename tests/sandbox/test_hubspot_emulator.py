@@ -18,6 +18,7 @@ import httpx
 import pytest
 import urllib3
 from fastapi import FastAPI, Request, Response
+from fastapi.routing import APIRoute
 from hubspot import HubSpot
 from hubspot.communication_preferences import PublicUpdateSubscriptionStatusRequest
 from hubspot.communication_preferences.exceptions import ApiException as PrefsApiException
@@ -37,6 +38,12 @@ from hubspot.utils.signature import Signature
 
 from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
 from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig, RateLimits, create_app
+from bridge_sandbox.emulators.hubspot_tiers import (
+    BATCH_READ,
+    BATCH_WRITE,
+    CONTACTS_WRITE,
+    REQUIRED_SCOPES,
+)
 from bridge_sandbox.emulators.hubspot_webhooks import signed_headers, signing_uri
 
 SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
@@ -88,6 +95,8 @@ def clean(request: pytest.FixtureRequest) -> None:
     client.post("/__emulator/reset").raise_for_status()
     client.delete("/__emulator/faults").raise_for_status()
     client.delete("/__emulator/webhooks").raise_for_status()
+    client.put("/__emulator/tier", json={"tier": "enterprise"}).raise_for_status()
+    client.put("/__emulator/rate-limits", json=RELAXED.model_dump()).raise_for_status()
 
 
 @pytest.fixture(scope="module")
@@ -589,6 +598,107 @@ def test_v4_batches_and_unsubscribe_all(
     missing_channel = admin.get(f"{base}/v4@example.com")
     assert missing_channel.status_code == 400
     assert missing_channel.json()["category"] == "VALIDATION_ERROR"
+
+
+# -- tiers and scopes ------------------------------------------------------------------------------
+
+
+def token_scopes(admin: httpx.Client) -> set[str]:
+    """What HubSpot's private-app token-info endpoint lists (it takes the token, no header)."""
+    info = httpx.post(
+        f"{admin.base_url}/oauth/v2/private-apps/get/access-token-info",
+        json={"tokenKey": "test-token"},
+    )
+    assert info.status_code == 200
+    assert {"userId", "hubId", "appId", "scopes"} <= info.json().keys()
+    return set(info.json()["scopes"])
+
+
+@pytest.mark.parametrize(("tier", "burst"), [("starter", "100"), ("professional", "190")])
+def test_below_enterprise_the_batch_endpoints_answer_as_to_a_token_without_their_scopes(
+    admin: httpx.Client, status_api: Any, tier: str, burst: str
+) -> None:
+    admin.put("/__emulator/tier", json={"tier": tier}).raise_for_status()
+    base = "/communication-preferences/v4/statuses"
+    emails = {"inputs": ["tier@example.com"]}
+    for path, scope in [
+        (f"{base}/batch/read", BATCH_READ),
+        (f"{base}/batch/unsubscribe-all/read", BATCH_READ),
+        (f"{base}/batch/unsubscribe-all", BATCH_WRITE),
+    ]:
+        refused = admin.post(path, params={"channel": "EMAIL"}, json=emails)
+        body = refused.json()
+        assert (refused.status_code, body["category"]) == (403, "MISSING_SCOPES"), path
+        assert body["context"] == {"missingScopes": [scope]}
+        assert body["errors"][0]["context"] == {"requiredGranularScopes": [scope]}
+        assert body["correlationId"] and "required scopes" in body["message"]
+    write = {"inputs": [{"subscriberIdString": "tier@example.com", "channel": "EMAIL",
+                         "statusState": "UNSUBSCRIBED", "subscriptionId": 1}]}  # fmt: skip
+    assert admin.post(f"{base}/batch/write", json=write).status_code == 403
+    assert token_scopes(admin).isdisjoint({BATCH_READ, BATCH_WRITE})
+
+    # What every tier has: v3 through the SDK, v4 one address at a time; the tier's limits.
+    subscribed = status_api.subscribe(public_update_subscription_status_request=_change("t@x.io"))
+    assert subscribed.status == "SUBSCRIBED"
+    assert status_api.get_email_status("t@x.io").subscription_statuses
+    one = admin.post(
+        f"{base}/t@x.io",
+        json={"channel": "EMAIL", "statusState": "UNSUBSCRIBED", "subscriptionId": 1},
+    )
+    assert one.json()["results"][0]["setStatusSuccessReason"] == "REQUESTED_CHANGE_OCCURRED"
+    read = admin.get(f"{base}/t@x.io", params={"channel": "EMAIL"})
+    assert {s["subscriptionId"]: s["status"] for s in read.json()["results"]}[1] == "UNSUBSCRIBED"
+    left = admin.post(f"{base}/t@x.io/unsubscribe-all", params={"channel": "EMAIL"})
+    assert left.status_code == 200
+    wide = admin.get(f"{base}/t@x.io/unsubscribe-all", params={"channel": "EMAIL"})
+    assert wide.json()["results"][0]["status"] == "UNSUBSCRIBED"
+    assert read.headers["X-HubSpot-RateLimit-Max"] == burst
+    assert admin.get("/__emulator/tier").json()["tier"] == tier
+
+
+def test_token_info_lists_what_the_tier_and_the_app_grant(
+    admin: httpx.Client, basic_api: Any
+) -> None:
+    assert {BATCH_READ, BATCH_WRITE, CONTACTS_WRITE} <= token_scopes(admin)  # Enterprise
+    oauth = httpx.get(f"{admin.base_url}/oauth/v1/access-tokens/test-token").json()
+    assert {"token", "token_type", "expires_in", "hub_id", "app_id", "user_id"} <= oauth.keys()
+    assert set(oauth["scopes"]) == token_scopes(admin)
+
+    # A token granted less: HubSpot never grants a tier's missing scope, whatever is asked.
+    narrow = {"tier": "professional", "scopes": ["crm.objects.contacts.read", BATCH_READ]}
+    admin.put("/__emulator/tier", json=narrow).raise_for_status()
+    assert token_scopes(admin) == {"crm.objects.contacts.read"}
+    with pytest.raises(ApiException) as refused:
+        create(basic_api, email="nope@example.com")
+    assert refused.value.status == 403
+    assert error_body(refused.value)["context"]["missingScopes"] == [CONTACTS_WRITE]
+    assert basic_api.get_page().results == []
+
+
+def test_token_info_refuses_a_token_the_portal_does_not_know() -> None:
+    config = HubSpotEmulatorConfig(strict_auth=True, access_tokens=["pat-good"])
+    with serve_in_thread(create_app(config)) as running:
+        path = f"{running.url}/oauth/v2/private-apps/get/access-token-info"
+        assert httpx.post(path, json={"tokenKey": "pat-good"}).status_code == 200
+        refused = httpx.post(path, json={"tokenKey": "pat-bad"})
+        assert (refused.status_code, refused.json()["category"]) == (401, "INVALID_AUTHENTICATION")
+        assert httpx.get(f"{running.url}/oauth/v1/access-tokens/pat-bad").status_code == 401
+
+
+def test_every_vendor_route_names_the_scopes_it_needs() -> None:
+    """A route missing from the scope table would answer any token: only token info may."""
+    app = create_app()
+    routes = {
+        f"{method} {route.path}"
+        for route in app.app.routes  # type: ignore[attr-defined]  # the FastAPI app inside
+        if isinstance(route, APIRoute) and not route.path.startswith("/__emulator")
+        for method in route.methods
+    }
+    free = {
+        "POST /oauth/v2/private-apps/get/access-token-info",
+        "GET /oauth/v1/access-tokens/{token}",
+    }
+    assert routes - free == set(REQUIRED_SCOPES)
 
 
 # -- rate limits, auth and faults -----------------------------------------------------------------

@@ -175,3 +175,22 @@ def test_seeders_write_the_vendors_own_words(admins: tuple[httpx.Client, httpx.C
     assert (purpose["Name"], consent_basis) == ("Marketing", "Consent")
     [row] = rows("ContactPointTypeConsent")
     assert (row["DataUsePurposeId"], row["PrivacyConsentStatus"]) == (purpose["Id"], "OptOut")
+
+
+def test_a_basic_org_is_seeded_with_the_flags_and_basis_it_can_hold(
+    admins: tuple[httpx.Client, httpx.Client],
+) -> None:
+    _, salesforce = admins
+    salesforce.put("/__emulator/org", json={"org": "basic"}).raise_for_status()
+    person = Person(
+        "ada@example.com",
+        hubspot=None,
+        salesforce=Held(
+            (Act("marketing", "granted", AT),), lawful_basis="contract", do_not_call_at=AT
+        ),
+    )
+    seed_salesforce(salesforce, [person], PURPOSES)
+    [contact] = salesforce.get("/__emulator/records", params={"type": "Contact"}).json()["records"]
+    assert (contact["DoNotCall"], contact["HasOptedOutOfEmail"]) == (True, False)
+    assert contact["Lawful_Basis__c"] == "Contract" and "IndividualId" not in contact
+    assert contact["LastModifiedDate"].startswith("2025-03-01T09:00:00")

@@ -863,3 +863,66 @@ def test_seeding_is_validated_and_all_or_nothing(admin: httpx.Client) -> None:
     }
     records = admin.get("/__emulator/records", params={"type": "Contact"}).json()["records"]
     assert [(r["Id"], r["IsDeleted"]) for r in records] == [(deleted[0], True)]
+
+
+# -- an org without the privacy objects ------------------------------------------------------------
+
+PRIVACY_OBJECTS = ("Individual", "ContactPointTypeConsent", "DataUsePurpose", "DataUseLegalBasis")
+
+
+@pytest.fixture(scope="module")
+def basic() -> Iterator[Salesforce]:
+    """simple-salesforce logged in to an org that never turned on Data Protection and Privacy."""
+    with serve_in_thread(create_app(SalesforceEmulatorConfig(org="basic"))) as running:
+        yield connect(running, username="u", password="p", security_token="t")
+
+
+def test_a_basic_org_answers_for_the_privacy_objects_as_an_org_without_them(
+    basic: Salesforce,
+) -> None:
+    listed = {o["name"] for o in basic.describe()["sobjects"]}
+    assert {"Contact", "Lead", "ContactPointEmail"} <= listed
+    assert not listed & set(PRIVACY_OBJECTS)
+    for name in PRIVACY_OBJECTS:
+        with pytest.raises(SalesforceMalformedRequest) as refused:
+            basic.query(f"SELECT Id FROM {name}")  # noqa: S608 - names are constants
+        assert error_of(refused)["errorCode"] == "INVALID_TYPE"
+        assert f"sObject type '{name}' is not supported." in error_of(refused)["message"]
+        with pytest.raises(SalesforceResourceNotFound) as missing:
+            basic.restful(f"sobjects/{name}/describe")
+        assert error_of(missing)["errorCode"] == "NOT_FOUND"
+    row = {"attributes": {"type": "Individual"}, "LastName": "Lovelace"}
+    [answer] = basic.restful(
+        "composite/sobjects", method="POST", json={"allOrNone": False, "records": [row]}
+    )
+    assert answer["success"] is False and answer["errors"][0]["statusCode"] == "INVALID_TYPE"
+    for sobject in ("Contact", "Lead"):
+        fields = {f["name"] for f in basic.restful(f"sobjects/{sobject}/describe")["fields"]}
+        assert {"HasOptedOutOfEmail", "DoNotCall", "Lawful_Basis__c"} <= fields
+        assert "IndividualId" not in fields
+        with pytest.raises(SalesforceMalformedRequest) as refused:
+            basic.query(f"SELECT Id, IndividualId FROM {sobject}")  # noqa: S608
+        assert error_of(refused)["errorCode"] == "INVALID_FIELD"
+    described = basic.restful("sobjects/ContactPointEmail/describe")["fields"]
+    assert next(f for f in described if f["name"] == "ParentId")["referenceTo"] == ["Account"]
+
+
+def test_the_org_profile_is_switched_through_the_admin_api_and_starts_over() -> None:
+    with (
+        serve_in_thread(create_app()) as running,
+        httpx.Client(base_url=running.url, timeout=10) as admin,
+    ):
+        assert admin.get("/__emulator/org").json()["org"] == "privacy"
+        seed(admin, "Contact", {"LastName": "Lovelace"})
+        switched = admin.put("/__emulator/org", json={"org": "basic"})
+        assert switched.status_code == 200
+        assert switched.json()["org"] == "basic" and "Individual" not in switched.json()["sobjects"]
+        counts = admin.get("/__emulator/state").json()["counts"]
+        assert counts["Contact"] == {"live": 0, "deleted": 0} and "Individual" not in counts
+        assert admin.post("/__emulator/reset").status_code == 204
+        assert admin.get("/__emulator/settings").json()["org"] == "basic", "a reset keeps it"
+        assert admin.put("/__emulator/org", json={"org": "plain"}).status_code == 422
+        back = admin.put("/__emulator/org", json={"org": "privacy"}).json()
+        assert set(PRIVACY_OBJECTS) <= set(back["sobjects"])
+        bases = admin.get("/__emulator/records", params={"type": "DataUseLegalBasis"}).json()
+        assert len(bases["records"]) == 6

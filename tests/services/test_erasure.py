@@ -6,8 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.fernet import Fernet
-
 from bridge import audit
 from bridge.adapters.base import CrmAdapter
 from bridge.adapters.hubspot import HUBSPOT
@@ -16,6 +14,7 @@ from bridge.adapters.salesforce import SALESFORCE
 from bridge.adapters.salesforce.adapter import SalesforceAdapter
 from bridge.identity import subject_ref
 from bridge.model import System
+from bridge.sealing import Keyring
 from bridge.services.erasure import COMPLETED, Erasure
 from bridge.store import erasure as rows
 from bridge.store.db import Store
@@ -55,8 +54,8 @@ def service(crms: Crms, store: Store, **options: Any) -> Erasure:
         HUBSPOT: HubSpotAdapter(settings.hubspot, settings.purposes, attempts=2),
         SALESFORCE: SalesforceAdapter(settings.salesforce, settings.purposes, attempts=2),
     }
-    key = Fernet(settings.require_encryption_key())
-    return Erasure(store, adapters, key, PSEUDONYM_KEY.encode(), **options)
+    keyring = Keyring(settings.require_encryption_keys())
+    return Erasure(store, adapters, keyring, PSEUDONYM_KEY.encode(), **options)
 
 
 def live_salesforce(crms: Crms, sobject: str) -> list[dict[str, object]]:

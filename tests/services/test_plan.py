@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from bridge.adapters.hubspot import HUBSPOT
 from bridge.adapters.salesforce import SALESFORCE
 from bridge.model import (
+    Channel,
     Consent,
     ConsentStatus,
     CrmRecord,
@@ -23,6 +24,7 @@ from bridge.model import (
 )
 from bridge.policies.lawful_basis import HeldBasis, merge_bases
 from bridge.services.plan import (
+    DO_NOT_CALL_FIELD,
     DONE,
     NEEDS_SELF_SERVICE,
     Act,
@@ -168,3 +170,66 @@ def test_a_single_change_from_the_agreed_basis_always_wins(
     rest = [HeldBasis(agreed, v.modified_at, v.system, v.record_id) for v in values[1:]]
     decision = merge_bases([changed, *rest], agreed)
     assert decision is not None and decision.basis is changed.basis
+
+
+def called(system: System, record_id: str, kind: ObjectType, *, do_not_call: bool) -> CrmRecord:
+    """A record that does (or does not) say not to call, as of T0."""
+    opt_out = GlobalOptOut(False, do_not_call, T0, system, record_id)
+    return CrmRecord(system, kind, record_id, ("ada@example.com",), opt_out=opt_out)
+
+
+def no_calls_in_hubspot(record: CrmRecord, field: str) -> Writable:
+    """HubSpot holds no do-not-call flag (its adapter's ``field_for`` says None)."""
+    held = not (record.system is HS and field == DO_NOT_CALL_FIELD)
+    return Writable.YES if held else Writable.NOT_HELD
+
+
+def test_do_not_call_reaches_every_record_that_can_hold_it_and_withdraws_phone_purposes() -> None:
+    calls = Purpose(id="sales_calls", channel="phone", salesforce_data_use_purpose="Calls")
+    granted = Consent("sales_calls", ConsentStatus.GRANTED, T0 - timedelta(days=1), HS, "1")
+    hubspot = called(HS, "1", ObjectType.CONTACT, do_not_call=False)
+    hubspot = CrmRecord(HS, ObjectType.CONTACT, "1", ("ada@example.com",), consents=(granted,),
+                        opt_out=hubspot.opt_out)  # fmt: skip
+    plan = plan_subject(
+        subject(
+            called(SF, "003", ObjectType.CONTACT, do_not_call=True),
+            called(SF, "00Q", ObjectType.LEAD, do_not_call=False),
+            hubspot,
+        ),
+        [MARKETING, calls],
+        placement=no_calls_in_hubspot,
+    )
+    changes = {(c.record.id, c.kind, c.field, c.value, c.channel) for c in plan.changes}
+    assert changes == {
+        ("00Q", ChangeKind.DO_NOT_CALL, DO_NOT_CALL_FIELD, "withdrawn", Channel.PHONE),
+        ("1", ChangeKind.CONSENT, "consent:sales_calls", "withdrawn", Channel.EMAIL),
+        ("00Q", ChangeKind.CONSENT, "consent:sales_calls", "withdrawn", Channel.EMAIL),
+        ("003", ChangeKind.CONSENT, "consent:sales_calls", "withdrawn", Channel.EMAIL),
+    }
+    assert all(c.follows == Act("salesforce", "003", T0) for c in plan.changes)
+    [dnc] = [c for c in plan.changes if c.kind is ChangeKind.DO_NOT_CALL]
+    assert dnc.implied == ("consent:sales_calls",)
+    assert dnc.as_dict()["change"] == "do_not_call"
+
+
+def test_do_not_call_is_never_lifted_by_a_sync() -> None:
+    """The bridge wrote Do Not Call to the Lead following the Contact's act; then someone
+    cleared it on the Contact. The Lead's flag is that act's echo, and it still holds: the
+    Contact gets it back, and no change ever clears one."""
+    ledger = {
+        ("salesforce", "lead", "00Q", DO_NOT_CALL_FIELD): Written(
+            "withdrawn", Act("salesforce", "003", T0), DONE
+        )
+    }
+    plan = plan_subject(
+        subject(
+            called(SF, "003", ObjectType.CONTACT, do_not_call=False),
+            called(SF, "00Q", ObjectType.LEAD, do_not_call=True),
+        ),
+        [MARKETING],
+        placement=everywhere,
+        ledger=ledger,
+    )
+    assert [(c.record.id, c.kind, c.value, c.follows) for c in plan.changes] == [
+        ("003", ChangeKind.DO_NOT_CALL, "withdrawn", Act("salesforce", "003", T0))
+    ]

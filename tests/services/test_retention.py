@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import time_machine
 from apscheduler.triggers.cron import CronTrigger
-from cryptography.fernet import Fernet
 
 from bridge import audit
 from bridge.config import ErasureSettings, RetentionSettings, Settings
@@ -22,6 +21,7 @@ from bridge.identity import subject_ref
 from bridge.model import RelatedRecords
 from bridge.policies.retention import RetentionRule
 from bridge.runtime.wiring import Wiring, connect
+from bridge.sealing import Keyring
 from bridge.services.erasure import COMPLETED, Erasure
 from bridge.services.retention import Retention
 from bridge.store import erasure as erasure_rows
@@ -91,7 +91,7 @@ def erasure_for(retention: Retention, settings: Settings) -> Erasure:
     return Erasure(
         retention.store,
         retention.adapters,
-        Fernet(settings.require_encryption_key()),
+        Keyring(settings.require_encryption_keys()),
         PSEUDONYM_KEY.encode(),
         holds=settings.erasure.legal_holds,
     )

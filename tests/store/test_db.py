@@ -36,11 +36,12 @@ def test_an_old_schema_is_refused_with_the_fix(database_url: str) -> None:
     store.dispose()
 
 
-def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: object) -> None:
+def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_secure_delete(tmp_path: object) -> None:
     store = Store(f"sqlite:///{tmp_path}/b.db")
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA secure_delete")).scalar() == 1
     store.dispose()
 
 

@@ -7,9 +7,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
+from cryptography.fernet import Fernet
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.sealing import Keyring
 from bridge.store import inbox, leases, tables
 from bridge.store.db import Store
 from bridge.store.leases import MAX_DELAY_SECONDS, RetryPolicy, decide
@@ -77,7 +79,8 @@ def add_event(store: Store) -> inbox.InboxRow:
     row = {
         "source": "hubspot", "event_key": "e1", "event_type": "contact.propertyChange",
         "kind": "consent", "object_type": "contact", "object_id": "1",
-        "received_at": "2026-11-23T11:00:00.000000+00:00", "payload": json.dumps({}).encode(),
+        "received_at": "2026-11-23T11:00:00.000000+00:00",
+        "payload": Keyring([Fernet.generate_key()]).seal(json.dumps({}).encode()),
     }  # fmt: skip
     with store.transaction() as conn:
         inbox.add(conn, [row])

@@ -47,7 +47,16 @@ from bridge.adapters.base import (
     WriteStatus,
 )
 from bridge.adapters.hubspot import HUBSPOT
-from bridge.adapters.hubspot.preferences import Preferences, Status, reported
+from bridge.adapters.hubspot.capabilities import Capabilities, ConsentPaths
+from bridge.adapters.hubspot.preferences import (
+    OPTOUT,
+    Preferences,
+    Properties,
+    Status,
+    mirror,
+    portal_wide,
+    reported,
+)
 from bridge.adapters.hubspot.settings import DUE_PROPERTY, KEEP_ON_ANONYMIZE, HubSpotSettings
 from bridge.adapters.hubspot.transport import (
     BATCH,
@@ -70,7 +79,6 @@ SEARCH_GROUPS = 5  # filter groups per search: additional addresses looked up pe
 EMAIL = "email"
 ADDITIONAL = "hs_additional_emails"
 LEGAL_BASIS = "hs_legal_basis"
-OPTOUT = "hs_email_optout"
 MODIFIED = "lastmodifieddate"
 CREATED = "createdate"
 ACTIVITY = "notes_last_updated"  # "Last Activity Date": calls, emails, meetings, notes
@@ -90,6 +98,7 @@ RECTIFIABLE = {
     "mobile_phone": "mobilephone",
 }
 MAX_VALUE = 65_536  # HubSpot's limit on a text property value, in characters
+UNDATED_OPT_OUT: Status = {"wideStatusType": "PORTAL_WIDE", "status": "UNSUBSCRIBED"}
 
 
 def _next_page(page: Any) -> str | None:
@@ -259,14 +268,18 @@ class HubSpotAdapter(ClosesOnExit):
         """``keep_on_anonymize``: ``erasure.keep_on_anonymize`` (its ``hubspot.contact``);
         ``read_fields``: more properties to read (what retention rules look at)."""
         self._t = Transport(settings, limits or HubSpotLimits(), attempts, timeout)
-        self._prefs = Preferences(self._t, purposes, lawful_bases.subscription)
+        self._paths = ConsentPaths(self._t.token_scopes)
+        self._prefs = Preferences(
+            self._t, purposes, lawful_bases.subscription, self._paths, self._properties_by_id
+        )
         self._bases = lawful_bases
         self._personal_fields = tuple(personal_fields)
         self._attributes = tuple(read_fields)
         self._properties = list(
             dict.fromkeys(
-                (EMAIL, ADDITIONAL, LEGAL_BASIS, OPTOUT, MODIFIED, ACTIVITY, DUE, *personal_fields)
+                (EMAIL, ADDITIONAL, LEGAL_BASIS, MODIFIED, ACTIVITY, DUE, *personal_fields)
             )
+            | dict.fromkeys(self._prefs.properties)
             | dict.fromkeys(self._attributes)
         )
         self._portal_id = settings.portal_id
@@ -278,13 +291,18 @@ class HubSpotAdapter(ClosesOnExit):
     def close(self) -> None:
         self._t.close()
 
+    def capabilities(self) -> Capabilities:
+        """The consent paths this portal and token allow (learnt on first use: asking
+        HubSpot the token's scopes costs one call), for reports; ``.lines()`` says them."""
+        return self._paths.current()
+
     def field_for(self, object_type: str, field: str) -> tuple[str, str] | None:
         """Subscriptions show on the contact as their ``hs_email_optout_<id>`` mirrors."""
         if object_type != OBJECT_TYPE:
             return None
         if field.startswith("consent:"):
             subscription = self._prefs.subscriptions.get(field.removeprefix("consent:"))
-            return (OBJECT_TYPE, f"{OPTOUT}_{subscription}") if subscription else None
+            return (OBJECT_TYPE, mirror(subscription)) if subscription else None
         named = {"opt_out": OPTOUT, "lawful_basis": LEGAL_BASIS}.get(field)
         return (OBJECT_TYPE, named) if named else None
 
@@ -368,6 +386,14 @@ class HubSpotAdapter(ClosesOnExit):
         )
         return [_Contact.of(obj) for obj in reply.results]
 
+    def _properties_by_id(
+        self, ids: Sequence[str], properties: Sequence[str]
+    ) -> dict[str, Properties]:
+        """The ``properties`` of each contact found among ``ids``, 100 contacts per call."""
+        return {
+            c.id: c.properties for chunk in chunks(ids) for c in self._batch_read(chunk, properties)
+        }
+
     def _contacts_for(
         self, emails: Collection[str], properties: Sequence[str] = ()
     ) -> list[_Contact]:
@@ -403,19 +429,26 @@ class HubSpotAdapter(ClosesOnExit):
     # -- consent into the common model ---------------------------------------------------
 
     def _records(self, pages: Iterable[Sequence[_Contact]]) -> Iterator[CrmRecord]:
-        """Attach consent, 100 addresses per v4 call.
+        """Attach consent: the statuses of the addresses that need reading (all of them 100
+        per v4 batch call; one address per call, only those whose opt-out properties show a
+        status), or what the properties say where HubSpot did not answer.
 
-        Contacts whose ``hs_email_optout`` mirror says they left all email wait until 100 of
-        them fill one unsubscribe-all read, which tells when they did so; the others need none.
+        Contacts whose ``hs_email_optout`` says they left all email wait until 100 of them
+        fill one unsubscribe-all read, which tells when they did so; the others need none.
         """
         held: list[tuple[_Contact, list[Status]]] = []
         for page in pages:
             for chunk in chunks(page):
-                addresses = [c.primary for c in chunk if c.primary]
-                # Without a purpose mapped to a subscription, statuses would be read for nothing.
-                statuses = self._prefs.statuses(addresses) if self._prefs.tracked else {}
+                addresses = [
+                    c.primary
+                    for c in chunk
+                    if c.primary and self._prefs.needs_reading(c.properties)
+                ]
+                statuses = self._prefs.statuses(addresses) if addresses else {}
                 for contact in chunk:
-                    found = statuses.get(contact.address, [])
+                    found = statuses.get(contact.address)
+                    if found is None:
+                        found = self._prefs.mirrored(contact.properties)
                     if contact.properties.get(OPTOUT) == "true":
                         held.append((contact, found))
                     else:
@@ -429,9 +462,13 @@ class HubSpotAdapter(ClosesOnExit):
     def _opted_out_records(
         self, items: Sequence[tuple[_Contact, list[Status]]]
     ) -> Iterator[CrmRecord]:
-        wide = self._prefs.opted_out([c.primary for c, _ in items if c.primary])
+        """Contacts whose ``hs_email_optout`` is ``true``, with when they left all email; one
+        HubSpot did not answer for still left it (when is not known)."""
+        answered = self._prefs.wide_statuses([c.primary for c, _ in items if c.primary])
         for contact, found in items:
-            yield self._record(contact, found, wide.get(contact.address))
+            wides = answered.get(contact.address)
+            wide = UNDATED_OPT_OUT if wides is None else portal_wide(wides)
+            yield self._record(contact, found, wide)
 
     def _record(self, contact: _Contact, statuses: list[Status], wide: Status | None) -> CrmRecord:
         return CrmRecord(

@@ -1,22 +1,27 @@
 """HubSpot communication preferences: each address's subscription statuses, read and written.
 
-Reads and withdrawals use v4 batches; grants go one by one through v3 on purpose, because v3
-refuses to resubscribe a person who opted out (``NEEDS_SELF_SERVICE``). Why, and what HubSpot
-guarantees: docs/vendors/hubspot.md ("Consent model").
+Reads and withdrawals use v4 batches where the token may (Marketing Hub Enterprise), and
+otherwise the contacts' opt-out properties and single-address v4 calls (``capabilities``);
+grants go one by one through v3 on purpose, because v3 refuses to resubscribe a person who
+opted out (``NEEDS_SELF_SERVICE``). Why, and what HubSpot guarantees: docs/vendors/hubspot.md
+("Consent model", "Tiers and scopes").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from hubspot.communication_preferences import PublicUpdateSubscriptionStatusRequest
 
 from bridge.adapters.base import ConsentWrite, NotFound, Permanent, WriteOutcome, WriteStatus
 from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.hubspot.capabilities import ConsentPaths, Path
 from bridge.adapters.hubspot.settings import purpose_keys
 from bridge.adapters.hubspot.transport import (
     BATCH,
+    MissingScopes,
     Transport,
     chunks,
     failures,
@@ -30,15 +35,33 @@ from bridge.model import Consent, ConsentStatus, GlobalOptOut, LawfulBasis, Purp
 
 STATUSES = "/communication-preferences/v4/statuses"
 STATES = {"SUBSCRIBED": ConsentStatus.GRANTED, "UNSUBSCRIBED": ConsentStatus.WITHDRAWN}
+EMAIL = "email"
+OPTOUT = "hs_email_optout"  # read-only: "true" once the address left all email
 UNCHANGED = "NO_STATUS_CHANGE"
+PORTAL_WIDE_OUT = ("PORTAL_WIDE", "UNSUBSCRIBED")
 OPTED_OUT = (WriteStatus.NEEDS_SELF_SERVICE, "opted out; HubSpot lets only the person resubscribe")
 
 Status = dict[str, Any]
 """A v4 ``PublicStatus`` (or wide status) as HubSpot sends it."""
 Key = tuple[str, str | None]
 """A status change: normalised address and subscription id (None: all email)."""
+Properties = Mapping[str, str | None]
+ContactReader = Callable[[Sequence[str], Sequence[str]], Mapping[str, Properties]]
+"""Given contact ids and property names: the properties of each contact found, by id."""
 
 log = get_logger(__name__)
+
+
+def portal_wide(wides: Sequence[Status]) -> Status | None:
+    """The portal-wide opt-out among an address's wide statuses, if it has one."""
+    left = (w for w in wides if (w.get("wideStatusType"), w.get("status")) == PORTAL_WIDE_OUT)
+    return next(left, None)
+
+
+def mirror(subscription_id: str) -> str:
+    """The read-only contact property HubSpot computes from the primary address's status
+    for a subscription: ``true`` once it unsubscribed (docs/vendors/hubspot.md)."""
+    return f"{OPTOUT}_{subscription_id}"
 
 
 def report_unmappable(record_id: str, field: str, unmappable: Unmappable) -> None:
@@ -63,15 +86,29 @@ def _outcome(write: ConsentWrite, result: tuple[WriteStatus, str]) -> WriteOutco
     return WriteOutcome(write.record, *result)
 
 
+def _settled(statuses: Sequence[Status]) -> WriteStatus:
+    """``ALREADY`` when HubSpot says no status changed, else ``DONE``."""
+    reasons = {s.get("setStatusSuccessReason") for s in statuses}
+    return WriteStatus.ALREADY if reasons == {UNCHANGED} else WriteStatus.DONE
+
+
 class Preferences:
-    """Subscription statuses for the configured purposes, in common terms."""
+    """Subscription statuses for the configured purposes, in common terms, on the path
+    ``paths`` says the token allows; ``contacts`` reads contacts' opt-out properties."""
 
     def __init__(
-        self, transport: Transport, purposes: Sequence[Purpose], vocabulary: Vocabulary
+        self,
+        transport: Transport,
+        purposes: Sequence[Purpose],
+        vocabulary: Vocabulary,
+        paths: ConsentPaths,
+        contacts: ContactReader,
     ) -> None:
         self._t = transport
         self._purposes = {sub: p for p in purposes if (sub := purpose_keys(p).subscription_id)}
         self._vocabulary = vocabulary
+        self._paths = paths
+        self._contacts = contacts
 
     @property
     def subscriptions(self) -> dict[str, str]:
@@ -79,34 +116,81 @@ class Preferences:
         return {purpose.id: sub for sub, purpose in self._purposes.items()}
 
     @property
-    def tracked(self) -> bool:
-        """Whether any configured purpose maps to a HubSpot subscription."""
-        return bool(self._purposes)
+    def properties(self) -> list[str]:
+        """The contact properties that say which addresses have a status to read."""
+        return [OPTOUT, *map(mirror, self._purposes)]
 
     # -- reading --------------------------------------------------------------------------
 
+    def needs_reading(self, properties: Properties) -> bool:
+        """Whether a contact's statuses must be read. In batch, always: 100 per call. One
+        address per call, only when an opt-out property shows a status: HubSpot fills
+        them from the statuses, so a contact whose properties are all empty has none; and
+        ``false`` cannot tell subscribed from not specified, nor ``true`` say when or on
+        what basis, which the merge needs (docs/vendors/hubspot.md, "Tiers and scopes")."""
+        if not self._purposes:
+            return False
+        return self._paths.reads is Path.BATCH or any(
+            properties.get(mirror(sub)) for sub in self._purposes
+        )
+
+    def mirrored(self, properties: Properties) -> list[Status]:
+        """What a contact's opt-out properties alone say, for an address whose statuses
+        HubSpot did not answer: an undated withdrawal where one reads ``true``."""
+        return [
+            {"subscriptionId": sub, "status": "UNSUBSCRIBED"}
+            for sub in self._purposes
+            if properties.get(mirror(sub)) == "true"
+        ]
+
     def statuses(self, emails: Collection[str]) -> dict[str, list[Status]]:
-        """Every subscription status of each address, by normalised address."""
-        found: dict[str, list[Status]] = {}
-        for result in self._read("read_statuses", f"{STATUSES}/batch/read", emails):
-            found[normalise_email(result["subscriberIdString"])] = result.get("statuses") or []
-        return found
+        """Every subscription status of each address that HubSpot answered for, by
+        normalised address."""
+        return self._read("read_statuses", "statuses", "", emails)
 
     def opted_out(self, emails: Collection[str]) -> dict[str, Status]:
-        """The portal-wide opt-out of each address that has one (absent: not opted out)."""
-        found: dict[str, Status] = {}
-        path = f"{STATUSES}/batch/unsubscribe-all/read"
-        for result in self._read("read_unsubscribe_all", path, emails):
-            for wide in result.get("wideStatuses") or []:
-                if wide.get("wideStatusType") == "PORTAL_WIDE" and wide.get("status") == (
-                    "UNSUBSCRIBED"
-                ):
-                    found[normalise_email(result["subscriberIdString"])] = wide
+        """The portal-wide opt-out of each address that has one (absent: not opted out, or
+        not answered)."""
+        answered = self.wide_statuses(emails).items()
+        return {address: wide for address, wides in answered if (wide := portal_wide(wides))}
+
+    def wide_statuses(self, emails: Collection[str]) -> dict[str, list[Status]]:
+        """The wide statuses of each address HubSpot answered for (none: not opted out)."""
+        return self._read("read_unsubscribe_all", "wideStatuses", "/unsubscribe-all", emails)
+
+    def _read(
+        self, operation: str, kind: str, suffix: str, emails: Collection[str]
+    ) -> dict[str, list[Status]]:
+        """Each address's ``kind`` of status: 100 addresses per batch call, or one call each
+        where the token may not batch (learnt from the first refusal, if not before)."""
+        addresses = unique_addresses(emails)
+        if self._paths.reads is Path.BATCH:
+            path = f"{STATUSES}/batch{suffix}/read"
+            try:
+                return {
+                    normalise_email(result["subscriberIdString"]): result.get(kind) or []
+                    for result in self._batches(operation, path, addresses)
+                }
+            except MissingScopes:
+                self._paths.refused("reads")
+        found: dict[str, list[Status]] = {}
+        for address in addresses:
+            path = f"{STATUSES}/{quote(address, safe='')}{suffix}"
+            try:
+                body = self._t.request(f"{operation}_single", "GET", path, channel="EMAIL")
+            except MissingScopes:
+                raise
+            except (Permanent, NotFound) as refused:
+                log.warning("hubspot.status_unread", operation=operation, error=str(refused))
+                continue
+            found[address] = body.get("results") or []
         return found
 
-    def _read(self, operation: str, path: str, emails: Collection[str]) -> Iterator[Status]:
-        for chunk in chunks(unique_addresses(emails), BATCH):
-            body = self._t.v4(operation, path, list(chunk), channel="EMAIL")
+    def _batches(self, operation: str, path: str, addresses: Sequence[str]) -> Iterator[Status]:
+        for chunk in chunks(addresses, BATCH):
+            body = self._t.request(
+                operation, "POST", path, {"inputs": list(chunk)}, channel="EMAIL"
+            )
             if body.get("errors"):
                 log.warning(
                     "hubspot.partial_batch", operation=operation, errors=len(body["errors"])
@@ -176,23 +260,53 @@ class Preferences:
         return [outcomes[index] for index in range(len(writes))]
 
     def _grant(self, grants: dict[int, tuple[ConsentWrite, str]]) -> dict[int, WriteOutcome]:
-        """Grants, after reading the addresses' statuses 100 at a time: one already held is
+        """Grants, after learning without a write what HubSpot holds: one already held is
         ``ALREADY`` and one HubSpot would refuse (opted out) is left to the person, both
         without a call; the rest are subscribed one by one."""
-        addresses = [write.email for write, _ in grants.values()]
-        held = self.statuses(addresses)
-        left_all = self.opted_out(addresses)
+        if not grants:
+            return {}
+        batch = self._paths.reads is Path.BATCH
+        known = self._held(grants) if batch else self._opted_out_by_properties(grants)
         outcomes: dict[int, WriteOutcome] = {}
         for index, (write, subscription_id) in grants.items():
-            email = normalise_email(write.email)
-            state = {str(s.get("subscriptionId")): s.get("status") for s in held.get(email, [])}
-            if state.get(subscription_id) == "SUBSCRIBED":
+            if known.get(index) == "SUBSCRIBED":
                 outcomes[index] = WriteOutcome(write.record, WriteStatus.ALREADY)
-            elif state.get(subscription_id) == "UNSUBSCRIBED" or email in left_all:
+            elif known.get(index) == "UNSUBSCRIBED":
                 outcomes[index] = WriteOutcome(write.record, *OPTED_OUT)
             else:
                 outcomes[index] = self._subscribe(write, subscription_id)
         return outcomes
+
+    def _held(self, grants: dict[int, tuple[ConsentWrite, str]]) -> dict[int, str | None]:
+        """Each grant's subscription status, from the addresses' statuses read 100 at a time;
+        an address out of all email reads as unsubscribed."""
+        addresses = [write.email for write, _ in grants.values()]
+        held = self.statuses(addresses)
+        left_all = self.opted_out(addresses)
+        known: dict[int, str | None] = {}
+        for index, (write, subscription_id) in grants.items():
+            email = normalise_email(write.email)
+            state = {str(s.get("subscriptionId")): s.get("status") for s in held.get(email, [])}
+            status = state.get(subscription_id)
+            out = status != "SUBSCRIBED" and email in left_all
+            known[index] = "UNSUBSCRIBED" if out else status
+        return known
+
+    def _opted_out_by_properties(
+        self, grants: dict[int, tuple[ConsentWrite, str]]
+    ) -> dict[int, str | None]:
+        """The grants whose contact's opt-out properties (100 contacts per call) show that
+        its address left the subscription or all email; they show no subscription, so the
+        rest stay unknown and v3 decides."""
+        ids = list(dict.fromkeys(write.record.id for write, _ in grants.values()))
+        found = self._contacts(ids, [EMAIL, *self.properties])
+        known: dict[int, str | None] = {}
+        for index, (write, subscription_id) in grants.items():
+            held = found.get(write.record.id, {})
+            same = normalise_email(held.get(EMAIL) or "") == normalise_email(write.email)
+            if same and "true" in (held.get(OPTOUT), held.get(mirror(subscription_id))):
+                known[index] = "UNSUBSCRIBED"
+        return known
 
     @staticmethod
     def _unwritable(
@@ -210,9 +324,45 @@ class Preferences:
         return None
 
     def _withdraw(self, changes: dict[Key, ConsentWrite]) -> dict[Key, tuple[WriteStatus, str]]:
-        """Per-subscription withdrawals, then unsubscribe-all, each 100 per v4 call."""
+        """Per-subscription withdrawals, then unsubscribe-all: 100 per v4 batch call, or one
+        v4 call per address where the token may not batch (learnt from the first refusal,
+        if not before)."""
+        if not changes:
+            return {}
+        if self._paths.writes is Path.BATCH:
+            try:
+                return self._batch_withdraw(changes)
+            except MissingScopes:
+                self._paths.refused("writes")
+        ordered = sorted(changes, key=lambda key: key[1] is None)
+        return {key: self._withdraw_one(key, changes[key]) for key in ordered}
+
+    def _withdraw_one(self, key: Key, write: ConsentWrite) -> tuple[WriteStatus, str]:
+        """One address: one subscription's status, or unsubscribe-all (verbose, so that an
+        address already out says ``NO_STATUS_CHANGE``)."""
+        email, subscription_id = key
+        path = f"{STATUSES}/{quote(email, safe='')}"
+        try:
+            if subscription_id is None:
+                body = self._t.request(
+                    "unsubscribe_all_single",
+                    "POST",
+                    f"{path}/unsubscribe-all",
+                    channel="EMAIL",
+                    verbose="true",
+                )
+            else:
+                change = self._status_change(subscription_id, write)
+                body = self._t.request("unsubscribe_single", "POST", path, change)
+        except (Permanent, NotFound) as refused:
+            return WriteStatus.FAILED, str(refused)
+        return _settled(body.get("results") or []), ""
+
+    def _batch_withdraw(
+        self, changes: dict[Key, ConsentWrite]
+    ) -> dict[Key, tuple[WriteStatus, str]]:
         per_subscription = [
-            (key, self._unsubscribe_input(key[0], subscription_id, write))
+            (key, {"subscriberIdString": key[0], **self._status_change(subscription_id, write)})
             for key, write in changes.items()
             if (subscription_id := key[1]) is not None
         ]
@@ -228,12 +378,9 @@ class Preferences:
             verbose="true",
         )
 
-    def _unsubscribe_input(
-        self, email: str, subscription_id: str, write: ConsentWrite
-    ) -> dict[str, Any]:
-        """A v4 batch input; a withdrawal never fails for want of a mappable basis."""
+    def _status_change(self, subscription_id: str, write: ConsentWrite) -> dict[str, Any]:
+        """A v4 unsubscribe; a withdrawal never fails for want of a mappable basis."""
         return {
-            "subscriberIdString": email,
             "channel": "EMAIL",
             "statusState": "UNSUBSCRIBED",
             "subscriptionId": int(subscription_id),
@@ -243,23 +390,18 @@ class Preferences:
     @staticmethod
     def _changed(body: dict[str, Any]) -> dict[Key, WriteStatus]:
         return {
-            (normalise_email(s["subscriberIdString"]), str(s["subscriptionId"])): (
-                WriteStatus.ALREADY
-                if s.get("setStatusSuccessReason") == UNCHANGED
-                else WriteStatus.DONE
-            )
+            (normalise_email(s["subscriberIdString"]), str(s["subscriptionId"])): _settled([s])
             for s in body.get("results") or []
         }
 
     @staticmethod
     def _left_all(body: dict[str, Any]) -> dict[Key, WriteStatus]:
-        results: dict[Key, WriteStatus] = {}
-        for result in body.get("results") or []:
-            reasons = {s.get("setStatusSuccessReason") for s in result.get("statuses") or []}
-            unchanged = reasons == {UNCHANGED}
-            key = (normalise_email(result["subscriberIdString"]), None)
-            results[key] = WriteStatus.ALREADY if unchanged else WriteStatus.DONE
-        return results
+        return {
+            (normalise_email(result["subscriberIdString"]), None): _settled(
+                result.get("statuses") or []
+            )
+            for result in body.get("results") or []
+        }
 
     def _batch_write(
         self,
@@ -269,11 +411,16 @@ class Preferences:
         read: Callable[[dict[str, Any]], dict[Key, WriteStatus]],
         **params: str,
     ) -> dict[Key, tuple[WriteStatus, str]]:
-        """Send 100 per call; inputs a 207 names, or a refused call, become ``FAILED``."""
+        """Send 100 per call; inputs a 207 names, or a refused call, become ``FAILED``; a
+        token without the batch scopes raises ``MissingScopes``."""
         results: dict[Key, tuple[WriteStatus, str]] = {}
         for chunk in chunks(inputs, BATCH):
             try:
-                body = self._t.v4(operation, path, [i for _, i in chunk], **params)
+                body = self._t.request(
+                    operation, "POST", path, {"inputs": [i for _, i in chunk]}, **params
+                )
+            except MissingScopes:
+                raise
             except (Permanent, NotFound) as refused:
                 results |= {key: (WriteStatus.FAILED, str(refused)) for key, _ in chunk}
                 continue

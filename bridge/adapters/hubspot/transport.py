@@ -48,6 +48,15 @@ DAILY = "DAILY"
 LOCKED_WAIT = 2.0  # HubSpot: after a 423, wait at least 2 s
 MAX_MESSAGE = 300
 BATCH = 100  # HubSpot's batch maximum (docs/vendors/hubspot.md, "Contacts")
+MISSING_SCOPES = "MISSING_SCOPES"
+TOKEN_INFO = "/oauth/v2/private-apps/get/access-token-info"  # noqa: S105 (a path, no secret)
+
+
+class MissingScopes(Permanent):
+    """403 ``MISSING_SCOPES``: the token may not call this endpoint (a scope it was not
+    granted, or one the portal's tier cannot grant). A ``Permanent`` to everyone else; the
+    preferences take it as the sign to use the endpoints every tier has."""
+
 
 # The one table: what each HubSpot answer means to the bridge. ``code`` is the 429 body's
 # ``policyName``, else the error body's ``category``; the first matching row wins.
@@ -57,7 +66,8 @@ ERRORS: tuple[ErrorRule, ...] = (
     ErrorRule(RateLimited, status=423),  # locked: come back in 2 s
     ErrorRule(RateLimited, status=477),  # migration in progress: come back after Retry-After
     ErrorRule(Permanent, status=401),  # bad or expired token
-    ErrorRule(Permanent, status=403),  # missing scope or product tier
+    ErrorRule(MissingScopes, status=403, code=MISSING_SCOPES),  # a scope the token lacks
+    ErrorRule(Permanent, status=403),  # any other refusal
     ErrorRule(NotFound, status=404),
     ErrorRule(Permanent, status=409),  # conflict, e.g. an address another contact holds
     ErrorRule(Transient, status=range(500, 600)),
@@ -168,7 +178,8 @@ class Transport:
                     "app token"
                 ]
             )
-        token = settings.access_token.get_secret_value()
+        self._token = settings.access_token
+        token = self._token.get_secret_value()
         base = settings.base_url.rstrip("/")
         client = HubSpot(access_token=token, host=base, base_url=base, retry=Retry(total=0))
         # Each attribute access builds a new ApiClient and connection pool: take each once.
@@ -215,15 +226,30 @@ class Transport:
         send = partial(method, *args, _request_timeout=self.timeout, **kwargs)
         return self.call(operation, send, search=search)
 
-    def v4(self, operation: str, path: str, inputs: list[Any], **params: str) -> Any:
-        """POST a communication-preferences v4 batch; 207 (partial) is an answer, not an error."""
-        return self.call(operation, partial(self._post, path, {"inputs": inputs}, params))
+    def request(
+        self, operation: str, method: str, path: str, body: Any = None, **params: str
+    ) -> Any:
+        """Call communication preferences v4 (or another path the SDK does not wrap) over
+        ``httpx``; a batch's 207 (partial) is an answer, not an error."""
+        return self.call(operation, partial(self._send, method, path, body, params))
 
-    def _post(self, path: str, body: dict[str, Any], params: dict[str, str]) -> Reply:
-        response = self._http.post(path, json=body, params=params)
+    def _send(self, method: str, path: str, body: Any, params: dict[str, str]) -> Reply:
+        response = self._http.request(method, path, json=body, params=params)
         if not response.is_success:
             raise _HttpFailure(response)
         return response.json(), response.status_code, response.headers
+
+    def token_scopes(self) -> frozenset[str] | None:
+        """The scopes HubSpot says this private-app token holds; None when it will not say
+        (another kind of token, or an endpoint that refuses). The token goes in the body, to
+        the host its header already reaches."""
+        try:
+            key = {"tokenKey": self._token.get_secret_value()}
+            body = self.request("token_info", "POST", TOKEN_INFO, key)
+        except (Permanent, NotFound):
+            return None
+        scopes = body.get("scopes") if isinstance(body, dict) else None
+        return frozenset(map(str, scopes)) if isinstance(scopes, list) else None
 
     def call(self, operation: str, send: Callable[[], Reply], *, search: bool = False) -> Any:
         """Send once per attempt, paced and counted; retry only what may be retried.

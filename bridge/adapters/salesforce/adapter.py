@@ -2,8 +2,10 @@
 
 SOQL reads that page each object once and join rows into people here; ``records`` maps
 them, ``consent`` writes consent back, ``transport`` carries every call. Erasure hard-deletes,
-or deletes and purges the recycle bin. The facts behind each choice: docs/vendors/salesforce.md
-("Reading changes", "Consent model", "Erasure").
+or deletes and purges the recycle bin. An org without the privacy objects (``org``) is read
+and written through Contacts and Leads alone. The facts behind each choice:
+docs/vendors/salesforce.md ("Reading changes", "Consent model", "Erasure", "Orgs without the
+privacy objects").
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ from bridge.adapters.base import (
     classify,
 )
 from bridge.adapters.salesforce import SALESFORCE
-from bridge.adapters.salesforce.consent import FLAGS, ConsentWriter
+from bridge.adapters.salesforce.consent import NOT_HOLDABLE, ConsentWriter
+from bridge.adapters.salesforce.org import LINK, SETUP, OrgProfile, detect
 from bridge.adapters.salesforce.records import (
     ADDRESS_FIELDS,
     CONSENT_FIELDS,
     CONSENT_ROW,
+    FLAGS,
     INDIVIDUAL_FIELDS,
     INDIVIDUAL_PREFIX,
     PEOPLE,
@@ -66,7 +70,8 @@ from bridge.adapters.salesforce.vocabulary import salesforce_field_vocabulary
 from bridge.adapters.usage import measure
 from bridge.adapters.vocabulary import Unmappable, Vocabulary
 from bridge.identity import normalise_email
-from bridge.model import Consent, CrmRecord, ObjectType, Purpose
+from bridge.logs import get_logger
+from bridge.model import Channel, Consent, CrmRecord, ObjectType, Purpose
 
 DELETED_DAYS = 15  # getDeleted and the recycle bin keep deletions this long
 # Erasure order: rows that point at an Individual before the Individual itself.
@@ -90,6 +95,12 @@ CONVERTED = (
 )
 
 Rows = dict[str, list[dict[str, Any]]]
+# The objects a person's rows live in, with the privacy objects and without.
+PRIVACY_ROWS = tuple(SOBJECTS.values())
+BASIC_ROWS = tuple(SOBJECTS[t.value] for t in PEOPLE)
+GLOBAL_FIELDS = {"opt_out": Channel.EMAIL, "do_not_call": Channel.PHONE}
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,7 @@ class SalesforceAdapter(ClosesOnExit):
         self._writer = ConsentWriter(self._t, self._map, purposes)
         self._purposes = {p.id: p for p in purposes}
         self._described: dict[str, list[dict[str, Any]]] = {}
+        self._org: OrgProfile | None = None
         self._hard_delete = True  # until a hardDelete job is refused
         keep = KEEP_ON_ANONYMIZE if keep_on_anonymize is None else keep_on_anonymize
         self._keep = {
@@ -148,18 +160,42 @@ class SalesforceAdapter(ClosesOnExit):
     def close(self) -> None:
         self._t.close()
 
+    @property
+    def org(self) -> OrgProfile:
+        """The path this org allows, found on first use (the global describe, and with the
+        privacy objects the describes of Contact and Lead) and logged once."""
+        if self._org is None:
+            listed = self._t.rest("connect", "sobjects")["sobjects"]
+            org = detect(listed, lambda sobject: self._describe("connect", sobject))
+            log.info("salesforce.path_chosen", path=org.name, reason=org.missing or None)
+            self._org = org
+        return self._org
+
+    def capabilities(self) -> list[str]:
+        """What the bridge syncs in this org, one line each (for ``bridge check --crm``)."""
+        return self.org.lines(self._settings.lawful_basis_field)
+
+    def _objects(self) -> tuple[str, ...]:
+        """The objects that hold a person's rows in this org."""
+        return PRIVACY_ROWS if self.org.privacy else BASIC_ROWS
+
     def field_for(self, object_type: str, field: str) -> tuple[str, str] | None:
-        """Consent lives in the Individual's ContactPointTypeConsent rows; the lawful basis
-        in the configured field of Contacts and Leads."""
+        """Consent lives in the Individual's ContactPointTypeConsent rows (where the org has
+        them); the global opt-outs in each record's flags; the lawful basis in the
+        configured field of Contacts and Leads."""
         if object_type not in FLAGS:
             return None
         sobject = SOBJECTS[object_type]
+        if object_type == ObjectType.INDIVIDUAL.value and not self.org.privacy:
+            return None
         if field.startswith("consent:"):
             purpose = self._purposes.get(field.removeprefix("consent:"))
             mapped = purpose is not None and purpose_keys(purpose).data_use_purpose
-            return (SOBJECTS[CONSENT_ROW], "PrivacyConsentStatus") if mapped else None
-        if field == "opt_out":
-            return sobject, FLAGS[object_type]
+            held = mapped and self.org.privacy
+            return (SOBJECTS[CONSENT_ROW], "PrivacyConsentStatus") if held else None
+        if field in GLOBAL_FIELDS:
+            flag = FLAGS[object_type].get(GLOBAL_FIELDS[field])
+            return (sobject, flag) if flag else None
         basis = self._settings.lawful_basis_field
         if field == "lawful_basis" and basis and object_type != ObjectType.INDIVIDUAL.value:
             return sobject, basis
@@ -168,7 +204,30 @@ class SalesforceAdapter(ClosesOnExit):
     # -- reading --------------------------------------------------------------------------
 
     def read(self, since: datetime | None = None) -> Iterator[CrmRecord]:
+        """People as the org holds them; where it cannot hold per-purpose consent, one
+        warning per read (that is, per sync) says so."""
+        org = self.org
+        if not org.privacy and self._map.purpose_names:
+            log.warning(
+                "salesforce.consent_not_holdable",
+                detail=f"{NOT_HOLDABLE} ({org.missing}); the flags and the lawful basis are synced",
+                fix=SETUP,
+                data_use_purposes=len(self._map.purpose_names),
+            )
+        if not org.privacy:
+            return self._read_people(since and utc(since))
         return self._read_all() if since is None else self._read_changed(utc(since))
+
+    def _read_people(self, since: datetime | None) -> Iterator[CrmRecord]:
+        """Contacts and Leads alone (every one, or those changed since), where there are no
+        Individuals to fold in."""
+        after = format_soql("SystemModstamp >= {}", since) if since else ""
+        people = (
+            (object_type, row)
+            for object_type in PEOPLE
+            for row in self._t.query("read", self._people(after, object_type))
+        )
+        return self._assemble(people, {}, {}, lambda _: ())
 
     def _read_all(self) -> Iterator[CrmRecord]:
         """Each object paged once: consent rows and addresses first, joined into people.
@@ -217,12 +276,14 @@ class SalesforceAdapter(ClosesOnExit):
         their Individual; an Individual no one points at, by its contact points."""
         wanted = _addresses_of(emails)
         operation = "find_by_emails"
-        points = select("ContactPointEmail", ("ParentId",), "EmailAddress IN ")
-        parties = {
-            row["ParentId"]
-            for row in self._t.query_in(operation, points, wanted)
-            if _is_individual(row.get("ParentId"))
-        }
+        parties: set[str] = set()
+        if self.org.privacy:
+            points = select("ContactPointEmail", ("ParentId",), "EmailAddress IN ")
+            parties = {
+                row["ParentId"]
+                for row in self._t.query_in(operation, points, wanted)
+                if _is_individual(row.get("ParentId"))
+            }
         people: dict[str, tuple[ObjectType, dict[str, Any]]] = {}
         for object_type in PEOPLE:
             direct = self._t.query_in(operation, self._people("Email IN ", object_type), wanted)
@@ -247,7 +308,8 @@ class SalesforceAdapter(ClosesOnExit):
             return []
         params = {"start": iso(start), "end": iso(end)}
         deletions = []
-        for object_type in (*PEOPLE, ObjectType.INDIVIDUAL):
+        individuals = (ObjectType.INDIVIDUAL,) if self.org.privacy else ()
+        for object_type in (*PEOPLE, *individuals):
             path = f"sobjects/{SOBJECTS[object_type.value]}/deleted/"
             answer = self._t.rest("read_deleted", path, params=params)
             deletions += [
@@ -265,7 +327,8 @@ class SalesforceAdapter(ClosesOnExit):
         if where:
             conditions.append(where)
         sobject = SOBJECTS[object_type.value]
-        return select(sobject, self._map.person_fields[sobject], " AND ".join(conditions))
+        fields = self._map.person_fields(sobject, self.org)
+        return select(sobject, fields, " AND ".join(conditions))
 
     def _consent_rows(
         self,
@@ -348,7 +411,9 @@ class SalesforceAdapter(ClosesOnExit):
     # -- writing --------------------------------------------------------------------------
 
     def write_consents(self, writes: Sequence[ConsentWrite]) -> list[WriteOutcome]:
-        return self._writer.write(writes)
+        """Flags on Contacts and Leads (``HasOptedOutOfEmail``, ``DoNotCall``) and, where the
+        org has the privacy objects, consent rows; see ``consent``."""
+        return self._writer.write(writes, self.org)
 
     def write_lawful_bases(self, writes: Sequence[LawfulBasisWrite]) -> list[WriteOutcome]:
         """The configured picklist field of Contacts and Leads, written as the org's own
@@ -410,7 +475,8 @@ class SalesforceAdapter(ClosesOnExit):
         operation = "rectify"
         problems = [RectifyProblem(SALESFORCE, name, None) for name in _unmapped(changes)]
         for sobject in RECTIFIABLE:
-            problems += self._rectify_problems(operation, sobject, changes)
+            if sobject in self._objects():
+                problems += self._rectify_problems(operation, sobject, changes)
         return problems
 
     def _rectify_problems(
@@ -524,7 +590,7 @@ class SalesforceAdapter(ClosesOnExit):
         return [
             ErasureTarget(SALESFORCE, OBJECT_TYPES[sobject], row["Id"])
             for sobject in ERASE_ORDER
-            for row in rows[sobject]
+            for row in rows.get(sobject, [])
         ]
 
     def export(self, emails: Collection[str]) -> dict[str, Any]:
@@ -542,12 +608,19 @@ class SalesforceAdapter(ClosesOnExit):
     def _subject(
         self, operation: str, emails: Collection[str], fields: Callable[[str], Sequence[str]]
     ) -> Rows:
-        """The person's rows by object: by address, then through the Individuals reached."""
+        """The person's rows by object: by address, then through the Individuals reached
+        (where the org has them: else the person is their Contacts and Leads)."""
 
         def soql(sobject: str, link: str, where: str) -> str:
-            return select(sobject, dict.fromkeys(("Id", link, *fields(sobject))), where)
+            names = ("Id", link, *fields(sobject))
+            return select(sobject, dict.fromkeys(name for name in names if name), where)
 
         wanted = _addresses_of(emails)
+        if not self.org.privacy:
+            return {
+                sobject: list(self._t.query_in(operation, soql(sobject, "", "Email IN "), wanted))
+                for sobject in BASIC_ROWS
+            }
         found: dict[str, dict[str, dict[str, Any]]] = {}
         for sobject, link, where in (
             ("Contact", "IndividualId", "Email IN "),
@@ -704,10 +777,11 @@ class SalesforceAdapter(ClosesOnExit):
         found: set[str] = set()
         party: str | None = record.id
         if record.object_type != ObjectType.INDIVIDUAL.value:
-            soql = select(SOBJECTS[record.object_type], ("Email", "IndividualId"), "Id IN ")
+            linked = (LINK,) if self.org.privacy else ()
+            soql = select(SOBJECTS[record.object_type], ("Email", *linked), "Id IN ")
             rows = list(self._t.query_in(operation, soql, [record.id]))
             found |= {row["Email"] for row in rows if row.get("Email")}
-            party = next((row["IndividualId"] for row in rows if row.get("IndividualId")), None)
+            party = next((row[LINK] for row in rows if row.get(LINK)), None)
         if party:
             for object_type in PEOPLE:
                 soql = select(SOBJECTS[object_type.value], ("Email",), "IndividualId IN ")
@@ -724,15 +798,11 @@ class SalesforceAdapter(ClosesOnExit):
         createable or updateable, not a formula), and how many live rows fill each; rows in
         the recycle bin are not counted. Salesforce maintains the rest itself (ids, audit
         dates, compound names, conversion links), and they repeat or describe data reported
-        here. Each object is paged (2,000 rows per call) once per chunk of field names; an
-        object this org does not have (no Individual without Data Protection and Privacy)
-        holds nothing and is left out."""
+        here. Each object is paged (2,000 rows per call) once per chunk of field names; in an
+        org without the privacy objects that is Contact and Lead alone."""
         usage: list[ObjectUsage] = []
-        for sobject in SOBJECTS.values():
-            try:
-                described = self._describe("field_usage", sobject)
-            except NotFound:
-                continue
+        for sobject in self._objects():
+            described = self._describe("field_usage", sobject)
             fields = {
                 f["name"]: f.get("type") == "textarea"
                 for f in described

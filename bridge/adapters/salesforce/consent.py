@@ -2,8 +2,9 @@
 
 :meth:`ConsentWriter.write` reads what Salesforce holds first, so a change already held is
 ``ALREADY`` (no echo) and a repeated create finds what landed; then it writes in sObject
-Collections of 200. The rules, objections and required fields: docs/vendors/salesforce.md
-("Consent model", "Lawful-basis vocabulary").
+Collections of 200. An org without the privacy objects holds the flags only. The rules,
+objections and required fields: docs/vendors/salesforce.md ("Consent model", "Lawful-basis
+vocabulary", "Orgs without the privacy objects").
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 
 from simple_salesforce.format import format_soql
 
-from bridge.adapters.base import ConsentWrite, WriteOutcome, WriteStatus
+from bridge.adapters.base import ConsentWrite, RecordRef, WriteOutcome, WriteStatus
 from bridge.adapters.salesforce import SALESFORCE
+from bridge.adapters.salesforce.org import LINK, OrgProfile
 from bridge.adapters.salesforce.records import (
     BRIDGE_SOURCE,
     CONSENT_ROW_FIELDS,
+    FLAGS,
     OBJECTIONS,
     SOBJECTS,
     STATUS_WRITTEN,
@@ -35,12 +38,8 @@ from bridge.identity import normalise_email
 from bridge.model import ConsentStatus, Evidence, LawfulBasis, ObjectType, Purpose
 
 OPERATION = "write_consents"
-FLAGS = {
-    ObjectType.CONTACT.value: "HasOptedOutOfEmail",
-    ObjectType.LEAD.value: "HasOptedOutOfEmail",
-    ObjectType.INDIVIDUAL.value: "HasOptedOutSolicit",
-}
 EXPLANATION_LENGTH = 255  # ContactPointTypeConsent.Name
+NOT_HOLDABLE = "per-purpose consent is not holdable in this org"
 OBJECTED = (
     "the person's Individual says Don't Market or Don't Process; only the person can lift "
     "that, so the bridge does not"
@@ -58,6 +57,11 @@ def _failed(detail: str) -> Result:
 
 def _outcome(result: RowResult) -> Result:
     return DONE if result.ok else _failed(result.detail)
+
+
+def _flag(write: ConsentWrite) -> str:
+    """The field a global opt-out write sets: its channel's flag on its kind of record."""
+    return FLAGS[write.record.object_type][write.channel]
 
 
 def _objects(row: Mapping[str, Any]) -> bool:
@@ -98,15 +102,17 @@ class ConsentWriter:
         self._purpose_ids: dict[str, str] = {}  # DataUsePurpose id by name, case-folded
         self._purpose_bases: dict[str, LawfulBasis | None] = {}  # its lawful basis, by id
 
-    def write(self, writes: Sequence[ConsentWrite]) -> list[WriteOutcome]:
-        current = self._current(writes)
+    def write(self, writes: Sequence[ConsentWrite], org: OrgProfile) -> list[WriteOutcome]:
+        """One outcome per write; a purpose's consent where ``org`` cannot hold it is
+        ``NOT_HOLDABLE``, with no call made for it."""
+        current = self._current(writes, org)
         results: dict[int, Result] = {}
         flags: list[int] = []
         changes: list[_Change] = []
         for index, write in enumerate(writes):
-            problem = self._problem(write, current)
+            problem = self._problem(write, current, org)
             if problem:
-                results[index] = _failed(problem)
+                results[index] = problem
             elif write.purpose is None:
                 flags.append(index)
             else:
@@ -119,21 +125,26 @@ class ConsentWriter:
 
     # -- what Salesforce holds -------------------------------------------------------------
 
-    def _current(self, writes: Sequence[ConsentWrite]) -> dict[str, dict[str, Any]]:
-        """The records written to, by id: their flag and Individual."""
+    def _current(
+        self, writes: Sequence[ConsentWrite], org: OrgProfile
+    ) -> dict[str, dict[str, Any]]:
+        """The records written to, by id: their flags and (where the org has them) their
+        Individual and its objections."""
         ids: dict[str, set[str]] = {}
         for write in writes:
             if write.record.system == SALESFORCE and write.record.object_type in FLAGS:
                 ids.setdefault(write.record.object_type, set()).add(write.record.id)
-        if any(w.purpose is not None for w in writes):
+        if org.privacy and any(w.purpose is not None for w in writes):
             self._load_purposes()
         rows: dict[str, dict[str, Any]] = {}
         for object_type, wanted in ids.items():
             if object_type == ObjectType.INDIVIDUAL.value:
+                if not org.privacy:
+                    continue  # no such object here: not found
                 fields: tuple[str, ...] = ("Id", *OBJECTIONS)
             else:
-                objections = (f"Individual.{name}" for name in OBJECTIONS)
-                fields = ("Id", FLAGS[object_type], "IndividualId", *objections)
+                linked = (LINK, *(f"Individual.{name}" for name in OBJECTIONS))
+                fields = ("Id", *FLAGS[object_type].values(), *(linked if org.privacy else ()))
             soql = select(SOBJECTS[object_type], fields, "Id IN ")
             rows |= {row["Id"]: row for row in self._t.query_in(OPERATION, soql, wanted)}
         return rows
@@ -153,23 +164,30 @@ class ConsentWriter:
             for row in rows
         }
 
-    def _problem(self, write: ConsentWrite, current: Mapping[str, Any]) -> str | None:
-        """Why a write cannot be made at all, or None."""
+    def _problem(
+        self, write: ConsentWrite, current: Mapping[str, Any], org: OrgProfile
+    ) -> Result | None:
+        """Why a write cannot be made at all (failed, or not holdable here), or None."""
         record = write.record
         if record.system != SALESFORCE or record.object_type not in FLAGS:
-            return f"a {record.system} {record.object_type} holds no Salesforce consent"
+            return _failed(f"a {record.system} {record.object_type} holds no Salesforce consent")
         if record.id not in current:
-            return "NOT_FOUND"
+            return _failed("NOT_FOUND")
         if write.status is ConsentStatus.UNKNOWN:
-            return "unknown is not written: it never overrides a known state"
+            return _failed("unknown is not written: it never overrides a known state")
         if write.purpose is None:
-            return None
+            if write.channel in FLAGS[record.object_type]:
+                return None
+            return _failed(f"a Salesforce {record.object_type} has no {write.channel} opt-out")
+        if not org.privacy:
+            return WriteStatus.NOT_HOLDABLE, f"{NOT_HOLDABLE} ({org.missing})"
         purpose = self._purposes.get(write.purpose)
         name = purpose_keys(purpose).data_use_purpose if purpose else None
         if not name:
-            return f"purpose {write.purpose!r} is not mapped to a Salesforce DataUsePurpose"
+            unmapped = f"purpose {write.purpose!r} is not mapped to a Salesforce DataUsePurpose"
+            return _failed(unmapped)
         if name.casefold() not in self._purpose_ids:
-            return f"DataUsePurpose {name!r} does not exist in Salesforce"
+            return _failed(f"DataUsePurpose {name!r} does not exist in Salesforce")
         return None
 
     # -- global opt-outs -------------------------------------------------------------------
@@ -178,31 +196,37 @@ class ConsentWriter:
         self,
         writes: Sequence[ConsentWrite],
         indices: Sequence[int],
-        current: Mapping[str, Mapping[str, Any]],
+        held: Mapping[str, Mapping[str, Any]],
     ) -> dict[int, Result]:
+        """Each record's flags in one row, whichever channels the writes name."""
         results: dict[int, Result] = {}
-        wanted: dict[str, tuple[str, bool]] = {}  # record id -> (object type, opted out)
+        wanted: dict[RecordRef, dict[str, bool]] = {}  # record -> flag -> opted out
         for index in indices:
-            record = writes[index].record
-            withdrawn = writes[index].status is ConsentStatus.WITHDRAWN
-            if not withdrawn and _objects(current[record.id]):
+            write = writes[index]
+            withdrawn = write.status is ConsentStatus.WITHDRAWN
+            if not withdrawn and _objects(held[write.record.id]):
                 results[index] = (WriteStatus.NEEDS_SELF_SERVICE, OBJECTED)
             else:
-                wanted[record.id] = (record.object_type, withdrawn)
-        changed = {
-            record_id: (object_type, value)
-            for record_id, (object_type, value) in wanted.items()
-            if bool(current[record_id].get(FLAGS[object_type])) != value
-        }
+                wanted.setdefault(write.record, {})[_flag(write)] = withdrawn
+        changed: dict[RecordRef, dict[str, bool]] = {}
+        for record, flags in wanted.items():
+            row = held[record.id]
+            differ = {f: value for f, value in flags.items() if value != bool(row.get(f))}
+            if differ:
+                changed[record] = differ
         rows = [
-            {"attributes": {"type": SOBJECTS[t]}, "Id": record_id, FLAGS[t]: value}
-            for record_id, (t, value) in changed.items()
+            {"attributes": {"type": SOBJECTS[record.object_type]}, "Id": record.id, **flags}
+            for record, flags in changed.items()
         ]
         saved = dict(zip(changed, self._t.save(OPERATION, "PATCH", rows), strict=True))
         for index in indices:
-            record_id = writes[index].record.id
-            if index not in results:
-                results[index] = _outcome(saved[record_id]) if record_id in saved else ALREADY
+            write = writes[index]
+            if index in results:
+                continue
+            if _flag(write) in changed.get(write.record, {}):
+                results[index] = _outcome(saved[write.record])
+            else:
+                results[index] = ALREADY
         return results
 
     # -- purposes --------------------------------------------------------------------------

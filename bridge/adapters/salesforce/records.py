@@ -13,12 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.adapters.salesforce import SALESFORCE
+from bridge.adapters.salesforce.org import LINK, OrgProfile
 from bridge.adapters.salesforce.settings import contact_point_type, purpose_keys
 from bridge.adapters.salesforce.vocabulary import SALESFORCE_LEGAL_BASIS
 from bridge.adapters.vocabulary import Unmappable
 from bridge.identity import normalise_email
 from bridge.logs import get_logger
 from bridge.model import (
+    Channel,
     Consent,
     ConsentStatus,
     CrmRecord,
@@ -50,18 +52,24 @@ PERSONAL = {
 }
 STAMPS = ("LastModifiedDate", "SystemModstamp")
 OBJECTIONS = ("HasOptedOutSolicit", "HasOptedOutProcessing")
+# A person's global opt-out flag per channel (``ConsentWrite.channel``), by object type.
+FLAGS: dict[str, dict[str, str]] = {
+    ObjectType.CONTACT.value: {Channel.EMAIL: "HasOptedOutOfEmail", Channel.PHONE: "DoNotCall"},
+    ObjectType.LEAD.value: {Channel.EMAIL: "HasOptedOutOfEmail", Channel.PHONE: "DoNotCall"},
+    ObjectType.INDIVIDUAL.value: {Channel.EMAIL: "HasOptedOutSolicit"},
+}
 PERSON_FIELDS = (
     "Id",
     "Email",
     *PERSONAL,
-    "IndividualId",
     "HasOptedOutOfEmail",
     "DoNotCall",
     *STAMPS,
     "CreatedDate",
     "LastActivityDate",
-    *(f"Individual.{name}" for name in (*OBJECTIONS, *STAMPS)),
 )
+# Read with each Contact and Lead where the org has Individuals (``OrgProfile.privacy``).
+LINK_FIELDS = (LINK, *(f"Individual.{name}" for name in (*OBJECTIONS, *STAMPS)))
 INDIVIDUAL_FIELDS = ("Id", "FirstName", "LastName", *OBJECTIONS, *STAMPS)
 # A consent row's own fields (what the writer compares), and with its purpose (what reads map).
 CONSENT_ROW_FIELDS = (
@@ -232,10 +240,14 @@ class RecordMapper:
             sobject: tuple((read_fields or {}).get(sobject, ()))
             for sobject in (SOBJECTS[t.value] for t in PEOPLE)
         }
-        self.person_fields = {
+        self._person_fields = {
             sobject: tuple(dict.fromkeys((*PERSON_FIELDS, *own, *extra)))
             for sobject, extra in self.attributes.items()
         }
+
+    def person_fields(self, sobject: str, org: OrgProfile) -> tuple[str, ...]:
+        """What reads select of a Contact or Lead: with its Individual where the org has them."""
+        return (*self._person_fields[sobject], *(LINK_FIELDS if org.privacy else ()))
 
     def purpose_of(self, row: Mapping[str, Any]) -> Purpose | None:
         """The configured purpose a consent row stands for, if any."""

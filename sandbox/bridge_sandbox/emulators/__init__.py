@@ -7,16 +7,18 @@ from collections.abc import Callable
 from starlette.types import ASGIApp
 
 
-def _hubspot() -> ASGIApp:
-    from bridge_sandbox.emulators.hubspot import create_app
+def _hubspot(tier: str = "enterprise") -> ASGIApp:
+    from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig, Profile, create_app
 
-    return create_app()
-
-
-def _salesforce() -> ASGIApp:
-    from bridge_sandbox.emulators.salesforce import create_app
-
-    return create_app()
+    return create_app(HubSpotEmulatorConfig(profile=Profile.model_validate({"tier": tier})))
 
 
-EMULATORS: dict[str, Callable[[], ASGIApp]] = {"hubspot": _hubspot, "salesforce": _salesforce}
+def _salesforce(org: str = "privacy") -> ASGIApp:
+    from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig, create_app
+
+    return create_app(SalesforceEmulatorConfig.model_validate({"org": org}))
+
+
+# Each takes the options of its account profile (``tier`` for HubSpot, ``org`` for Salesforce)
+# as keywords.
+EMULATORS: dict[str, Callable[..., ASGIApp]] = {"hubspot": _hubspot, "salesforce": _salesforce}

@@ -1,8 +1,9 @@
 """A HubSpot API emulator that hubspot-api-client 12 cannot tell from HubSpot on our paths.
 
 It serves CRM contacts v3 (CRUD, batch, search, GDPR delete, the ``hs_legal_basis`` property),
-communication preferences v3 and v4, HubSpot's rate limits and headers, and signed webhooks,
-from memory, as docs/vendors/hubspot.md describes them. ``create_app()`` is what
+communication preferences v3 and v4, HubSpot's rate limits and headers, the scopes a token
+holds on each Marketing Hub tier (:mod:`bridge_sandbox.emulators.hubspot_tiers`) and signed
+webhooks, from memory, as docs/vendors/hubspot.md describes them. ``create_app()`` is what
 ``bridge emulate hubspot`` serves; the admin API (``/__emulator/...``) seeds and inspects it.
 The domain rules live in :mod:`bridge_sandbox.emulators.hubspot_state`; the handlers here only parse
 and shape.
@@ -37,6 +38,7 @@ from bridge_sandbox.emulators.hubspot_http import (
     bad_request,
     batch_envelope,
     batch_response,
+    missing_scopes,
     now,
     rate_limited,
     server_error,
@@ -50,14 +52,18 @@ from bridge_sandbox.emulators.hubspot_state import (
     StatusState,
     SubscriptionDefinition,
 )
+from bridge_sandbox.emulators.hubspot_tiers import PUBLISHED_LIMITS, Account, Profile
 from bridge_sandbox.emulators.hubspot_webhooks import WebhookDispatcher
 
-__all__ = ["HubSpotEmulatorConfig", "RateLimits", "SubscriptionDefinition", "create_app"]
+__all__ = ["HubSpotEmulatorConfig", "Profile", "RateLimits", "SubscriptionDefinition", "create_app"]
 
 CONTACTS = "/crm/v3/objects/contacts"
 SEARCH_PATH = f"{CONTACTS}/search"
 PREFS_V3 = "/communication-preferences/v3"
 PREFS_V4 = "/communication-preferences/v4"
+PRIVATE_APP_INFO = "/oauth/v2/private-apps/get/access-token-info"
+OAUTH_INFO = "/oauth/v1/access-tokens"
+APP_ID, USER_ID = 1_234_567, 7_654_321  # the emulated private app and the user who made it
 MAX_BATCH = 100
 MAX_PAGE = 100
 CONTACT_OBJECT_TYPES = ("contacts", "contact", "0-1")
@@ -87,12 +93,15 @@ DEFAULT_DEFINITIONS = (
 
 
 class HubSpotEmulatorConfig(BaseModel):
-    """How one emulator instance behaves; every default matches a Free/Starter private app."""
+    """How one emulator instance behaves; by default an Enterprise portal's private app."""
 
     strict_auth: bool = Field(False, description="accept only access_tokens (else any bearer)")
     access_tokens: list[str] = Field(default_factory=list)
     portal_id: int = 62515
-    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    profile: Profile = Field(default_factory=Profile)
+    rate_limits: RateLimits | None = Field(
+        None, description="the limits calls are held to; none given: the tier's published ones"
+    )
     webhook_retry_delays_s: list[float] = Field(
         default_factory=lambda: [0.5 * 2**n for n in range(10)],
         max_length=10,
@@ -234,21 +243,65 @@ def _each(
     return results, errors
 
 
-def _guard(config: HubSpotEmulatorConfig, limiter: RateLimiter) -> Callable[[Request], None]:
-    """Authentication, then the rate limits: what every vendor call (not admin) passes first."""
+def _check_token(config: HubSpotEmulatorConfig, token: str) -> None:
+    """401 ``INVALID_AUTHENTICATION`` for a token the portal does not know."""
+    if not token.strip() or (config.strict_auth and token.strip() not in config.access_tokens):
+        raise HubSpotError(401, AUTH_MESSAGE, "INVALID_AUTHENTICATION")
+
+
+def _guard(
+    config: HubSpotEmulatorConfig, limiter: RateLimiter, account: Account
+) -> Callable[[Request], None]:
+    """Authentication, the rate limits, then the token's scopes: what every vendor call (not
+    admin) passes first. The token-info routes take the token in their request instead."""
 
     def guard(request: Request) -> None:
-        if request.url.path.startswith(ADMIN_PREFIX):
+        path = request.url.path
+        if path.startswith(ADMIN_PREFIX):
             return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        authorised = scheme.lower() == "bearer" and bool(token.strip())
-        if not authorised or (config.strict_auth and token.strip() not in config.access_tokens):
-            raise HubSpotError(401, AUTH_MESSAGE, "INVALID_AUTHENTICATION")
-        policy = limiter.admit(search=request.url.path == SEARCH_PATH)
+        if path != PRIVATE_APP_INFO and not path.startswith(OAUTH_INFO):
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            _check_token(config, token if scheme.lower() == "bearer" else "")
+        policy = limiter.admit(search=path == SEARCH_PATH)
         if policy is not None:
             raise rate_limited(policy)
+        route = request.scope.get("route")
+        missing = account.profile.missing(f"{request.method} {getattr(route, 'path', path)}")
+        if missing:
+            raise missing_scopes(missing)
 
     return guard
+
+
+class TokenKey(_Body):
+    token_key: str = Field(alias="tokenKey")
+
+
+def token_routes(app: FastAPI, config: HubSpotEmulatorConfig, account: Account) -> None:
+    """What a token was granted: the private-app and the OAuth token-info endpoints."""
+
+    @app.post(PRIVATE_APP_INFO)
+    def private_app_token_info(body: TokenKey) -> JSONResponse:
+        _check_token(config, body.token_key)
+        scopes = sorted(account.profile.granted())
+        return _json(
+            {"userId": USER_ID, "hubId": config.portal_id, "appId": APP_ID, "scopes": scopes}
+        )
+
+    @app.get(f"{OAUTH_INFO}/{{token}}")
+    def oauth_token_info(token: str) -> JSONResponse:
+        _check_token(config, token)
+        return _json(
+            {
+                "token": token,
+                "token_type": "access",
+                "expires_in": 1800,
+                "hub_id": config.portal_id,
+                "app_id": APP_ID,
+                "user_id": USER_ID,
+                "scopes": sorted(account.profile.granted()),
+            }
+        )
 
 
 # -- CRM --------------------------------------------------------------------------------------
@@ -554,14 +607,16 @@ def create_app(config: HubSpotEmulatorConfig | None = None) -> ASGIApp:
         config.webhook_timeout_s,
     )
     state = HubSpotState(definitions, webhooks, config.custom_properties)
-    limiter = RateLimiter(config.rate_limits)
+    account = Account(config.profile)
+    limiter = RateLimiter(config.rate_limits or PUBLISHED_LIMITS[config.profile.tier])
     subscriptions = ", ".join(f"{d.id} {d.name}" for d in definitions)
     app = FastAPI(
         title="HubSpot API emulator",
         description=(
-            f"An emulated HubSpot portal (id {config.portal_id}), in memory. It starts with no "
-            f"contacts and these subscription types: {subscriptions}. Vendor calls need a "
-            "bearer token"
+            f"An emulated HubSpot portal (id {config.portal_id}, Marketing Hub "
+            f"{config.profile.tier}; `PUT /__emulator/tier` changes it), in memory. It starts "
+            f"with no contacts and these subscription types: {subscriptions}. Vendor calls "
+            "need a bearer token"
             + (" from the emulator's configuration" if config.strict_auth else " (any will do)")
             + "; webhooks are off until `PUT /__emulator/webhooks` names a target and a "
             "client secret."
@@ -569,7 +624,7 @@ def create_app(config: HubSpotEmulatorConfig | None = None) -> ASGIApp:
         openapi_url=OPENAPI_URL,
         docs_url=DOCS_URL,
         redoc_url=None,
-        dependencies=[Depends(_guard(config, limiter))],
+        dependencies=[Depends(_guard(config, limiter, account))],
         exception_handlers={
             HubSpotError: _hubspot_error,
             RequestValidationError: _invalid_request,
@@ -582,7 +637,8 @@ def create_app(config: HubSpotEmulatorConfig | None = None) -> ASGIApp:
     # cannot name a route inside FastAPI's lazily included routers when it injects a fault.
     crm_routes(app, state)
     preferences_routes(app, state)
-    app.include_router(admin_routes(state, limiter, webhooks))
+    token_routes(app, config, account)
+    app.include_router(admin_routes(state, limiter, webhooks, account))
 
     async def rate_limit_headers(request: Request, response: Response) -> dict[str, str]:
         """Search responses carry none (docs/vendors/hubspot.md, "Search"); others do."""

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from bridge_sandbox.emulators.common import ADMIN_PREFIX, ADMIN_TAG
 from bridge_sandbox.emulators.hubspot_limits import RateLimiter, RateLimits
 from bridge_sandbox.emulators.hubspot_state import HubSpotState, SeedAddressStatus, SeedContact
+from bridge_sandbox.emulators.hubspot_tiers import PUBLISHED_LIMITS, Account, Profile, Tier
 from bridge_sandbox.emulators.hubspot_webhooks import WebhookDispatcher, WebhookSettings
 
 
@@ -30,8 +31,16 @@ class ImportRequest(BaseModel):
     contacts: list[SeedContact]
 
 
+class TierState(BaseModel):
+    """The account the emulator plays now."""
+
+    tier: Tier
+    scopes: list[str] = Field(description="the scopes the token holds")
+    rate_limits: RateLimits
+
+
 def admin_routes(
-    state: HubSpotState, limiter: RateLimiter, webhooks: WebhookDispatcher
+    state: HubSpotState, limiter: RateLimiter, webhooks: WebhookDispatcher, account: Account
 ) -> APIRouter:
     router = APIRouter(prefix=ADMIN_PREFIX, tags=[ADMIN_TAG])
 
@@ -70,9 +79,30 @@ def admin_routes(
         limiter.reset()
         webhooks.reset()
 
+    def tier_state() -> TierState:
+        profile = account.profile
+        return TierState(
+            tier=profile.tier, scopes=sorted(profile.granted()), rate_limits=limiter.limits
+        )
+
+    @router.get("/tier")
+    def get_tier() -> TierState:
+        """The portal's Marketing Hub tier, the scopes its token holds, the rate limits."""
+        return tier_state()
+
+    @router.put("/tier")
+    def put_tier(profile: Profile) -> TierState:
+        """Play another tier: its published rate limits, and a token holding ``scopes`` (or
+        every scope the tier can grant). Below Enterprise no token holds the batch
+        communication-preference scopes, so those endpoints answer 403 ``MISSING_SCOPES``.
+        Data is kept."""
+        account.profile = profile
+        limiter.configure(PUBLISHED_LIMITS[profile.tier])
+        return tier_state()
+
     @router.get("/rate-limits")
     def get_rate_limits() -> RateLimits:
-        """The rate limits vendor calls are held to (a Free/Starter private app's)."""
+        """The rate limits vendor calls are held to (by default the tier's published ones)."""
         return limiter.limits
 
     @router.put("/rate-limits")

@@ -9,6 +9,7 @@ rate limiter or an injected fault.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -102,6 +103,29 @@ def rate_limited(policy: str) -> HubSpotError:
     extra = {"errorType": "RATE_LIMIT", "policyName": policy, "requestId": str(uuid.uuid4())}
     return HubSpotError(
         429, f"You have reached your {policy.lower()} limit.", category=None, extra=extra
+    )
+
+
+SCOPES_DOC = "https://developers.hubspot.com/scopes"
+
+
+def missing_scopes(scopes: Sequence[str]) -> HubSpotError:
+    """HubSpot's 403 for a token without a scope the call needs: the ``Error`` body with
+    ``category`` ``MISSING_SCOPES``, the scopes in ``context.missingScopes`` (the spec's
+    schema) and in ``errors[].context.requiredGranularScopes`` (as observed)."""
+    return HubSpotError(
+        403,
+        "This app hasn't been granted all required scopes to make this call. Read more about "
+        f"required scopes here: {SCOPES_DOC}.",
+        "MISSING_SCOPES",
+        errors=[
+            {
+                "message": "One or more of the following scopes are required.",
+                "context": {"requiredGranularScopes": list(scopes)},
+            }
+        ],
+        context={"missingScopes": list(scopes)},
+        extra={"links": {"scopes": SCOPES_DOC}},
     )
 
 

@@ -3,8 +3,9 @@
 A ``Person`` says what each CRM holds about one person (consent acts, a global opt-out, a
 lawful basis); the seeders write that as each vendor would hold it: HubSpot subscription
 statuses and the portal-wide opt-out per address, Salesforce Contacts or Leads with
-``HasOptedOutOfEmail``, the configured lawful-basis picklist, and an Individual with
-``ContactPointTypeConsent`` rows. The scenario tests, the benchmarks and the demo use it.
+``HasOptedOutOfEmail``, ``DoNotCall``, the configured lawful-basis picklist, and (where the org
+has the privacy objects) an Individual with ``ContactPointTypeConsent`` rows. The scenario
+tests, the benchmarks and the demo use it.
 
 Common terms are the bridge's configuration words, as plain strings (the bridge's enums are
 strings too): a consent status is ``granted`` or ``withdrawn``, a lawful basis is named as in
@@ -82,12 +83,13 @@ class Held:
     object_type: Literal["contact", "lead"] = "contact"  # Salesforce only
     last_active: datetime | None = None
     """The record's last activity (a call, an email, a meeting), as the CRM tracks it."""
+    do_not_call_at: datetime | None = None
+    """When the person asked not to be called (Salesforce ``DoNotCall``; HubSpot holds none)."""
 
     def stamp(self, default: datetime) -> datetime:
         """The record's last change: its latest act, else ``default``."""
         times = [a.at for a in self.acts]
-        if self.opted_out_at:
-            times.append(self.opted_out_at)
+        times += [t for t in (self.opted_out_at, self.do_not_call_at) if t]
         return max(times, default=default)
 
 
@@ -177,8 +179,12 @@ def data_use_purposes(admin: httpx.Client, purposes: Sequence[ConfiguredPurpose]
 def seed_salesforce(
     admin: httpx.Client, people: Sequence[Person], purposes: Sequence[ConfiguredPurpose]
 ) -> None:
-    """Contacts or Leads; people with consent acts get an Individual and consent rows."""
-    purpose_ids = data_use_purposes(admin, purposes)
+    """Contacts or Leads; people with consent acts get an Individual and consent rows where
+    the org has the privacy objects (one without them holds the flags and the basis only)."""
+    org = admin.get("/__emulator/org")
+    org.raise_for_status()
+    privacy = org.json()["org"] == "privacy"
+    purpose_ids = data_use_purposes(admin, purposes) if privacy else {}
     created = datetime(2024, 1, 1, tzinfo=UTC)
     for batch in batches(p for p in people if p.salesforce is not None):
         held = {id(p): p.salesforce for p in batch if p.salesforce is not None}
@@ -191,7 +197,7 @@ def seed_salesforce(
                 "SystemModstamp": changed,
             }
 
-        wanting = [p for p in batch if held[id(p)].acts]
+        wanting = [p for p in batch if held[id(p)].acts and privacy]
         individuals = dict(
             zip(
                 (id(p) for p in wanting),
@@ -220,8 +226,8 @@ def seed_salesforce(
                 "LastName": person.last_name,
                 "Email": person.email,
                 "HasOptedOutOfEmail": side.opted_out_at is not None,
+                "DoNotCall": side.do_not_call_at is not None,
                 "Lawful_Basis__c": SALESFORCE_LEGAL_BASIS[basis] if basis else None,
-                "IndividualId": individuals.get(id(person)),
                 "LastActivityDate": side.last_active.date().isoformat()
                 if side.last_active
                 else None,
@@ -229,6 +235,8 @@ def seed_salesforce(
             }
             if side.object_type == "lead":
                 row["Company"] = "Analytical Engines Ltd"
+            if privacy:
+                row["IndividualId"] = individuals.get(id(person))
             rows.append(row)
         _insert(admin, rows)
         _insert(

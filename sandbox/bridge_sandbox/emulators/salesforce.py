@@ -7,8 +7,14 @@ getDeleted, limits, Bulk API 2.0 ingest and query jobs, SOAP ``emptyRecycleBin``
 Outbound Messages. Any ``vNN.N`` and an optional trailing slash are accepted; every
 ``/services/data`` response carries ``Sforce-Limit-Info: api-usage=U/M``.
 
+The org profile (``SalesforceEmulatorConfig.org``, ``bridge emulate salesforce --org``, the
+admin API's ``/__emulator/org``) is ``privacy`` (Data Protection and Privacy on) or ``basic``:
+no Individual, ContactPointTypeConsent, DataUsePurpose or DataUseLegalBasis, and no
+``IndividualId``, answered as a real org answers for objects it lacks (``INVALID_TYPE`` in
+SOQL and collections, ``NOT_FOUND`` for their REST resources, absent from the describes).
+
 Admin API (never a vendor path; no auth, no quota), besides the shared ``/faults`` and
-``/counters``: ``/__emulator/records`` (seed, read), ``state``, ``reset``,
+``/counters``: ``/__emulator/records`` (seed, read), ``state``, ``reset``, ``org``,
 ``sessions/expire``, ``settings``, ``fields`` and ``outbound``, each described in
 :func:`_admin_router` and served as OpenAPI at ``/__emulator/openapi.json`` (a page at
 ``/__emulator/docs``).
@@ -50,6 +56,7 @@ from bridge_sandbox.emulators.common import (
 )
 from bridge_sandbox.emulators.salesforce_bulk import BulkJobs
 from bridge_sandbox.emulators.salesforce_config import (
+    Org,
     OutboundMessageConfig,
     SalesforceEmulatorConfig,
     SettingsUpdate,
@@ -127,9 +134,18 @@ def _description(config: SalesforceEmulatorConfig) -> str:
         f"{sobject}: {', '.join(f.name for f in custom)}"
         for sobject, custom in config.custom_fields.items()
     )
-    bases = " and the six GDPR `DataUseLegalBasis` rows" if config.seed_legal_bases else ""
+    privacy = config.org == "privacy"
+    seeded = config.seed_legal_bases and privacy
+    bases = " and the six GDPR `DataUseLegalBasis` rows" if seeded else ""
+    profile = (
+        "Data Protection and Privacy on"
+        if privacy
+        else "no privacy objects: Individual, ContactPointTypeConsent, DataUsePurpose and "
+        "DataUseLegalBasis answer `INVALID_TYPE`"
+    )
     return (
-        f"An emulated Salesforce org (organization id `{config.organization_id}`), in memory. "
+        f"An emulated Salesforce org (organization id `{config.organization_id}`; profile "
+        f"`{config.org}`, {profile}; `PUT /__emulator/org` changes it), in memory. "
         f"It starts with no records but its schema's custom fields ({fields}){bases}. Log in "
         f"with {logins}, by SOAP or OAuth. Outbound messages are off until "
         "`PUT /__emulator/outbound` names an endpoint."
@@ -534,6 +550,10 @@ class FieldBody(CustomField):
     object: str
 
 
+class OrgBody(BaseModel):
+    org: Org
+
+
 class OutboundBody(BaseModel):
     organization_id: str | None = Field(None, pattern=r"^00D[A-Za-z0-9]{15}$")
     messages: list[OutboundMessageConfig]
@@ -577,6 +597,23 @@ def _admin_router(
         bulk.reset()
         outbound.reset()
         return Response(status_code=204)
+
+    @router.get("/org")
+    def org() -> Response:
+        """The org profile, ``{"org": "privacy"}`` or ``{"org": "basic"}``, and the objects
+        it serves (``sobjects``), as the global describe lists them."""
+        names = sorted(o["name"] for o in state.describe_global("59.0")["sobjects"])
+        return _json({"org": state.config.org, "sobjects": names})
+
+    @router.put("/org")
+    def change_org(body: OrgBody) -> Response:
+        """Become an org of another profile, ``{"org": "basic"}``: objects and fields differ,
+        so it starts over as ``reset`` does, empty but for that profile's defaults; later
+        resets keep the profile."""
+        state.reset(body.org)
+        bulk.reset()
+        outbound.reset()
+        return org()
 
     @router.post("/sessions/expire")
     def expire_sessions() -> Response:

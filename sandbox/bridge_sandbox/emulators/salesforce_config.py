@@ -1,13 +1,18 @@
-"""Configuration of the Salesforce emulator: credentials, limits, permissions, custom fields,
-outbound messages. Everything has a default, so ``create_app()`` serves a permissive org."""
+"""Configuration of the Salesforce emulator: the org profile, credentials, limits,
+permissions, custom fields, outbound messages. Everything has a default, so ``create_app()``
+serves a permissive org with Data Protection and Privacy on."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge_sandbox.emulators.salesforce_model import CustomField, make_id
 
 DEFAULT_ORGANIZATION_ID = make_id("00D", 0xB21D6E)
+Org = Literal["privacy", "basic"]
+ORGS: tuple[Org, ...] = ("privacy", "basic")
 LEGAL_BASES = (
     ("Consent", "GDPR Art. 6(1)(a): the person consented"),
     ("Contract", "GDPR Art. 6(1)(b): needed for a contract with the person"),
@@ -48,6 +53,12 @@ class SalesforceEmulatorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    org: Org = Field(
+        "privacy",
+        description="privacy: Data Protection and Privacy on (Individual, "
+        "ContactPointTypeConsent, DataUsePurpose, DataUseLegalBasis, IndividualId); basic: "
+        "none of them, as most orgs",
+    )
     strict_auth: bool = Field(False, description="check credentials and reject unknown tokens")
     username: str = "bridge@example.com"
     password: str = "password"  # noqa: S105 - an emulator default, not a secret
@@ -62,7 +73,9 @@ class SalesforceEmulatorConfig(BaseModel):
     daily_api_limit: int = Field(15000, ge=0, description="DailyApiRequests Max, rolling 24 h")
     hard_delete_permission: bool = Field(False, description='"Bulk API Hard Delete" granted')
     custom_fields: dict[str, list[CustomField]] = Field(default_factory=_default_custom_fields)
-    seed_legal_bases: bool = Field(True, description="start with the six GDPR legal bases")
+    seed_legal_bases: bool = Field(
+        True, description="start with the six GDPR legal bases (where the org has the object)"
+    )
     outbound_messages: list[OutboundMessageConfig] = Field(default_factory=list)
     outbound_retry_delays_seconds: list[float] = Field(
         default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0],

@@ -3,7 +3,8 @@
 Field lists follow the object reference for the objects the bridge touches (see
 docs/vendors/salesforce.md, "Consent model"); lengths, required fields and restricted picklists
 are the ones Salesforce enforces, because the bridge must learn about them here, not in
-production.
+production. A ``basic`` org lacks what Data Protection and Privacy brings (``PRIVACY_OBJECTS``
+and the references to them), as most orgs do.
 """
 
 from __future__ import annotations
@@ -278,6 +279,11 @@ def _email_name(values: Mapping[str, Any]) -> dict[str, Any]:
     return {"Name": values.get("EmailAddress")}
 
 
+# What Setup › Data Protection and Privacy brings: absent from a ``basic`` org, along with every
+# reference to them (Contact and Lead ``IndividualId``; ContactPointEmail's parent is an Account).
+PRIVACY_OBJECTS = frozenset(
+    {"Individual", "ContactPointTypeConsent", "DataUsePurpose", "DataUseLegalBasis"}
+)
 CONTACT_POINT_TYPES = ("Email", "MailingAddress", "Phone", "Social", "Web")
 PRIVACY_CONSENT_STATUSES = ("NotSeen", "Seen", "OptIn", "OptInPending", "OptOut", "OptOutPending")
 LEAD_SOURCES = (
@@ -533,6 +539,15 @@ def _system_fields() -> tuple[list[FieldDef], list[FieldDef]]:
     return head, tail
 
 
+def _without(definition: FieldDef, absent: frozenset[str]) -> FieldDef | None:
+    """A field as an org lacking the ``absent`` objects has it: a reference keeps the targets
+    that exist, and a reference to none of them does not exist either."""
+    if not definition.references or absent.isdisjoint(definition.references):
+        return definition
+    targets = tuple(t for t in definition.references if t not in absent)
+    return replace(definition, references=targets) if targets else None
+
+
 def custom_field_def(spec: CustomField) -> FieldDef:
     length = {"boolean": 0, "datetime": 0, "date": 0, "double": 0}.get(spec.type, spec.length)
     return FieldDef(
@@ -549,18 +564,27 @@ def custom_field_def(spec: CustomField) -> FieldDef:
 
 
 class Schema:
-    """Every object one emulator instance serves, including its custom fields."""
+    """Every object one emulator instance serves, including its custom fields; without the
+    privacy objects (``privacy`` false) as an org that never turned them on."""
 
-    def __init__(self, custom_fields: Mapping[str, Iterable[CustomField]]) -> None:
+    def __init__(
+        self, custom_fields: Mapping[str, Iterable[CustomField]], *, privacy: bool = True
+    ) -> None:
         head, tail = _system_fields()
+        absent = frozenset() if privacy else PRIVACY_OBJECTS
         self.objects: dict[str, ObjectDef] = {}
         self._by_prefix: dict[str, ObjectDef] = {}
         for name, prefix, fields, derive in _standard_objects():
-            ordered = {f.name: f for f in (*head, *fields, *tail)}
+            if name in absent:
+                continue
+            kept = [f for f in (_without(f, absent) for f in fields) if f is not None]
+            ordered = {f.name: f for f in (*head, *kept, *tail)}
             sobject = ObjectDef(name, prefix, ordered, derive)
             self.objects[name.lower()] = sobject
             self._by_prefix[prefix] = sobject
         for object_name, specs in custom_fields.items():
+            if object_name in absent:
+                continue
             for spec in specs:
                 self.add_custom_field(object_name, spec)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from bridge_sandbox.emulators.salesforce_config import (
     LEGAL_BASES,
+    Org,
     SalesforceEmulatorConfig,
     SettingsUpdate,
 )
@@ -100,7 +101,7 @@ class SalesforceState:
 
     def _load(self, config: SalesforceEmulatorConfig) -> None:
         self.config = config
-        self.schema = Schema(config.custom_fields)
+        self.schema = Schema(config.custom_fields, privacy=config.org == "privacy")
         self._records: dict[str, Record] = {}
         self._by_type: dict[str, dict[str, Record]] = {name: {} for name in self.schema.objects}
         self._delete_log: list[tuple[str, str, datetime]] = []
@@ -110,14 +111,17 @@ class SalesforceState:
         self._usage: Counter[str] = Counter()
         self._usage_since = time.monotonic()
         self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
-        if config.seed_legal_bases:
+        if config.seed_legal_bases and self.schema.object("DataUseLegalBasis"):
             sobject = self._object("DataUseLegalBasis")
             for name, description in LEGAL_BASES:
                 self._apply(self._prepare(sobject, {"Name": name, "Description": description}))
 
-    def reset(self) -> None:
-        """Back to the state ``create_app`` started with (configuration included)."""
+    def reset(self, org: Org | None = None) -> None:
+        """Back to the state ``create_app`` started with (configuration included), as the
+        ``org`` profile when one is given (it then stays for later resets)."""
         with self._lock:
+            if org is not None:
+                self._initial = self._initial.model_copy(update={"org": org})
             self._load(self._initial)
 
     # Sessions, credentials and the daily API quota
@@ -212,6 +216,7 @@ class SalesforceState:
         with self._lock:
             config = self.config
             return {
+                "org": config.org,
                 "strict_auth": config.strict_auth,
                 "session_lifetime_seconds": config.session_lifetime_seconds,
                 "daily_api_limit": config.daily_api_limit,

@@ -1,0 +1,181 @@
+"""The receiver's listener: uvicorn, bounded against clients that hold it open or flood it.
+
+Uvicorn closes idle kept-alive connections, but has no deadline for a client that sends its
+request slowly, no limit on the size of a request's headers (with httptools), and no cap on
+connections that closes them before reading. Without these, a few hundred connections that
+drip a header or a body a byte at a time stay open for ever, hold memory and file descriptors,
+and take ``/healthz`` down with them. Here, per listener (``[web]`` settings):
+
+- the request line and headers must arrive within ``header_timeout_seconds`` of the connection
+  opening (or of the first byte of a further request on it), in at most
+  :data:`MAX_HEADER_BYTES`; the whole body within ``body_timeout_seconds`` of the headers. Each
+  deadline covers the whole phase, not each read: a byte a second does not extend it. Past one,
+  the answer is 408 (431 for headers too large) and the connection is closed. Time the
+  application spends on a request is never counted;
+- at most ``max_connections`` connections are open at once: one more is answered 503 and
+  closed before anything is read from it;
+- the soft limit on open files is raised as far as the connection limit needs (up to the hard
+  limit), and the connection limit lowered if even that is not enough, keeping
+  :data:`RESERVED_FILES` for the database and the rest of the process.
+
+Each cut or refusal counts in ``bridge_http_refused_total`` by reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from bridge import metrics
+from bridge.config import WebSettings
+from bridge.logs import get_logger
+
+log = get_logger("bridge.web")
+
+MAX_HEADER_BYTES = 64 * 1024
+RESERVED_FILES = 128  # database connections (three files each on SQLite), logs, the event loop
+WARN_EVERY_SECONDS = 60.0
+
+
+def _answer(status: str, *headers: str) -> bytes:
+    lines = [f"HTTP/1.1 {status}", *headers, "content-length: 0", "connection: close", "", ""]
+    return "\r\n".join(lines).encode()
+
+
+REQUEST_TIMEOUT = _answer("408 Request Timeout")
+HEADERS_TOO_LARGE = _answer("431 Request Header Fields Too Large")
+UNAVAILABLE = _answer("503 Service Unavailable", "retry-after: 1")
+
+
+class GuardedHttp(HttpToolsProtocol):
+    """Uvicorn's HTTP/1.1 protocol (httptools) with read deadlines, a limit on the size of the
+    headers and a cap on open connections; the class attributes are set by :func:`config`."""
+
+    header_timeout: float
+    body_timeout: float
+    max_connections: int
+    warned_at = -WARN_EVERY_SECONDS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._head_bytes: int | None = None  # of the request head under way; None: none is
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self._cut("connection_limit", UNAVAILABLE)
+            now = time.monotonic()
+            if now - type(self).warned_at >= WARN_EVERY_SECONDS:
+                type(self).warned_at = now
+                log.warning(
+                    "web.connection_limit",
+                    open=len(self.connections) - 1,
+                    detail="new connections are answered 503 while web.max_connections are "
+                    "open; see bridge_http_refused_total",
+                )
+            return
+        self._start_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._head_bytes is not None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEADER_BYTES:
+                self._cut("header_too_large", HEADERS_TOO_LARGE)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_bytes is None:  # a further request on a kept-alive connection
+            self._start_head()
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        self._arm(self.body_timeout, "body_timeout")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def _start_head(self) -> None:
+        self._head_bytes = 0
+        self._arm(self.header_timeout, "header_timeout")
+
+    def _arm(self, seconds: float, reason: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._cut, reason, REQUEST_TIMEOUT)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _cut(self, reason: str, answer: bytes) -> None:
+        """Answer ``answer`` (unless a response is under way) and close. A request the
+        application is reading then sees the client gone (``http.disconnect``)."""
+        self._disarm()
+        self._head_bytes = None
+        if self.transport.is_closing():
+            return
+        metrics.HTTP_REFUSED.labels(reason).inc()
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started or cycle.response_complete:
+            self.transport.write(answer)
+        self.transport.close()
+
+
+def connection_limit(wanted: int) -> int:
+    """``wanted``, once the soft limit on open files allows it beside :data:`RESERVED_FILES`
+    (raised up to the hard limit as needed); fewer, with a warning, if the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + RESERVED_FILES
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # a platform cap below the hard limit: keep what we have
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return wanted
+    allowed = max(soft - RESERVED_FILES, 16)
+    log.warning(
+        "web.max_connections lowered",
+        wanted=wanted,
+        allowed=allowed,
+        open_files_limit=soft,
+        fix="raise the open-files limit (ulimit -n, systemd LimitNOFILE, docker --ulimit "
+        "nofile) or lower web.max_connections",
+    )
+    return allowed
+
+
+def config(app: Any, web: WebSettings, host: str, port: int, grace_seconds: int) -> uvicorn.Config:
+    """How ``bridge serve`` and ``bridge run`` listen: the guarded protocol with ``web``'s
+    limits, no access log (a webhook path may carry a secret token), uvicorn's logging left to
+    :mod:`bridge.logs`."""
+
+    class Listener(GuardedHttp):
+        header_timeout = web.header_timeout_seconds
+        body_timeout = web.body_timeout_seconds
+        max_connections = connection_limit(web.max_connections)
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=Listener,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=grace_seconds,
+    )
