@@ -76,6 +76,24 @@ class ErasureSettings(BaseModel):
         description="how long a claimed step is reserved for the instance running it; if that "
         "instance dies, another retries the step after this; longer than the slowest step",
     )
+    retry_seconds: float = Field(
+        300,
+        gt=0,
+        description="the daemon tries a failed request again after about this long (jittered), "
+        "twice as long after each further failure, up to retry_max_seconds, until its due date",
+    )
+    retry_max_seconds: float = Field(
+        6 * 3600, gt=0, description="the longest the daemon waits between tries of a request"
+    )
+    flag_after_hours: float = Field(
+        24,
+        gt=0,
+        description="a request still failing this long after it first failed is flagged (an "
+        "audit event, the bridge_erasure_requests metric, bridge requests --failed)",
+    )
+    flag_days_before_due: int = Field(
+        7, ge=0, le=28, description="an unfinished request this close to its due date is flagged"
+    )
 
 
 class RectifySettings(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import unicodedata
 from collections.abc import Iterable
 
@@ -13,6 +14,27 @@ from bridge.model import CrmRecord, Subject
 def normalise_email(email: str) -> str:
     """Trimmed, NFC, lower-cased. No provider tricks (dots and plus tags stay as they are)."""
     return unicodedata.normalize("NFC", email.strip()).lower()
+
+
+# What a CRM takes as an address, checked before a request is stored: an unquoted local part
+# (no spaces, brackets or separators; dots only between characters) and a domain of two or
+# more labels (letters of any script, digits, inner hyphens) whose last is not a number.
+_LOCAL = re.compile(r"(?!\.)(?!.*\.\.)[^\s@\"(),:;<>\[\\\]\x00-\x1f\x7f]{1,64}(?<!\.)")
+_LABEL = r"[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?"
+_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+(?!\d+$){_LABEL}")
+
+
+def is_email(text: str) -> bool:
+    """Whether ``text`` is an email address (after normalisation), as far as its form goes.
+    Hand-written: the email-validator package would add itself and a DNS library to the
+    dependencies for a check of form alone."""
+    local, at, domain = normalise_email(text).rpartition("@")
+    return (
+        bool(at)
+        and len(local) + len(domain) < 254
+        and _LOCAL.fullmatch(local) is not None
+        and _DOMAIN.fullmatch(domain) is not None
+    )
 
 
 def subject_ref(key: bytes, email: str) -> str:

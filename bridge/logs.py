@@ -53,7 +53,15 @@ def personal_keys() -> frozenset[str]:
 
 
 def looks_personal(text: str) -> bool:
-    return bool(EMAIL.search(text) or PHONE.search(text))
+    return personal_kind(text) is not None
+
+
+def personal_kind(text: str) -> str | None:
+    """What in ``text`` looks like personal data ("an email address", "a phone number"), if
+    anything: the words of an error that refuses it."""
+    if EMAIL.search(text):
+        return "an email address"
+    return "a phone number" if PHONE.search(text) else None
 
 
 def redact_text(text: str) -> str:

@@ -30,6 +30,12 @@ PROPAGATION_DELAY = Histogram(
     "From a consent event's receipt to its changes applied in every other system",
     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
 )
+ERASURE_REQUESTS = Gauge(
+    "bridge_erasure_requests",
+    "Erasure requests not completed, by state: open (all of them), failed, flagged (failing "
+    "too long or near the due date), overdue (past the due date, extensions included)",
+    ["state"],
+)
 SCHEDULER_LEADER = Gauge(
     "bridge_scheduler_leader", "1 while this instance runs the leader-only jobs (sync), else 0"
 )

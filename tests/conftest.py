@@ -25,8 +25,12 @@ from bridge.audit import chain_key
 from bridge.config import Settings
 from bridge.model import Purpose
 from bridge.store.db import Store
+from bridge_sandbox.emulators.accounts import DEFAULT, EVERY_ACCOUNT, Accounts
 from bridge_sandbox.emulators.common import serve_in_thread
+from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig
 from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
+from bridge_sandbox.emulators.hubspot_tiers import Profile
+from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig
 from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
 
 POSTGRES_URL = os.environ.get("BRIDGE_TEST_POSTGRES_URL")
@@ -100,6 +104,11 @@ class BridgeCli:
         )
 
 
+def said(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """A command's own lines on stderr: log records share it, as JSON."""
+    return [line for line in result.stderr.splitlines() if line.startswith("bridge: ")]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -139,13 +148,56 @@ PURPOSES = [
 ]  # fmt: skip
 
 
+def on_accounts(*which: Accounts) -> pytest.MarkDecorator:
+    """Run a test once for each of these accounts (the ``accounts`` fixture says which
+    scenarios take which)."""
+    return pytest.mark.parametrize("accounts", which, indirect=True, ids=str)
+
+
+EXTREMES = (DEFAULT, Accounts("starter", "basic"))
+every_account = on_accounts(*EVERY_ACCOUNT)
+extreme_accounts = on_accounts(*EXTREMES)
+privacy_orgs = on_accounts(*(a for a in EVERY_ACCOUNT if a.privacy))
+basic_orgs = on_accounts(*(a for a in EVERY_ACCOUNT if not a.privacy))
+
+
+@pytest.fixture
+def accounts(request: pytest.FixtureRequest) -> Accounts:
+    """The accounts the emulators play (``crms``): Marketing Hub Enterprise beside an org with
+    Data Protection and Privacy, unless a test asks for others with a mark above. Which
+    scenarios need which, as each pair costs a run:
+
+    - ``every_account`` (3 tiers x 2 orgs): consent sync and propagation, where the paths
+      differ on both sides and combine: HubSpot reads and writes statuses in batches only on
+      Enterprise (below, one address per call, from the contacts' opt-out properties), and
+      an org holds per-purpose consent only with the privacy objects (else the flags alone).
+    - ``privacy_orgs`` / ``basic_orgs`` (3 tiers each): consent scenarios that start from
+      what only one kind of org can hold (a Salesforce purpose withdrawal, an evidenced
+      grant; an org's Do Not Call warnings), on every HubSpot path.
+    - ``extreme_accounts`` (Enterprise beside a privacy org, Starter beside a basic one):
+      erasure and retention through their services, the daemon's propagation, and the
+      sync's lawful basis, dry run and suppression. They read consent at most (a rule keeping
+      people who consented) and never write it, so both ends of the paths cover them; in a
+      basic org an erasure must plan no privacy rows.
+    - the default alone: the rest (the CLI's own erase and purge tests, failures, keys, the
+      store), which adds no path that depends on the accounts.
+
+    Tests not pinned to SQLite (most in-process ones) run each pair on PostgreSQL too, where
+    it is available.
+    """
+    chosen: Accounts = getattr(request, "param", DEFAULT)
+    return chosen
+
+
 @dataclass
 class Crms:
-    """Both emulators, their admin APIs, and bridge settings aimed at them."""
+    """Both emulators, their admin APIs, bridge settings aimed at them, and the accounts
+    they play."""
 
     hubspot: httpx.Client
     salesforce: httpx.Client
     settings: Settings
+    accounts: Accounts
 
     def env(self) -> dict[str, str]:
         """The same settings as environment variables, for the CLI as a subprocess."""
@@ -175,10 +227,12 @@ class Crms:
 
 
 @pytest.fixture
-def crms(database_url: str) -> Iterator[Crms]:
+def crms(database_url: str, accounts: Accounts) -> Iterator[Crms]:
+    portal = HubSpotEmulatorConfig(profile=Profile(tier=accounts.hubspot_tier))
+    org = SalesforceEmulatorConfig(org=accounts.salesforce_org)
     with (
-        serve_in_thread(hubspot_emulator()) as hubspot,
-        serve_in_thread(salesforce_emulator()) as salesforce,
+        serve_in_thread(hubspot_emulator(portal)) as hubspot,
+        serve_in_thread(salesforce_emulator(org)) as salesforce,
         httpx.Client(base_url=hubspot.url, timeout=10) as hubspot_admin,
         httpx.Client(base_url=salesforce.url, timeout=10) as salesforce_admin,
     ):
@@ -195,7 +249,7 @@ def crms(database_url: str) -> Iterator[Crms]:
             ),
             purposes=PURPOSES,
         )
-        yield Crms(hubspot_admin, salesforce_admin, settings)
+        yield Crms(hubspot_admin, salesforce_admin, settings, accounts)
 
 
 @pytest.fixture

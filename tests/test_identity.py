@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from random import Random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.adapters.hubspot import HUBSPOT
 from bridge.adapters.salesforce import SALESFORCE
-from bridge.identity import link_subjects, normalise_email, subject_ref
+from bridge.identity import is_email, link_subjects, normalise_email, subject_ref
 from bridge.model import CrmRecord, ObjectType
 
 KEY = b"k" * 32
@@ -82,3 +83,22 @@ def test_linking_is_transitive_through_additional_emails() -> None:
     ann = by_size[-1]
     assert ann.emails == {"ann@work.com", "ann@home.com"}
     assert ann.subject_ref == subject_ref(KEY, "ann@home.com")  # smallest primary email
+
+
+@given(emails.filter(lambda email: " " not in email.strip()))
+def test_every_address_people_type_is_an_email_address(email: str) -> None:
+    assert is_email(email) and is_email(email.upper()) and is_email(f"  {email}\t")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ann", "ann@", "@example.com", "ann@example", "ann@@example.com", "a n@example.com",
+        "ann@exa mple.com", ".ann@example.com", "ann.@example.com", "a..n@example.com",
+        "ann@-example.com", "ann@example-.com", "ann@example..com", "ann@example.com.",
+        "ann@1.2.3.4", "<ann@example.com>", "ann@example_x.com", "ann@ex\x00ample.com",
+        "a\x01@example.com", "ann@[1.2.3.4]", "a" * 65 + "@example.com", "", "ann,bob@example.com",
+    ],
+)  # fmt: skip
+def test_malformed_addresses_are_not_email_addresses(text: str) -> None:
+    assert not is_email(text)

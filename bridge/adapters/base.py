@@ -35,24 +35,76 @@ if TYPE_CHECKING:  # tenacity (and asyncio with it) loads on the first retried c
 # --- errors -------------------------------------------------------------------------------
 
 
-class AdapterError(Exception):
-    """A vendor call failed. The message is the vendor's, never personal data."""
+class Failure(StrEnum):
+    """What a failed vendor call asks of a person. Whoever reports it (the CLI's exit code,
+    ``bridge check --crm``) decides by this, never by the vendor."""
 
-    def __init__(self, system: System, message: str) -> None:
+    CREDENTIALS = "credentials"  # the CRM refused the login or the token
+    PERMISSION = "permission"  # the integration user or token may not do this
+    CONFIGURATION = "configuration"  # a setting names an object or field the CRM lacks
+    UNAVAILABLE = "unavailable"  # no answer, or still failing when the retries gave up
+    FAILED = "failed"  # the CRM refused this operation
+
+
+class AdapterError(Exception):
+    """A vendor call failed. The message is the vendor's, never personal data.
+
+    ``code`` is the vendor's own error code; ``failure`` what kind of problem it is;
+    ``summary`` and ``fix``, where the vendor's adapter gives them, what a person reads
+    (``line``): the CRM and what happened, and what to do, in the vendor's setting names.
+    ``tries`` and ``seconds``: how often and how long ``retrying`` tried.
+    """
+
+    failure = Failure.FAILED
+
+    def __init__(self, system: System, message: str, *, failure: Failure | None = None) -> None:
         super().__init__(f"{system}: {message}")
         self.system = system
+        self.code: str | None = None
+        self.failure = failure or type(self).failure
+        self.summary = ""
+        self.fix = ""
+        self.context = ""
+        self.tries = 1
+        self.seconds = 0.0
+
+    def during(self, context: str) -> Self:
+        """The same failure, said as part of ``context`` (what the caller was doing)."""
+        self.context = context
+        return self
+
+    def line(self) -> str:
+        """One line for a person (a command's stderr, the daemon's warning): the CRM and what
+        happened with the vendor's code, how long it was tried, and the fix."""
+        text = self.summary or str(self)
+        if self.tries > 1:
+            text += f" after {self.tries} tries in {self.seconds:.0f} s"
+        if self.fix:
+            text += f": {self.fix}"
+        return f"{self.context}: {text}" if self.context else text
 
 
 class RateLimited(AdapterError):
     """Over a vendor limit; retry after ``retry_after`` seconds (None: the vendor did not say)."""
 
-    def __init__(self, system: System, message: str, retry_after: float | None = None) -> None:
-        super().__init__(system, message)
+    failure = Failure.UNAVAILABLE
+
+    def __init__(
+        self,
+        system: System,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        failure: Failure | None = None,
+    ) -> None:
+        super().__init__(system, message, failure=failure)
         self.retry_after = retry_after
 
 
 class Transient(AdapterError):
     """A failure that may pass: 5xx, dropped connection, timeout, lock."""
+
+    failure = Failure.UNAVAILABLE
 
 
 class NotFound(AdapterError):
@@ -77,6 +129,11 @@ class ErrorRule:
     error: ErrorKind
     status: int | range | None = None
     code: str | None = None
+    failure: Failure | None = None
+    """What it asks of a person, when not what ``error`` says by default."""
+
+    def means(self) -> Failure:
+        return self.failure or self.error.failure
 
     def matches(self, status: int | None, code: str | None) -> bool:
         if self.code is not None and self.code != code:
@@ -88,12 +145,51 @@ class ErrorRule:
         return status in self.status if isinstance(self.status, range) else status == self.status
 
 
+def rule_for(table: Sequence[ErrorRule], status: int | None, code: str | None) -> ErrorRule:
+    """The first row a vendor answer matches; unknown answers are ``Permanent``."""
+    return next((rule for rule in table if rule.matches(status, code)), ErrorRule(Permanent))
+
+
 def classify(table: Sequence[ErrorRule], status: int | None, code: str | None) -> ErrorKind:
     """The adapter error a vendor answer maps to; unknown answers are ``Permanent``."""
-    for rule in table:
-        if rule.matches(status, code):
-            return rule.error
-    return Permanent
+    return rule_for(table, status, code).error
+
+
+@dataclass(frozen=True)
+class Advice:
+    """What a vendor's adapter tells a person about each kind of failure: per ``Failure``, the
+    words read first and the fix, in its own setting names. The words may name ``{operation}``,
+    ``{where}`` (the address calls go to) and ``{reason}`` (the vendor's code, or why nothing
+    answered). A failure without words here is said in the vendor's message alone."""
+
+    where: str
+    words: Mapping[Failure, tuple[str, str]]
+
+    def apply(self, error: AdapterError, operation: str, reason: str) -> AdapterError:
+        """``error`` with its summary and fix set; returned, for ``raise advice.apply(...)``."""
+        said = self.words.get(error.failure)
+        if said is not None:
+            fields = {"operation": operation, "where": self.where, "reason": reason}
+            error.summary, error.fix = (text.format(**fields) for text in said)
+        return error
+
+
+def no_answer(failure: BaseException) -> str:
+    """Why a call got no answer, in a few words ("connection refused", "timed out"): the
+    operating system's reason found down the exception's chain (causes, and urllib3's
+    ``reason``), else the exception's name."""
+    seen: list[BaseException] = []
+    current: BaseException | None = failure
+    while current is not None and current not in seen:
+        seen.append(current)
+        if isinstance(current, TimeoutError) or "timeout" in type(current).__name__.lower():
+            return "timed out"
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror.lower()
+        reason = getattr(current, "reason", None)
+        following = reason if isinstance(reason, BaseException) else None
+        current = following or current.__cause__ or current.__context__
+    return type(failure).__name__
 
 
 # --- retries ------------------------------------------------------------------------------
@@ -125,35 +221,38 @@ def _log_retry(state: RetryCallState) -> None:
     )
 
 
-def retrying(call: Callable[[], T], *, attempts: int = 8, max_seconds: float = 300) -> T:
-    """Run ``call``, retrying ``RateLimited`` and ``Transient`` only.
+def retrying(call: Callable[[], T], *, attempts: int = 8, give_up_after: float = 300) -> T:
+    """Run ``call``, retrying ``RateLimited`` and ``Transient`` only, at most ``attempts``
+    times and never starting a wait that would end ``give_up_after`` seconds or more after
+    the first try (a call in flight is bounded by its own timeout).
 
     Use it for idempotent operations, or ones made idempotent by reading first: a retried
     create that had in fact landed would otherwise land twice. Each failure that will be
     retried is logged at info (``adapter.call_retrying``); one that fails for good (refused,
-    or still failing after the last attempt) at warning (``adapter.call_failed``). A
-    ``NotFound`` is an answer, not a failure: info.
+    or still failing when the retries give up) at warning (``adapter.call_failed``), and
+    carries how often and how long it was tried. A ``NotFound`` is an answer, not a
+    failure: info.
     """
-    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_before_delay
 
     retryer = Retrying(
         retry=retry_if_exception_type((RateLimited, Transient)),
         wait=_wait,
-        stop=stop_after_attempt(attempts) | stop_after_delay(max_seconds),
+        stop=stop_after_attempt(attempts) | stop_before_delay(give_up_after),
         before_sleep=_log_retry,
         reraise=True,
     )
+    started = time.monotonic()
     try:
         return retryer(call)
     except NotFound as missing:
         get_logger(__name__).info("adapter.not_found", system=missing.system, error=str(missing))
         raise
     except AdapterError as error:
+        error.tries = retryer.statistics.get("attempt_number", 1)
+        error.seconds = time.monotonic() - started
         get_logger(__name__).warning(
-            "adapter.call_failed",
-            system=error.system,
-            error=str(error),
-            attempts=retryer.statistics.get("attempt_number", 1),
+            "adapter.call_failed", system=error.system, error=str(error), attempts=error.tries
         )
         raise
 
@@ -340,6 +439,19 @@ class ObjectUsage:
     fields: tuple[FieldUsage, ...]
 
 
+@dataclass(frozen=True)
+class Check:
+    """One line of ``bridge check --crm``: what was checked in a CRM (``name``; empty for a
+    line that says all, such as the path the account allows), what was found, and, when it
+    does not hold, the fix. It names objects, fields, scopes and purposes, never a record's
+    values."""
+
+    name: str
+    found: str
+    fix: str = ""
+    ok: bool = True
+
+
 class ClosesOnExit(ABC):
     """``with adapter:`` closes the adapter's connections however the block ends."""
 
@@ -455,8 +567,26 @@ class UsageCounter(Protocol):
         ...
 
 
+class ReadinessChecker(Protocol):
+    """Says, before anything runs, whether the account is set up the way the bridge needs."""
+
+    def readiness(self, related: Sequence[RelatedRecords]) -> Iterator[Check]:
+        """Log in, then check one thing per line: what the login may do, the path the account
+        allows, and that what the settings name exists there (purposes, fields, and the
+        objects and fields of the ``related`` conditions: legal holds, retention rules). A
+        call that fails raises (the first one, the login, always does), ending the checks."""
+        ...
+
+
 class CrmAdapter(
-    RecordReader, ConsentWriter, Eraser, RightsHandler, RetentionMarker, UsageCounter, Protocol
+    RecordReader,
+    ConsentWriter,
+    Eraser,
+    RightsHandler,
+    RetentionMarker,
+    UsageCounter,
+    ReadinessChecker,
+    Protocol,
 ):
     """What every adapter is: every capability above, and connections to release.
     ``bridge.testing.conformance`` holds each adapter to all of it; code that needs one

@@ -9,10 +9,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.adapters.base import CrmAdapter
 from bridge.model import Purpose
+
+
+class VendorSettings(BaseModel):
+    """What every vendor's settings section holds besides its own keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    give_up_after_seconds: float = Field(
+        15,
+        gt=0,
+        le=3600,
+        description="how long a call that gets no answer, a 5xx or a rate limit is retried "
+        "before the command fails with one line naming the CRM (a call in flight is bounded by "
+        "its own timeout); the daemon's jobs try again on their next run",
+    )
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,8 @@ class Intake(Protocol):
 class Vendor:
     name: str
     """The settings section, ``System`` value and CLI choice."""
+    title: str
+    """The vendor's name as people write it, in text for people."""
     settings: type[BaseModel]
     connect: Callable[[Any, AdapterOptions], CrmAdapter]
     """(its settings section, options) -> an adapter; imports the vendor's client lazily."""

@@ -269,10 +269,20 @@ def _since(text: str) -> datetime:
 
 
 @app.command("check")
-def check(ctx: typer.Context) -> None:
-    """Check settings, database and schema; one line per check. Exit 2 if a check fails on
-    configuration (a setting, a key, a database file that cannot be created), else 1 if any
-    fails."""
+def check(
+    ctx: typer.Context,
+    crm: Annotated[
+        bool,
+        typer.Option(
+            "--crm",
+            help="Also log in to every configured CRM and check, one line each with the fix, "
+            "that it holds what the bridge needs (scopes, objects, fields, purposes).",
+        ),
+    ] = False,
+) -> None:
+    """Check settings, database and schema, and with --crm every configured CRM; one line per
+    check, creating nothing. Exit 2 if a check fails on configuration (a setting, a key, a
+    database file that could not be created, no CRM configured), else 1 if any fails."""
     context: Wiring = ctx.obj
     try:
         settings = context.settings
@@ -286,6 +296,8 @@ def check(ctx: typer.Context) -> None:
     results.append(unreachable)
     if not unreachable:
         results.append(_run_check("schema", lambda: _schema_current(context)))
+    if crm:
+        results.append(_check_crms(context))
     if any(results):
         raise typer.Exit(max(results))
 
@@ -313,8 +325,39 @@ def _pseudonym_key_set(settings: Settings) -> str:
 def _database_reachable(context: Wiring) -> str:
     from bridge.store.db import safe_url
 
-    store = context.store(current_schema=False)
+    store = context.store(current_schema=False, create=False)
+    if store.absent:
+        return f"{safe_url(store.url)} not created yet (`bridge db upgrade` creates it)"
     return f"reachable ({safe_url(store.url)})"
+
+
+def _check_crms(context: Wiring) -> int:
+    """Every configured CRM's own checks (its adapter's ``readiness``), one line each: 1 when
+    one fails or the CRM cannot be asked, 2 when no CRM is configured."""
+    from bridge.adapters.base import AdapterError
+    from bridge.model import RelatedRecords
+
+    settings = context.settings
+    try:
+        adapters = context.adapters()
+    except ConfigError as error:
+        for problem in error.problems:
+            _check_line(False, problem)
+        return 2
+    # Conditions on related rows the settings name: legal holds, retention rules.
+    related: list[RelatedRecords] = [*settings.erasure.legal_holds]
+    related += [c for rule in settings.retention.rules for c in rule.kept_while_related]
+    failed = False
+    for system, adapter in adapters.items():
+        try:
+            for found in adapter.readiness(related):
+                said = ": ".join(part for part in (system, found.name, found.found) if part)
+                _check_line(found.ok, said + (f"; {found.fix}" if found.fix else ""))
+                failed |= not found.ok
+        except AdapterError as error:
+            _check_line(False, f"{system}: {error.line()}")
+            failed = True
+    return int(failed)
 
 
 def _schema_current(context: Wiring) -> str:
@@ -371,6 +414,11 @@ def main() -> None:
             print(f"bridge: {problem}", file=sys.stderr)
         sys.exit(error.exit_code)
     except Exception as error:
+        crm = _crm_failure(error)
+        if crm is not None:
+            line, code = crm
+            print(f"bridge: {line}", file=sys.stderr)
+            sys.exit(code)
         from bridge.logs import get_logger
 
         get_logger("bridge.cli").debug("unexpected failure", exc_info=True)
@@ -380,3 +428,15 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+
+
+def _crm_failure(error: Exception) -> tuple[str, int] | None:
+    """A CRM's failure as one line (its adapter's words: the CRM, its code, the fix) and the
+    exit code: 2 for credentials, permissions or configuration to fix, 1 for an operation
+    that failed. None for anything else."""
+    from bridge.adapters.base import AdapterError, Failure
+
+    if not isinstance(error, AdapterError):
+        return None
+    to_fix = (Failure.CREDENTIALS, Failure.PERMISSION, Failure.CONFIGURATION)
+    return error.line(), 2 if error.failure in to_fix else 1

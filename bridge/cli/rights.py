@@ -30,24 +30,35 @@ class Mode(StrEnum):
 def erase(
     ctx: typer.Context,
     emails: Annotated[list[str] | None, typer.Argument(help="One request per address.")] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from-file", help="Also every address in this file, one a line."),
+    ] = None,
     mode: Annotated[Mode, typer.Option(help="Delete records, or anonymise them.")] = Mode.DELETE,
     reason: Annotated[str | None, typer.Option(help="Why (no personal data).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be erased.")] = False,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Store and plan; run later.")] = False,
-    receipt: Annotated[str | None, typer.Option(help="Print a request's receipt.")] = None,
+    receipt: Annotated[
+        str | None,
+        typer.Option(help="Print a request's receipt: its id, or its first 8 or more characters."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Erase people everywhere (GDPR Art. 17), verify, and keep them erased."""
     from bridge.services.erasure import COMPLETED
 
-    service = ctx.obj.erasure()
     if receipt:
-        print_json(service.receipt(receipt))
+        service = ctx.obj.erasure()
+        document = service.receipt(service.resolve(receipt))
+        if as_json:
+            print_json(document)
+        else:
+            render_receipt(document)
         return
-    if not emails:
-        raise ConfigError(["erase: give at least one EMAIL, or --receipt ID"])
+    addresses = _addresses(emails or [], from_file)  # before anything is stored
+    service = ctx.obj.erasure()
     if dry_run:
-        planned = [p for email in emails for p in service.dry_run([email])]
+        planned = [p for email in addresses for p in service.dry_run([email])]
         listed = [
             {
                 "system": t.system,
@@ -71,16 +82,59 @@ def erase(
                 out.print(line, markup=False)
         return
     views = []
-    for email in emails:
+    for email in addresses:
         request_id = service.submit([email], mode.value, reason, "cli")
         if no_wait:
             service.plan(request_id)
             views.append(service.view(request_id))
         else:
             views.append(service.run(request_id))
-    render_requests(views, as_json)
+        if not as_json:  # as each finishes: a long list shows its progress
+            render_requests(views[-1:], as_json)
+    if as_json:
+        render_requests(views, as_json)
     if not no_wait and any(view["status"] != COMPLETED for view in views):
         raise typer.Exit(1)
+
+
+def _addresses(emails: list[str], from_file: Path | None) -> list[str]:
+    """The addresses to erase, from the arguments and ``--from-file`` (one a line, blank lines
+    skipped), each once. One that is not an email address refuses the command before
+    anything is stored, named by its place, never by its text (it may still be someone's)."""
+    from bridge.identity import is_email, normalise_email
+
+    given = [("argument", n, email) for n, email in enumerate(emails, 1)]
+    if from_file is not None:
+        lines = enumerate(_read_lines(from_file), 1)
+        given += [(f"{from_file} line", n, line.strip()) for n, line in lines if line.strip()]
+    if not given:
+        raise ConfigError(["erase: give at least one EMAIL, --from-file PATH, or --receipt ID"])
+    bad: dict[str, list[int]] = {}
+    for where, number, text in given:
+        if not is_email(text):
+            bad.setdefault(where, []).append(number)
+    if bad:
+        places = "; ".join(
+            f"{where}{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers[:10]))}"
+            + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+            for where, numbers in bad.items()
+        )
+        raise ConfigError(
+            [f"erase: not an email address: {places}; nothing was stored: correct or remove it"]
+        )
+    return list(dict.fromkeys(normalise_email(text) for _, _, text in given))
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        problem = f"no such file {path}"
+    except UnicodeDecodeError:
+        problem = f"{path} is not UTF-8 text"
+    except OSError as error:
+        problem = f"cannot read {path} ({error.strerror or type(error).__name__})"
+    raise ConfigError([f"erase --from-file: {problem}; give a text file, one address a line"])
 
 
 @app.command("export")
@@ -245,23 +299,46 @@ def _parse_sets(sets: list[str] | None) -> dict[str, str]:
 def requests_command(
     ctx: typer.Context,
     overdue: Annotated[bool, typer.Option("--overdue", help="Only overdue requests.")] = False,
-    failed: Annotated[bool, typer.Option("--failed", help="Only failed requests.")] = False,
-    retry: Annotated[str | None, typer.Option(help="Retry a request's failed steps.")] = None,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Only failed or flagged requests.")
+    ] = False,
+    retry: Annotated[
+        str | None,
+        typer.Option(help="Try a request again now, planning included (ID or its first 8+)."),
+    ] = None,
+    extend: Annotated[
+        str | None,
+        typer.Option(help="Extend a request's deadline (Art. 12(3)), with --months and --reason."),
+    ] = None,
+    months: Annotated[
+        int | None, typer.Option(min=1, max=2, help="--extend by 1 or 2 months (2 in all).")
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="--extend: the reasons for the delay (no personal data).")
+    ] = None,
     reappeared: Annotated[
         bool,
         typer.Option("--reappeared", help="Scan the CRMs for erased people back again."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
-    """List erasure requests and their state, retry one, or list erased people who re-appeared."""
+    """List erasure requests and their state, retry or extend one, or list erased people who
+    re-appeared."""
     from bridge.services.erasure import COMPLETED
 
+    if (months is not None or reason is not None) and not extend:
+        raise ConfigError(["requests: --months and --reason go with --extend ID"])
+    if extend and months is None:
+        raise ConfigError(["requests --extend: give --months 1 or 2 (2 in all at most)"])
     service = ctx.obj.erasure()
     if reappeared:
         _reappeared(ctx.obj, service, as_json)
         return
+    if extend and months is not None:
+        render_requests([service.extend(service.resolve(extend), months, reason)], as_json)
+        return
     if retry:
-        view = service.retry(retry)
+        view = service.retry(service.resolve(retry))
         render_requests([view], as_json)
         if view["status"] != COMPLETED:
             raise typer.Exit(1)
@@ -301,20 +378,126 @@ def render_requests(views: list[dict[str, Any]], as_json: bool) -> None:
         print_json({"requests": views})
         return
     for view in views:
-        flag = " OVERDUE" if view["overdue"] else ""
-        out.print(f"request {view['id']}: {view['status']}{flag} (due {view['due_at'][:10]})")
-        for system, entry in sorted(view["systems"].items()):
-            objects = ", ".join(
-                f"{kind} " + "/".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
-                for kind, counts in sorted(entry["objects"].items())
-            )
-            out.print(f"  {system}: {objects}", markup=False)
-        for held in view["legal_holds"]:
-            line = (
-                f"  kept {held['system']} {held['object_type']} {held['record_id']} "
-                f"({held['outcome']}) under legal hold {held['hold']}: {held['reason']}"
-            )
-            out.print(line, markup=False)
-        for failure in view["failures"]:
-            line = f"  failed {failure['system']} {failure['object_type']}: {failure['reason']}"
-            out.print(line, markup=False)
+        flags = "".join(f" {flag.upper()}" for flag in ("overdue", "flagged") if view[flag])
+        due = f"due {view['due_at'][:10]}{_extended(view['extensions'])}"
+        lines = [f"request {view['id']}: {view['status']}{flags} ({due})"]
+        lines += [f"  {line}" for line in _outcome_lines(view["systems"], view["status"])]
+        lines += [f"  {line}" for line in _held_lines(view["legal_holds"])]
+        lines += [
+            f"  failed {failure['system']} {failure['object_type']}: {failure['reason']}"
+            for failure in view["failures"]
+        ]
+        if view["status"] == "failed":
+            if view["problem"]:
+                lines.append(f"  problem: {view['problem']}")
+            if view["retry_at"]:
+                lines.append(f"  the daemon tries it again from {_when(view['retry_at'])}")
+            else:
+                lines.append(
+                    "  the daemon no longer tries it (its due date has come): "
+                    f"bridge requests --retry {view['id'][:8]}"
+                )
+        for line in lines:
+            out.print(line, markup=False, highlight=False)
+
+
+def render_receipt(receipt: dict[str, Any]) -> None:
+    """A receipt as text: what was asked, why, by when, and what became of it, by count."""
+    verification = receipt["verification"]
+    lines = [
+        f"erasure request {receipt['request_id']}: receipt",
+        f"  received {_when(receipt['received_at'])} ({receipt['trigger']}), mode "
+        f"{receipt['mode']}",
+        f"  reason: {receipt.get('reason') or 'none given'}",
+        f"  due {receipt['due_at'][:10]}{_extended(receipt.get('extensions', []), why=True)}",
+        f"  completed {_when(receipt['completed_at'])}",
+        *(f"  {line}" for line in _outcome_lines(receipt["systems"], "completed")),
+        *(f"  {line}" for line in _held_lines(receipt["legal_holds"])),
+    ]
+    searched = verification["emails_searched"]
+    everywhere = f"{_counted(searched, 'address')} searched again in every system"
+    if verification["ok"]:
+        lines.append(f"  verified: {everywhere}, no record left")
+    else:
+        found = ", ".join(f"{s} {n}" for s, n in verification["records_found"].items() if n)
+        lines.append(f"  verification FAILED: {everywhere}, records found: {found}")
+    for line in lines:
+        out.print(line, markup=False, highlight=False)
+
+
+# How a step's outcome reads, for a record and for an address erased by email alone.
+_OUTCOMES = {
+    "erased": "erased",
+    "anonymized": "anonymised",
+    "already_gone": "already gone",
+    "in_recycle_bin": "in the recycle bin",
+    "refused": "kept under a legal hold",
+    "pending": "pending",
+    "processing": "in progress",
+    "dead": "failed",
+}
+_ADDRESS_OUTCOMES = {"erased": "blocklisted", "already_gone": "already blocklisted"}
+
+
+def _outcome_lines(systems: dict[str, dict[str, Any]], status: str) -> list[str]:
+    """Per system, what became of its records and addresses, as counts ("<vendor>: 1
+    contact erased, 1 address blocklisted"); "blocklisted in <vendor>, no record held" where
+    a system held no record; "nothing held" where none did."""
+    from bridge.adapters.registry import VENDORS
+
+    lines = []
+    for name, entry in sorted(systems.items()):
+        title = VENDORS[name].title if name in VENDORS else name
+        records = [
+            f"{_counted(n, kind.replace('_', ' '))} {_OUTCOMES.get(outcome, outcome)}"
+            for kind, counts in sorted(entry["objects"].items())
+            for outcome, n in sorted(counts.items())
+        ]
+        addresses: dict[str, int] = entry.get("addresses", {})
+        blocked = [
+            f"{_counted(n, 'address')} "
+            + _ADDRESS_OUTCOMES.get(outcome, _OUTCOMES.get(outcome, outcome))
+            for outcome, n in sorted(addresses.items())
+        ]
+        if records:
+            lines.append(f"{title}: {', '.join(records + blocked)}")
+        elif set(addresses) <= set(_ADDRESS_OUTCOMES):
+            lines.append(f"blocklisted in {title}, no record held")
+        else:
+            lines.append(f"{title}: no record held, {', '.join(blocked)}")
+    if not lines:
+        nothing = {"completed": "nothing held", "received": "not planned yet"}
+        lines.append(nothing.get(status, "nothing planned"))
+    return lines
+
+
+def _held_lines(holds: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"kept {held['system']} {held['object_type']} {held['record_id']} "
+        f"({held['outcome']}) under legal hold {held['hold']}: {held['reason']}"
+        for held in holds
+    ]
+
+
+def _extended(extensions: list[dict[str, Any]], why: bool = False) -> str:
+    """The due date's tail: ", extended by N months", with each extension's date and reason
+    when ``why``."""
+    if not extensions:
+        return ""
+    total = _counted(sum(e["months"] for e in extensions), "month")
+    if not why:
+        return f", extended by {total}"
+    each = "; ".join(
+        f"{_counted(e['months'], 'month')} on {e['at'][:10]}: {e['reason']}" for e in extensions
+    )
+    return f", extended by {total} (Art. 12(3): {each})"
+
+
+def _counted(n: int, noun: str) -> str:
+    plural = noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+    return f"{n} {noun if n == 1 else plural}"
+
+
+def _when(moment: str) -> str:
+    """A stored UTC time, to the minute."""
+    return f"{moment[:16].replace('T', ' ')} UTC"

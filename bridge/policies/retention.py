@@ -8,7 +8,6 @@ clock runs from the latest sign of life in any of them.
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -17,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.model import PEOPLE, CrmRecord, RelatedRecords
+from bridge.policies.deadlines import add_months
 
 ANY = "*"
 
@@ -71,13 +71,6 @@ def matches(record: CrmRecord, conditions: Conditions) -> bool:
         if not (value in values or (value and ANY in values)):
             return False
     return True
-
-
-def add_months(day: date, months: int) -> date:
-    """The same day ``months`` later; the month's last day when it is shorter."""
-    year, month = divmod(day.month - 1 + months, 12)
-    year += day.year
-    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
 
 
 def last_active(rule: RetentionRule, records: Iterable[CrmRecord]) -> date | None:

@@ -24,6 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bridge import metrics
+from bridge.adapters.base import AdapterError
 from bridge.config import WebSettings
 from bridge.errors import ConfigError
 from bridge.logs import get_logger
@@ -188,6 +189,9 @@ class Daemon:
                 self._running[job.name] += 1
             try:
                 job.run(stop)
+            except AdapterError as error:  # a CRM down or refusing: its line names which, why
+                metrics.DAEMON_JOB_RUNS.labels(job.name, "failed").inc()
+                log.warning("daemon.job_failed", job=job.name, reason=error.line())
             except Exception as error:
                 metrics.DAEMON_JOB_RUNS.labels(job.name, "failed").inc()
                 log.error("daemon.job_failed", job=job.name, error=type(error).__name__)

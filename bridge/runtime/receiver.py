@@ -30,6 +30,7 @@ from bridge.errors import BridgeError, SchemaError
 from bridge.logs import get_logger
 from bridge.runtime.throttle import ClientLimiter, LimitedPaths
 from bridge.sealing import Keyring
+from bridge.services.erasure import Escalation, standing
 from bridge.store import inbox
 from bridge.store.db import Store
 
@@ -218,16 +219,21 @@ def create_app(settings: Settings, store: Store, clock: Callable[[], float] = ti
             return _not_ready("database unreachable", error)
         return JSONResponse({"status": "ready"})
 
-    def inbox_metrics() -> Response:
+    escalation = Escalation.of(settings.erasure)
+
+    def stored_metrics() -> Response:
+        now = datetime.now(UTC)
         oldest = inbox.oldest_pending_received_at(store)
-        lag = (datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0
+        lag = (now - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0
         metrics.INBOX_LAG.set(max(lag, 0.0))
         for status, count in inbox.counts(store).items():
             metrics.INBOX_EVENTS.labels(status).set(count)
+        for state, count in standing(store, escalation, now).items():
+            metrics.ERASURE_REQUESTS.labels(state).set(count)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_api_route("/readyz", _shared(readiness))
-    app.add_api_route("/metrics", _shared(inbox_metrics))
+    app.add_api_route("/metrics", _shared(stored_metrics))
     return app
 
 

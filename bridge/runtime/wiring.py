@@ -80,7 +80,8 @@ class Wiring:
             self._adapters = connect(self.settings)
         return self._adapters
 
-    def store(self, *, current_schema: bool = True) -> Store:
+    def store(self, *, current_schema: bool = True, create: bool = True) -> Store:
+        """The database; ``create`` False leaves a SQLite file not there yet uncreated."""
         if self._store is None:
             from bridge.audit import chain_key
             from bridge.store.db import Store
@@ -88,7 +89,7 @@ class Wiring:
             secret = self._audit_secret()
             key = chain_key(secret) if secret else None  # appending says it is missing
             self._store = Store(self.settings.database_url, key)
-            self._store.ping()
+            self._store.ping(create=create)
         if current_schema:
             self._store.require_current_schema()
         return self._store
@@ -133,7 +134,7 @@ class Wiring:
     def erasure(self, adapters: Mapping[System, CrmAdapter] | None = None) -> Erasure:
         """The erasure service over every configured CRM (through ``adapters``, when a
         thread of its own needs connections of its own)."""
-        from bridge.services.erasure import Erasure
+        from bridge.services.erasure import Erasure, Escalation
 
         settings = self.settings
         return Erasure(
@@ -143,6 +144,7 @@ class Wiring:
             settings.require_pseudonym_key(),
             holds=settings.erasure.legal_holds,
             lease_seconds=settings.erasure.lease_seconds,
+            escalation=Escalation.of(settings.erasure),
         )
 
     def reconciler(

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bridge.adapters.base import AdapterError, CrmAdapter
-from bridge.errors import BridgeError
 from bridge.model import System
 from bridge.policies.minimisation import Minimisation, ObjectInUse, UsageReport
 
@@ -23,7 +22,7 @@ def usage_report(adapters: Mapping[System, CrmAdapter], minimisation: Minimisati
         try:
             usage = adapter.field_usage()
         except AdapterError as error:
-            raise BridgeError(f"minimise: cannot count the fields in use: {error}") from None
+            raise error.during("minimise: cannot count the fields in use") from None
         objects += [
             minimisation.in_use(
                 system,

@@ -71,7 +71,7 @@ def rectify_subject(
     try:
         person = find_person(adapters, given)
     except AdapterError as error:
-        raise BridgeError(f"rectify: cannot look the person up: {error}") from None
+        raise error.during("rectify: cannot look the person up") from None
     everyone = person.emails
     ref = subject_ref(key, given[0])
     fields = sorted(changes)
@@ -125,13 +125,11 @@ def _check_first(
     """Ask every system whether it could take the whole correction, before any writes;
     raise ``RectifyRefused`` (audited) if one could not."""
     problems: list[RectifyProblem] = []
-    for system, adapter in adapters.items():
+    for adapter in adapters.values():
         try:
             problems += adapter.check_rectify(changes)
         except AdapterError as error:
-            raise BridgeError(
-                f"rectify: cannot check the correction in {system}, nothing written: {error}"
-            ) from None
+            raise error.during("rectify: nothing written; checking the correction failed") from None
     if not problems:
         return
     audit.record(

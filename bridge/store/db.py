@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +28,10 @@ from bridge.errors import BridgeError, ConfigError, SchemaError
 
 if TYPE_CHECKING:  # Alembic is imported by the calls that need it: it is slow to load.
     from alembic.config import Config
+    from sqlalchemy.engine import URL
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA = "0006"
+SCHEMA = "0007"
 """The schema this code needs: the newest migration's revision (tests/store/test_db.py holds
 it to Alembic's head). Checking a database against it takes no Alembic, slow to load."""
 T = TypeVar("T")
@@ -132,6 +133,7 @@ class Store:
         self.audit = AuditChain(audit_key)
         self.engine = _create_engine(engine_url(url), {AUDIT_CHAIN: self.audit})
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._file = _sqlite_file(self.engine.url) if self.is_sqlite else None
 
     @contextmanager
     def transaction(self, serialize: str | None = None) -> Iterator[Connection]:
@@ -151,12 +153,20 @@ class Store:
                     )
                 yield conn
 
-    def ping(self) -> None:
+    @property
+    def absent(self) -> bool:
+        """A SQLite file that does not exist yet (``bridge db upgrade`` creates it)."""
+        return self._file is not None and not self._file.exists()
+
+    def ping(self, *, create: bool = True) -> None:
         """Connect once. A SQLite file that cannot be opened or created (no such directory,
         permission denied) is configuration, exit 2; any other failure is exit 1, naming the
-        driver's reason."""
-        if self.is_sqlite:
-            _sqlite_file_usable(self.engine.url.database, self.engine.url.query)
+        driver's reason. Without ``create`` a SQLite file not there yet is left so
+        (``absent``): there is nothing to connect to, and ``bridge check`` creates nothing."""
+        if self._file is not None:
+            _sqlite_file_usable(self._file, create=create)
+            if self.absent:
+                return
         try:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
@@ -170,6 +180,8 @@ class Store:
     def current_revision(self) -> str | None:
         """The database's schema revision, None before the first upgrade; read as Alembic
         records it, without loading Alembic."""
+        if self.absent:
+            return None  # connecting would create the file
         with self.engine.connect() as conn:
             if not inspect(conn).has_table("alembic_version"):
                 return None
@@ -216,14 +228,20 @@ class Store:
         return config
 
 
-def _sqlite_file_usable(database: str | None, query: Mapping[str, Any]) -> None:
+def _sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite URL names; None for in-memory databases and ``file:`` URIs."""
+    database = url.database
+    if not database or database == ":memory:" or url.query.get("uri"):
+        return None
+    return Path(database)
+
+
+def _sqlite_file_usable(path: Path, *, create: bool = True) -> None:
     """Report a database file the settings name but SQLite cannot use, with its cause, as
-    configuration. Looks, never opens: closing a descriptor of a database file this process
-    has open would drop SQLite's locks on it (and ``/readyz`` pings a live store).
-    In-memory databases and ``file:`` URIs are left to SQLite."""
-    if not database or database == ":memory:" or query.get("uri"):
-        return
-    path = Path(database)
+    configuration; create it (unless ``create`` is off) where it could be. Looks, never
+    opens: closing a descriptor of a database file this process has open would drop
+    SQLite's locks on it (and ``/readyz`` pings a live store). In-memory databases and
+    ``file:`` URIs (no ``_sqlite_file``) are left to SQLite."""
     parent = path.parent
     problem, fix = None, ""
     if path.is_dir():
@@ -237,7 +255,7 @@ def _sqlite_file_usable(database: str | None, query: Mapping[str, Any]) -> None:
         problem, fix = f"no such directory {parent}", "create it, or "
     elif not os.access(parent, os.W_OK | os.X_OK):
         problem, fix = "permission denied", f"let the bridge's user write {parent}, or "
-    else:  # create it, as SQLite would: a file that does not exist is open nowhere
+    elif create:  # create it, as SQLite would: a file that does not exist is open nowhere
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:
@@ -277,12 +295,7 @@ def _create_engine(url: str, options: dict[str, Any]) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, execution_options=options)
     engine = create_engine(url, connect_args={"timeout": 30}, execution_options=options)
-    database = engine.url.database
-    private = (
-        None
-        if not database or database == ":memory:" or engine.url.query.get("uri")
-        else Path(database)
-    )
+    private = _sqlite_file(engine.url)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
 
 from bridge.sealing import Sealed
 from bridge.store import data_keys, leases
@@ -58,6 +58,55 @@ def mark_unfinished(conn: Connection, request_id: str, status: str) -> None:
     )
 
 
+def reopen(
+    conn: Connection, request_id: str, *, failed_only: bool = False, retry_due_by: str | None = None
+) -> bool:
+    """Send a request that has not completed back to planning (planning again finds what was
+    never planned; the steps it has stay), its dead steps pending again with fresh attempts.
+    ``failed_only``: only a failed request; ``retry_due_by``: only one whose retry is due by
+    then (the daemon's, which several instances may try at once). False: none was reopened."""
+    where = [erasure_requests.c.id == request_id, erasure_requests.c.status != "completed"]
+    if failed_only:
+        where.append(erasure_requests.c.status == "failed")
+    if retry_due_by is not None:
+        where.append(erasure_requests.c.retry_at <= retry_due_by)
+    result = conn.execute(
+        update(erasure_requests).where(*where).values(status="received", retry_at=None)
+    )
+    if result.rowcount != 1:
+        return False
+    reset_dead_steps(conn, request_id)
+    return True
+
+
+def fail_request(
+    conn: Connection, request_id: str, *, problem: str | None, now: str, retry_at: str | None
+) -> None:
+    """A request that has not completed failed (again): counted, failing since the first time,
+    with the problem (no personal data) and when the daemon retries it (None: it does not)."""
+    conn.execute(
+        update(erasure_requests)
+        .where(erasure_requests.c.id == request_id, erasure_requests.c.status != "completed")
+        .values(
+            status="failed",
+            problem=problem,
+            failing_since=func.coalesce(erasure_requests.c.failing_since, now),
+            failures=erasure_requests.c.failures + 1,
+            retry_at=retry_at,
+        )
+    )
+
+
+def flag(conn: Connection, request_id: str, now: str) -> bool:
+    """Mark a request flagged; False if it already was (by another instance, perhaps)."""
+    result = conn.execute(
+        update(erasure_requests)
+        .where(erasure_requests.c.id == request_id, erasure_requests.c.flagged_at.is_(None))
+        .values(flagged_at=now)
+    )
+    return result.rowcount == 1
+
+
 def current_request(conn: Connection, request_id: str) -> dict[str, Any] | None:
     """The request as the caller's transaction sees it (to re-check it under a lock)."""
     query = _REQUESTS.where(erasure_requests.c.id == request_id)
@@ -80,10 +129,32 @@ def request(store: Store, request_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def ids_starting(store: Store, prefix: str, limit: int) -> list[str]:
+    """Up to ``limit`` request ids that begin with ``prefix``."""
+    query = select(erasure_requests.c.id).where(
+        erasure_requests.c.id.startswith(prefix, autoescape=True)
+    )
+    with store.engine.connect() as conn:
+        return list(conn.execute(query.order_by(erasure_requests.c.id).limit(limit)).scalars())
+
+
+def workable(store: Store, now: str) -> list[dict[str, Any]]:
+    """Requests to work on now, oldest first: those received or planned, and the failed ones
+    whose retry is due."""
+    status = erasure_requests.c.status
+    retry_due = and_(status == "failed", erasure_requests.c.retry_at <= now)
+    return _oldest_first(store, or_(status.in_(["received", "planned"]), retry_due))
+
+
 def requests(store: Store, statuses: Collection[str] | None = None) -> list[dict[str, Any]]:
+    where = erasure_requests.c.status.in_(list(statuses)) if statuses is not None else None
+    return _oldest_first(store, where)
+
+
+def _oldest_first(store: Store, where: ColumnElement[bool] | None) -> list[dict[str, Any]]:
     query = _REQUESTS.order_by(erasure_requests.c.received_at)
-    if statuses is not None:
-        query = query.where(erasure_requests.c.status.in_(list(statuses)))
+    if where is not None:
+        query = query.where(where)
     with store.engine.connect() as conn:
         return [dict(row) for row in conn.execute(query).mappings()]
 

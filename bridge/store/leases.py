@@ -60,13 +60,21 @@ def decide(policy: RetryPolicy, attempts: int, permanent: bool, draw: float) -> 
     """
     if permanent or attempts >= policy.max_attempts:
         return Verdict(dead=True)
+    delay = backoff(policy.backoff_seconds, attempts, draw, policy.max_delay_seconds)
+    return Verdict(dead=False, delay=delay)
+
+
+def backoff(base_seconds: float, attempts: int, draw: float, cap_seconds: float) -> timedelta:
+    """The wait after the ``attempts``-th failure: ``base_seconds * 2 ** (attempts - 1)``
+    times a jitter within [0.5, 1] picked by ``draw`` (uniform in [0, 1]), never beyond
+    ``cap_seconds``. Shared with the erasure requests the daemon retries."""
     low, high = JITTER
     jitter = low + (high - low) * draw  # as random.uniform(low, high) computes it
     try:
-        seconds = math.ldexp(policy.backoff_seconds, attempts - 1) * jitter  # base * 2 ** n
+        seconds = math.ldexp(base_seconds, attempts - 1) * jitter  # base * 2 ** n
     except OverflowError:  # a step beyond any float is beyond the cap
-        seconds = policy.max_delay_seconds
-    return Verdict(dead=False, delay=timedelta(seconds=min(seconds, policy.max_delay_seconds)))
+        seconds = cap_seconds
+    return timedelta(seconds=min(seconds, cap_seconds))
 
 
 def claim(

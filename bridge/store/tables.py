@@ -84,6 +84,16 @@ erasure_requests = Table(
     Column("completed_at", String(32)),
     Column("receipt", Text),
     Column("origin", String(200), unique=True),  # the triggering event, for one request each
+    # Art. 12(3) extensions, a JSON list of {"months", "reason", "at"}; due_at includes them.
+    Column("extensions", Text),
+    # A failing request: since when, how often (the daemon's backoff), when the daemon tries
+    # again (None: not before the operator does), the latest problem (no personal data), and
+    # when it was flagged (audited once).
+    Column("failing_since", String(32)),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("retry_at", String(32)),
+    Column("problem", Text),
+    Column("flagged_at", String(32)),
 )
 
 # One step per system and record (or address) to erase; claimed with a lease like the inbox.

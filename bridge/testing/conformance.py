@@ -48,10 +48,12 @@ import pytest
 import uvicorn
 
 from bridge.adapters.base import (
+    AdapterError,
     ConsentWrite,
     CrmAdapter,
     DueMark,
     ErasureStatus,
+    Failure,
     LawfulBasisWrite,
     ObjectUsage,
     Permanent,
@@ -296,6 +298,7 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "record_url": ("test_record_url_opens_each_record_in_the_vendors_own_ui",),
     "emails_of": ("test_emails_of_lists_every_address_and_none_once_the_record_is_gone",),
     "field_usage": ("test_field_usage_counts_what_the_vendor_holds_and_never_a_value",),
+    "readiness": ("test_readiness_holds_on_a_ready_account_and_stops_at_refused_credentials",),
 }
 
 
@@ -811,11 +814,14 @@ class AdapterConformance:
         world.seed([Person("ok@example.com")])
         adapter = world.adapter(attempts=1)
         world.set_faults(Faults(error_rate=1.0, error_status=503))
-        with pytest.raises(Transient):
+        with pytest.raises(Transient) as failing:
             adapter.find_by_emails(["ok@example.com"])
         world.set_faults(Faults(drop_rate=1.0))
-        with pytest.raises(Transient):
+        with pytest.raises(Transient) as dropped:
             adapter.find_by_emails(["ok@example.com"])
+        for down in (failing.value, dropped.value):  # a person reads what failed, and a fix
+            assert down.failure is Failure.UNAVAILABLE and down.summary and down.fix
+            assert down.line() == f"{down.summary}: {down.fix}"  # one try: none to count
         world.set_faults(Faults(burst_429=1))
         with pytest.raises(RateLimited) as limited:
             adapter.find_by_emails(["ok@example.com"])
@@ -826,6 +832,26 @@ class AdapterConformance:
         assert "ok@example.com" not in str(refused.value)
         assert refused.value.system == adapter.system
         assert [r.id for r in adapter.find_by_emails(["ok@example.com"])]
+
+    def test_readiness_holds_on_a_ready_account_and_stops_at_refused_credentials(
+        self, world: World
+    ) -> None:
+        """``bridge check --crm``'s lines: on the world's account (its purposes exist there)
+        none fails, the first says the login holds, none names a person or their data; an
+        adapter whose credentials the vendor refuses fails at once, as a credentials failure
+        naming the vendor's code and a fix."""
+        person = Person("ready@example.com", first_name="Readiness", last_name="Probe")
+        world.seed([person])
+        checks = list(world.adapter().readiness([]))
+        assert checks[0].name == "credentials" and checks[0].ok
+        assert [c for c in checks if not c.ok] == []
+        said = repr(checks)
+        assert all(value not in said for value in (person.email, "Readiness", "Probe"))
+        with pytest.raises(AdapterError) as refused:
+            list(world.unauthorised_adapter().readiness([]))
+        error = refused.value
+        assert error.failure is Failure.CREDENTIALS and error.code and error.fix
+        assert error.code in error.line() and error.line().endswith(error.fix)
 
     def test_reads_and_writes_survive_faults(self, world: World) -> None:
         """20% of calls fail (5xx or a dropped connection), after a burst of 429s."""

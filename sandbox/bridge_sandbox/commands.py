@@ -22,12 +22,37 @@ def demo(
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+    hubspot_tier: Annotated[
+        str,
+        typer.Option(
+            "--hubspot-tier",
+            help="The emulated portal's Marketing Hub tier: starter, professional or "
+            "enterprise (below enterprise, no batch consent scopes).",
+        ),
+    ] = "enterprise",
+    salesforce_org: Annotated[
+        str,
+        typer.Option(
+            "--salesforce-org",
+            help="The emulated org: privacy (Data Protection and Privacy on) or basic "
+            "(without the privacy objects, so no per-purpose consent).",
+        ),
+    ] = "privacy",
 ) -> None:
     """The whole story against both emulators on loopback, every claim checked by reading
     both CRMs back (exit 1 if a check fails). Nothing to configure; nothing left running."""
     from bridge_sandbox.demo import run
+    from bridge_sandbox.emulators.accounts import Accounts
+    from bridge_sandbox.emulators.hubspot_tiers import TIERS
+    from bridge_sandbox.emulators.salesforce_config import ORGS
 
-    code = run(people, keep_running=keep_running, as_json=as_json)
+    tier = next((name for name in TIERS if name == hubspot_tier), None)
+    org = next((name for name in ORGS if name == salesforce_org), None)
+    if tier is None:
+        raise ConfigError([f"demo: --hubspot-tier is one of {', '.join(TIERS)}"])
+    if org is None:
+        raise ConfigError([f"demo: --salesforce-org is one of {', '.join(ORGS)}"])
+    code = run(people, accounts=Accounts(tier, org), keep_running=keep_running, as_json=as_json)
     if code:
         raise typer.Exit(code)
 

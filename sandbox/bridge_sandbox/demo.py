@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -75,9 +75,11 @@ from bridge_sandbox.demo_seed import (
     Cast,
     cast,
 )
+from bridge_sandbox.emulators.accounts import DEFAULT, Accounts
 from bridge_sandbox.emulators.common import serve_in_thread
 from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig
 from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
+from bridge_sandbox.emulators.hubspot_tiers import Profile
 from bridge_sandbox.emulators.lawful_bases import SALESFORCE_LEGAL_BASIS
 from bridge_sandbox.emulators.people import seed_hubspot, seed_salesforce
 from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig
@@ -120,7 +122,8 @@ class Outcome:
 
 @dataclass
 class World:
-    """What the steps act on: the seeded people, the bridge's services, both CRMs."""
+    """What the steps act on: the seeded people, the bridge's services, both CRMs and the
+    accounts they play."""
 
     cast: Cast
     context: Wiring
@@ -128,6 +131,7 @@ class World:
     workdir: Path
     services: dict[str, str]
     start_daemon: Callable[[], None]
+    accounts: Accounts
     _live: bool = False
 
     @property
@@ -155,13 +159,14 @@ class World:
                   "client_secret": secret.get_secret_value()},
         ).raise_for_status()  # fmt: skip
         endpoint = f"{receiver}/webhooks/salesforce/{token.get_secret_value()}"
+        watched = [
+            ("Contact", ["HasOptedOutOfEmail", "DoNotCall"]),
+            ("Lead", ["HasOptedOutOfEmail", "DoNotCall"]),
+            *([("Individual", ["ShouldForget"])] if self.crms.privacy else []),
+        ]
         messages = [
-            {"object": sobject, "endpoint_url": endpoint, "watched_fields": watched}
-            for sobject, watched in (
-                ("Contact", ["HasOptedOutOfEmail", "DoNotCall"]),
-                ("Lead", ["HasOptedOutOfEmail", "DoNotCall"]),
-                ("Individual", ["ShouldForget"]),
-            )
+            {"object": sobject, "endpoint_url": endpoint, "watched_fields": fields}
+            for sobject, fields in watched
         ]
         self.crms.salesforce.put(
             "/__emulator/outbound",
@@ -203,8 +208,12 @@ def plan(world: World) -> Outcome:
 
 
 def sync(world: World) -> Outcome:
-    """The sync, then both CRMs read back: everyone held in both tells one story."""
+    """The sync, then both CRMs read back: everyone held in both tells one story (told by
+    what each account can hold: an org without the privacy objects holds no per-purpose
+    consent, so its records are held to the opt-out and the lawful basis)."""
+    before = world.crms.hubspot_calls()
     report = world.context.reconciler().sync()
+    calls = world.crms.hubspot_calls() - before
     counts = report.counts()
     refused = Counter(c["purpose"] for c in report.changes if c["outcome"] == NEEDS_SELF_SERVICE)
     both = [p for p in world.crms.people().values() if p.hubspot and p.salesforce]
@@ -219,9 +228,10 @@ def sync(world: World) -> Outcome:
         differing += bool(found) and not left
     ok = not counts["failed"] and not differing and waiting == refused
     agree = len(both) - differing - resubscribing
+    held = "opt-out, consent and lawful basis" if world.crms.privacy else "opt-out and lawful basis"
     detail = (
         f"{counts['done']} changes written, {counts['failed']} failed; read back, {agree} of "
-        f"the {len(both)} people in both CRMs agree on opt-out, consent and lawful basis"
+        f"the {len(both)} people in both CRMs agree on {held}"
     )
     if resubscribing:
         detail += f"; {resubscribing} must resubscribe in HubSpot themselves"
@@ -229,7 +239,30 @@ def sync(world: World) -> Outcome:
         detail += f"; {unfounded} with no lawful basis anywhere still have none (not guessed)"
     if differing:
         detail += f"; {differing} DISAGREE"
+    if not world.crms.privacy:
+        detail += (
+            "; Salesforce org without the privacy objects: checked its email opt-out instead "
+            "of per-purpose consent, which it cannot hold"
+        )
+    if not world.accounts.batch_consent:
+        single, batch = _consent_calls(calls)
+        detail += (
+            f"; HubSpot {world.accounts.hubspot_tier} has no batch consent scopes: {single} "
+            f"consent calls of one address each, {batch} batch"
+        )
     return Outcome(ok, detail)
+
+
+def _consent_calls(calls: Counter[str]) -> tuple[int, int]:
+    """How many of these HubSpot calls read or wrote subscription statuses one address at
+    a time, and how many in batches."""
+    statuses = {
+        route: count
+        for route, count in calls.items()
+        if "/communication-preferences/" in route and "/definitions" not in route
+    }
+    batch = sum(count for route, count in statuses.items() if "/batch/" in route)
+    return sum(statuses.values()) - batch, batch
 
 
 def _left_to_person(person: Person, found: list[tuple[str, str, str]]) -> set[str]:
@@ -313,21 +346,11 @@ def salesforce_opt_out(world: World) -> Outcome:
 
 def erasure(world: World) -> Outcome:
     """An erasure request (the address in capitals, as people type it): both CRMs searched
-    again, the recycle bin too, and empty; the receipt, which holds no address."""
+    again, the recycle bin too, and empty; the receipt, which holds no address. An org
+    without the privacy objects has no Individual or consent rows: none may be planned."""
     email = world.cast.roles[ERASED]
     person = world.crms.person(email)
-    ids = {r.id for r in person.salesforce}
-    individuals = {
-        row["IndividualId"]
-        for sobject in ("Contact", "Lead")
-        for row in world.crms.salesforce_rows(sobject)
-        if row["Id"] in ids and row["IndividualId"]
-    }
-    consents = [
-        row["Id"]
-        for row in world.crms.salesforce_rows("ContactPointTypeConsent")
-        if row["PartyId"] in individuals
-    ]
+    individuals, consents = _privacy_rows(world, person) if world.crms.privacy else (set(), [])
     service = world.context.erasure()
     request_id = service.submit([email.upper()], "delete", "demo: the person asked", "demo")
     service.run(request_id)
@@ -344,15 +367,50 @@ def erasure(world: World) -> Outcome:
         for counted in system["objects"].values():
             outcomes.update(counted)
     steps = sum(outcomes.values())
-    ok = bool(person.records) and not left and receipt["verification"]["ok"] and not private
+    erased_kinds = set(receipt["systems"].get("salesforce", {}).get("objects", {}))
+    beyond = sorted(erased_kinds - PEOPLE_OBJECTS) if not world.crms.privacy else []
+    ok = (
+        bool(person.records)
+        and not left
+        and receipt["verification"]["ok"]
+        and not private
+        and not beyond
+    )
     records = ", ".join(r.label for r in person.records)
+    if world.crms.privacy:
+        erased = f"{records}, {len(individuals)} Individuals and {len(consents)} consent rows"
+    else:
+        erased = (
+            f"{records} (Salesforce org without the privacy objects: no Individual or consent "
+            f"rows to erase, {'and none planned' if not beyond else 'YET PLANNED ' + str(beyond)})"
+        )
     detail = (
-        f"erased {records}, {len(individuals)} Individuals and {len(consents)} consent rows; "
-        f"searched again, recycle bin too: {', '.join(left) + ' LEFT' if left else 'nothing'}; "
-        f"receipt {request_id[:8]}: {outcomes['erased']} of {steps} steps erased, "
+        f"erased {erased}; searched again, recycle bin too: "
+        f"{', '.join(left) + ' LEFT' if left else 'nothing'}; "
+        f"receipt {request_id[:8]}: {outcomes['erased']} of {steps} records erased, "
         f"verified, {'no address in it' if not private else 'HOLDS AN ADDRESS'}"
     )
     return Outcome(ok, detail)
+
+
+PEOPLE_OBJECTS = {"contact", "lead"}  # how an erasure receipt names Salesforce's people
+
+
+def _privacy_rows(world: World, person: Person) -> tuple[set[str], list[str]]:
+    """The person's Individuals and their consent rows, in an org that has them."""
+    ids = {r.id for r in person.salesforce}
+    individuals = {
+        row["IndividualId"]
+        for sobject in ("Contact", "Lead")
+        for row in world.crms.salesforce_rows(sobject)
+        if row["Id"] in ids and row["IndividualId"]
+    }
+    consents = [
+        row["Id"]
+        for row in world.crms.salesforce_rows("ContactPointTypeConsent")
+        if row["PartyId"] in individuals
+    ]
+    return individuals, consents
 
 
 def suppression(world: World) -> Outcome:
@@ -507,13 +565,14 @@ class Result:
 def run(
     people: int,
     *,
+    accounts: Accounts = DEFAULT,
     keep_running: bool = False,
     as_json: bool = False,
     steps: Sequence[Step] = STEPS,
     console: Console | None = None,
 ) -> int:
-    """Set up, run every step, tear down; the exit code (0 all held, 1 one failed, 130
-    interrupted)."""
+    """Set up both emulators as ``accounts``, run every step, tear down; the exit code (0
+    all held, 1 one failed, 130 interrupted)."""
     console = console or Console(highlight=False)
     configure_logging(_log_level())
     started = time.monotonic()
@@ -522,14 +581,14 @@ def run(
     services: dict[str, str] = {}
     restore = _interrupt_on_signals()
     try:
-        with _world(people, keep_running) as world:
+        with _world(people, keep_running, accounts) as world:
             services = world.services
             if not as_json:
                 _header(console, world)
             for number, step in enumerate(steps, 1):
                 results.append(_run_step(console, number, step, world, quiet=as_json))
             if keep_running:
-                _report(console, results, started, services, as_json, stopped=False)
+                _report(console, results, started, services, accounts, as_json, stopped=False)
                 with suppress(KeyboardInterrupt):  # Ctrl-C is how a kept demo ends
                     _announce_and_wait(notes, world)
     except KeyboardInterrupt:
@@ -544,7 +603,7 @@ def run(
             soft_wrap=True,
         )
     else:
-        _report(console, results, started, services, as_json, stopped=True)
+        _report(console, results, started, services, accounts, as_json, stopped=True)
     return 0 if all(r.ok for r in results) else 1
 
 
@@ -584,11 +643,13 @@ def _say(console: Console, text: str, mark: str = "") -> None:
 
 def _header(console: Console, world: World) -> None:
     counts = world.cast.counts()
+    accounts = world.accounts
+    org = "Data Protection and Privacy on" if accounts.privacy else "no privacy objects"
     text = (
         f"{counts['people']} people seeded into emulated HubSpot "
-        f"({counts['hubspot_contacts']} contacts) and Salesforce "
-        f"({counts['salesforce_contacts']} Contacts, {counts['salesforce_leads']} Leads), "
-        "the bridge's receiver and daemon on loopback:"
+        f"(Marketing Hub {accounts.hubspot_tier}: {counts['hubspot_contacts']} contacts) and "
+        f"Salesforce ({org}: {counts['salesforce_contacts']} Contacts, "
+        f"{counts['salesforce_leads']} Leads), the bridge's receiver and daemon on loopback:"
     )
     console.print("[bold]consent-bridge demo[/]", end="")
     console.print(":", markup=False)
@@ -600,6 +661,7 @@ def _report(
     results: list[Result],
     started: float,
     services: dict[str, str],
+    accounts: Accounts,
     as_json: bool,
     stopped: bool,
 ) -> None:
@@ -607,7 +669,8 @@ def _report(
     ok = all(r.ok for r in results)
     if as_json:
         document = {"steps": [r.as_dict() for r in results], "ok": ok,
-                    "seconds": round(seconds, 2), "services": services}  # fmt: skip
+                    "seconds": round(seconds, 2), "services": services,
+                    "accounts": asdict(accounts)}  # fmt: skip
         print(json.dumps(document, ensure_ascii=False), flush=True)
         return
     passed = sum(r.ok for r in results)
@@ -749,23 +812,21 @@ def _settings(workdir: Path, hubspot_url: str, salesforce_url: str) -> Settings:
 
 
 @contextmanager
-def _world(people: int, keep: bool) -> Iterator[World]:
+def _world(people: int, keep: bool, accounts: Accounts) -> Iterator[World]:
     """Everything the steps need, torn down in reverse order on the way out, however the
     way out comes (a failed check, an error, Ctrl-C)."""
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="bridge-demo-"))
         if not keep:
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        hubspot = stack.enter_context(serve_in_thread(hubspot_emulator(HubSpotEmulatorConfig())))
-        salesforce = stack.enter_context(
-            serve_in_thread(
-                salesforce_emulator(
-                    SalesforceEmulatorConfig(
-                        organization_id=ORGANIZATION_ID, hard_delete_permission=True
-                    )
-                )
-            )
+        portal = HubSpotEmulatorConfig(profile=Profile(tier=accounts.hubspot_tier))
+        hubspot = stack.enter_context(serve_in_thread(hubspot_emulator(portal)))
+        org = SalesforceEmulatorConfig(
+            org=accounts.salesforce_org,
+            organization_id=ORGANIZATION_ID,
+            hard_delete_permission=True,
         )
+        salesforce = stack.enter_context(serve_in_thread(salesforce_emulator(org)))
         settings = _settings(workdir, hubspot.url, salesforce.url)
         context = Wiring(None, _settings=settings)
         store = context.store(current_schema=False)
@@ -787,7 +848,15 @@ def _world(people: int, keep: bool) -> Iterator[World]:
         seed_salesforce(sf_admin, seeded.entries, PURPOSES)
         stack.callback(_close_all, context.adapters())
         services = {"hubspot": hubspot.url, "salesforce": salesforce.url, "receiver": receiver.url}
-        yield World(seeded, context, crms, workdir, services, lambda: _start_daemon(stack, context))
+        yield World(
+            seeded,
+            context,
+            crms,
+            workdir,
+            services,
+            lambda: _start_daemon(stack, context),
+            accounts,
+        )
 
 
 def _start_daemon(stack: ExitStack, context: Wiring) -> None:

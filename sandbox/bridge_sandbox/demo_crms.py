@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import httpx
@@ -31,7 +32,8 @@ from bridge_sandbox.emulators.people import (
 
 API = "/services/data/v59.0"
 SALESFORCE_PEOPLE = ("Contact", "Lead")
-SALESFORCE_TYPES = (*SALESFORCE_PEOPLE, "Individual", "ContactPointTypeConsent")
+CONSENT_ROWS = "ContactPointTypeConsent"
+SALESFORCE_TYPES = (*SALESFORCE_PEOPLE, "Individual", CONSENT_ROWS)
 GRANTED, WITHDRAWN, UNKNOWN = "granted", "withdrawn", "unknown"
 _STATUS = {"SUBSCRIBED": GRANTED, "UNSUBSCRIBED": WITHDRAWN, "OptIn": GRANTED, "OptOut": WITHDRAWN}
 
@@ -49,6 +51,9 @@ class Held:
     basis: str | None
     """The common basis (``consent``, ...); a vendor value that names none, as it is."""
     stamp: str = ""
+    holds_consent: bool = True
+    """Whether the record's CRM can hold per-purpose consent for it: a Salesforce org
+    without the privacy objects holds only the flags and the lawful basis."""
 
     def effective(self, purpose: str) -> str:
         """What the record says about email for a purpose: an opt-out of all email wins."""
@@ -77,18 +82,21 @@ class Person:
 
     def disagreements(self, purposes: Iterable[str]) -> list[tuple[str, str, str]]:
         """``(what, this, that)`` for each way two of the records tell different stories:
-        the opt-out of all email, each purpose's consent, the lawful basis."""
+        the opt-out of all email, each purpose's consent (between records that can hold
+        it), the lawful basis."""
         found = []
         first, *others = self.records
+        consenting = [r for r in self.records if r.holds_consent]
         for other in others:
             if first.opted_out != other.opted_out:
                 found.append(("opt_out", str(first.opted_out), str(other.opted_out)))
-            for purpose in purposes:
-                this, that = first.effective(purpose), other.effective(purpose)
-                if this != that:
-                    found.append((f"consent:{purpose}", this, that))
             if first.basis != other.basis:
                 found.append(("lawful_basis", str(first.basis), str(other.basis)))
+        for other in consenting[1:]:
+            for purpose in purposes:
+                this, that = consenting[0].effective(purpose), other.effective(purpose)
+                if this != that:
+                    found.append((f"consent:{purpose}", this, that))
         return found
 
 
@@ -111,6 +119,21 @@ class Crms:
     def hubspot_state(self) -> dict[str, Any]:
         return _json(self.hubspot.get("/__emulator/state"))
 
+    def hubspot_calls(self) -> Counter[str]:
+        """The vendor calls HubSpot has answered so far, by ``METHOD /route``."""
+        return Counter(_json(self.hubspot.get("/__emulator/counters"))["calls"])
+
+    @cached_property
+    def salesforce_objects(self) -> frozenset[str]:
+        """The objects the Salesforce org has (one without the privacy objects lacks
+        Individual, ContactPointTypeConsent and their kin)."""
+        return frozenset(_json(self.salesforce.get("/__emulator/org"))["sobjects"])
+
+    @property
+    def privacy(self) -> bool:
+        """Whether the Salesforce org can hold per-purpose consent."""
+        return CONSENT_ROWS in self.salesforce_objects
+
     def salesforce_rows(self, sobject: str, include_deleted: bool = False) -> list[dict[str, Any]]:
         params = {"type": sobject} | ({"include_deleted": "true"} if include_deleted else {})
         rows: list[dict[str, Any]] = _json(
@@ -122,7 +145,11 @@ class Crms:
         """A digest of everything either CRM holds about people: equal digests, no change."""
         state = {
             "hubspot": self.hubspot_state(),
-            **{t: self.salesforce_rows(t, include_deleted=True) for t in SALESFORCE_TYPES},
+            **{
+                t: self.salesforce_rows(t, include_deleted=True)
+                for t in SALESFORCE_TYPES
+                if t in self.salesforce_objects
+            },
         }
         return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
@@ -161,6 +188,21 @@ class Crms:
         return found
 
     def _salesforce_records(self) -> list[tuple[str, Held]]:
+        consent = self._salesforce_consent() if self.privacy else {}
+        found = []
+        for sobject in SALESFORCE_PEOPLE:
+            for row in self.salesforce_rows(sobject):
+                if not row["Email"]:
+                    continue
+                basis = _basis(salesforce_basis, row.get("Lawful_Basis__c"))
+                held = Held("salesforce", sobject, row["Id"], bool(row["HasOptedOutOfEmail"]),
+                            dict(consent.get(row.get("IndividualId") or "", {})), basis,
+                            row["SystemModstamp"], holds_consent=self.privacy)  # fmt: skip
+                found.append((row["Email"], held))
+        return found
+
+    def _salesforce_consent(self) -> dict[str, dict[str, str]]:
+        """Individual id -> purpose id -> the status of its latest consent row."""
         purposes = purpose_names(self.purposes, SALESFORCE_PURPOSE_KEY)
         names = {name: purpose for purpose, name in purposes.items()}
         purpose_of = {
@@ -169,22 +211,12 @@ class Crms:
             if row["Name"] in names
         }
         consent: dict[str, dict[str, str]] = defaultdict(dict)
-        rows = self.salesforce_rows("ContactPointTypeConsent")
+        rows = self.salesforce_rows(CONSENT_ROWS)
         for row in sorted(rows, key=lambda r: (r["CaptureDate"] or "", r["CreatedDate"] or "")):
             purpose = purpose_of.get(row["DataUsePurposeId"])
             if purpose and row["PrivacyConsentStatus"] in _STATUS:
                 consent[row["PartyId"]][purpose] = _STATUS[row["PrivacyConsentStatus"]]
-        found = []
-        for sobject in SALESFORCE_PEOPLE:
-            for row in self.salesforce_rows(sobject):
-                if not row["Email"]:
-                    continue
-                basis = _basis(salesforce_basis, row.get("Lawful_Basis__c"))
-                held = Held("salesforce", sobject, row["Id"], bool(row["HasOptedOutOfEmail"]),
-                            dict(consent.get(row["IndividualId"] or "", {})), basis,
-                            row["SystemModstamp"])  # fmt: skip
-                found.append((row["Email"], held))
-        return found
+        return consent
 
     def opted_out(self, records: Iterable[Held]) -> bool:
         """Whether every one of these records is opted out of all email now: a narrower read
@@ -234,6 +266,8 @@ class Crms:
     def surviving(self, sobject: str, ids: Iterable[str]) -> list[str]:
         """Which of these Salesforce records still exist, recycle bin included."""
         wanted = set(ids)
+        if not wanted:  # nothing to look for (perhaps in an org without ``sobject``)
+            return []
         rows = self.salesforce_rows(sobject, include_deleted=True)
         return [row["Id"] for row in rows if row["Id"] in wanted]
 

@@ -63,6 +63,7 @@ def test_demo_checks_every_step_and_leaves_nothing_behind(newcomer: BridgeCli) -
     steps = {step["name"]: step for step in document["steps"]}
     assert list(steps) == STEPS
     assert document["ok"] is True
+    assert document["accounts"] == {"hubspot_tier": "enterprise", "salesforce_org": "privacy"}
     assert all(step["ok"] and step["detail"] for step in steps.values()), steps
     detail = {name: step["detail"] for name, step in steps.items()}
     assert int(re.match(r"(\d+) changes for \d+ of 100 people", detail["plan"])[1]) > 0
@@ -85,6 +86,55 @@ def test_demo_checks_every_step_and_leaves_nothing_behind(newcomer: BridgeCli) -
     assert_no_personal_data(stdout + stderr, 100)
     assert_gone(process, document["services"], newcomer.cwd)
     assert not (newcomer.cwd / "bridge.db").exists(), "the configured database was touched"
+
+
+def test_demo_on_a_professional_portal_and_a_basic_org_checks_what_they_can_hold(
+    newcomer: BridgeCli,
+) -> None:
+    """The lower accounts most teams have: every check holds, and each line adjusted to what
+    the accounts hold says so. (40 people: a Professional portal paces one address per call.)"""
+    process = start(newcomer, "--people", "40", "--json",
+                    "--hubspot-tier", "professional", "--salesforce-org", "basic")  # fmt: skip
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stdout + stderr
+
+    document = json.loads(stdout)
+    assert document["accounts"] == {"hubspot_tier": "professional", "salesforce_org": "basic"}
+    steps = {step["name"]: step for step in document["steps"]}
+    assert list(steps) == STEPS
+    assert all(step["ok"] for step in steps.values()), steps
+    detail = {name: step["detail"] for name, step in steps.items()}
+    assert re.search(r"0 failed; read back, (\d+) of the \1 people in both CRMs agree on "
+                     r"opt-out and lawful basis;", detail["sync"])  # fmt: skip
+    assert (
+        "Salesforce org without the privacy objects: checked its email opt-out instead of "
+        "per-purpose consent, which it cannot hold" in detail["sync"]
+    )
+    assert re.search(r"HubSpot professional has no batch consent scopes: [1-9]\d* consent "
+                     r"calls of one address each, 0 batch$", detail["sync"])  # fmt: skip
+    for name in ("hubspot_opt_out", "salesforce_opt_out"):
+        assert float(re.search(r"(\d+\.\d) s later", detail[name])[1]) < 60, detail[name]
+    assert "no Individual or consent rows to erase, and none planned" in detail["erasure"]
+    assert "recycle bin too: nothing;" in detail["erasure"]
+    assert "2 of 2" in detail["suppression"] and "by consent" in detail["retention"]
+    assert_no_personal_data(stdout + stderr, 40)
+    assert_gone(process, document["services"], newcomer.cwd)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "choices"),
+    [
+        ("--hubspot-tier", "gold", "starter, professional, enterprise"),
+        ("--salesforce-org", "plain", "privacy, basic"),
+    ],
+)
+def test_demo_refuses_an_unknown_account_in_one_line_exit_2(
+    newcomer: BridgeCli, option: str, value: str, choices: str
+) -> None:
+    result = newcomer("demo", option, value)
+    assert result.returncode == 2
+    assert result.stderr == f"bridge: demo: {option} is one of {choices}\n"
+    assert result.stdout == "" and list((newcomer.cwd / "tmp").iterdir()) == []
 
 
 def test_demo_kept_running_serves_until_ctrl_c_then_stops_everything(

@@ -39,7 +39,7 @@ def test_erase_json_receipt_and_no_email_left_behind(cli: BridgeCli, crms: Crms)
     assert request["systems"]["salesforce"]["objects"]["contact"]
     assert request["systems"]["hubspot"]["steps"] >= 2
 
-    receipt = cli("erase", "--receipt", request["id"])
+    receipt = cli("erase", "--receipt", request["id"], "--json")
     assert receipt.returncode == 0
     assert json.loads(receipt.stdout)["verification"]["ok"] is True
 

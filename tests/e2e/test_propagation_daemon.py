@@ -8,7 +8,14 @@ import time
 import pytest
 
 from bridge_sandbox.emulators.people import Person, seed_hubspot, seed_salesforce
-from tests.conftest import PURPOSES, BridgeCli, Crms, free_port, wait_until_healthy
+from tests.conftest import (
+    PURPOSES,
+    BridgeCli,
+    Crms,
+    extreme_accounts,
+    free_port,
+    wait_until_healthy,
+)
 from tests.runtime.conftest import CLIENT_SECRET, ORG_ID, OUTBOUND_TOKEN
 
 PEOPLE = [Person(f"walker{n}@example.com") for n in range(3)]
@@ -17,6 +24,7 @@ PEOPLE = [Person(f"walker{n}@example.com") for n in range(3)]
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
+@extreme_accounts  # every pair's propagation paths: tests/events/test_propagate.py
 def test_daemon_propagates_a_hubspot_opt_out_and_ignores_its_echo(
     configured_cli: BridgeCli, crms: Crms
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from bridge.model import ConsentStatus, LawfulBasis
 from bridge_sandbox.emulators.people import Act, Held, Person
-from tests.conftest import BridgeCli, Crms
+from tests.conftest import BridgeCli, Crms, basic_orgs
 from tests.e2e.test_sync_cli import hs_statuses, seed, sf_rows
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -46,10 +46,10 @@ def untick_do_not_call(crms: Crms, record_id: str) -> None:
         ).raise_for_status()
 
 
+@basic_orgs
 def test_a_basic_org_syncs_flags_and_basis_warns_once_per_run_and_never_lifts_do_not_call(
     configured_cli: BridgeCli, crms: Crms
 ) -> None:
-    crms.salesforce.put("/__emulator/org", json={"org": "basic"}).raise_for_status()
     seed(
         crms,
         Person(

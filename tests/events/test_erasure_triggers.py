@@ -25,7 +25,7 @@ from bridge.store import erasure as rows
 from bridge.store import inbox
 from bridge.store.db import Store
 from bridge.store.records import all_reappearances
-from tests.conftest import PSEUDONYM_KEY, Crms
+from tests.conftest import PSEUDONYM_KEY, Crms, extreme_accounts
 from tests.services.test_erasure import live_salesforce, service
 
 BEA = "bea.held@example.com"
@@ -120,6 +120,7 @@ def drain(store: Store, erasure: Erasure) -> None:
     InboxWorker(store, KEYRING, {"deletion": triggers}).drain()
 
 
+@extreme_accounts
 def test_a_hubspot_privacy_deletion_erases_the_person_in_salesforce_once(
     crms: Crms, store: Store
 ) -> None:

@@ -14,7 +14,7 @@ from bridge.services.reconcile import Reconciler
 from bridge.services.watch import Watch
 from bridge.store.db import Store
 from bridge_sandbox.emulators.people import Held, Person, seed_hubspot, seed_salesforce
-from tests.conftest import PSEUDONYM_KEY, PURPOSES, Crms
+from tests.conftest import PSEUDONYM_KEY, PURPOSES, Crms, every_account
 from tests.events.test_erasure_triggers import KEYRING, add_event
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -36,6 +36,7 @@ def drain(store: Store, sync: Reconciler) -> None:
     InboxWorker(store, KEYRING, {"consent": Propagation(sync)}).drain()
 
 
+@every_account
 def test_a_hubspot_opt_out_event_reaches_salesforce_and_its_echo_is_not_bounced(
     crms: Crms, store: Store
 ) -> None:
@@ -70,6 +71,36 @@ def test_a_hubspot_opt_out_event_reaches_salesforce_and_its_echo_is_not_bounced(
     for emulator in (crms.salesforce, crms.hubspot):
         assert emulator.get("/__emulator/counters").json()["total"] == 0
     assert audit.verify(store).ok
+
+
+@every_account
+def test_a_salesforce_opt_out_event_unsubscribes_the_person_from_all_hubspot_email(
+    crms: Crms, store: Store
+) -> None:
+    """On every tier: below Enterprise through the single-address endpoint, chosen from the
+    token's scopes (no batch call tried and refused)."""
+    person = Person("grace@example.com", hubspot=Held(), salesforce=Held(opted_out_at=T0))
+    seed_hubspot(crms.hubspot, [person], PURPOSES)
+    seed_salesforce(crms.salesforce, [person], PURPOSES)
+    [contact] = crms.salesforce.get("/__emulator/records", params={"type": "Contact"}).json()[
+        "records"
+    ]
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    add_event(store, "salesforce", "Contact", "Contact", contact["Id"],
+              {"HasOptedOutOfEmail": "true"}, kind="consent", occurred_at=now)  # fmt: skip
+
+    drain(store, reconciler(crms, store))
+
+    state = crms.hubspot.get("/__emulator/state").json()
+    wide = [s for s in state["subscriptions"] if s["subscriptionId"] is None]
+    assert [(s["email"], s["status"]) for s in wide] == [(person.email, "UNSUBSCRIBED")]
+    applied = [e for e in audit.events(store) if e["action"] == "sync.opt_out"]
+    assert [(e["actor"], e["system"], e["outcome"]) for e in applied] == [
+        ("propagate", "hubspot", "done")
+    ]
+    calls = crms.hubspot.get("/__emulator/counters").json()["calls"]
+    batch = [key for key in calls if "/communication-preferences/v4/statuses/batch/" in key]
+    assert bool(batch) is crms.accounts.batch_consent, calls
 
 
 def test_a_salesforce_do_not_call_event_reaches_every_record_of_the_person(

@@ -13,6 +13,8 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import REGISTRY
 
+from bridge.adapters.base import Advice, Failure, Transient
+from bridge.adapters.salesforce import SALESFORCE
 from bridge.logs import configure
 from bridge.runtime.daemon import Daemon, Job
 
@@ -132,6 +134,35 @@ def test_a_failing_job_is_logged_by_name_and_error_type_only_and_runs_again(
         "bridge_daemon_job_runs_total", {"job": "erasure", "outcome": "failed"}
     )
     assert failed is not None and failed >= 1
+
+
+def test_a_job_failing_on_a_crm_logs_its_one_line_at_warning_and_runs_again(
+    log_lines: io.StringIO,
+) -> None:
+    runs: list[int] = []
+    recovered = threading.Event()
+    words = {Failure.UNAVAILABLE: ("Acme unreachable at {where} ({reason})", "try later")}
+
+    def sync(_stop: threading.Event) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            down = Transient(SALESFORCE, "read: no answer CONNECTION: ConnectionError")
+            raise Advice("https://crm.example", words).apply(down, "read", "connection refused")
+        recovered.set()
+
+    daemon = Daemon([Job("sync", sync, every())], FakeLock(), leader_check_seconds=FAST)
+    daemon.start()
+    try:
+        assert recovered.wait(5)
+    finally:
+        daemon.close(time.monotonic() + 5)
+    failures = [
+        line for line in map(json.loads, log_lines.getvalue().splitlines())
+        if line["event"] == "daemon.job_failed"
+    ]  # fmt: skip
+    reason = "Acme unreachable at https://crm.example (connection refused): try later"
+    assert [(f["job"], f["level"], f["reason"]) for f in failures] == [("sync", "warning", reason)]
+    assert "Traceback" not in log_lines.getvalue()
 
 
 def test_stopping_lets_the_item_under_way_finish() -> None:

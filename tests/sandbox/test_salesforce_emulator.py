@@ -631,6 +631,20 @@ def test_bad_input_gets_salesforce_errors_never_a_crash(
 # -- deletion: recycle bin, Bulk API 2.0, emptyRecycleBin ------------------------------------------
 
 
+def test_user_permission_access_shows_the_running_users_own_hard_delete_permission(
+    sf: Salesforce, admin: httpx.Client
+) -> None:
+    soql = "SELECT PermissionsApiEnabled, PermissionsBulkApiHardDelete FROM UserPermissionAccess"
+    [before] = sf.query(soql)["records"]
+    assert (before["PermissionsApiEnabled"], before["PermissionsBulkApiHardDelete"]) == (
+        True,
+        False,
+    )
+    admin.patch("/__emulator/settings", json={"hard_delete_permission": True}).raise_for_status()
+    [after] = sf.query(soql)["records"]
+    assert after["PermissionsBulkApiHardDelete"] is True
+
+
 def test_bulk2_hard_delete_needs_the_permission(sf: Salesforce, admin: httpx.Client) -> None:
     ids = seed(admin, "Contact", *({"LastName": f"Bulk {n}"} for n in range(3)))
     with pytest.raises(SalesforceOperationError, match="Bulk API Hard Delete"):

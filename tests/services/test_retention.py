@@ -26,7 +26,7 @@ from bridge.services.erasure import COMPLETED, Erasure
 from bridge.services.retention import Retention
 from bridge.store import erasure as erasure_rows
 from bridge.store.db import Store
-from tests.conftest import PSEUDONYM_KEY, Crms
+from tests.conftest import PSEUDONYM_KEY, Crms, extreme_accounts
 from tests.events.test_erasure_triggers import WON
 from tests.services.test_erasure import live_salesforce
 
@@ -187,6 +187,7 @@ def test_an_open_opportunity_in_salesforce_keeps_the_matching_hubspot_contact(
         assert due_refs(retention) == {ref("lou.lost@example.com")}
 
 
+@extreme_accounts  # consent read in a batch, or from properties and one address at a time
 def test_granted_consent_keeps_a_person_and_re_engaging_leaves_the_preview(
     crms: Crms, retention: Retention
 ) -> None:
@@ -238,6 +239,7 @@ def test_the_warning_mark_appears_and_disappears_in_both_crms(
     assert actions.count("retention.unmarked") == 2
 
 
+@extreme_accounts
 def test_a_legal_hold_turns_delete_into_anonymise(
     crms: Crms, retention: Retention, settings: Settings
 ) -> None:
@@ -266,6 +268,7 @@ def test_a_legal_hold_turns_delete_into_anonymise(
     }
 
 
+@extreme_accounts
 def test_preview_and_apply_agree_exactly_on_who_is_purged(
     crms: Crms, retention: Retention, settings: Settings
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from hubspot.crm.properties import PropertyCreate
 
 from bridge.adapters.base import (
     AdapterError,
+    Check,
     ClosesOnExit,
     ConsentWrite,
     DueMark,
@@ -46,7 +48,7 @@ from bridge.adapters.base import (
     WriteOutcome,
     WriteStatus,
 )
-from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.hubspot import HUBSPOT, readiness
 from bridge.adapters.hubspot.capabilities import Capabilities, ConsentPaths
 from bridge.adapters.hubspot.preferences import (
     OPTOUT,
@@ -61,6 +63,7 @@ from bridge.adapters.hubspot.settings import DUE_PROPERTY, KEEP_ON_ANONYMIZE, Hu
 from bridge.adapters.hubspot.transport import (
     BATCH,
     HubSpotLimits,
+    MissingScopes,
     Transport,
     chunks,
     failures,
@@ -71,7 +74,7 @@ from bridge.adapters.hubspot.vocabulary import DEFAULT_HUBSPOT, HubSpotLawfulBas
 from bridge.adapters.usage import measure
 from bridge.adapters.vocabulary import Unmappable
 from bridge.identity import normalise_email
-from bridge.model import CrmRecord, LawfulBasis, ObjectType, Purpose
+from bridge.model import CrmRecord, LawfulBasis, ObjectType, Purpose, RelatedRecords
 
 OBJECT_TYPE = ObjectType.CONTACT.value
 SEARCH_PAGE = 200
@@ -99,6 +102,7 @@ RECTIFIABLE = {
 }
 MAX_VALUE = 65_536  # HubSpot's limit on a text property value, in characters
 UNDATED_OPT_OUT: Status = {"wideStatusType": "PORTAL_WIDE", "status": "UNSUBSCRIBED"}
+DEFINITIONS = "/communication-preferences/v3/definitions"
 
 
 def _next_page(page: Any) -> str | None:
@@ -295,6 +299,22 @@ class HubSpotAdapter(ClosesOnExit):
         """The consent paths this portal and token allow (learnt on first use: asking
         HubSpot the token's scopes costs one call), for reports; ``.lines()`` says them."""
         return self._paths.current()
+
+    def readiness(self, related: Sequence[RelatedRecords]) -> Iterator[Check]:
+        """The token first (one contacts call, whose refusal raises), then its scopes, the
+        consent path they allow, the purposes' subscriptions and the contact properties the
+        retention rules read. Related rows are Salesforce's (``related``): none apply here."""
+        with suppress(MissingScopes):  # the token was accepted; the scopes line says more
+            self._t.sdk("list_contacts", self._t.basic.get_page_with_http_info, limit=1)
+        yield Check("credentials", f"HubSpot accepts the access token at {self._t.base_url}")
+        known = self.capabilities()
+        yield readiness.scopes(known)
+        yield from (Check("", line) for line in known.lines())
+        answer = self._t.request("list_subscriptions", "GET", DEFINITIONS)
+        definitions = answer.get("subscriptionDefinitions") or []
+        yield readiness.subscriptions(self._prefs.subscriptions, definitions)
+        if self._attributes:
+            yield readiness.properties(self._attributes, self._property_names())
 
     def field_for(self, object_type: str, field: str) -> tuple[str, str] | None:
         """Subscriptions show on the contact as their ``hs_email_optout_<id>`` mirrors."""

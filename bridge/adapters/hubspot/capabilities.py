@@ -22,6 +22,34 @@ from bridge.logs import get_logger
 
 BATCH_READ = "communication_preferences.statuses.batch.read"
 BATCH_WRITE = "communication_preferences.statuses.batch.write"
+PREFERENCES_READ = "communication_preferences.read"
+PREFERENCES_WRITE = "communication_preferences.write"
+PREFERENCES_READ_WRITE = "communication_preferences.read_write"  # stands for both of the above
+
+# The scopes the private app needs, with the Marketing Hub tiers that need each: the list
+# config/hubspot-scopes.txt ships (tests hold the two together). Below Enterprise HubSpot
+# cannot grant the batch scopes, and the bridge goes one address per call without them.
+TIERS = ("starter", "professional", "enterprise")
+SCOPES: dict[str, tuple[str, ...]] = {
+    "crm.objects.contacts.read": TIERS,
+    "crm.objects.contacts.write": TIERS,
+    "crm.schemas.contacts.read": TIERS,
+    "crm.schemas.contacts.write": TIERS,
+    PREFERENCES_READ: TIERS,
+    PREFERENCES_WRITE: TIERS,
+    BATCH_READ: ("enterprise",),
+    BATCH_WRITE: ("enterprise",),
+}
+
+
+def missing_scopes(granted: frozenset[str]) -> list[str]:
+    """The scopes every tier needs that ``granted`` lacks (``.read_write`` standing for
+    ``communication_preferences.read`` and ``.write``)."""
+    held = set(granted)
+    if PREFERENCES_READ_WRITE in held:
+        held |= {PREFERENCES_READ, PREFERENCES_WRITE}
+    return [scope for scope, tiers in SCOPES.items() if tiers == TIERS and scope not in held]
+
 
 log = get_logger(__name__)
 

@@ -7,6 +7,7 @@ from functools import cache
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bridge.adapters.hubspot import HUBSPOT
+from bridge.adapters.spec import VendorSettings
 from bridge.model import Purpose
 
 # The contact property the bridge sets during a retention warning period.
@@ -31,9 +32,7 @@ KEEP_ON_ANONYMIZE: dict[str, list[str]] = {
 }
 
 
-class HubSpotSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class HubSpotSettings(VendorSettings):
     access_token: SecretStr | None = None
     base_url: str = "https://api.hubapi.com"
     client_secret: SecretStr | None = None

@@ -29,6 +29,7 @@ def _connect(section: HubSpotSettings, options: AdapterOptions) -> CrmAdapter:
 
 VENDOR = Vendor(
     name=NAME,
+    title="HubSpot",
     settings=HubSpotSettings,
     connect=_connect,
     configured=lambda section: section.access_token is not None,

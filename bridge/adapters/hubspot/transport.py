@@ -26,14 +26,17 @@ from urllib3.util.retry import Retry
 
 from bridge.adapters.base import (
     AdapterError,
+    Advice,
     ErrorRule,
+    Failure,
     NotFound,
     Permanent,
     RateLimited,
     RateLimiter,
     Transient,
-    classify,
+    no_answer,
     retrying,
+    rule_for,
 )
 from bridge.adapters.hubspot import HUBSPOT
 from bridge.adapters.hubspot.settings import HubSpotSettings
@@ -65,15 +68,34 @@ ERRORS: tuple[ErrorRule, ...] = (
     ErrorRule(RateLimited, status=429),  # TEN_SECONDLY_ROLLING, or SECONDLY for search
     ErrorRule(RateLimited, status=423),  # locked: come back in 2 s
     ErrorRule(RateLimited, status=477),  # migration in progress: come back after Retry-After
-    ErrorRule(Permanent, status=401),  # bad or expired token
-    ErrorRule(MissingScopes, status=403, code=MISSING_SCOPES),  # a scope the token lacks
-    ErrorRule(Permanent, status=403),  # any other refusal
+    ErrorRule(Permanent, status=401, failure=Failure.CREDENTIALS),  # bad or expired token
+    # a scope the token lacks
+    ErrorRule(MissingScopes, status=403, code=MISSING_SCOPES, failure=Failure.PERMISSION),
+    ErrorRule(Permanent, status=403, failure=Failure.PERMISSION),  # any other refusal
     ErrorRule(NotFound, status=404),
     ErrorRule(Permanent, status=409),  # conflict, e.g. an address another contact holds
     ErrorRule(Transient, status=range(500, 600)),
     ErrorRule(Transient, status=0),  # the SDK's own transport failure (SSL)
     ErrorRule(Transient, code=CONNECTION),  # refused, dropped, timed out
 )
+
+# What a person reads for each kind of failure (``Advice``).
+WORDS: dict[Failure, tuple[str, str]] = {
+    Failure.CREDENTIALS: (
+        "HubSpot refused the access token ({reason})",
+        "set BRIDGE_HUBSPOT__ACCESS_TOKEN to the private app's current access token",
+    ),
+    Failure.PERMISSION: (
+        "HubSpot refused {operation} ({reason})",
+        "grant the private app the scopes config/hubspot-scopes.txt lists for your tier "
+        "(`bridge check --crm` compares them)",
+    ),
+    Failure.UNAVAILABLE: (
+        "HubSpot unreachable at {where} ({reason})",
+        "check the network and https://status.hubspot.com, or try again later "
+        "(BRIDGE_HUBSPOT__GIVE_UP_AFTER_SECONDS sets how long the bridge keeps trying)",
+    ),
+}
 
 _SDK_FAILURES = (ContactsApiException, PrefsApiException, PropertiesApiException)
 _NO_ANSWER = (urllib3.exceptions.HTTPError, httpx.TransportError)
@@ -153,16 +175,27 @@ def _number(headers: Mapping[str, str], name: str) -> float | None:
         return None
 
 
-def _describe(body: str | bytes | None, status: int | None) -> tuple[str | None, str]:
-    """The error code (429 ``policyName``, else ``category``) and message of an error body."""
+def _describe(body: str | bytes | None, status: int | None) -> tuple[str | None, str, list[str]]:
+    """The error code (429 ``policyName``, else ``category``), message and the scopes a
+    ``MISSING_SCOPES`` names (``context.missingScopes``, or as seen in the wild
+    ``errors[].context.requiredGranularScopes``) of an error body."""
     try:
         parsed = json.loads(body or "")
     except ValueError:
         parsed = None
     if not isinstance(parsed, dict):
-        return None, ""
+        return None, "", []
     code = parsed.get("policyName") if status == 429 else parsed.get("category")
-    return (str(code) if code else None), str(parsed.get("message") or "")
+    contexts = [parsed.get("context")] + [e.get("context") for e in parsed.get("errors") or []]
+    scopes = [
+        str(scope)
+        for context in contexts
+        if isinstance(context, dict)
+        for key in ("missingScopes", "requiredGranularScopes")
+        for scope in context.get(key) or []
+    ]
+    message = str(parsed.get("message") or "")
+    return (str(code) if code else None), message, list(dict.fromkeys(scopes))
 
 
 class Transport:
@@ -181,6 +214,11 @@ class Transport:
         self._token = settings.access_token
         token = self._token.get_secret_value()
         base = settings.base_url.rstrip("/")
+        self.base_url = base
+        self.advice = Advice(base, WORDS)
+        self.give_up_after = settings.give_up_after_seconds
+        # A connection that takes longer than the whole retry budget is not worth waiting for.
+        self.timeout = (min(timeout, self.give_up_after), timeout)
         client = HubSpot(access_token=token, host=base, base_url=base, retry=Retry(total=0))
         # Each attribute access builds a new ApiClient and connection pool: take each once.
         self.basic = client.crm.contacts.basic_api
@@ -191,13 +229,12 @@ class Transport:
         self._http = httpx.Client(
             base_url=base,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "consent-bridge"},
-            timeout=timeout,
+            timeout=httpx.Timeout(timeout, connect=self.timeout[0]),
         )
         # The SDK logs whole response bodies at DEBUG; names would slip past the redactor.
         logging.getLogger("hubspot").setLevel(logging.INFO)
         self.limits = limits
         self.attempts = attempts
-        self.timeout = timeout
         self.burst_limiter = RateLimiter(limits.burst_max, limits.padded(limits.burst_seconds))
         self.search_limiter = RateLimiter(limits.search_max, limits.padded(limits.search_seconds))
 
@@ -273,7 +310,7 @@ class Transport:
             self._observe(headers)
             return data
 
-        return retrying(once, attempts=self.attempts)
+        return retrying(once, attempts=self.attempts, give_up_after=self.give_up_after)
 
     def _observe(self, headers: Mapping[str, str]) -> None:
         remaining = _number(headers, "X-HubSpot-RateLimit-Remaining")
@@ -293,19 +330,26 @@ class Transport:
         code: str | None = CONNECTION
         message = type(failure).__name__
         headers: Mapping[str, str] = {}
+        scopes: list[str] = []
+        reason = no_answer(failure)
         if not isinstance(failure, _NO_ANSWER):
             status = getattr(failure, "status", None)
             headers = getattr(failure, "headers", None) or {}
-            code, message = _describe(getattr(failure, "body", None), status)
+            code, message, scopes = _describe(getattr(failure, "body", None), status)
             self._observe(headers)
-        kind = classify(ERRORS, status, code)
+            reason = (code or f"HTTP {status}") + (f": {', '.join(scopes)}" if scopes else "")
+        rule = rule_for(ERRORS, status, code)
         if status == 429 and code == DAILY:
             message = "daily API limit used up; calls resume after midnight, portal time"
         text = f"{operation}: {status or 'no answer'} {code or ''}: {redact_text(message)}"
         text = text[:MAX_MESSAGE]
-        if kind is RateLimited:
-            return RateLimited(HUBSPOT, text, self._retry_after(status, headers, search))
-        return kind(HUBSPOT, text)
+        if rule.error is RateLimited:
+            retry_after = self._retry_after(status, headers, search)
+            error: AdapterError = RateLimited(HUBSPOT, text, retry_after, failure=rule.means())
+        else:
+            error = rule.error(HUBSPOT, text, failure=rule.means())
+        error.code = None if code == CONNECTION else code
+        return self.advice.apply(error, operation, reason)
 
     def _retry_after(
         self, status: int | None, headers: Mapping[str, str], search: bool

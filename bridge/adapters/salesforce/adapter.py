@@ -20,6 +20,7 @@ from urllib.parse import quote_plus
 from simple_salesforce.format import format_soql
 
 from bridge.adapters.base import (
+    Check,
     ClosesOnExit,
     ConsentWrite,
     DueMark,
@@ -38,7 +39,7 @@ from bridge.adapters.base import (
     WriteStatus,
     classify,
 )
-from bridge.adapters.salesforce import SALESFORCE
+from bridge.adapters.salesforce import SALESFORCE, readiness
 from bridge.adapters.salesforce.consent import NOT_HOLDABLE, ConsentWriter
 from bridge.adapters.salesforce.org import LINK, SETUP, OrgProfile, detect
 from bridge.adapters.salesforce.records import (
@@ -71,7 +72,7 @@ from bridge.adapters.usage import measure
 from bridge.adapters.vocabulary import Unmappable, Vocabulary
 from bridge.identity import normalise_email
 from bridge.logs import get_logger
-from bridge.model import Channel, Consent, CrmRecord, ObjectType, Purpose
+from bridge.model import Channel, Consent, CrmRecord, ObjectType, Purpose, RelatedRecords
 
 DELETED_DAYS = 15  # getDeleted and the recycle bin keep deletions this long
 # Erasure order: rows that point at an Individual before the Individual itself.
@@ -81,6 +82,8 @@ OBJECT_TYPES = {sobject: object_type for object_type, sobject in SOBJECTS.items(
 UNEXPORTED_TYPES = frozenset({"address", "location", "base64"})
 ENTITY_IS_DELETED = "ENTITY_IS_DELETED"
 CONVERTED_LEAD = "CANNOT_UPDATE_CONVERTED_LEAD"
+# The running user's own permissions (UserPermissionAccess): Bulk API Hard Delete.
+HARD_DELETE_PERMISSION = "PermissionsBulkApiHardDelete"
 # What `rectify` writes, per object: each common field name and the field that holds it (the
 # read mapping turned round); a person's Individual holds their names only.
 _WRITTEN = {common: field for field, common in PERSONAL.items()}
@@ -148,6 +151,7 @@ class SalesforceAdapter(ClosesOnExit):
         self._writer = ConsentWriter(self._t, self._map, purposes)
         self._purposes = {p.id: p for p in purposes}
         self._described: dict[str, list[dict[str, Any]]] = {}
+        self._listed: list[dict[str, Any]] | None = None
         self._org: OrgProfile | None = None
         self._hard_delete = True  # until a hardDelete job is refused
         keep = KEEP_ON_ANONYMIZE if keep_on_anonymize is None else keep_on_anonymize
@@ -165,15 +169,84 @@ class SalesforceAdapter(ClosesOnExit):
         """The path this org allows, found on first use (the global describe, and with the
         privacy objects the describes of Contact and Lead) and logged once."""
         if self._org is None:
-            listed = self._t.rest("connect", "sobjects")["sobjects"]
-            org = detect(listed, lambda sobject: self._describe("connect", sobject))
+            org = detect(self._sobjects(), lambda sobject: self._describe("connect", sobject))
             log.info("salesforce.path_chosen", path=org.name, reason=org.missing or None)
             self._org = org
         return self._org
 
+    def _sobjects(self) -> list[dict[str, Any]]:
+        """The global describe's objects: those the org has and the user may use, with what
+        it may do to each; asked once per adapter."""
+        if self._listed is None:
+            self._listed = list(self._t.rest("connect", "sobjects")["sobjects"])
+        return self._listed
+
     def capabilities(self) -> list[str]:
         """What the bridge syncs in this org, one line each (for ``bridge check --crm``)."""
         return self.org.lines(self._settings.lawful_basis_field)
+
+    def readiness(self, related: Sequence[RelatedRecords]) -> Iterator[Check]:
+        """The login first (its refusal raises), then the path this org allows; each object
+        and field as the bridge uses it (describes); the lawful-basis picklist; the purposes'
+        DataUsePurposes; which erasure the user may run; and each ``related`` condition, run
+        as the bridge runs it (one row asked for, nothing kept)."""
+        yield Check("credentials", f"logged in to {self._t.instance_url()}")
+        org = self.org
+        yield from (Check("", line) for line in self.capabilities())
+        listed = {str(o.get("name")): o for o in self._sobjects()}
+
+        def fields_of(sobject: str) -> list[dict[str, Any]]:
+            return self._describe("describe", sobject) if sobject in listed else []
+
+        basis = self._settings.lawful_basis_field
+        for grant in readiness.needed(
+            privacy=org.privacy,
+            lawful_basis_field=basis,
+            due_field=self._map.due_field,
+            read_fields=self._map.attributes,
+        ):
+            entry = listed.get(grant.sobject)
+            yield readiness.access(grant, entry, fields_of(grant.sobject), org.privacy)
+        yield readiness.lawful_basis(basis, fields_of)
+        wanted = {
+            purpose.id: name
+            for purpose in self._purposes.values()
+            if (name := purpose_keys(purpose).data_use_purpose)
+        }
+        if org.privacy:
+            soql = select("DataUsePurpose", ("Name", "LegalBasis.Name"))
+            yield readiness.purposes(wanted, list(self._t.query("read_purposes", soql)))
+        elif wanted:
+            yield Check("purposes", "DataUsePurpose names unused: this org holds no such consent")
+        yield readiness.erasure(self._may_hard_delete(), self._settings.empty_recycle_bin)
+        yield from (self._condition(condition) for condition in related)
+
+    def _may_hard_delete(self) -> bool | None:
+        """Whether the user has Bulk API Hard Delete, as UserPermissionAccess shows the running
+        user's own permissions (no View Setup needed); None when it cannot be read."""
+        soql = select("UserPermissionAccess", (HARD_DELETE_PERMISSION,))
+        try:
+            rows = list(self._t.query("read_permissions", soql))
+        except Permanent:
+            return None
+        return bool(rows and rows[0].get(HARD_DELETE_PERMISSION))
+
+    def _condition(self, condition: RelatedRecords) -> Check:
+        """Whether a condition on related rows (a legal hold, a retention rule's) can be
+        queried as ``related`` queries it: object, link field and ``where``."""
+        name = f"condition {condition.name}"
+        where = f"{condition.related_object}.{condition.link_field}"
+        soql = select(condition.related_object, (condition.link_field,), f"({condition.where})")
+        try:
+            next(self._t.query("related", f"{soql} LIMIT 1"), None)
+        except Permanent as refused:
+            fix = (
+                "correct its related_object, link_field or where in the settings, or grant the "
+                "integration user read access to what it names"
+            )
+            found = f"{where} cannot be queried: {refused.summary or refused}"
+            return Check(name, found, fix, ok=False)
+        return Check(name, f"{where} and its where clause can be queried")
 
     def _objects(self) -> tuple[str, ...]:
         """The objects that hold a person's rows in this org."""

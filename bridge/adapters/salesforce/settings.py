@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bridge.adapters.salesforce import SALESFORCE
+from bridge.adapters.spec import VendorSettings
 from bridge.model import Purpose
 
 # What minimisation allows by default: the fields the bridge reads or writes, and the
@@ -44,9 +45,7 @@ KEEP_ON_ANONYMIZE: dict[str, list[str]] = {
 }
 
 
-class SalesforceSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SalesforceSettings(VendorSettings):
     base_url: str | None = Field(
         None, description="every request goes here instead of Salesforce (emulator, tests)"
     )

@@ -37,6 +37,7 @@ def _channel(keys: SalesforcePurpose) -> str | None:
 
 VENDOR = Vendor(
     name=NAME,
+    title="Salesforce",
     settings=SalesforceSettings,
     connect=_connect,
     configured=lambda s: bool(s.username or s.consumer_key or s.session_id),

@@ -38,13 +38,17 @@ from simple_salesforce.login import SalesforceLogin
 
 from bridge.adapters.base import (
     AdapterError,
+    Advice,
     ErrorRule,
+    Failure,
     NotFound,
     Permanent,
     RateLimited,
     Transient,
     classify,
+    no_answer,
     retrying,
+    rule_for,
 )
 from bridge.adapters.salesforce import SALESFORCE
 from bridge.adapters.salesforce.settings import SalesforceSettings
@@ -77,14 +81,19 @@ URI_LIMIT = 16_384 - 2_048
 ERRORS: tuple[ErrorRule, ...] = (
     ErrorRule(Permanent, code=QUOTA),  # the org's rolling 24 h allowance is used up
     ErrorRule(RateLimited, code=LIMITED),  # while it lasts: concurrent long requests, a burst
-    ErrorRule(Permanent, code=EXPIRED),  # refused even right after a fresh login
+    ErrorRule(Permanent, code=EXPIRED, failure=Failure.CREDENTIALS),  # even after a fresh login
     ErrorRule(NotFound, code="ENTITY_IS_DELETED"),  # in the recycle bin
     ErrorRule(NotFound, code="NOT_FOUND"),
     ErrorRule(Transient, code="UNABLE_TO_LOCK_ROW"),  # another transaction holds the row
     ErrorRule(Transient, code=CONNECTION),  # refused, dropped, timed out
     ErrorRule(Transient, status=range(500, 600)),
     ErrorRule(NotFound, status=404),
-    ErrorRule(Permanent, status=range(400, 500)),  # validation, permission, malformed request
+    ErrorRule(Permanent, status=401, failure=Failure.CREDENTIALS),  # a login refused
+    ErrorRule(Permanent, status=403, failure=Failure.PERMISSION),  # INSUFFICIENT_ACCESS, ...
+    # No such object or field, or one hidden from the integration user: the same answer.
+    ErrorRule(Permanent, code="INVALID_TYPE", failure=Failure.CONFIGURATION),
+    ErrorRule(Permanent, code="INVALID_FIELD", failure=Failure.CONFIGURATION),
+    ErrorRule(Permanent, status=range(400, 500)),  # validation, malformed request
 )
 
 # What the bridge says instead of (or before) the vendor's words for a few codes.
@@ -94,6 +103,32 @@ PLAIN_WORDS = {
     EXPIRED: "session refused right after a fresh login; check the integration user",
     CONNECTION: "no answer (connection refused, dropped or timed out)",
 }
+
+# What a person reads for each kind of failure (``Advice``); the credentials' fix names the
+# settings of the login in use (``credentials_fix``).
+WORDS: dict[Failure, tuple[str, str]] = {
+    Failure.PERMISSION: (
+        "Salesforce refused {operation} ({reason}): the integration user lacks a permission",
+        'assign it the permission set in config/salesforce/ (README, "Salesforce"); '
+        "`bridge check --crm` names what is missing",
+    ),
+    Failure.CONFIGURATION: (
+        "Salesforce lacks an object or field that {operation} uses, or hides it from the "
+        "integration user ({reason})",
+        "create it, or fix the setting naming it (salesforce.lawful_basis_field, due_field, "
+        "retention rules, legal holds), and grant access to it; `bridge check --crm` names it",
+    ),
+    Failure.UNAVAILABLE: (
+        "Salesforce unreachable at {where} ({reason})",
+        "check the network and https://status.salesforce.com, or try again later "
+        "(BRIDGE_SALESFORCE__GIVE_UP_AFTER_SECONDS sets how long the bridge keeps trying)",
+    ),
+}
+# Salesforce's words for a missing object or field, whose names help (never a value).
+_MISSING = (
+    re.compile(r"No such column '(?P<field>[^']+)' on entity '(?P<sobject>[^']+)'"),
+    re.compile(r"sObject type '(?P<sobject>[^']+)' is not supported"),
+)
 
 _NO_ANSWER = (
     requests.ConnectionError,
@@ -171,8 +206,11 @@ def _first_error(content: Any) -> tuple[str | None, str, tuple[str, ...]]:
     return None, "", ()
 
 
-def adapter_error(operation: str, failure: Exception, *, quota_spent: bool) -> AdapterError:
-    """Map any failure through ``ERRORS``; the message carries no personal data."""
+def adapter_error(
+    operation: str, failure: Exception, *, quota_spent: bool, advice: Advice | None = None
+) -> AdapterError:
+    """Map any failure through ``ERRORS``, with ``advice``'s words for a person; the message
+    carries no personal data."""
     status: int | None = None
     code: str | None
     fields: tuple[str, ...] = ()
@@ -196,13 +234,32 @@ def adapter_error(operation: str, failure: Exception, *, quota_spent: bool) -> A
         code, message = None, str(failure)
     if code == LIMITED and quota_spent:
         code = QUOTA
-    kind = classify(ERRORS, status, code)
+    rule = rule_for(ERRORS, status, code)
     words = prefix + sanitise(message)
     if code in PLAIN_WORDS:
         words = f"{PLAIN_WORDS[code]} ({words})" if code != CONNECTION else PLAIN_WORDS[code]
     where = f" ({', '.join(fields)})" if fields else ""
     text = f"{operation}: {status or 'no answer'} {code or ''}{where}: {words}"
-    return kind(SALESFORCE, text[:MAX_MESSAGE])
+    error = rule.error(SALESFORCE, text[:MAX_MESSAGE], failure=rule.means())
+    error.code = None if code == CONNECTION else code
+    if advice is None:
+        return error
+    if code == CONNECTION:
+        reason = no_answer(failure)
+    else:
+        named = ", ".join(fields) or _missing(message)
+        reason = (code or f"HTTP {status}") + (f": {named}" if named else "")
+    return advice.apply(error, operation, reason)
+
+
+def _missing(message: str) -> str:
+    """The object (``Individual``) or field (``Contact.Foo__c``) Salesforce says it does not
+    know, if its message names one."""
+    for pattern in _MISSING:
+        if found := pattern.search(message):
+            parts = found.groupdict()
+            return ".".join(p for p in (parts.get("sobject"), parts.get("field")) if p)
+    return ""
 
 
 # -- pacing ----------------------------------------------------------------------------------
@@ -269,7 +326,7 @@ class SalesforceSession(requests.Session):
     def __init__(
         self,
         base_url: str | None,
-        timeout: float,
+        timeout: float | tuple[float, float],
         before: Callable[[], None],
         after: Callable[[requests.Response], None],
     ) -> None:
@@ -357,6 +414,30 @@ def login_arguments(settings: SalesforceSettings) -> dict[str, Any] | None:
     )
 
 
+def credentials_fix(arguments: Mapping[str, Any] | None) -> str:
+    """What to check when Salesforce refuses the login ``login_arguments`` chose: its
+    settings, by name."""
+    if arguments is None:
+        return (
+            "set BRIDGE_SALESFORCE__SESSION_ID to a live session of the integration user (and "
+            "__INSTANCE_URL to its org), or configure a login instead"
+        )
+    if "privatekey_file" in arguments:
+        return (
+            "check BRIDGE_SALESFORCE__USERNAME, __CONSUMER_KEY and __PRIVATE_KEY_FILE, and that "
+            "the connected app is pre-authorised for the user"
+        )
+    domain = "(and __DOMAIN: test for a sandbox)"
+    if "security_token" in arguments:
+        return f"check BRIDGE_SALESFORCE__USERNAME, __PASSWORD and __SECURITY_TOKEN {domain}"
+    if "username" in arguments:
+        return (
+            "check BRIDGE_SALESFORCE__USERNAME, __PASSWORD (with the security token appended), "
+            f"__CONSUMER_KEY and __CONSUMER_SECRET {domain}"
+        )
+    return "check BRIDGE_SALESFORCE__CONSUMER_KEY, __CONSUMER_SECRET and __DOMAIN (My Domain)"
+
+
 # -- the transport ---------------------------------------------------------------------------
 
 
@@ -369,10 +450,16 @@ class Transport:
         self._settings = settings
         self._login = login_arguments(settings)
         self.attempts = attempts
+        self.give_up_after = settings.give_up_after_seconds
         self.bulk_wait = bulk_wait
         self.quota = DailyQuota(settings.api_quota_reserve)
+        where = settings.base_url or settings.instance_url or f"{settings.domain}.salesforce.com"
+        credentials = ("Salesforce refused the login ({reason})", credentials_fix(self._login))
+        self.advice = Advice(where, {**WORDS, Failure.CREDENTIALS: credentials})
+        # A connection that takes longer than the whole retry budget is not worth waiting for.
+        connect = min(timeout, self.give_up_after)
         self.session = SalesforceSession(
-            settings.base_url, timeout, self._before, self.quota.observe
+            settings.base_url, (connect, timeout), self._before, self.quota.observe
         )
         self._client: Salesforce | None = None
         # urllib3 logs every URL at DEBUG, and SOQL in a URL carries addresses percent-encoded
@@ -427,7 +514,9 @@ class Transport:
                 ADAPTER_ERRORS.labels(VENDOR, type(refused).__name__).inc()
                 raise
             except _FAILURES as failure:
-                error = adapter_error(operation, failure, quota_spent=self.quota.spent)
+                error = adapter_error(
+                    operation, failure, quota_spent=self.quota.spent, advice=self.advice
+                )
                 ADAPTER_ERRORS.labels(VENDOR, type(error).__name__).inc()
                 log.debug("salesforce.call_failed", operation=operation, error=str(error))
                 # Not chained: the vendor's exception carries bodies with personal data.
@@ -435,7 +524,9 @@ class Transport:
             finally:
                 _OPERATION.reset(token)
 
-        return retrying(once, attempts=self.attempts) if retry else once()
+        if not retry:
+            return once()
+        return retrying(once, attempts=self.attempts, give_up_after=self.give_up_after)
 
     def _renewing(self, send: Callable[[Salesforce], T]) -> T:
         """Send; on an expired session log in once more and send once more, no further."""
@@ -447,6 +538,7 @@ class Transport:
                     SALESFORCE,
                     "the configured session_id expired and cannot be renewed; configure a "
                     "login (username and password, JWT or client credentials) instead",
+                    failure=Failure.CREDENTIALS,
                 ) from None
         log.info("salesforce.session_renewed")
         self._client = None
@@ -527,7 +619,7 @@ class Transport:
                     raise _Locked(SALESFORCE, f"{operation}: {len(pending)} rows locked")
 
             try:
-                retrying(attempt, attempts=self.attempts)
+                retrying(attempt, attempts=self.attempts, give_up_after=self.give_up_after)
             except _Locked:
                 pass  # the rows still locked keep that failure
             except (Permanent, NotFound) as refused:

@@ -37,6 +37,18 @@ LIFECYCLE_STAGES = (
     "evangelist",
     "other",
 )
+# "Original source": HubSpot sets it, a user may change it (docs/vendors/hubspot.md).
+ORIGINAL_SOURCES = (
+    "ORGANIC_SEARCH",
+    "PAID_SEARCH",
+    "EMAIL_MARKETING",
+    "SOCIAL_MEDIA",
+    "REFERRALS",
+    "OTHER_CAMPAIGNS",
+    "DIRECT_TRAFFIC",
+    "OFFLINE",
+    "PAID_SOCIAL",
+)
 OPTOUT = "hs_email_optout"
 OPTOUT_PREFIX = "hs_email_optout_"
 ADDITIONAL_EMAILS = "hs_additional_emails"
@@ -152,6 +164,9 @@ _STANDARD = (
     ),
     PropertyDef(
         "lifecyclestage", "Lifecycle Stage", "enumeration", "radio", options=LIFECYCLE_STAGES
+    ),
+    PropertyDef(
+        "hs_analytics_source", "Original Source", "enumeration", "select", options=ORIGINAL_SOURCES
     ),
     PropertyDef("createdate", "Create Date", "datetime", "date", read_only=True),
     PropertyDef("lastmodifieddate", "Last Modified Date", "datetime", "date", read_only=True),

@@ -281,6 +281,7 @@ def _email_name(values: Mapping[str, Any]) -> dict[str, Any]:
 
 # What Setup › Data Protection and Privacy brings: absent from a ``basic`` org, along with every
 # reference to them (Contact and Lead ``IndividualId``; ContactPointEmail's parent is an Account).
+USER_PERMISSIONS = "UserPermissionAccess"
 PRIVACY_OBJECTS = frozenset(
     {"Individual", "ContactPointTypeConsent", "DataUsePurpose", "DataUseLegalBasis"}
 )
@@ -525,6 +526,14 @@ def _standard_objects() -> list[tuple[str, str, list[FieldDef], Derive | None]]:
                 _textarea("Description", 1000),
                 _text("Source", 255),
             ],
+            None,
+        ),
+        (
+            # The running user's own permissions: one row, computed from the configuration
+            # when queried (``SalesforceState``), never stored.
+            USER_PERMISSIONS,
+            "0Ux",
+            [_read_only(_flag(f"Permissions{p}")) for p in ("ApiEnabled", "BulkApiHardDelete")],
             None,
         ),
     ]

@@ -23,6 +23,7 @@ from bridge_sandbox.emulators.salesforce_config import (
     SettingsUpdate,
 )
 from bridge_sandbox.emulators.salesforce_model import (
+    USER_PERMISSIONS,
     ApiError,
     CustomField,
     FieldDef,
@@ -768,8 +769,18 @@ class SalesforceState:
     # SOQL with paging
 
     def _rows(self, plan: Plan, include_deleted: bool) -> list[Record]:
+        if plan.sobject.name == USER_PERMISSIONS:
+            return plan.select([self._user_permissions(plan.sobject)])
         candidates = self._by_type[plan.sobject.name.lower()].values()
         return plan.select(r for r in candidates if include_deleted or r.deleted_at is None)
+
+    def _user_permissions(self, sobject: ObjectDef) -> Record:
+        """UserPermissionAccess: what the configuration grants the running user."""
+        granted = {
+            "PermissionsApiEnabled": True,
+            "PermissionsBulkApiHardDelete": self.config.hard_delete_permission,
+        }
+        return Record(sobject, make_id(sobject.prefix, 1), {**sobject.defaults(), **granted})
 
     def query(
         self, soql: str, include_deleted: bool, batch_size: int | None, version: str
