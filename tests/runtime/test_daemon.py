@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
@@ -116,16 +117,7 @@ def test_a_failing_job_is_logged_by_name_and_error_type_only_and_runs_again(
             raise ValueError("could not erase ann.smith@example.com")
         recovered.set()
 
-    daemon = Daemon([Job("erasure", flaky, every())], FakeLock(), leader_check_seconds=FAST)
-    daemon.start()
-    try:
-        assert recovered.wait(5)
-    finally:
-        daemon.close(time.monotonic() + 5)
-    failures = [
-        line for line in map(json.loads, log_lines.getvalue().splitlines())
-        if line["event"] == "daemon.job_failed"
-    ]  # fmt: skip
+    failures = failed_until_recovered(Job("erasure", flaky, every()), recovered, log_lines)
     assert [(f["job"], f["error"], f["level"]) for f in failures] == [
         ("erasure", "ValueError", "error")
     ]
@@ -134,6 +126,22 @@ def test_a_failing_job_is_logged_by_name_and_error_type_only_and_runs_again(
         "bridge_daemon_job_runs_total", {"job": "erasure", "outcome": "failed"}
     )
     assert failed is not None and failed >= 1
+
+
+def failed_until_recovered(
+    job: Job, recovered: threading.Event, log_lines: io.StringIO
+) -> list[dict[str, Any]]:
+    """Run ``job`` in a daemon until it sets ``recovered``; the failures it logged."""
+    daemon = Daemon([job], FakeLock(), leader_check_seconds=FAST)
+    daemon.start()
+    try:
+        assert recovered.wait(5)
+    finally:
+        daemon.close(time.monotonic() + 5)
+    return [
+        line for line in map(json.loads, log_lines.getvalue().splitlines())
+        if line["event"] == "daemon.job_failed"
+    ]  # fmt: skip
 
 
 def test_a_job_failing_on_a_crm_logs_its_one_line_at_warning_and_runs_again(
@@ -150,16 +158,7 @@ def test_a_job_failing_on_a_crm_logs_its_one_line_at_warning_and_runs_again(
             raise Advice("https://crm.example", words).apply(down, "read", "connection refused")
         recovered.set()
 
-    daemon = Daemon([Job("sync", sync, every())], FakeLock(), leader_check_seconds=FAST)
-    daemon.start()
-    try:
-        assert recovered.wait(5)
-    finally:
-        daemon.close(time.monotonic() + 5)
-    failures = [
-        line for line in map(json.loads, log_lines.getvalue().splitlines())
-        if line["event"] == "daemon.job_failed"
-    ]  # fmt: skip
+    failures = failed_until_recovered(Job("sync", sync, every()), recovered, log_lines)
     reason = "Acme unreachable at https://crm.example (connection refused): try later"
     assert [(f["job"], f["level"], f["reason"]) for f in failures] == [("sync", "warning", reason)]
     assert "Traceback" not in log_lines.getvalue()
