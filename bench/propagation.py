@@ -44,6 +44,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def bridge_env(workdir: Path, hubspot_url: str, salesforce_url: str) -> dict[str, str]:
+    """The environment of a `bridge` process in ``workdir`` (SQLite there, fresh keys) aimed
+    at both emulators; this process's own BRIDGE_ settings left out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return env | {
+        "BRIDGE_DATABASE_URL": f"sqlite:///{workdir / 'bridge.db'}",
+        "BRIDGE_PSEUDONYM_KEY": "bench-pseudonym-key-0123456789abcdef0123456789",
+        "BRIDGE_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "BRIDGE_HUBSPOT__BASE_URL": hubspot_url,
+        "BRIDGE_HUBSPOT__ACCESS_TOKEN": "pat-bench",
+        "BRIDGE_SALESFORCE__BASE_URL": salesforce_url,
+        "BRIDGE_SALESFORCE__USERNAME": "bench@example.com",
+        "BRIDGE_SALESFORCE__PASSWORD": "password",
+        "BRIDGE_SALESFORCE__SECURITY_TOKEN": "token",
+        "BRIDGE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
+    }
+
+
 def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -78,20 +96,10 @@ def main() -> None:
         )
         seed_hubspot(hs_admin, people, purposes)
         seed_salesforce(sf_admin, people, purposes)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+        env = bridge_env(workdir, hubspot.url, salesforce.url)
         env |= {
-            "BRIDGE_DATABASE_URL": f"sqlite:///{workdir / 'bridge.db'}",
-            "BRIDGE_PSEUDONYM_KEY": "bench-pseudonym-key-0123456789abcdef0123456789",
-            "BRIDGE_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-            "BRIDGE_HUBSPOT__BASE_URL": hubspot.url,
-            "BRIDGE_HUBSPOT__ACCESS_TOKEN": "pat-bench",
             "BRIDGE_HUBSPOT__CLIENT_SECRET": SECRET,
-            "BRIDGE_SALESFORCE__BASE_URL": salesforce.url,
-            "BRIDGE_SALESFORCE__USERNAME": "bench@example.com",
-            "BRIDGE_SALESFORCE__PASSWORD": "password",
-            "BRIDGE_SALESFORCE__SECURITY_TOKEN": "token",
             "BRIDGE_SCHEDULE__INCREMENTAL_SYNC_MINUTES": "600",
-            "BRIDGE_LOG_LEVEL": "warning",
         }
         bridge = [sys.executable, "-m", "bridge"]
         subprocess.run([*bridge, "db", "upgrade"], env=env, cwd=workdir, check=True)

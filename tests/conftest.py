@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,6 +219,15 @@ class Crms:
         )
         reply.raise_for_status()
         return str(reply.json()["ids"][0])
+
+    def seed_people(self, emails: Sequence[str], name: str = "P") -> None:
+        """One HubSpot contact and one Salesforce Contact for each address."""
+        contacts = [{"email": e, "firstname": name} for e in emails]
+        self.hubspot.post("/__emulator/seed", json={"contacts": contacts}).raise_for_status()
+        records = [
+            {"attributes": {"type": "Contact"}, "LastName": name, "Email": e} for e in emails
+        ]
+        self.salesforce.post("/__emulator/records", json={"records": records}).raise_for_status()
 
     def seed_hubspot(self, **contact: Any) -> str:
         reply = self.hubspot.post("/__emulator/seed", json={"contacts": [contact]})

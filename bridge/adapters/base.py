@@ -1,17 +1,15 @@
 """What every CRM adapter owes the rest of the bridge, and the machinery they share.
 
 Above this line nothing knows a vendor. The four adapter errors, the error table
-(``ErrorRule``), ``retrying`` and the header-fed ``RateLimiter`` are described in
-ARCHITECTURE.md ("The pieces").
+(``ErrorRule``) and ``retrying`` are described in ARCHITECTURE.md ("The pieces"); pacing is
+in ``bridge.adapters.pacing``.
 """
 
 from __future__ import annotations
 
 import random
-import threading
 import time
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -257,63 +255,6 @@ def retrying(call: Callable[[], T], *, attempts: int = 8, give_up_after: float =
         raise
 
 
-# --- pacing -------------------------------------------------------------------------------
-
-
-class RateLimiter:
-    """A sliding-window limiter that starts from published limits and follows the vendor.
-
-    ``acquire`` blocks until one more call fits in the window. ``observe`` takes what the
-    vendor's headers say is left: when other clients share the quota and the server counts
-    more calls than we made, the difference is booked into our window so we slow down too.
-    """
-
-    def __init__(
-        self,
-        max_calls: int,
-        per_seconds: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.max_calls = max_calls
-        self.per_seconds = per_seconds
-        self._clock = clock
-        self._sleep = sleep
-        self._sent: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def _expire(self, now: float) -> None:
-        while self._sent and self._sent[0] <= now - self.per_seconds:
-            self._sent.popleft()
-
-    def acquire(self) -> None:
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._expire(now)
-                if len(self._sent) < self.max_calls:
-                    self._sent.append(now)
-                    return
-                delay = self._sent[0] + self.per_seconds - now
-            self._sleep(max(delay, 0.001))
-
-    def observe(
-        self, remaining: int | None, limit: int | None = None, per_seconds: float | None = None
-    ) -> None:
-        with self._lock:
-            if limit:
-                self.max_calls = limit
-            if per_seconds:
-                self.per_seconds = per_seconds
-            if remaining is None:
-                return
-            now = self._clock()
-            self._expire(now)
-            unseen = (self.max_calls - remaining) - len(self._sent)
-            self._sent.extend([now] * max(unseen, 0))
-
-
 # --- what adapters read and write ---------------------------------------------------------
 
 
@@ -511,12 +452,24 @@ class ConsentWriter(Protocol):
 class Eraser(Protocol):
     """Erases people (Art. 17), and finds the related rows that hold a record back."""
 
-    def erasure_targets(self, emails: Collection[str]) -> list[ErasureTarget]:
-        """Everything to erase for these emails: one target per record (and per address)."""
+    erase_batch: int
+    """How many targets one ``erase`` call should carry: the vendor's batch size, or where
+    it has none, about as many calls as its rate limit allows in ten seconds, so a batch ends
+    (and a stopping daemon is heard) within seconds."""
+
+    def erasure_targets(self, people: Sequence[Collection[str]]) -> list[list[ErasureTarget]]:
+        """Everything to erase for each person (their addresses), in the order given: one
+        target per record (and per address). Found for all of them together, in the vendor's
+        batch sizes; a record two people reach is in both lists."""
         ...
 
-    def erase(self, target: ErasureTarget, mode: ErasureMode) -> ErasureResult:
-        """Erase one target; a target already gone is ``ALREADY_GONE``, not an error."""
+    def erase(
+        self, targets: Sequence[ErasureTarget], mode: ErasureMode
+    ) -> list[ErasureResult | AdapterError]:
+        """Erase many targets (any people, any order) in as few calls as the vendor allows,
+        in the order its references require; one answer per target, in the order given. A
+        target already gone is ``ALREADY_GONE``, not an error; a target that fails alone gets
+        its error (a retry sends it again); a failure of every target (no login) raises."""
         ...
 
     def related(self, targets: Sequence[ErasureTarget], conditions: Sequence[R]) -> dict[str, R]:

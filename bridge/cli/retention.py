@@ -113,7 +113,8 @@ def purge(
         return
     erasure = context.erasure()
     report = retention.apply(erasure)
-    views = [erasure.run(request_id) for request_id in report.requests]
+    erasure.run_many(report.requests)
+    views = [erasure.view(request_id) for request_id in report.requests]
     if as_json:
         print_json(report.as_dict() | {"requests": views})
     else:

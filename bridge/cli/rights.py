@@ -81,18 +81,20 @@ def erase(
                     line += f": held by {target['legal_hold']}, {target['action']} instead"
                 out.print(line, markup=False)
         return
-    views = []
-    for email in addresses:
-        request_id = service.submit([email], mode.value, reason, "cli")
-        if no_wait:
-            service.plan(request_id)
-            views.append(service.view(request_id))
-        else:
-            views.append(service.run(request_id))
-        if not as_json:  # as each finishes: a long list shows its progress
-            render_requests(views[-1:], as_json)
-    if as_json:
-        render_requests(views, as_json)
+    request_ids = [service.submit([email], mode.value, reason, "cli") for email in addresses]
+    shown: set[str] = set()
+
+    def show(request_id: str) -> None:  # as each ends: a long list shows its progress
+        if not as_json:
+            render_requests([service.view(request_id)], as_json)
+            shown.add(request_id)
+
+    if no_wait:
+        service.plan(request_ids)
+    else:
+        service.run_many(request_ids, ended=show)
+    views = [service.view(request_id) for request_id in request_ids]
+    render_requests([v for v in views if v["id"] not in shown], as_json)
     if not no_wait and any(view["status"] != COMPLETED for view in views):
         raise typer.Exit(1)
 

@@ -15,16 +15,20 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from bridge import audit
 from bridge.adapters.base import (
     AdapterError,
     CrmAdapter,
     ErasureMode,
+    ErasureResult,
     ErasureStatus,
     ErasureTarget,
     NotFound,
@@ -37,13 +41,14 @@ from bridge.logs import get_logger, personal_kind
 from bridge.model import AuditEvent, System
 from bridge.policies.deadlines import MAX_EXTENSION_MONTHS, answer_due
 from bridge.sealing import KeyNotConfigured, Keyring, Sealed
-from bridge.services.people import find_person
+from bridge.services.people import LookupBoundReached, find_people
 from bridge.store import data_keys, leases
 from bridge.store import erasure as rows
 from bridge.store.audit_log import LOCK as AUDIT_LOCK
-from bridge.store.db import Store
+from bridge.store.db import Store, chunked
 
 log = get_logger("bridge.erasure")
+T = TypeVar("T")
 RECEIVED, PLANNED, COMPLETED, FAILED = "received", "planned", "completed", "failed"
 OPEN = (RECEIVED, PLANNED, FAILED)
 ID_PREFIX = 8  # the shortest prefix that names a request (the demo prints 8 characters)
@@ -153,15 +158,22 @@ class Erasure:
     def dry_run(self, emails: Sequence[str]) -> list[tuple[ErasureTarget, LegalHold | None]]:
         """What a request for these emails would erase now, and which legal hold keeps what;
         nothing is stored or changed."""
-        return self._targets(find_person(self.adapters, emails).emails)
+        [person] = find_people(self.adapters, [emails])
+        [planned] = self._targets([person.emails])
+        return planned
 
-    def _targets(self, emails: Sequence[str]) -> list[tuple[ErasureTarget, LegalHold | None]]:
-        """Every record and address to erase in every system, with the hold on it, if any."""
-        planned = []
+    def _targets(
+        self, people: Sequence[Sequence[str]]
+    ) -> list[list[tuple[ErasureTarget, LegalHold | None]]]:
+        """Per person, every record and address to erase in every system, with the hold on
+        it, if any: each system asked about everyone at once."""
+        planned: list[list[tuple[ErasureTarget, LegalHold | None]]] = [[] for _ in people]
         for adapter in self.adapters.values():
-            targets = adapter.erasure_targets(emails)
-            held = adapter.related(targets, self.holds) if self.holds else {}
-            planned += [(t, held.get(t.id) if t.id else None) for t in targets]
+            found = adapter.erasure_targets(people)
+            every = [target for targets in found for target in targets]
+            held = adapter.related(every, self.holds) if self.holds and every else {}
+            for mine, targets in zip(planned, found, strict=True):
+                mine += [(t, held.get(t.id) if t.id else None) for t in targets]
         return planned
 
     def submit(
@@ -222,97 +234,177 @@ class Erasure:
             )
         return request_id
 
-    def plan(self, request_id: str) -> int:
-        """Find every record of the subject in every system and store one step for each.
+    def plan(self, request_ids: Sequence[str]) -> int:
+        """Find every record of each request's subject in every system, for all of them at
+        once, and store one step for each; returns how many steps were planned.
 
-        Another instance may plan or complete the same request meanwhile (the daemon runs on
+        Another instance may plan or complete the same requests meanwhile (the daemon runs on
         several): steps already stored are skipped, the emails found join those stored, and a
         request completed in the meantime is left as it is, its emails destroyed.
         """
-        request = self._request(request_id)
-        emails = find_person(self.adapters, self._open(request)).emails
-        steps = [
-            {
-                "request_id": request_id,
-                "target_key": _target_key(target, self._ref(target.email)),
-                "system": target.system,
-                "object_type": target.object_type,
-                "record_id": target.id,
-                "email_ref": self._ref(target.email),
-                "action": hold.action if hold else None,
-                "hold": hold.name if hold else None,
-                "hold_reason": hold.reason if hold else None,
-            }
-            for target, hold in self._targets(emails)
-        ]
+        requests = [r for r in map(self._request, request_ids) if r["status"] != COMPLETED]
+        people = find_people(self.adapters, [self._open(r) for r in requests])
+        planned = self._targets([person.emails for person in people])
+        count = 0
         # The audit lock, as completion takes it: a plan and a completion never interleave.
         with self.store.transaction(serialize=AUDIT_LOCK) as conn:
-            current = rows.current_request(conn, request_id)
-            if current is None or current["status"] == COMPLETED:
-                return 0
-            known = self._open(current)
-            rows.add_steps(conn, steps)
-            rows.set_emails(conn, request_id, self._seal(sorted({*known, *emails})), status=PLANNED)
-        return len(steps)
+            for request, person, targets in zip(requests, people, planned, strict=True):
+                current = rows.current_request(conn, request["id"])
+                if current is None or current["status"] == COMPLETED:
+                    continue
+                steps = [self._step(request["id"], t, hold) for t, hold in targets]
+                rows.add_steps(conn, steps)
+                emails = sorted({*self._open(current), *person.emails})
+                rows.set_emails(conn, request["id"], self._seal(emails), status=PLANNED)
+                count += len(steps)
+        return count
+
+    def _step(
+        self, request_id: str, target: ErasureTarget, hold: LegalHold | None
+    ) -> dict[str, Any]:
+        email_ref = self._ref(target.email)
+        return {
+            "request_id": request_id,
+            "target_key": _target_key(target, email_ref),
+            "system": target.system,
+            "object_type": target.object_type,
+            "record_id": target.id,
+            "email_ref": email_ref,
+            "action": hold.action if hold else None,
+            "hold": hold.name if hold else None,
+            "hold_reason": hold.reason if hold else None,
+        }
 
     def run(
         self, request_id: str, wait_seconds: float = 60, stop: threading.Event | None = None
     ) -> dict[str, Any]:
-        """Plan if needed, run every due step, then verify and complete when all are done.
+        """:meth:`run_many` for one request; its view."""
+        self.run_many([request_id], wait_seconds, stop)
+        return self.view(request_id)
+
+    def run_many(
+        self,
+        request_ids: Sequence[str],
+        wait_seconds: float = 60,
+        stop: threading.Event | None = None,
+        ended: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        """Plan what needs it, run every due step, then verify and complete each request
+        whose steps are all done: many requests together, in the vendors' batch sizes.
 
         Steps that failed transiently are retried until ``wait_seconds`` pass; a request that
         cannot finish now stays open, and a later run (or the daemon) picks it up. Once
-        ``stop`` is set, the step under way finishes, steps claimed but not started are
-        released, and the request stays open. A vendor refusing to plan or verify fails the
-        request and its error is raised. A failed request is left as it is: it runs again
-        once tried again (:meth:`retry`, the daemon's :meth:`drain`, or asked for again).
+        ``stop`` is set, the batch under way finishes and the requests stay open. A vendor
+        refusing to plan or verify fails the requests concerned and its error is raised. A
+        failed request is left as it is: it runs again once tried again (:meth:`retry`, the
+        daemon's :meth:`drain`, or asked for again). ``ended`` hears of each request that
+        completes or fails here, as it does.
         """
+        stop = stop or threading.Event()
+        for chunk in chunked(dict.fromkeys(request_ids), REQUEST_BATCH):
+            if stop.is_set():
+                return
+            self._run_batch(chunk, wait_seconds, stop, ended)
+
+    def _run_batch(
+        self,
+        request_ids: Sequence[str],
+        wait_seconds: float,
+        stop: threading.Event,
+        ended: Callable[[str], None],
+    ) -> None:
+        if received := [i for i in request_ids if self._request(i)["status"] == RECEIVED]:
+            self._plan_together(received)
+        # Completed meanwhile (perhaps by another instance) or failed (it waits to be tried
+        # again, planning included): left as they are.
+        active = {i: r for i in request_ids if (r := self._request(i))["status"] == PLANNED}
+        emails = {i: self._open(r) for i, r in active.items()}
+        deadline = time.monotonic() + wait_seconds
+        ready: list[dict[str, Any]] = []  # settled, to verify with the next ones
+        # Requests are verified and completed while the next batches of steps run: a vendor's
+        # searches have a limit of their own, which its deletes leave unused.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="erasure-verify") as pool:
+            verifying: Future[None] | None = None
+
+            def verify(settled: list[dict[str, Any]]) -> None:
+                nonlocal verifying
+                if verifying:
+                    verifying.result()  # one at a time; its error raised here
+                verifying = pool.submit(self._conclude, settled, emails, ended)
+
+            try:
+                while active and not stop.is_set():
+                    claimed = self._execute(active, emails)
+                    pending = rows.open_steps(self.store, list(active))
+                    if stop.is_set():  # what settled is verified by the next run
+                        break
+                    ready += [active.pop(i) for i in list(active) if i not in pending]
+                    idle = verifying is None or verifying.done()
+                    if ready and (idle or len(ready) >= VERIFY_BATCH):
+                        verify(ready)
+                        ready = []
+                    if active and not claimed:
+                        if time.monotonic() >= deadline:
+                            break
+                        due = [at for ats in pending.values() for at in ats]
+                        _sleep_until_due(due, self.clock, stop)
+                if ready and not stop.is_set():
+                    verify(ready)
+                if verifying:
+                    verifying.result()
+            finally:
+                with self.store.transaction() as conn:
+                    for request_id in active:
+                        rows.mark_unfinished(conn, request_id, PLANNED)
+
+    def _plan_together(self, request_ids: Sequence[str]) -> None:
+        """Plan these requests together; a vendor's refusal fails them and is raised. When
+        someone's addresses run on through shared emails (``LookupBoundReached``), each is
+        planned alone: that one fails, saying why, and the others go on (a request alone
+        raises it: a command asked about that one)."""
         try:
-            return self._run(request_id, wait_seconds, stop or threading.Event())
+            self._or_fail(request_ids, lambda: self.plan(request_ids))
+        except LookupBoundReached:
+            if len(request_ids) == 1:
+                raise
+            for request_id in request_ids:
+                try:
+                    self._or_fail([request_id], partial(self.plan, [request_id]))
+                except LookupBoundReached as error:
+                    self._fail(request_id, str(error)[:500])
+
+    def _or_fail(self, request_ids: Sequence[str], work: Callable[[], T]) -> T:
+        """``work`` for these requests; a vendor's refusal fails them all, and is raised."""
+        try:
+            return work()
         except AdapterError as error:
-            self._fail(request_id, str(error)[:500])
+            for request_id in request_ids:
+                self._fail(request_id, str(error)[:500])
             raise
 
-    def _run(self, request_id: str, wait_seconds: float, stop: threading.Event) -> dict[str, Any]:
-        request = self._request(request_id)
-        if request["status"] == RECEIVED:
-            self.plan(request_id)
-            request = self._request(request_id)
-        if request["status"] == COMPLETED:  # perhaps by another instance, while we planned
-            return self.view(request_id)
-        if request["status"] == FAILED:  # it waits to be tried again, planning included
-            return self.view(request_id)
-        emails = self._open(request)
-        by_ref = {subject_ref(self.key, e): e for e in emails}
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            now = self.clock()
-            claimed: list[dict[str, Any]] = []
-            if not stop.is_set():
-                claimed = rows.claim_steps(
-                    self.store, request_id, _iso(now), _iso(now + self.lease), limit=50
-                )
-            for index, step in enumerate(claimed):
-                if stop.is_set():
-                    rows.release_steps(self.store, [s["id"] for s in claimed[index:]])
-                    break
-                # Steps are claimed together under one lease; a slow batch may outlive it,
-                # and another instance may have claimed the rest: never start those.
-                if rows.renew_step(self.store, step, _iso(self.clock() + self.lease)):
-                    self._execute(request, step, by_ref)
-            pending = [s for s in rows.steps(self.store, request_id) if s["status"] in _OPEN]
-            if not pending or stop.is_set() or (not claimed and time.monotonic() >= deadline):
-                break
-            if not claimed:
-                _sleep_until_due(pending, self.clock, stop)
-        if pending:
-            with self.store.transaction() as conn:
-                rows.mark_unfinished(conn, request_id, PLANNED)
-        elif any(s["status"] == leases.DEAD for s in rows.steps(self.store, request_id)):
-            self._fail(request_id, None)  # the view's failures name the dead steps
-        else:
-            self._finish(request, emails)
-        return self.view(request_id)
+    def _conclude(
+        self,
+        requests: Sequence[Mapping[str, Any]],
+        emails: Mapping[str, list[str]],
+        ended: Callable[[str], None],
+    ) -> None:
+        """Requests whose steps are all settled: failed if a step is dead (the view's
+        failures name it), else verified together, then completed one by one."""
+        steps = {r["id"]: rows.steps(self.store, r["id"]) for r in requests}
+        verifying = []
+        for request in requests:
+            if any(s["status"] == leases.DEAD for s in steps[request["id"]]):
+                self._fail(request["id"], None)
+                ended(request["id"])
+            else:
+                verifying.append(request)
+        ids = [r["id"] for r in verifying]
+        if not ids:
+            return
+        found = self._or_fail(ids, partial(self._verify, {i: emails[i] for i in ids}, steps))
+        for request in verifying:
+            self._finish(request, emails[request["id"]], steps[request["id"]], found[request["id"]])
+            ended(request["id"])
 
     def retry(self, request_id: str, wait_seconds: float = 60) -> dict[str, Any]:
         """Try a request again now, planning included (``bridge requests --retry``): what was
@@ -335,10 +427,8 @@ class Erasure:
         """
         now = self.clock()
         self.flag(now)
-        completed = 0
+        workable = []
         for request in rows.workable(self.store, _iso(now)):
-            if stop.is_set():
-                break
             if request["status"] == FAILED:
                 with self.store.transaction(serialize=AUDIT_LOCK) as conn:
                     due = rows.reopen(conn, request["id"], retry_due_by=_iso(now))
@@ -347,19 +437,33 @@ class Erasure:
                         audit.append(conn, retried)
                 if not due:  # another instance took it
                     continue
+            workable.append(request["id"])
+        completed: list[str] = []
+
+        def ended(request_id: str) -> None:
+            if self._request(request_id)["status"] == COMPLETED:
+                completed.append(request_id)
+
+        for batch in chunked(workable, REQUEST_BATCH):
             try:
-                view = self.run(request["id"], wait_seconds=0, stop=stop)
-            except Exception as error:  # one request's trouble must not hold up the others
-                problem = {"problem": str(error)} if isinstance(error, KeyNotConfigured) else {}
-                log.warning(
-                    "erasure.drain_failed",
-                    request=request["id"],
-                    error=type(error).__name__,
-                    **problem,
-                )
-                continue
-            completed += view["status"] == COMPLETED
-        return completed
+                self.run_many(batch, wait_seconds=0, stop=stop, ended=ended)
+            except AdapterError as error:  # the vendor's, for all of them: logged, retried
+                log.warning("erasure.drain_failed", requests=len(batch), problem=error.line())
+            except Exception:  # one request's trouble (a key gone) must not hold up the others
+                for request_id in batch:
+                    self._drain_alone(request_id, stop, ended)
+        return len(completed)
+
+    def _drain_alone(
+        self, request_id: str, stop: threading.Event, ended: Callable[[str], None]
+    ) -> None:
+        try:
+            self.run_many([request_id], wait_seconds=0, stop=stop, ended=ended)
+        except Exception as error:
+            problem = {"problem": str(error)} if isinstance(error, KeyNotConfigured) else {}
+            log.warning(
+                "erasure.drain_failed", request=request_id, error=type(error).__name__, **problem
+            )
 
     def flag(self, now: datetime | None = None) -> int:
         """Flag each open request that has failed too long or is near its due date
@@ -448,35 +552,113 @@ class Erasure:
     # -- steps ------------------------------------------------------------------------------
 
     def _execute(
-        self, request: Mapping[str, Any], step: Mapping[str, Any], by_ref: Mapping[str, str]
-    ) -> None:
-        system = System(step["system"])
-        target = ErasureTarget(
-            system, step["object_type"], step["record_id"], by_ref.get(step["email_ref"] or "")
-        )
-        now = _iso(self.clock())
-        if step["action"] == REFUSE:
-            self._settle_done(request, step, REFUSED, now)
-            return
+        self, requests: Mapping[str, Mapping[str, Any]], emails: Mapping[str, list[str]]
+    ) -> int:
+        """Claim and run a batch of due steps of these requests: per system as many as one
+        of its erase calls carries (``erase_batch``), the systems side by side, leases kept
+        while they run; then settle them, the done ones audited in one transaction. Returns
+        how many steps were claimed."""
+        now = self.clock()
+        lease = _iso(now + self.lease)
+        claimed = {
+            system: rows.claim_steps(
+                self.store, list(requests), system, _iso(now), lease, adapter.erase_batch
+            )
+            for system, adapter in self.adapters.items()
+        }
+        steps = [step for batch in claimed.values() for step in batch]
+        if not steps:
+            return 0
+        with self._leases_kept(steps) as mine:
+            by_ref = {subject_ref(self.key, e): e for i in requests for e in emails[i]}
+            answers = _side_by_side(
+                {
+                    system: partial(
+                        self._erase, system, [s for s in batch if s["id"] in mine], requests, by_ref
+                    )
+                    for system, batch in claimed.items()
+                    if batch
+                }
+            )
+        answered = [pair for pairs in answers.values() for pair in pairs]
+        self._settle_done(requests, [(s, a) for s, a in answered if isinstance(a, str)])
+        for step, answer in answered:
+            if isinstance(answer, AdapterError):
+                self._failed_step(requests[step["request_id"]], step, answer)
+        return len(steps)
+
+    def _erase(
+        self,
+        system: System,
+        steps: Sequence[Mapping[str, Any]],
+        requests: Mapping[str, Mapping[str, Any]],
+        by_ref: Mapping[str, str],
+    ) -> list[tuple[Mapping[str, Any], str | AdapterError]]:
+        """One system's steps, one erase call per mode (a hold's anonymisation beside the
+        requests' own modes); each step's outcome, or the error it failed with. A step a
+        legal hold refuses is settled as refused without a call."""
+        answers: list[tuple[Mapping[str, Any], str | AdapterError]] = []
+        by_mode: dict[ErasureMode, list[Mapping[str, Any]]] = {}
+        for step in steps:
+            if step["action"] == REFUSE:
+                answers.append((step, REFUSED))
+            else:
+                asked: ErasureMode = requests[step["request_id"]]["mode"]
+                mode: ErasureMode = "anonymize" if step["action"] == ANONYMIZE else asked
+                by_mode.setdefault(mode, []).append(step)
+        for mode, batch in by_mode.items():
+            targets = [
+                ErasureTarget(
+                    system, s["object_type"], s["record_id"], by_ref.get(s["email_ref"] or "")
+                )
+                for s in batch
+            ]
+            try:
+                results: Sequence[ErasureResult | AdapterError] = self.adapters[system].erase(
+                    targets, mode
+                )
+            except AdapterError as error:
+                results = [error] * len(batch)
+            answers += [
+                (step, _answer(result)) for step, result in zip(batch, results, strict=True)
+            ]
+        return answers
+
+    @contextmanager
+    def _leases_kept(self, steps: Sequence[Mapping[str, Any]]) -> Iterator[set[int]]:
+        """The ids of the steps still this claim's, their leases renewed now and every third
+        of a lease while the batch runs (a batch paced by a vendor's limit may outlast one
+        lease), so no other instance starts them meanwhile."""
+        mine = rows.renew_steps(self.store, steps, _iso(self.clock() + self.lease))
+        kept = [s for s in steps if s["id"] in mine]
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.lease.total_seconds() / 3):
+                rows.renew_steps(self.store, kept, _iso(self.clock() + self.lease))
+
+        heartbeat = threading.Thread(target=renew, name="erasure-leases", daemon=True)
+        heartbeat.start()
         try:
-            mode: ErasureMode = "anonymize" if step["action"] == ANONYMIZE else request["mode"]
-            result = self.adapters[system].erase(target, mode)
-            outcome = result.status.value
-        except NotFound:
-            outcome = ErasureStatus.ALREADY_GONE.value
-        except AdapterError as error:
-            self._failed_step(request, step, error)
-            return
-        self._settle_done(request, step, outcome, now)
+            yield mine
+        finally:
+            done.set()
+            heartbeat.join()
 
     def _settle_done(
-        self, request: Mapping[str, Any], step: Mapping[str, Any], outcome: str, now: str
+        self,
+        requests: Mapping[str, Mapping[str, Any]],
+        done: Sequence[tuple[Mapping[str, Any], str]],
     ) -> None:
-        rows.settle_step(
-            self.store, step["id"], status=leases.DONE, outcome=outcome, finished_at=now,
-            available_at=None, last_error=None,
-        )  # fmt: skip
-        self._audit_step(request, step, outcome, "done")
+        """Steps done, each with its outcome and audit event, in one transaction."""
+        if not done:
+            return
+        now = _iso(self.clock())
+        with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            for step, outcome in done:
+                if rows.settle_done(conn, step, outcome, now):
+                    event = self._step_event(requests[step["request_id"]], step, outcome, "done")
+                    audit.append(conn, event)
 
     def _failed_step(
         self, request: Mapping[str, Any], step: Mapping[str, Any], error: AdapterError
@@ -488,53 +670,77 @@ class Erasure:
             now=self.clock(),
         )  # fmt: skip
         if verdict.dead:
-            self._audit_step(request, step, "dead_letter", "failed", reason)
+            audit.record(
+                self.store, self._step_event(request, step, "dead_letter", "failed", reason)
+            )
             return
         log.info("erasure step will be retried", step=step["id"], reason=reason)
 
-    def _audit_step(
+    def _step_event(
         self,
         request: Mapping[str, Any],
         step: Mapping[str, Any],
         outcome: str,
         status: str,
         error: str | None = None,
-    ) -> None:
+    ) -> AuditEvent:
         why = f"request {request['id']}"
         if step["hold"]:
             article = "Art. 17(3) refusal" if step["action"] == REFUSE else "anonymised instead"
             why += f"; legal hold {step['hold']} ({article}): {step['hold_reason']}"
-        audit.record(
-            self.store,
-            AuditEvent(
-                actor=request["trigger"],
-                action="erasure.refused" if outcome == REFUSED else "erasure.step",
-                outcome=outcome,
-                system=step["system"],
-                record_id=step["record_id"],
-                subject_ref=request["subject_ref"],
-                reason=why,
-                details={"object_type": step["object_type"], "status": status}
-                | ({"hold": step["hold"]} if step["hold"] else {})
-                | ({"error": error} if error else {}),
-            ),
+        return AuditEvent(
+            actor=request["trigger"],
+            action="erasure.refused" if outcome == REFUSED else "erasure.step",
+            outcome=outcome,
+            system=step["system"],
+            record_id=step["record_id"],
+            subject_ref=request["subject_ref"],
+            reason=why,
+            details={"object_type": step["object_type"], "status": status}
+            | ({"hold": step["hold"]} if step["hold"] else {})
+            | ({"error": error} if error else {}),
         )
 
     # -- verification and completion --------------------------------------------------------
 
-    def verify(self, emails: Iterable[str], kept: Collection[str] = ()) -> dict[str, int]:
-        """How many records each system still holds for these emails (all zero to pass),
-        besides the ``kept`` record ids a legal hold refused to erase."""
-        addresses = list(emails)
-        return {
-            system: sum(r.id not in kept for r in adapter.find_by_emails(addresses))
-            for system, adapter in self.adapters.items()
+    def _verify(
+        self, emails: Mapping[str, list[str]], steps: Mapping[str, Sequence[Mapping[str, Any]]]
+    ) -> dict[str, dict[str, int]]:
+        """Per request, how many records each system still holds for its emails (all zero
+        to pass), besides the records a legal hold refused to erase: each system searched
+        once for every address of them all, the systems side by side."""
+        every = sorted({email for addresses in emails.values() for email in addresses})
+        found = _side_by_side(
+            {
+                system: partial(adapter.find_by_emails, every)
+                for system, adapter in self.adapters.items()
+            }
+        )
+        held = {
+            system: [(r.id, {normalise_email(e) for e in r.emails}) for r in records]
+            for system, records in found.items()
         }
+        counts: dict[str, dict[str, int]] = {}
+        for request_id, addresses in emails.items():
+            mine = set(addresses)
+            kept = {s["record_id"] for s in steps[request_id] if s["outcome"] == REFUSED}
+            counts[request_id] = {
+                str(system): sum(
+                    1
+                    for record_id, held_emails in records
+                    if record_id not in kept and mine & held_emails
+                )
+                for system, records in held.items()
+            }
+        return counts
 
-    def _finish(self, request: Mapping[str, Any], emails: list[str]) -> None:
-        steps = rows.steps(self.store, request["id"])
-        kept = {s["record_id"] for s in steps if s["outcome"] == REFUSED}
-        found = self.verify(emails, kept)
+    def _finish(
+        self,
+        request: Mapping[str, Any],
+        emails: list[str],
+        steps: Sequence[Mapping[str, Any]],
+        found: Mapping[str, int],
+    ) -> None:
         now = _iso(self.clock())
         receipt = {
             "request_id": request["id"],
@@ -714,9 +920,34 @@ class Erasure:
         return {"problem": problem, "now": _iso(now), "retry_at": _iso(retry) if retry else None}
 
 
-_OPEN = (leases.PENDING, leases.PROCESSING)
 ANONYMIZE, REFUSE = "anonymize", "refuse"  # what a legal hold does instead of deleting
 REFUSED = "refused"  # the outcome of a step a hold refused
+REQUEST_BATCH = 1000
+"""Requests planned and run together: each vendor asked about all of them in its batch
+sizes, and one of its erase calls carries records of many of them (``erase_batch``)."""
+VERIFY_BATCH = 200
+"""Requests whose steps are settled are verified together as soon as the verification
+before is done, and once this many wait, the steps wait for it: fewer searches than one per
+handful, and no verification left over at the end."""
+
+
+def _answer(result: ErasureResult | AdapterError) -> str | AdapterError:
+    """A step's outcome from its target's answer: a record not found is already gone."""
+    if isinstance(result, NotFound):
+        return ErasureStatus.ALREADY_GONE.value
+    if isinstance(result, AdapterError):
+        return result
+    return result.status.value
+
+
+def _side_by_side(calls: Mapping[System, Callable[[], T]]) -> dict[System, T]:
+    """Each system's call in a thread of its own: the vendors' limits are separate, so the
+    slowest one, not their sum, sets the pace. An error of any is raised."""
+    if len(calls) <= 1:
+        return {system: call() for system, call in calls.items()}
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="erasure") as pool:
+        futures = {system: pool.submit(call) for system, call in calls.items()}
+        return {system: future.result() for system, future in futures.items()}
 
 
 def _retried(request_id: str, ref: str, actor: str) -> AuditEvent:
@@ -777,8 +1008,8 @@ def _holds(steps: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _sleep_until_due(
-    pending: Sequence[Mapping[str, Any]], clock: Callable[[], datetime], stop: threading.Event
+    pending: Sequence[str | None], clock: Callable[[], datetime], stop: threading.Event
 ) -> None:
-    due = min(s["available_at"] or _iso(clock()) for s in pending)
+    due = min(at or _iso(clock()) for at in pending)
     wait = (datetime.fromisoformat(due) - clock()).total_seconds()
     stop.wait(min(max(wait, 0.05), 5.0))

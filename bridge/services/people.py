@@ -9,7 +9,7 @@ new address.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bridge.adapters.base import RecordReader
@@ -79,6 +79,35 @@ def find_person(
     if unsearched := known - asked:
         raise LookupBoundReached(rounds, person, len(unsearched))
     return person
+
+
+def find_people(
+    adapters: Mapping[System, RecordReader], people: Sequence[Iterable[str]]
+) -> list[Person]:
+    """``find_person`` for each of many people, the lookups shared: one closure over every
+    address (each system asked in bulk, round by round), then each person's own closure
+    walked within the records found, which hold every record the person's alone would.
+
+    Raises ``LookupBoundReached`` as ``find_person`` does, for all of them together: the
+    caller asks about each alone to learn whose addresses run on."""
+    wanted = [_normalised(emails) for emails in people]
+    found = find_person(adapters, set().union(*wanted))
+    holding: dict[str, list[CrmRecord]] = {}
+    for record in found.records:
+        for email in _normalised(record.emails):
+            holding.setdefault(email, []).append(record)
+    persons = []
+    for known in wanted:
+        queue, records = list(known), {}
+        while queue:
+            for record in holding.get(queue.pop(), ()):
+                if record.key not in records:
+                    records[record.key] = record
+                    fresh = _normalised(record.emails) - known
+                    known |= fresh
+                    queue.extend(fresh)
+        persons.append(Person(records=list(records.values()), emails=sorted(known)))
+    return persons
 
 
 def _normalised(emails: Iterable[str]) -> set[str]:

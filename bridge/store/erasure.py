@@ -114,6 +114,20 @@ def current_request(conn: Connection, request_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def open_steps(store: Store, request_ids: Collection[str]) -> dict[str, list[str | None]]:
+    """Per request with steps still pending or claimed, when each is next due (None: now)."""
+    found: dict[str, list[str | None]] = {}
+    with store.engine.connect() as conn:
+        for chunk in chunked(request_ids):
+            query = select(erasure_steps.c.request_id, erasure_steps.c.available_at).where(
+                erasure_steps.c.request_id.in_(chunk),
+                erasure_steps.c.status.in_([leases.PENDING, leases.PROCESSING]),
+            )
+            for request_id, available_at in conn.execute(query):
+                found.setdefault(request_id, []).append(available_at)
+    return found
+
+
 def open_step_count(conn: Connection, request_id: str) -> int:
     """How many of the request's steps are still pending or claimed."""
     query = select(func.count()).where(
@@ -176,14 +190,37 @@ def steps(store: Store, request_id: str) -> list[dict[str, Any]]:
 
 
 def claim_steps(
-    store: Store, request_id: str, now: str, lease_until: str, limit: int
-) -> list[dict[str, Any]]:
-    where = erasure_steps.c.request_id == request_id
+    store: Store, request_ids: Collection[str], system: str, now: str, lease_until: str,
+    limit: int,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Lease up to ``limit`` due steps in ``system`` of these requests (a thousand at most:
+    one ``IN`` list), oldest first: a request's steps in the order they were planned."""
+    where = and_(
+        erasure_steps.c.request_id.in_(list(request_ids)), erasure_steps.c.system == system
+    )
     return leases.claim(store, erasure_steps, where, now, lease_until, limit)
 
 
-def settle_step(store: Store, step_id: int, **values: Any) -> None:
-    leases.settle(store, erasure_steps, step_id, **values)
+def settle_done(conn: Connection, step: Mapping[str, Any], outcome: str, finished_at: str) -> bool:
+    """A claimed step is done, with its outcome (in the caller's transaction, beside its
+    audit event), if it is still this claim's; False: another instance took it over meanwhile
+    and settles it itself (what this claim did again was harmless, erasure being idempotent)."""
+    result = conn.execute(
+        update(erasure_steps)
+        .where(
+            erasure_steps.c.id == step["id"],
+            erasure_steps.c.attempts == step["attempts"],
+            erasure_steps.c.status == leases.PROCESSING,
+        )
+        .values(
+            status=leases.DONE,
+            outcome=outcome,
+            finished_at=finished_at,
+            available_at=None,
+            last_error=None,
+        )
+    )
+    return result.rowcount == 1
 
 
 def fail_step(
@@ -202,14 +239,11 @@ def fail_step(
     )  # fmt: skip
 
 
-def renew_step(store: Store, step: dict[str, Any], lease_until: str) -> bool:
-    """Extend a claimed step's lease; False if another instance has claimed it since."""
-    return leases.renew(store, erasure_steps, step["id"], step["attempts"], lease_until)
-
-
-def release_steps(store: Store, step_ids: Collection[int]) -> None:
-    """Steps claimed but not started go back to the queue (the daemon is stopping)."""
-    leases.release(store, erasure_steps, step_ids)
+def renew_steps(store: Store, steps: Sequence[Mapping[str, Any]], lease_until: str) -> set[int]:
+    """Extend claimed steps' leases; the ids of those still this claim's (another instance
+    may have claimed the others since)."""
+    claims = [(step["id"], step["attempts"]) for step in steps]
+    return leases.renew(store, erasure_steps, claims, lease_until)
 
 
 def reset_dead_steps(conn: Connection, request_id: str) -> int:

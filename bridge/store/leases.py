@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,18 +113,29 @@ def claim(
     return [{**row, "attempts": row["attempts"] + 1} for row in rows]
 
 
-def renew(store: Store, table: Table, row_id: int, attempts: int, lease_until: str) -> bool:
-    """Extend a claim before working on the row, if it is still this claim's: ``attempts``
-    (counted at each claim) tells claims apart. False: the lease ran out meanwhile and
-    another worker claimed the row, so this one must leave it alone."""
+def renew(
+    store: Store, table: Table, claims: Sequence[tuple[int, int]], lease_until: str
+) -> set[int]:
+    """Extend claims (row id, ``attempts`` when claimed) before and while working on their
+    rows, those still this claim's: ``attempts`` (counted at each claim) tells claims apart.
+    A row left out ran out of lease meanwhile and another worker claimed it, so this one must
+    leave it alone."""
     columns = table.c
+    kept: set[int] = set()
     with store.transaction() as conn:
-        result = conn.execute(
-            update(table)
-            .where(columns.id == row_id, columns.status == PROCESSING, columns.attempts == attempts)
-            .values(available_at=lease_until)
-        )
-    return result.rowcount == 1
+        for row_id, attempts in claims:
+            result = conn.execute(
+                update(table)
+                .where(
+                    columns.id == row_id,
+                    columns.status == PROCESSING,
+                    columns.attempts == attempts,
+                )
+                .values(available_at=lease_until)
+            )
+            if result.rowcount == 1:
+                kept.add(row_id)
+    return kept
 
 
 def settle(store: Store, table: Table, row_id: int, **values: Any) -> None:
@@ -157,17 +168,3 @@ def settle_failure(
         values = {"status": PENDING, "available_at": later, "last_error": reason}
     settle(store, table, row_id, **values)
     return verdict
-
-
-def release(store: Store, table: Table, ids: Collection[int]) -> None:
-    """Give claimed rows back unworked (a worker shutting down): due again at once, and the
-    claim's attempt not counted, since nothing was tried."""
-    if not ids:
-        return
-    columns = table.c
-    with store.transaction() as conn:
-        conn.execute(
-            update(table)
-            .where(columns.id.in_(list(ids)), columns.status == PROCESSING)
-            .values(status=PENDING, available_at=None, attempts=columns.attempts - 1)
-        )

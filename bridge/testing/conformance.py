@@ -52,6 +52,7 @@ from bridge.adapters.base import (
     ConsentWrite,
     CrmAdapter,
     DueMark,
+    ErasureResult,
     ErasureStatus,
     Failure,
     LawfulBasisWrite,
@@ -69,6 +70,19 @@ from bridge.model import Channel, ConsentStatus, CrmRecord, LawfulBasis, Purpose
 GRANTED, WITHDRAWN, UNKNOWN = ConsentStatus.GRANTED, ConsentStatus.WITHDRAWN, ConsentStatus.UNKNOWN
 SUCCESS = {WriteStatus.DONE, WriteStatus.ALREADY}
 GONE = {ErasureStatus.ERASED, ErasureStatus.ALREADY_GONE}
+
+
+def answered(results: Sequence[ErasureResult | AdapterError]) -> list[ErasureResult]:
+    """Every answer of a batch erase, none of them an error."""
+    errors = [r for r in results if isinstance(r, AdapterError)]
+    assert not errors, [str(e) for e in errors]
+    return [r for r in results if isinstance(r, ErasureResult)]
+
+
+def statuses_of(results: Sequence[ErasureResult | AdapterError]) -> list[ErasureStatus]:
+    return [r.status for r in answered(results)]
+
+
 # Addresses that break naive code and every CRM accepts: case, a plus tag, a quote. (Non-ASCII
 # local parts are valid for some vendors only; their own tests cover them.)
 AWKWARD = ("Upper.Case@Example.COM", "plus+tag@example.com", "O'Brien@example.com")
@@ -281,9 +295,14 @@ COVERAGE: dict[str, tuple[str, ...]] = {
         "test_lawful_basis_round_trips_and_repeats_as_already",
         "test_reads_and_writes_survive_faults",
     ),
-    "erasure_targets": ("test_erase_delete_removes_every_record_and_twice_is_success",),
+    "erase_batch": ("test_erase_many_people_at_once_each_answer_in_the_order_given",),
+    "erasure_targets": (
+        "test_erase_delete_removes_every_record_and_twice_is_success",
+        "test_erase_many_people_at_once_each_answer_in_the_order_given",
+    ),
     "erase": (
         "test_erase_delete_removes_every_record_and_twice_is_success",
+        "test_erase_many_people_at_once_each_answer_in_the_order_given",
         "test_erase_anonymize_keeps_the_record_without_personal_data",
     ),
     "export": ("test_export_holds_every_record_and_consent_as_json",),
@@ -345,7 +364,7 @@ class AdapterConformance:
         assert {r.system for r in [*read, *found]} == {system}
         held = {system} if holds_consent(adapter, ref, first) else set()
         assert {c.source_system for r in [*read, *found] for c in r.consents} == held
-        targets = adapter.erasure_targets(["named@example.com"])
+        [targets] = adapter.erasure_targets([["named@example.com"]])
         assert targets and {t.system for t in targets} == {system}
         [outcome] = adapter.write_consents(
             [ConsentWrite(ref, "named@example.com", None, WITHDRAWN)]
@@ -454,8 +473,8 @@ class AdapterConformance:
         assert {normalise_email(e) for e in emails} == {normalise_email(a) for a in addresses}
         other = adapter.emails_of(world.ref(other_id))
         assert [normalise_email(e) for e in other] == ["else@example.com"]
-        for target in adapter.erasure_targets([addresses[0]]):
-            assert adapter.erase(target, "delete").status in GONE
+        [targets] = adapter.erasure_targets([[addresses[0]]])
+        assert set(statuses_of(adapter.erase(targets, "delete"))) <= GONE
         assert adapter.emails_of(ref) == []
         assert [normalise_email(e) for e in adapter.emails_of(world.ref(other_id))] == [
             "else@example.com"
@@ -722,17 +741,36 @@ class AdapterConformance:
             ]
         )
         adapter = world.adapter()
-        targets = adapter.erasure_targets(["alias@example.com", "never-seen@example.com"])
+        [targets] = adapter.erasure_targets([["alias@example.com", "never-seen@example.com"]])
         records = [t.id for t in targets if t.id is not None]
         assert record_id in records and other_id not in records
         assert len(records) == len(set(records))
-        assert {adapter.erase(t, "delete").status for t in targets} <= GONE
+        assert set(statuses_of(adapter.erase(targets, "delete"))) <= GONE
         assert adapter.find_by_emails(["gone@example.com", "alias@example.com"]) == []
         assert not world.held("gone@example.com").record_ids
         assert world.held("stays@example.com").record_ids
-        again = [adapter.erase(t, "delete") for t in targets]
+        again = answered(adapter.erase(targets, "delete"))
         assert {r.status for r in again} <= GONE
         assert {r.status for r in again if r.target.id is not None} == {ErasureStatus.ALREADY_GONE}
+
+    def test_erase_many_people_at_once_each_answer_in_the_order_given(self, world: World) -> None:
+        crowd = [Person(f"crowd{i}@example.com") for i in range(7)]
+        ids = world.seed([*crowd, Person("spared@example.com")])
+        adapter = world.adapter()
+        people = [[p.email] for p in crowd] + [["nobody@example.com"]]
+        found = adapter.erasure_targets(people)
+        assert len(found) == len(people)
+        for record_id, targets in zip(ids[:-1], found[:-1], strict=True):  # the crowd's
+            assert record_id in {t.id for t in targets}
+            assert {t.id for t in targets} & set(ids) == {record_id}
+        assert not {t.id for t in found[-1]} & set(ids)
+        assert adapter.erase_batch >= 1
+        mixed = [t for targets in reversed(found) for t in targets]
+        results = answered(adapter.erase(mixed, "delete"))
+        assert [r.target for r in results] == mixed
+        assert {r.status for r in results} <= GONE
+        assert adapter.find_by_emails([p.email for p in crowd]) == []
+        assert world.held("spared@example.com").record_ids
 
     def test_erase_anonymize_keeps_the_record_without_personal_data(self, world: World) -> None:
         [record_id] = world.seed(
@@ -746,9 +784,11 @@ class AdapterConformance:
             ]
         )
         adapter = world.adapter()
-        for target in adapter.erasure_targets(["hidden@example.com"]):
-            status = adapter.erase(target, "anonymize").status
-            assert status in {ErasureStatus.ANONYMIZED, *GONE}
+        [targets] = adapter.erasure_targets([["hidden@example.com"]])
+        assert set(statuses_of(adapter.erase(targets, "anonymize"))) <= {
+            ErasureStatus.ANONYMIZED,
+            *GONE,
+        }
         assert adapter.find_by_emails(["hidden@example.com", "alias@example.com"]) == []
         [kept] = [r for r in adapter.read() if r.id == record_id]
         text = json.dumps([kept.emails, kept.personal_fields], ensure_ascii=False)
@@ -761,7 +801,7 @@ class AdapterConformance:
     ) -> None:
         [held_id, free_id] = world.seed([Person("held@example.com"), Person("free@example.com")])
         adapter = world.adapter()
-        targets = adapter.erasure_targets(["held@example.com", "free@example.com"])
+        [targets] = adapter.erasure_targets([["held@example.com", "free@example.com"]])
         assert {held_id, free_id} <= {t.id for t in targets}
         holds = world.holds(held_id)
         if holds is None:  # the vendor has no related rows: nothing can hold a record

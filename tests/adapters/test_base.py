@@ -1,12 +1,10 @@
-"""The adapter machinery: error table, retries, and a limiter that never needs a 429."""
+"""The adapter machinery: the error table and retries (pacing: test_pacing.py)."""
 
 from __future__ import annotations
 
 import socket
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from bridge.adapters.base import (
     Advice,
@@ -15,7 +13,6 @@ from bridge.adapters.base import (
     NotFound,
     Permanent,
     RateLimited,
-    RateLimiter,
     Transient,
     classify,
     no_answer,
@@ -52,43 +49,6 @@ def test_the_first_matching_rule_decides(
     status: int | None, code: str | None, expected: type
 ) -> None:
     assert classify(TABLE, status, code) is expected
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@given(st.integers(1, 20), st.integers(1, 200))
-def test_limiter_never_lets_more_than_max_calls_into_any_window(max_calls: int, calls: int) -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(max_calls, 10.0, clock=clock, sleep=clock.sleep)
-    sent = []
-    for _ in range(calls):
-        limiter.acquire()
-        sent.append(clock.now)
-    for i, start in enumerate(sent):
-        in_window = [t for t in sent[i:] if t < start + 10.0]
-        assert len(in_window) <= max_calls
-    # and it waits no longer than it must: full windows only
-    assert clock.now <= 10.0 * ((calls - 1) // max_calls) + 1e-6
-
-
-def test_limiter_slows_down_when_the_server_counts_other_clients() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(100, 10.0, clock=clock, sleep=clock.sleep)
-    limiter.acquire()
-    limiter.observe(remaining=1, limit=100, per_seconds=10.0)  # someone else used 98
-    limiter.acquire()
-    assert clock.now == 0.0
-    limiter.acquire()  # the window is full: wait for it to roll
-    assert clock.now == pytest.approx(10.0)
 
 
 def test_retrying_retries_transient_and_rate_limited_only() -> None:

@@ -3,8 +3,9 @@
 ``TestHubSpotConformance`` runs the public suite (``bridge.testing.conformance``) with
 ``HubSpotHarness`` as its world, its consent tests on every Marketing Hub tier. The tests
 after it prove what only HubSpot has: the consent path each tier allows, the 10,000-result
-search cap, its rate-limit headers and 5/s search limit, v3's refusal to resubscribe,
-blocklisting by address, exactly-once writes under faults, the error table, the v4 transport
+search cap, its rate-limit headers (one window per app in a process) and 5/s search limit,
+v3's refusal to resubscribe, blocklisting by address, erasure at the fewest calls HubSpot
+allows, exactly-once writes under faults, the error table, the v4 transport
 (with respx), and the lawful-basis vocabularies (property-tested).
 """
 
@@ -16,6 +17,7 @@ import re
 import string
 import unicodedata
 from collections.abc import Hashable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,8 +34,10 @@ from urllib3.exceptions import MaxRetryError, ProtocolError
 
 from bridge.adapters.base import (
     ConsentWrite,
+    ErasureResult,
     ErasureStatus,
     ErasureTarget,
+    Failure,
     LawfulBasisWrite,
     NotFound,
     Permanent,
@@ -64,6 +68,7 @@ from bridge.testing.conformance import (
     Held,
     Holds,
     Person,
+    answered,
     by_id,
     consent_of,
     open_connections,
@@ -81,6 +86,9 @@ from bridge_sandbox.emulators.lawful_bases import (
 )
 
 TOKEN = "test-token"
+# Private apps of their own, for tests of pacing from the published limits: the test app's
+# window in this process (one per app, bridge.adapters.pacing) holds earlier tests' calls.
+APP_TOKENS: dict[Tier, str] = {tier: f"{tier}-app-token" for tier in TIERS}
 PORTAL_ID = 4_242_424  # the Hub ID the adapter links records with
 PURPOSES = (
     Purpose(id="marketing", hubspot_subscription_id="1"),
@@ -233,7 +241,7 @@ def emails_of(contact: dict[str, Any]) -> list[str]:
 def server() -> Iterator[RunningServer]:
     config = HubSpotEmulatorConfig(
         strict_auth=True,
-        access_tokens=[TOKEN],
+        access_tokens=[TOKEN, *APP_TOKENS.values()],
         rate_limits=EMULATOR_LIMITS,
         custom_properties=["notes"],
     )
@@ -478,7 +486,7 @@ def test_full_read_follows_rate_limit_headers_and_receives_no_429(
     # times faster here than in HubSpot's 10 s window: the margin stays what it is there (0.3 s),
     # so that a busy machine's stalls do not count as the adapter's pacing.
     published = HubSpotLimits(min_margin_seconds=0.3)
-    with make_adapter(harness.server.url, limits=published) as adapter:
+    with make_adapter(harness.server.url, APP_TOKENS[tier], limits=published) as adapter:
         records = list(adapter.read())
     assert len(records) == 400
     assert sum(r.opt_out is not None and r.opt_out.email for r in records) == 40
@@ -486,6 +494,31 @@ def test_full_read_follows_rate_limit_headers_and_receives_no_429(
     # read in batch, or (no status shows on the contacts) 40 unsubscribe-all reads one by one.
     consent = 5 if tier == "enterprise" else 40
     assert harness.counters()["total"] == 1 + 4 + consent  # nothing was refused
+
+
+def test_adapters_of_one_app_in_one_process_share_its_window_and_receive_no_429(
+    harness: HubSpotHarness,
+) -> None:
+    """Sync and erasure each build their own adapter; eight threads call through both at
+    once. HubSpot counts the app's calls in one window, and so do they (issue 17)."""
+    limits = RateLimits(burst_max=10, burst_interval_ms=1_000, search_max=100)
+    harness.admin.put("/__emulator/rate-limits", json=limits.model_dump()).raise_for_status()
+    [record_id] = harness.seed([Person("shared@example.com")])
+    harness.admin.delete("/__emulator/counters")
+    pace = HubSpotLimits(burst_max=10, burst_seconds=1.0, min_margin_seconds=0.3)
+    calls = 30
+    with (
+        make_adapter(harness.server.url, limits=pace) as sync,
+        make_adapter(harness.server.url, limits=pace) as erasure,
+        ThreadPoolExecutor(max_workers=8) as pool,
+    ):
+        adapters = [sync, erasure]
+        emails = list(
+            pool.map(lambda i: adapters[i % 2].emails_of(harness.ref(record_id)), range(calls))
+        )
+    assert emails == [["shared@example.com"]] * calls
+    # The emulator counts every call it answers, a 429 too: each read was answered once.
+    assert harness.counters()["total"] == calls
 
 
 def test_incremental_read_keeps_search_under_five_a_second(harness: HubSpotHarness) -> None:
@@ -691,7 +724,7 @@ def test_a_contact_with_three_addresses_is_erased_and_all_three_are_blocklisted(
         [Person("one@example.com", additional_emails=("two@example.com", "three@example.com"))]
     )
     adapter = harness.adapter()
-    targets = adapter.erasure_targets(["Three@example.com", "stranger@example.com"])
+    [targets] = adapter.erasure_targets([["Three@example.com", "stranger@example.com"]])
     assert [(t.id, t.email) for t in targets] == [
         (record_id, "one@example.com"),
         (None, "three@example.com"),
@@ -699,7 +732,10 @@ def test_a_contact_with_three_addresses_is_erased_and_all_three_are_blocklisted(
         (None, "one@example.com"),
         (None, "two@example.com"),
     ]
-    assert {adapter.erase(t, "delete").status for t in targets} == {ErasureStatus.ERASED}
+    results = answered(adapter.erase(targets, "delete"))
+    assert {r.status for r in results} == {ErasureStatus.ERASED}
+    # The contact's deletion blocklisted its primary address: that one needed no call.
+    assert results[3].detail == f"blocklisted by the gdpr-delete of contact {record_id}"
     blocked = {entry["email"] for entry in harness.state()["blocklist"]}
     assert blocked == {
         "one@example.com",
@@ -711,7 +747,120 @@ def test_a_contact_with_three_addresses_is_erased_and_all_three_are_blocklisted(
         "/__emulator/import", json={"contacts": [{"email": "two@example.com"}]}
     )
     assert rejected.json()["rejected"] == [{"email": "two@example.com", "reason": "BLOCKLISTED"}]
-    assert harness.counters()["calls"]["POST /crm/v3/objects/contacts/gdpr-delete"] == 5
+    assert harness.counters()["calls"]["POST /crm/v3/objects/contacts/gdpr-delete"] == 4
+
+
+def test_erasing_many_people_costs_a_gdpr_delete_each_and_a_batch_read_per_hundred(
+    harness: HubSpotHarness,
+) -> None:
+    """The minimum HubSpot allows: gdpr-delete has no batch form, so one per contact; the
+    contacts of everyone are found 100 addresses per read; the contacts' deletions blocklist
+    their addresses, which then need no call of their own. (Calls counted, not paced: the
+    portal's limits are lifted, so a stall of this machine cannot add a retried 429.)"""
+    unlimited = EMULATOR_LIMITS.model_copy(update={"enabled": False})
+    harness.admin.put("/__emulator/rate-limits", json=unlimited.model_dump()).raise_for_status()
+    people = 250
+    emails = [f"person{i}@example.com" for i in range(people)]
+    ids = harness.seed([Person(e) for e in emails])
+    adapter = harness.adapter()
+    found = adapter.erasure_targets([[e] for e in reversed(emails)])
+    assert [[t.id for t in targets] for targets in found] == [[i, None] for i in reversed(ids)]
+    results = answered(adapter.erase([t for targets in found for t in targets], "delete"))
+    assert {r.status for r in results} == {ErasureStatus.ERASED}
+    assert harness.counters()["calls"] == {
+        "POST /crm/v3/objects/contacts/batch/read": math.ceil(people / 100),
+        "POST /crm/v3/objects/contacts/gdpr-delete": people,
+    }
+    state = harness.state()
+    assert state["contacts"] == []
+    assert {e["email"] for e in state["blocklist"]} == set(emails)
+
+
+def test_a_contact_two_people_reach_is_in_both_lists_and_erased_once(
+    harness: HubSpotHarness,
+) -> None:
+    [shared, own] = harness.seed(
+        [
+            Person("family@example.com", additional_emails=("kid@example.com",)),
+            Person("parent@example.com"),
+        ]
+    )
+    adapter = harness.adapter()
+    [kid, parent] = adapter.erasure_targets(
+        [["Kid@example.com"], ["parent@example.com", "family@example.com"]]
+    )
+    assert [t.id for t in kid] == [shared, None, None]
+    assert {t.id for t in parent[:2]} == {shared, own}
+    assert [t.id for t in parent[2:]] == [None, None, None]
+    assert {t.email for t in parent if t.id is None} == {
+        "parent@example.com",
+        "family@example.com",
+        "kid@example.com",
+    }
+    results = answered(adapter.erase([*kid, *parent], "delete"))
+    assert [r.target for r in results] == [*kid, *parent]
+    assert {r.status for r in results} == {ErasureStatus.ERASED}
+    # Two contacts, and the one address that was no deleted contact's primary.
+    assert harness.counters()["calls"]["POST /crm/v3/objects/contacts/gdpr-delete"] == 3
+
+
+def test_a_refusal_every_call_would_share_is_not_sent_again(harness: HubSpotHarness) -> None:
+    """A refused token raises at the first call; the day's quota running out mid-batch is
+    the answer of every target still needing a call, and the targets done keep theirs."""
+    ids = harness.seed([Person(f"p{i}@example.com") for i in range(5)])
+    contacts = [
+        ErasureTarget(HUBSPOT, "contact", i, f"p{n}@example.com") for n, i in enumerate(ids)
+    ]
+    with pytest.raises(Permanent) as login:
+        harness.unauthorised_adapter().erase(contacts, "delete")
+    assert login.value.failure is Failure.CREDENTIALS
+    assert harness.counters()["calls"]["POST /crm/v3/objects/contacts/gdpr-delete"] == 1
+    adapter = harness.adapter()
+    targets = [
+        t
+        for person in adapter.erasure_targets([[f"p{i}@example.com"] for i in range(5)])
+        for t in person
+    ]
+    used = harness.counters()["total"] - 1  # the refused call counted nothing against the day
+    day = EMULATOR_LIMITS.model_copy(update={"daily_max": used + 3})
+    harness.admin.put("/__emulator/rate-limits", json=day.model_dump()).raise_for_status()
+    results = adapter.erase(targets, "delete")
+    erased = [r for r in results if isinstance(r, ErasureResult)]
+    assert [r.target for r in erased] == targets[:6]  # three contacts, with their addresses
+    assert {r.status for r in erased} == {ErasureStatus.ERASED}
+    quota = [r for r in results if isinstance(r, Permanent)]
+    assert quota == results[6:] and {r.code for r in quota} == {"DAILY"}
+    assert harness.counters()["calls"]["POST /crm/v3/objects/contacts/gdpr-delete"] == 1 + 4
+    with pytest.raises(Permanent, match="daily API limit"):
+        adapter.erase(targets[6:], "delete")
+    assert harness.counters()["calls"]["POST /crm/v3/objects/contacts/gdpr-delete"] == 1 + 5
+
+
+def test_a_target_hubspot_refuses_alone_gets_its_error_and_the_rest_are_erased(
+    harness: HubSpotHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = harness.seed([Person(f"p{i}@example.com") for i in range(3)])
+    adapter = harness.adapter()
+    basic = adapter._t.basic  # HubSpot's own refusal of one input, in the SDK's shape
+    purge = basic.purge_with_http_info
+
+    def refuse_the_second(request: Any, **options: Any) -> Any:
+        if request.object_id == ids[1]:
+            refusal = ContactsApiException(status=400, reason="Bad Request")
+            refusal.body = json.dumps(
+                {"category": "VALIDATION_ERROR", "message": "p1@example.com?"}
+            )
+            raise refusal
+        return purge(request, **options)
+
+    monkeypatch.setattr(basic, "purge_with_http_info", refuse_the_second)
+    contacts = [ErasureTarget(HUBSPOT, "contact", i) for i in ids]
+    [first, refused, third] = adapter.erase(contacts, "delete")
+    assert isinstance(first, ErasureResult) and isinstance(third, ErasureResult)
+    assert first.status is third.status is ErasureStatus.ERASED
+    assert isinstance(refused, Permanent) and refused.code == "VALIDATION_ERROR"
+    assert "p1@example.com" not in str(refused)
+    assert [c["id"] for c in harness.state()["contacts"]] == [ids[1]]
 
 
 def test_anonymised_contact_gets_placeholders_hubspot_accepts(harness: HubSpotHarness) -> None:
@@ -725,9 +874,8 @@ def test_anonymised_contact_gets_placeholders_hubspot_accepts(harness: HubSpotHa
         ]
     )
     adapter = harness.adapter()
-    results = [
-        adapter.erase(t, "anonymize") for t in adapter.erasure_targets(["hidden@example.com"])
-    ]
+    [targets] = adapter.erasure_targets([["hidden@example.com"]])
+    results = answered(adapter.erase(targets, "anonymize"))
     assert [r.status for r in results] == [
         ErasureStatus.ANONYMIZED,
         ErasureStatus.ERASED,
@@ -771,7 +919,8 @@ def anonymise_customer(harness: HubSpotHarness, adapter: HubSpotAdapter) -> dict
     """Anonymise the seeded customer by id; its properties afterwards."""
     record_id = seed_customer(harness)
     target = ErasureTarget(HUBSPOT, "contact", record_id, "customer@example.com")
-    assert adapter.erase(target, "anonymize").status is ErasureStatus.ANONYMIZED
+    [result] = answered(adapter.erase([target], "anonymize"))
+    assert result.status is ErasureStatus.ANONYMIZED
     [contact] = harness.state()["contacts"]
     properties: dict[str, Any] = contact["properties"]
     return properties

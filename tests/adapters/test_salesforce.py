@@ -38,6 +38,7 @@ from bridge.adapters.base import (
     ErasureResult,
     ErasureStatus,
     ErasureTarget,
+    Failure,
     LawfulBasisWrite,
     NotFound,
     Permanent,
@@ -82,7 +83,9 @@ from bridge.testing.conformance import (
     Held,
     Holds,
     Person,
+    answered,
     open_connections,
+    statuses_of,
 )
 from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
 from bridge_sandbox.emulators.lawful_bases import SALESFORCE_LEGAL_BASIS as LEGAL_BASIS_NAMES
@@ -522,8 +525,8 @@ def test_people_across_leads_contacts_and_cases_are_found_and_linked(
     [subject] = link_subjects(b"k" * 32, found)
     assert len(subject.records) == 3
     assert [r.id for r in adapter.find_by_emails(["o'brien@example.com"])] == [quoted]
-    targets = {t.id for t in adapter.erasure_targets(["pat@example.com"])}
-    assert targets == {*pat, lead, converted}
+    [targets] = adapter.erasure_targets([["pat@example.com"]])
+    assert {t.id for t in targets} == {*pat, lead, converted}
     assert converted in json.dumps(adapter.export(["pat@example.com"]))
 
 
@@ -948,7 +951,7 @@ def test_the_error_table_maps_salesforce_answers() -> None:
     assert classify(ERRORS, 401, "INVALID_SESSION_ID") is Permanent
 
 
-def answered(counters: dict[str, Any], route: str) -> int:
+def answered_calls(counters: dict[str, Any], route: str) -> int:
     """Calls on matching routes that reached the emulator's logic: all of them, less the
     ones it failed on purpose (faults only ever hit the routes under test)."""
     assert counters["injected"], "no fault was injected"
@@ -976,7 +979,7 @@ def test_reads_each_record_once_and_writes_each_batch_once_under_20_percent_faul
     # Every page fetched once: 3 of Contacts, one of each other object, and the org's three
     # describes. (A call the emulator fails is counted too, as is one it drops, under a key of
     # its own.)
-    assert answered(harness.counters(), "GET ") == 4 + 2 + 3
+    assert answered_calls(harness.counters(), "GET ") == 4 + 2 + 3
     harness.reset_counters()
     harness.admin.put(
         "/__emulator/faults",
@@ -998,7 +1001,7 @@ def test_reads_each_record_once_and_writes_each_batch_once_under_20_percent_faul
     ]
     assert {o.status for o in adapter.write_consents(writes)} == {WriteStatus.DONE}
     # Individuals created, Contacts linked, consent rows created: two batches of 200 each.
-    assert answered(harness.counters(), "composite/sobjects") == 6
+    assert answered_calls(harness.counters(), "composite/sobjects") == 6
     harness.set_faults(None)
     assert len(harness.rows("Individual")) == 300 == len(harness.rows("ContactPointTypeConsent"))
     assert len({r["IndividualId"] for r in harness.rows("Contact") if r["IndividualId"]}) == 300
@@ -1125,14 +1128,14 @@ def seed_person(harness: SalesforceHarness) -> list[str]:
 
 def erase_all(adapter: SalesforceAdapter) -> list[ErasureResult]:
     """Erase (delete) the seeded person, reached by the further address only."""
-    targets = adapter.erasure_targets(["alias@example.com"])
+    [targets] = adapter.erasure_targets([["alias@example.com"]])
     assert [t.object_type for t in targets] == [
         "contact_point_type_consent",
         "contact_point_email",
         "contact",
         "individual",
     ]
-    return [adapter.erase(t, "delete") for t in targets]
+    return answered(adapter.erase(targets, "delete"))
 
 
 def test_erasure_with_hard_delete_never_passes_the_recycle_bin(harness: SalesforceHarness) -> None:
@@ -1154,8 +1157,8 @@ def test_erasure_without_hard_delete_empties_the_recycle_bin(harness: Salesforce
     state = harness.state()
     assert state["recycle_bin"] == [] and len(state["hard_deleted"]) == 4
     assert harness.calls()["POST /services/data/v{version}/jobs/ingest"] == 1  # tried once
-    again = [adapter.erase(r.target, "delete") for r in results]
-    assert {r.status for r in again} == {ErasureStatus.ALREADY_GONE}
+    again = statuses_of(adapter.erase([r.target for r in results], "delete"))
+    assert set(again) == {ErasureStatus.ALREADY_GONE}
 
 
 def test_erasure_without_any_purge_says_the_rows_sit_in_the_recycle_bin(
@@ -1167,6 +1170,130 @@ def test_erasure_without_any_purge_says_the_rows_sit_in_the_recycle_bin(
     assert all("recycle bin for 15 days" in r.detail for r in results)
     assert len(harness.state()["recycle_bin"]) == 4
     assert harness.held("gone@example.com").record_ids == frozenset()
+
+
+INGEST = "POST /services/data/v{version}/jobs/ingest"
+INGEST_RESULTS = "GET /services/data/v{version}/jobs/ingest/{job_id}/{results}"
+COLLECTIONS_DELETE = "DELETE /services/data/v{version}/composite/sobjects"
+JOB_POLLS = "GET /services/data/*/jobs/ingest/*"  # a fault pattern: the real path
+
+
+def crowd(harness: SalesforceHarness, count: int) -> list[list[str]]:
+    """``count`` people as ``seed_person`` seeds one (a Contact, an Individual, a further
+    address, a consent row): four rows each. Their addresses, a list per person."""
+    harness.seed(
+        [
+            Person(
+                f"crowd{n}@example.com",
+                additional_emails=(f"alias{n}@example.com",),
+                consents={"marketing": ConsentStatus.GRANTED},
+            )
+            for n in range(count)
+        ]
+    )
+    return [[f"crowd{n}@example.com"] for n in range(count)]
+
+
+def test_many_people_are_found_together_and_erased_with_one_bulk_job_per_object(
+    harness: SalesforceHarness,
+) -> None:
+    people = crowd(harness, 30)
+    harness.seed([Person("spared@example.com")])
+    harness.settings(hard_delete_permission=True)
+    adapter = harness.adapter()
+    found = adapter.erasure_targets([*people, ["ALIAS0@example.com"]])
+    assert harness.calls()[QUERY] == 3 + 5, "by address, then by Individual: not per person"
+    assert [len(targets) for targets in found] == [4] * 31
+    assert found[-1] == found[0], "the same person by another address: the same rows"
+    mixed = [t for targets in reversed(found) for t in targets]
+    harness.reset_counters()
+    results = answered(adapter.erase(mixed, "delete"))
+    assert [r.target for r in results] == mixed
+    assert {r.status for r in results} == {ErasureStatus.ERASED}
+    calls = harness.calls()
+    # Consent rows, contact points, Contacts, Individuals (no Leads): a job each, and each
+    # job five calls (create, upload, close, poll, read the counts), whatever the rows.
+    assert calls[INGEST] == 4 and sum(calls.values()) == 4 * 5
+    gone = [row["type"] for row in harness.state()["hard_deleted"]]
+    assert gone == [
+        *["ContactPointTypeConsent"] * 30,
+        *["ContactPointEmail"] * 30,
+        *["Contact"] * 30,
+        *["Individual"] * 30,
+    ], "in reference order, whatever the order given"
+    assert harness.held("spared@example.com").record_ids
+    assert harness.state()["recycle_bin"] == []
+
+
+def test_a_row_refused_in_a_bulk_job_fails_alone(harness: SalesforceHarness) -> None:
+    """A Contact shared with the integration user Read/Write, not Full Access: Salesforce
+    refuses to delete it, in the job's failed results; its neighbours are erased."""
+    ids = harness.insert(contacts(3))
+    harness.settings(hard_delete_permission=True, undeletable_ids=[ids[1]])
+    adapter = harness.adapter()
+    [targets] = adapter.erasure_targets([[f"person{n}@example.com" for n in range(3)]])
+    harness.reset_counters()
+    answers = dict(zip([t.id for t in targets], adapter.erase(targets, "delete"), strict=True))
+    refused = answers.pop(ids[1])
+    assert isinstance(refused, Permanent) and refused.code == "INSUFFICIENT_ACCESS_OR_READONLY"
+    assert refused.failure is Failure.PERMISSION and "person1" not in str(refused)
+    assert set(statuses_of(list(answers.values()))) == {ErasureStatus.ERASED}
+    calls = harness.calls()
+    assert (calls[INGEST], calls[INGEST_RESULTS]) == (1, 1)
+    assert [row["Id"] for row in harness.rows("Contact")] == [ids[1]]
+
+
+def test_without_hard_delete_rows_are_deleted_and_purged_200_per_call(
+    harness: SalesforceHarness,
+) -> None:
+    ids = harness.insert(contacts(250))
+    [binned] = harness.insert([contacts(1, "binned")[0] | {"IsDeleted": True}])
+    harness.settings(undeletable_ids=[ids[7]])
+    adapter = harness.adapter()
+    people = [[f"person{n}@example.com"] for n in range(250)]
+    targets = [t for found in adapter.erasure_targets(people) for t in found]
+    targets.append(ErasureTarget(SALESFORCE, ObjectType.CONTACT.value, binned))
+    harness.reset_counters()
+    answers = dict(zip([t.id for t in targets], adapter.erase(targets, "delete"), strict=True))
+    calls = harness.calls()
+    assert calls[INGEST] == 1, "refused for want of the permission, and not asked again"
+    assert calls[COLLECTIONS_DELETE] == 2, "251 rows: 200 and 51"
+    assert calls[SOAP_LOGIN] == 2, "emptyRecycleBin of 250 rows: 200 and 50"
+    refused = answers.pop(ids[7])
+    assert isinstance(refused, Permanent) and refused.code == "INSUFFICIENT_ACCESS_OR_READONLY"
+    erased = answered(list(answers.values()))
+    assert {(r.status, r.detail) for r in erased} == {
+        (ErasureStatus.ERASED, "deleted, then purged from the recycle bin")
+    }
+    state = harness.state()
+    assert state["recycle_bin"] == [] and len(state["hard_deleted"]) == 250
+    assert [row["Id"] for row in harness.rows("Contact")] == [ids[7]]
+
+
+def test_a_rerun_after_the_bulk_job_ran_answers_already_gone(harness: SalesforceHarness) -> None:
+    """The process dies while it polls its first job: the job has run, its answer never came
+    back. The re-run sends the same ids again; what the job erased answers as gone."""
+    people = crowd(harness, 5)
+    harness.settings(hard_delete_permission=True)
+    targets = [t for found in harness.adapter().erasure_targets(people) for t in found]
+    faults = {"drop_rate": 1.0, "endpoints": [JOB_POLLS]}
+    harness.admin.put("/__emulator/faults", json=faults).raise_for_status()
+    with pytest.raises(Transient):
+        harness.adapter(attempts=1).erase(targets, "delete")
+    harness.set_faults(None)
+    assert {row["type"] for row in harness.state()["hard_deleted"]} == {"ContactPointTypeConsent"}
+    rerun = answered(harness.adapter().erase(targets, "delete"))
+    assert {r.target.object_type: r.status for r in rerun} == {
+        "contact_point_type_consent": ErasureStatus.ALREADY_GONE,
+        "contact_point_email": ErasureStatus.ERASED,
+        "contact": ErasureStatus.ERASED,
+        "individual": ErasureStatus.ERASED,
+    }
+    harness.reset_counters()
+    again = statuses_of(harness.adapter().erase(targets, "delete"))
+    assert set(again) == {ErasureStatus.ALREADY_GONE} and len(again) == 20
+    calls = harness.calls()
+    assert (calls[INGEST], calls[INGEST_RESULTS]) == (4, 4), "still a job per object"
 
 
 def test_anonymisation_writes_placeholders_salesforce_accepts(harness: SalesforceHarness) -> None:
@@ -1183,8 +1310,8 @@ def test_anonymisation_writes_placeholders_salesforce_accepts(harness: Salesforc
         ]
     )
     adapter = harness.adapter()
-    targets = adapter.erasure_targets(["alias@example.com"])
-    results = {t.id: adapter.erase(t, "anonymize") for t in targets}
+    [targets] = adapter.erasure_targets([["alias@example.com"]])
+    results = {r.target.id: r for r in answered(adapter.erase(targets, "anonymize"))}
     assert results[converted].status is ErasureStatus.ERASED
     assert "converted lead" in results[converted].detail
     assert {r.status for i, r in results.items() if i != converted} == {ErasureStatus.ANONYMIZED}
@@ -1196,8 +1323,8 @@ def test_anonymisation_writes_placeholders_salesforce_accepts(harness: Salesforc
     assert "Brien" not in json.dumps(harness.everything())
     assert adapter.find_by_emails(["gone@example.com", "alias@example.com"]) == []
     # Idempotent: a second pass writes the same values.
-    [again] = [t for t in targets if t.id == contact]
-    assert adapter.erase(again, "anonymize").status is ErasureStatus.ANONYMIZED
+    again = [t for t in targets if t.id == contact]
+    assert statuses_of(adapter.erase(again, "anonymize")) == [ErasureStatus.ANONYMIZED]
     [after] = [r for r in harness.rows("Contact") if r["Id"] == contact]
     stamps = ("LastModifiedDate", "SystemModstamp")
     assert {k: v for k, v in after.items() if k not in stamps} == {
@@ -1231,7 +1358,7 @@ def anonymise_lead(harness: SalesforceHarness, adapter: SalesforceAdapter) -> di
     harness.admin.post("/__emulator/fields", json=field).raise_for_status()
     [lead] = harness.insert([LEAD])
     target = ErasureTarget(SALESFORCE, ObjectType.LEAD.value, lead)
-    assert adapter.erase(target, "anonymize").status is ErasureStatus.ANONYMIZED
+    assert statuses_of(adapter.erase([target], "anonymize")) == [ErasureStatus.ANONYMIZED]
     [row] = harness.rows("Lead")
     return row
 
@@ -1530,9 +1657,9 @@ def test_a_basic_org_is_read_written_and_erased_through_contacts_and_leads_alone
     assert {u.sobject for u in adapter.field_usage()} == {"Contact", "Lead"}
     exported = adapter.export(["ada@example.com"])["records"]
     assert {name: len(rows) for name, rows in exported.items()} == {"Contact": 1, "Lead": 1}
-    targets = adapter.erasure_targets(["ada@example.com"])
+    [targets] = adapter.erasure_targets([["ada@example.com"]])
     assert sorted(t.object_type for t in targets) == ["contact", "lead"]
-    assert {adapter.erase(t, "delete").status for t in targets} == {ErasureStatus.ERASED}
+    assert set(statuses_of(adapter.erase(targets, "delete"))) == {ErasureStatus.ERASED}
     # Asked of Contacts and Leads only (getDeleted covers whole minutes, up to the last one).
     deleted = adapter.read_deleted(datetime.now(UTC) - timedelta(hours=1))
     assert {d.record.id for d in deleted} <= {contact, lead}

@@ -59,14 +59,7 @@ def seed_people(crms: Crms, people: list[str]) -> None:
     crms.salesforce.patch(
         "/__emulator/settings", json={"daily_api_limit": 1_000_000}
     ).raise_for_status()
-    crms.hubspot.post(
-        "/__emulator/seed", json={"contacts": [{"email": e, "firstname": "P"} for e in people]}
-    ).raise_for_status()
-    crms.salesforce.post(
-        "/__emulator/records",
-        json={"records": [{"attributes": {"type": "Contact"}, "LastName": "P", "Email": e}
-                          for e in people]},
-    ).raise_for_status()  # fmt: skip
+    crms.seed_people(people, name="P")
 
 
 @pytest.fixture
@@ -109,8 +102,9 @@ def test_daemon_serves_and_exits_0_on_sigterm_finishing_the_step_under_way(
     assert time.monotonic() - began < 30
 
     steps = [s for r in request_ids for s in rows.steps(store, r)]
-    assert [s for s in steps if s["status"] == "processing"] == []  # finished or released
-    assert any(s["status"] == "pending" for s in steps)  # it stopped early: work was left
+    assert [s for s in steps if s["status"] == "processing"] == []  # the batch finished
+    # It stopped early: work was left (the verification at least, which the next run does).
+    assert {r["status"] for r in rows.requests(store)} == {"planned"}
     log = next(cli.cwd.glob("run-*.log")).read_text()
     assert '"daemon.stopped"' in log
     store.dispose()
@@ -264,17 +258,16 @@ def test_daemons_share_erasures_and_survive_leader_kill(
         assert daemons[port].wait(timeout=30) == 0
 
     # No step ran twice. A step runs again only when its lease expired, and leases expire
-    # only on the steps the killed instance held: those are among `in_flight`, all from the
-    # one request it was running (its erasure job runs one request at a time). Such a retry
-    # either finds the record already gone (the killed call had reached the vendor) or
-    # erases it (it had not), so it adds at most one vendor call per retried step, and a
-    # record is erased once either way. Any other double run shows as a second attempt
-    # outside `in_flight`, or as more vendor calls than steps plus retries.
+    # only on the steps the killed instance held: those are among `in_flight` (the batches it
+    # was running, of several requests). Such a retry either finds the record already gone
+    # (the killed call had reached the vendor) or erases it (it had not), so it adds at most
+    # one vendor call per retried step, and a record is erased once either way. Any other
+    # double run shows as a second attempt outside `in_flight`, or as more vendor calls than
+    # steps plus retries.
     steps = [s for r in request_ids for s in rows.steps(store, r)]
     assert {s["status"] for s in steps} == {"done"}
     retried = [s for s in steps if s["attempts"] > 1]
     assert {s["id"] for s in retried} <= in_flight
-    assert len({s["request_id"] for s in retried}) <= 1
     assert all(s["attempts"] == 2 for s in retried)
     assert all(s["outcome"] == "erased" for s in steps if s["attempts"] == 1)
     assert all(s["outcome"] in ("erased", "already_gone") for s in retried)
@@ -284,10 +277,11 @@ def test_daemons_share_erasures_and_survive_leader_kill(
     assert per_system == {"hubspot": 2 * len(PEOPLE), "salesforce": len(PEOPLE)}
     hubspot = crms.hubspot.get("/__emulator/counters").json()["calls"]
     salesforce = crms.salesforce.get("/__emulator/counters").json()["calls"]
-    assert per_system["hubspot"] <= hubspot[GDPR_DELETE]
+    # A gdpr-delete per contact at least (its address is blocklisted with it, in one call).
+    assert len(PEOPLE) <= hubspot[GDPR_DELETE]
     assert hubspot[GDPR_DELETE] <= per_system["hubspot"] + retried_per_system["hubspot"]
-    assert per_system["salesforce"] <= salesforce[SF_DELETE]
-    assert salesforce[SF_DELETE] <= per_system["salesforce"] + retried_per_system["salesforce"]
+    # Collections deletes carry up to 200 rows: a call per batch, not per row.
+    assert 1 <= salesforce[SF_DELETE] <= 1 + len(retried) + instances
 
     # Each request completed once, and everyone is gone from both systems.
     completions = Counter(

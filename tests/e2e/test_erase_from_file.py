@@ -1,6 +1,7 @@
-"""`bridge erase --from-file`: a list of people, one address a line, erased in both emulators
-and verified, each with its receipt. Fifty people keep the suite's time modest while erasure
-runs one person at a time; bench/erasure.py measures the large lists."""
+"""`bridge erase --from-file`: a list of people as people keep them (blank lines, odd case,
+one twice), erased in both emulators and verified, each with its receipt, and no address
+left in any file. test_erasure_at_scale.py erases 500 within the call budget; bench/erasure.py
+measures large lists."""
 
 from __future__ import annotations
 
@@ -19,14 +20,7 @@ PEOPLE = [f"listed{n:03d}@example.com" for n in range(50)]
 def test_erase_from_file_erases_and_verifies_every_person_in_both_crms(
     cli: BridgeCli, crms: Crms
 ) -> None:
-    crms.hubspot.post(
-        "/__emulator/seed", json={"contacts": [{"email": e, "firstname": "L"} for e in PEOPLE]}
-    ).raise_for_status()
-    crms.salesforce.post(
-        "/__emulator/records",
-        json={"records": [{"attributes": {"type": "Contact"}, "LastName": "L", "Email": e}
-                          for e in PEOPLE]},
-    ).raise_for_status()  # fmt: skip
+    crms.seed_people(PEOPLE, name="L")
     # As people keep lists: a header-less column, blank lines, odd case, one person twice.
     lines = [*PEOPLE[:25], "", PEOPLE[25].upper(), *PEOPLE[26:], f"  {PEOPLE[0]}  "]
     (cli.cwd / "people.txt").write_text("\n".join(lines) + "\n")

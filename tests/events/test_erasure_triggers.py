@@ -130,7 +130,7 @@ def test_a_hubspot_privacy_deletion_erases_the_person_in_salesforce_once(
     erasure = service(crms, store)
     Watch(store, PSEUDONYM_KEY.encode()).scan(erasure.adapters)  # the bridge has seen Cy
     hubspot = erasure.adapters[HUBSPOT]
-    hubspot.erase(ErasureTarget(HUBSPOT, "contact", contact), "delete")  # in HubSpot
+    hubspot.erase([ErasureTarget(HUBSPOT, "contact", contact)], "delete")  # in HubSpot
 
     classified = [("contact.privacyDeletion", "deletion"), ("contact.deletion", "other")]
     for event_type, kind in [*classified, classified[0]]:  # as the receiver stores them

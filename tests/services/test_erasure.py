@@ -134,9 +134,9 @@ def test_an_erasure_with_one_system_down_completes_later_and_shows_overdue(
         clock=lambda: datetime.now(UTC) + offset[0],
     )
     request_id = erasure.submit([ANN], "delete", None, "cli")
-    erasure.plan(request_id)
+    erasure.plan([request_id])
     crms.salesforce.put("/__emulator/faults", json={"error_rate": 1.0}).raise_for_status()
-    view = erasure.run(request_id, wait_seconds=0.5)
+    view = erasure.run(request_id, wait_seconds=5)
     assert view["status"] != COMPLETED
     assert view["failures"]  # Salesforce steps dead-lettered, with the vendor's reason
     assert "hubspot" in view["systems"]

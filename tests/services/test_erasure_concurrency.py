@@ -7,13 +7,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from bridge import audit
+from bridge.adapters.base import ErasureMode, ErasureTarget
 from bridge.adapters.hubspot import HUBSPOT
 from bridge.adapters.salesforce import SALESFORCE
 from bridge.services.erasure import COMPLETED, PLANNED, Erasure
@@ -118,29 +119,32 @@ def test_a_plan_racing_a_completion_leaves_the_request_completed(crms: Crms, sto
 
 
 @ONE_DATABASE
-def test_a_stopped_run_releases_the_steps_it_had_not_started(crms: Crms, store: Store) -> None:
+def test_a_stopped_run_finishes_the_batch_under_way_and_starts_no_other(
+    crms: Crms, store: Store
+) -> None:
     seed_ann(crms)
     erasure = service(crms, store)
     request_id = erasure.submit([ANN], "delete", None, "cli")
-    erasure.plan(request_id)
+    erasure.plan([request_id])
     stop = threading.Event()
     hubspot = erasure.adapters[HUBSPOT]
-    erasure.adapters[HUBSPOT] = Hooked(hubspot, "erase", stop.set)  # SIGTERM, mid-step
+    hubspot.erase_batch = 1  # type: ignore[misc]  # one HubSpot step per batch
+    erasure.adapters[HUBSPOT] = Hooked(hubspot, "erase", stop.set)  # SIGTERM, mid-batch
     crms.hubspot.delete("/__emulator/counters").raise_for_status()
 
     view = erasure.run(request_id, stop=stop)
     assert view["status"] == PLANNED  # open: the daemon's next run carries on
     steps = rows.steps(store, request_id)
-    done = [s for s in steps if s["status"] == "done"]
-    assert len(done) == 1  # the step under way finished
-    released = [s for s in steps if s["status"] != "done"]
-    assert released and {(s["status"], s["attempts"], s["available_at"]) for s in released} == {
+    hubspot_steps = [s for s in steps if s["system"] == HUBSPOT]
+    assert [s["status"] for s in hubspot_steps[:1]] == ["done"]  # the batch under way finished
+    unstarted = hubspot_steps[1:]
+    assert unstarted and {(s["status"], s["attempts"], s["available_at"]) for s in unstarted} == {
         ("pending", 0, None)
-    }  # back in the queue at once, the unstarted claim not counted as an attempt
+    }  # never claimed: no batch starts once stopping
+    assert {s["status"] for s in steps if s["system"] == SALESFORCE} == {"done"}  # side by side
 
     erasure.adapters[HUBSPOT] = hubspot
     assert erasure.run(request_id)["status"] == COMPLETED
-    hubspot_steps = [s for s in rows.steps(store, request_id) if s["system"] == "hubspot"]
     calls = crms.hubspot.get("/__emulator/counters").json()["calls"]
     assert calls[GDPR_DELETE] == len(hubspot_steps)  # no step ran twice
     assert_completed_once(store, request_id)
@@ -153,26 +157,29 @@ def test_an_instance_that_saw_steps_pending_never_reopens_a_completed_request(
     seed_ann(crms)
     first = service(crms, store)
     request_id = first.submit([ANN], "delete", None, "cli")
-    first.plan(request_id)
+    first.plan([request_id])
     now = datetime.now(UTC)
     lease = (now + timedelta(seconds=30)).isoformat()
-    assert rows.claim_steps(store, request_id, now.isoformat(), lease, 50)  # held elsewhere
+    for system in (HUBSPOT, SALESFORCE):  # held elsewhere
+        assert rows.claim_steps(store, [request_id], system, now.isoformat(), lease, 50)
     # An instance whose clock is past those leases (as if they had expired) will complete it.
     later = service(crms, store, clock=lambda: datetime.now(UTC) + timedelta(hours=1))
-    real_steps = rows.steps
+    real_open_steps = rows.open_steps
 
-    def steps_then_completed_elsewhere(store_: Store, request: str) -> list[dict[str, Any]]:
-        """The second instance reads the steps (pending: claimed elsewhere); right then the
+    def open_steps_then_completed_elsewhere(
+        store_: Store, requests: list[str]
+    ) -> dict[str, list[str | None]]:
+        """The second instance sees the steps pending (claimed elsewhere); right then the
         holder completes the request."""
-        seen = real_steps(store_, request)
-        monkeypatch.setattr(rows, "steps", real_steps)
+        seen = real_open_steps(store_, requests)
+        monkeypatch.setattr(rows, "open_steps", real_open_steps)
         assert later.run(request_id)["status"] == COMPLETED
         return seen
 
-    monkeypatch.setattr(rows, "steps", steps_then_completed_elsewhere)
+    monkeypatch.setattr(rows, "open_steps", open_steps_then_completed_elsewhere)
     view = service(crms, store).run(request_id, wait_seconds=0)
 
-    assert rows.steps is real_steps  # the race happened
+    assert rows.open_steps is real_open_steps  # the race happened
     assert view["status"] == COMPLETED  # not set back to planned by the instance that looked
     assert_completed_once(store, request_id)
 
@@ -184,25 +191,36 @@ def test_an_instance_whose_lease_ran_out_starts_none_of_the_steps_taken_over(
     seed_ann(crms)
     slow = service(crms, store)
     request_id = slow.submit([ANN], "delete", None, "cli")
-    slow.plan(request_id)
+    slow.plan([request_id])
     # An instance whose clock is past the slow one's leases takes every step over while the
-    # slow one is inside its first step, and runs the request to the end.
+    # slow one is inside its first HubSpot batch (of one step), and runs the request to the end.
     later = service(crms, store, clock=lambda: datetime.now(UTC) + timedelta(hours=1))
     hubspot = slow.adapters[HUBSPOT]
+    hubspot.erase_batch = 1  # type: ignore[misc]
+    sent: list[int] = []
+    erase = hubspot.erase
+
+    def counted(targets: Sequence[ErasureTarget], mode: ErasureMode) -> Any:
+        sent.append(len(targets))
+        return erase(targets, mode)
+
+    hubspot.erase = counted  # type: ignore[method-assign]
     slow.adapters[HUBSPOT] = Hooked(hubspot, "erase", lambda: later.run(request_id))
-    crms.hubspot.delete("/__emulator/counters").raise_for_status()
 
     assert slow.run(request_id)["status"] == COMPLETED
 
     steps = rows.steps(store, request_id)
-    assert {s["attempts"] for s in steps} == {2}  # every step was claimed by the later one
+    # Every step was claimed by the later one: the slow one's claims (its first HubSpot
+    # batch, every Salesforce step) a second time.
+    first, *rest = [s["attempts"] for s in steps if s["system"] == HUBSPOT]
+    assert (first, set(rest)) == (2, {1})
+    assert {s["attempts"] for s in steps if s["system"] == SALESFORCE} == {2}
+    # The batch under way when its lease was lost ran again (nothing can stop a call in
+    # flight; erasing twice is harmless), but only the later instance settled and audited it,
+    # and the slow one started no other HubSpot batch.
+    assert sent == [1]
     step_events = [e for e in audit.events(store) if e["action"] == "erasure.step"]
-    # The step under way when its lease was lost ran twice (nothing can stop a call in
-    # flight; erasing twice is harmless); the slow instance started none of the others.
-    assert len(step_events) == len(steps) + 1
-    hubspot_steps = sum(s["system"] == "hubspot" for s in steps)
-    calls = crms.hubspot.get("/__emulator/counters").json()["calls"]
-    assert calls[GDPR_DELETE] == hubspot_steps + 1
+    assert len(step_events) == len(steps)
     assert_completed_once(store, request_id)
 
 
@@ -210,19 +228,12 @@ PEOPLE = [f"drain{n:02d}@example.com" for n in range(6)]
 
 
 def test_instances_draining_side_by_side_run_each_step_once(crms: Crms, store: Store) -> None:
-    crms.hubspot.post(
-        "/__emulator/seed", json={"contacts": [{"email": e, "firstname": "D"} for e in PEOPLE]}
-    ).raise_for_status()
-    crms.salesforce.post(
-        "/__emulator/records",
-        json={"records": [{"attributes": {"type": "Contact"}, "LastName": "D", "Email": e}
-                          for e in PEOPLE]},
-    ).raise_for_status()  # fmt: skip
+    crms.seed_people(PEOPLE, name="D")
     instances = [service(crms, store) for _ in range(3)]
     request_ids = []
     for email in PEOPLE:
         request_id = instances[0].submit([email], "delete", None, "cli")
-        instances[0].plan(request_id)
+        instances[0].plan([request_id])
         request_ids.append(request_id)
     for admin in (crms.hubspot, crms.salesforce):
         admin.delete("/__emulator/counters").raise_for_status()
@@ -252,5 +263,8 @@ def test_instances_draining_side_by_side_run_each_step_once(crms: Crms, store: S
     by_system = Counter(s["system"] for s in steps)
     hubspot = crms.hubspot.get("/__emulator/counters").json()["calls"]
     salesforce = crms.salesforce.get("/__emulator/counters").json()["calls"]
-    assert hubspot[GDPR_DELETE] == by_system["hubspot"] == 2 * len(PEOPLE)  # contact, address
-    assert salesforce[SF_DELETE] == by_system["salesforce"] == len(PEOPLE)
+    assert by_system["hubspot"] == 2 * len(PEOPLE)  # contact, address
+    # A contact's address is blocklisted by the contact's gdpr-delete in the same batch.
+    assert hubspot[GDPR_DELETE] == len(PEOPLE)
+    assert by_system["salesforce"] == len(PEOPLE)
+    assert salesforce[SF_DELETE] == 1  # one batch of them all, by the instance that claimed it

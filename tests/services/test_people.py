@@ -66,7 +66,7 @@ def test_sync_and_erasure_reach_the_same_records_through_secondary_addresses(
     ada = seed_chain(crms)
     erasure = service(crms, store)
     request_id = erasure.submit([ADA], "delete", None, "cli")
-    erasure.plan(request_id)
+    erasure.plan([request_id])
     erased = {
         (s["system"], s["object_type"], s["record_id"])
         for s in rows.steps(store, request_id)
@@ -102,7 +102,7 @@ def test_a_chain_past_the_lookup_bound_stops_erasure_and_is_flagged_by_the_sync(
     assert "@" not in str(refused.value)  # the message names no address
     request_id = erasure.submit([ADA], "delete", None, "cli")
     with pytest.raises(LookupBoundReached):
-        erasure.plan(request_id)
+        erasure.plan([request_id])
     assert rows.steps(store, request_id) == []  # nothing planned from a partial person
 
     with structlog.testing.capture_logs() as logs:

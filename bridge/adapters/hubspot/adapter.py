@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -38,6 +38,7 @@ from bridge.adapters.base import (
     ErasureResult,
     ErasureStatus,
     ErasureTarget,
+    Failure,
     LawfulBasisWrite,
     NotFound,
     ObjectUsage,
@@ -62,6 +63,7 @@ from bridge.adapters.hubspot.preferences import (
 from bridge.adapters.hubspot.settings import DUE_PROPERTY, KEEP_ON_ANONYMIZE, HubSpotSettings
 from bridge.adapters.hubspot.transport import (
     BATCH,
+    DAILY,
     HubSpotLimits,
     MissingScopes,
     Transport,
@@ -79,6 +81,7 @@ from bridge.model import CrmRecord, LawfulBasis, ObjectType, Purpose, RelatedRec
 OBJECT_TYPE = ObjectType.CONTACT.value
 SEARCH_PAGE = 200
 SEARCH_GROUPS = 5  # filter groups per search: additional addresses looked up per call
+ERASE_SECONDS = 10  # how long one erase call should take at HubSpot's pace (``erase_batch``)
 EMAIL = "email"
 ADDITIONAL = "hs_additional_emails"
 LEGAL_BASIS = "hs_legal_basis"
@@ -103,6 +106,8 @@ RECTIFIABLE = {
 MAX_VALUE = 65_536  # HubSpot's limit on a text property value, in characters
 UNDATED_OPT_OUT: Status = {"wideStatusType": "PORTAL_WIDE", "status": "UNSUBSCRIBED"}
 DEFINITIONS = "/communication-preferences/v3/definitions"
+# Failures no other target of a batch would escape (with a 429 ``DAILY``): ``_stops_all``.
+_ACCOUNT_WIDE = frozenset({Failure.CREDENTIALS, Failure.PERMISSION, Failure.UNAVAILABLE})
 
 
 def _next_page(page: Any) -> str | None:
@@ -211,6 +216,20 @@ def _refusals(errors: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
     return found
 
 
+def _stops_all(error: AdapterError) -> bool:
+    """Whether every later call of a batch would fail the same way: a refused token, a
+    missing scope, HubSpot unreachable after the retries, or the day's quota used up."""
+    return error.failure in _ACCOUNT_WIDE or error.code == DAILY
+
+
+def _answering(
+    answer: ErasureResult | AdapterError, target: ErasureTarget
+) -> ErasureResult | AdapterError:
+    """The answer already given to an equal target (the same contact or address), as this
+    target's own."""
+    return replace(answer, target=target) if isinstance(answer, ErasureResult) else answer
+
+
 @dataclass(frozen=True)
 class _Contact:
     """A contact as the CRM API returns it, before consent is attached."""
@@ -271,7 +290,11 @@ class HubSpotAdapter(ClosesOnExit):
     ) -> None:
         """``keep_on_anonymize``: ``erasure.keep_on_anonymize`` (its ``hubspot.contact``);
         ``read_fields``: more properties to read (what retention rules look at)."""
-        self._t = Transport(settings, limits or HubSpotLimits(), attempts, timeout)
+        limits = limits or HubSpotLimits(search_max=settings.search_per_second)
+        self._t = Transport(settings, limits, attempts, timeout)
+        pace = self._t.limits
+        # gdpr-delete has no batch form: an erase call carries about ten seconds of calls.
+        self.erase_batch = max(1, round(pace.burst_max * ERASE_SECONDS / pace.burst_seconds))
         self._paths = ConsentPaths(self._t.token_scopes)
         self._prefs = Preferences(
             self._t, purposes, lawful_bases.subscription, self._paths, self._properties_by_id
@@ -597,25 +620,89 @@ class HubSpotAdapter(ClosesOnExit):
 
     # -- erasure and export -----------------------------------------------------------------
 
-    def erasure_targets(self, emails: Collection[str]) -> list[ErasureTarget]:
-        """Each contact holding an address, then every address itself: a gdpr-delete by
-        address blocklists it even where no contact has it, so no sync can bring it back."""
-        contacts = self._contacts_for(emails)
-        addresses = unique_addresses([*emails, *(e for c in contacts for e in c.emails)])
-        return [
-            *(ErasureTarget(HUBSPOT, OBJECT_TYPE, c.id, c.primary) for c in contacts),
-            *(ErasureTarget(HUBSPOT, OBJECT_TYPE, None, e) for e in addresses),
-        ]
+    def erasure_targets(self, people: Sequence[Collection[str]]) -> list[list[ErasureTarget]]:
+        """For each person, each contact holding one of their addresses, then every address
+        (theirs and their contacts'): a gdpr-delete by address blocklists it even where no
+        contact has it, so no sync can bring it back. Everyone's contacts are found together
+        (``_contacts_for``: 100 addresses per batch read, then searches for the rest)."""
+        contacts = self._contacts_for([email for emails in people for email in emails])
+        position = {contact.id: index for index, contact in enumerate(contacts)}
+        holders: dict[str, list[_Contact]] = {}
+        for contact in contacts:
+            for address in unique_addresses(contact.emails):
+                holders.setdefault(address, []).append(contact)
+        found: list[list[ErasureTarget]] = []
+        for emails in people:
+            reached = {c.id: c for a in unique_addresses(emails) for c in holders.get(a, ())}
+            theirs = sorted(reached.values(), key=lambda contact: position[contact.id])
+            addresses = unique_addresses([*emails, *(e for c in theirs for e in c.emails)])
+            found.append(
+                [
+                    *(ErasureTarget(HUBSPOT, OBJECT_TYPE, c.id, c.primary) for c in theirs),
+                    *(ErasureTarget(HUBSPOT, OBJECT_TYPE, None, e) for e in addresses),
+                ]
+            )
+        return found
 
-    def erase(self, target: ErasureTarget, mode: ErasureMode) -> ErasureResult:
-        """Delete (gdpr-delete) or anonymise one target; one already gone is success.
+    def erase(
+        self, targets: Sequence[ErasureTarget], mode: ErasureMode
+    ) -> list[ErasureResult | AdapterError]:
+        """Delete (gdpr-delete) or anonymise each target, contacts first: HubSpot has no
+        batch form, so one paced call each, and none that would change nothing.
 
-        Anonymising an address target first anonymises every contact still holding it, then
-        gdpr-deletes the address: that erases its subscription statuses and blocklists it,
-        and can no longer delete a record kept on purpose.
+        A contact's gdpr-delete blocklists its address, so an address target whose address
+        was the primary of a contact deleted in this call is erased without a call of its
+        own (not so for a contact found already gone: an ordinary delete blocklists
+        nothing); a target repeated is answered once. A failure every later call would
+        share (the token refused or lacking a scope, HubSpot unreachable after the retries,
+        the day's quota used up) is not sent again: it raises if no target was answered
+        yet, else it is the answer of each target still needing a call.
         """
-        if target.id is None and target.email is None:
+        if any(target.id is None and target.email is None for target in targets):
             raise ValueError("an erasure target needs a record id or an email address")
+        answers: dict[int, ErasureResult | AdapterError] = {}
+        done: dict[tuple[str, str], ErasureResult | AdapterError] = {}
+        deleted_by: dict[str, str] = {}  # a primary address: the contact deleted with it
+        stopped: AdapterError | None = None
+        for index in sorted(range(len(targets)), key=lambda i: targets[i].id is None):
+            target = targets[index]
+            address = normalise_email(target.email or "")
+            key = ("contact", target.id) if target.id is not None else ("address", address)
+            if key in done:
+                answers[index] = _answering(done[key], target)
+                continue
+            if mode == "delete" and target.id is None and address in deleted_by:
+                detail = f"blocklisted by the gdpr-delete of contact {deleted_by[address]}"
+                answer: ErasureResult | AdapterError = ErasureResult(
+                    target, ErasureStatus.ERASED, detail
+                )
+            elif stopped is not None:
+                answer = stopped
+            else:
+                try:
+                    answer = self._erase_one(target, mode)
+                except AdapterError as error:
+                    if _stops_all(error):
+                        if not any(isinstance(a, ErasureResult) for a in answers.values()):
+                            raise
+                        stopped = error
+                    answer = error
+            if (
+                mode == "delete"
+                and target.id is not None
+                and target.email
+                and isinstance(answer, ErasureResult)
+                and answer.status is ErasureStatus.ERASED
+            ):
+                deleted_by[address] = target.id
+            done[key] = answers[index] = answer
+        return [answers[index] for index in range(len(targets))]
+
+    def _erase_one(self, target: ErasureTarget, mode: ErasureMode) -> ErasureResult:
+        """Delete or anonymise one target; one already gone is success. Anonymising an
+        address target first anonymises every contact still holding it,
+        then gdpr-deletes the address: that erases its subscription statuses and blocklists
+        it, and can no longer delete a record kept on purpose."""
         try:
             if mode == "anonymize" and target.id is not None:
                 self._anonymise(target.id)

@@ -47,6 +47,13 @@ class HubSpotSettings(VendorSettings):
         "https://app.hubspot.com",
         description="HubSpot's UI (https://app-eu1.hubspot.com for EU portals)",
     )
+    search_per_second: int = Field(
+        5,
+        ge=1,
+        description="searches a second: HubSpot's published limit is 5 per account and its "
+        "answers carry no headers to follow, so lower it to leave room for other apps of the "
+        "account",
+    )
 
 
 class HubSpotPurpose(BaseModel):

@@ -24,6 +24,7 @@ from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 from urllib3.util.retry import Retry
 
+from bridge.adapters import pacing
 from bridge.adapters.base import (
     AdapterError,
     Advice,
@@ -32,7 +33,6 @@ from bridge.adapters.base import (
     NotFound,
     Permanent,
     RateLimited,
-    RateLimiter,
     Transient,
     no_answer,
     retrying,
@@ -112,9 +112,10 @@ class HubSpotLimits:
     """Where pacing starts: the published limits of a Free/Starter private app.
 
     The burst limit then follows HubSpot's headers; search sends none, so its limit stays
-    as configured. ``margin`` holds each window a little longer than HubSpot does, because
-    our clock starts when a call leaves and HubSpot's when it arrives: without it, jitter
-    alone would earn 429s.
+    as configured. Both windows are the private app's, shared by every adapter in the
+    process that holds its token (``bridge.adapters.pacing``). ``margin`` holds each window
+    a little longer than HubSpot does, because our clock starts when a call leaves and
+    HubSpot's when it arrives: without it, jitter alone would earn 429s.
     """
 
     burst_max: int = 100
@@ -199,7 +200,8 @@ def _describe(body: str | bytes | None, status: int | None) -> tuple[str | None,
 
 
 class Transport:
-    """The SDK API objects, the v4 HTTP client, and the limiters, shared by every call."""
+    """The SDK API objects and the v4 HTTP client, shared by every call of one adapter, and
+    the limiters, shared by every adapter of the same private app in the process."""
 
     def __init__(
         self, settings: HubSpotSettings, limits: HubSpotLimits, attempts: int, timeout: float
@@ -235,8 +237,14 @@ class Transport:
         logging.getLogger("hubspot").setLevel(logging.INFO)
         self.limits = limits
         self.attempts = attempts
-        self.burst_limiter = RateLimiter(limits.burst_max, limits.padded(limits.burst_seconds))
-        self.search_limiter = RateLimiter(limits.search_max, limits.padded(limits.search_seconds))
+        # HubSpot counts per private app, that is per token (docs/vendors/hubspot.md).
+        account = f"{VENDOR} {base} {pacing.fingerprint(token)}"
+        self.burst_limiter = pacing.limiter(
+            f"{account} burst", limits.burst_max, limits.padded(limits.burst_seconds)
+        )
+        self.search_limiter = pacing.limiter(
+            f"{account} search", limits.search_max, limits.padded(limits.search_seconds)
+        )
 
     def close(self) -> None:
         """Close the v4 client and each SDK API's connections. The SDK's own ``close`` stops
@@ -297,16 +305,18 @@ class Transport:
         limiter = self.search_limiter if search else self.burst_limiter
 
         def once() -> Any:
-            limiter.acquire()
+            place = limiter.acquire()
             ADAPTER_CALLS.labels(VENDOR, operation).inc()
             try:
                 data, _status, headers = send()
             except (*_SDK_FAILURES, _HttpFailure, *_NO_ANSWER) as failure:
+                limiter.answered(place)
                 error = self._error(operation, failure, search)
                 ADAPTER_ERRORS.labels(VENDOR, type(error).__name__).inc()
                 log.debug("hubspot.call_failed", operation=operation, error=str(error))
                 # Not chained: the vendor's exception carries bodies with personal data.
                 raise error from None
+            limiter.answered(place)
             self._observe(headers)
             return data
 

@@ -1,9 +1,11 @@
 """The Salesforce adapter: people, consent, lawful basis and erasure on simple-salesforce 1.12.
 
 SOQL reads that page each object once and join rows into people here; ``records`` maps
-them, ``consent`` writes consent back, ``transport`` carries every call. Erasure hard-deletes,
-or deletes and purges the recycle bin. An org without the privacy objects (``org``) is read
-and written through Contacts and Leads alone. The facts behind each choice:
+them, ``consent`` writes consent back, ``transport`` carries every call. Erasure finds many
+people's rows in one pass and erases each object's rows together: one hard-delete job, or
+deletes and purges of the recycle bin, 200 rows per call. An org without the privacy
+objects (``org``) is read and written through Contacts and Leads alone. The facts behind
+each choice:
 docs/vendors/salesforce.md ("Reading changes", "Consent model", "Erasure", "Orgs without the
 privacy objects").
 """
@@ -11,15 +13,16 @@ privacy objects").
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote_plus
 
 from simple_salesforce.format import format_soql
 
 from bridge.adapters.base import (
+    AdapterError,
     Check,
     ClosesOnExit,
     ConsentWrite,
@@ -62,7 +65,6 @@ from bridge.adapters.salesforce.records import (
 from bridge.adapters.salesforce.settings import KEEP_ON_ANONYMIZE, SalesforceSettings, purpose_keys
 from bridge.adapters.salesforce.transport import (
     ERRORS,
-    HARD_DELETE_REFUSED,
     URI_LIMIT,
     RowResult,
     Transport,
@@ -77,6 +79,18 @@ from bridge.model import Channel, Consent, CrmRecord, ObjectType, Purpose, Relat
 DELETED_DAYS = 15  # getDeleted and the recycle bin keep deletions this long
 # Erasure order: rows that point at an Individual before the Individual itself.
 ERASE_ORDER = ("ContactPointTypeConsent", "ContactPointEmail", "Contact", "Lead", "Individual")
+# Where a person's rows are found: the objects holding an address, and each object's field
+# naming the person's Individual.
+BY_ADDRESS = (("Contact", "Email"), ("Lead", "Email"), ("ContactPointEmail", "EmailAddress"))
+LINKS = {
+    "Contact": LINK,
+    "Lead": LINK,
+    "ContactPointEmail": "ParentId",
+    "ContactPointTypeConsent": "PartyId",
+    "Individual": "Id",
+}
+HARD_DELETED = "hard-deleted (Bulk API 2.0): it never went to the recycle bin"
+PURGED = "deleted, then purged from the recycle bin"
 OBJECT_TYPES = {sobject: object_type for object_type, sobject in SOBJECTS.items()}
 # Compound fields repeat their parts, and binary ones cannot be queried in a list.
 UNEXPORTED_TYPES = frozenset({"address", "location", "base64"})
@@ -98,6 +112,8 @@ CONVERTED = (
 )
 
 Rows = dict[str, list[dict[str, Any]]]
+# What became of one row: a status and its detail, or the error of that row alone.
+Outcome = tuple[ErasureStatus, str] | AdapterError
 # The objects a person's rows live in, with the privacy objects and without.
 PRIVACY_ROWS = tuple(SOBJECTS.values())
 BASIC_ROWS = tuple(SOBJECTS[t.value] for t in PEOPLE)
@@ -128,6 +144,9 @@ class SalesforceAdapter(ClosesOnExit):
     """``CrmAdapter`` for Salesforce (see the module docstring for the API choices)."""
 
     system = SALESFORCE
+    # Targets per erase call: each object's rows go in one Bulk API job, or 200 per call
+    # without hard delete; 2,000 rows (Bulk 2.0's threshold) take seconds either way.
+    erase_batch = 2_000
 
     def __init__(
         self,
@@ -588,7 +607,7 @@ class SalesforceAdapter(ClosesOnExit):
             converted = ("IsConverted",) if sobject == "Lead" else ()
             return (*(mapped[name] for name in changes if name in mapped), *converted)
 
-        rows = self._subject(operation, emails, fields)
+        [rows] = self._subjects(operation, [emails], fields)
         outcomes: dict[RecordRef, tuple[WriteStatus, str]] = {}
         writes: dict[RecordRef, dict[str, Any]] = {}
         for sobject in RECTIFIABLE:
@@ -656,19 +675,22 @@ class SalesforceAdapter(ClosesOnExit):
 
     # -- erasure and export -----------------------------------------------------------------
 
-    def erasure_targets(self, emails: Collection[str]) -> list[ErasureTarget]:
-        """Every row of the person: consent rows and contact points first, then Contacts,
-        Leads (converted ones too) and last the Individual they point at."""
-        rows = self._subject("erasure_targets", emails, lambda _: ("Id",))
+    def erasure_targets(self, people: Sequence[Collection[str]]) -> list[list[ErasureTarget]]:
+        """Every row of each person: consent rows and contact points first, then Contacts,
+        Leads (converted ones too) and last the Individual they point at. Found for everyone
+        at once (:meth:`_subjects`)."""
         return [
-            ErasureTarget(SALESFORCE, OBJECT_TYPES[sobject], row["Id"])
-            for sobject in ERASE_ORDER
-            for row in rows.get(sobject, [])
+            [
+                ErasureTarget(SALESFORCE, OBJECT_TYPES[sobject], row["Id"])
+                for sobject in ERASE_ORDER
+                for row in rows.get(sobject, [])
+            ]
+            for rows in self._subjects("erasure_targets", people, lambda _: ())
         ]
 
     def export(self, emails: Collection[str]) -> dict[str, Any]:
         """Every queryable field of every row :meth:`erasure_targets` would erase."""
-        rows = self._subject("export", emails, lambda sobject: self._exportable(sobject))
+        [rows] = self._subjects("export", [emails], self._exportable)
         return {"system": SALESFORCE, "records": rows}
 
     def _exportable(self, sobject: str) -> list[str]:
@@ -678,124 +700,176 @@ class SalesforceAdapter(ClosesOnExit):
             if f.get("type") not in UNEXPORTED_TYPES
         ]
 
-    def _subject(
-        self, operation: str, emails: Collection[str], fields: Callable[[str], Sequence[str]]
-    ) -> Rows:
-        """The person's rows by object: by address, then through the Individuals reached
-        (where the org has them: else the person is their Contacts and Leads)."""
+    def _subjects(
+        self,
+        operation: str,
+        people: Sequence[Collection[str]],
+        fields: Callable[[str], Sequence[str]],
+    ) -> list[Rows]:
+        """Each person's rows by object, found for all of them together: each object asked
+        with IN lists of every address (filled to the URI limit), then, where the org has
+        them, of every Individual those rows reach (else a person is their Contacts and
+        Leads). A row is each person's whose address it holds or whose Individual it points
+        at, so a row two people reach is in both lists."""
+        objects = self._objects()
+        privacy = self.org.privacy
+        found: list[dict[str, dict[str, dict[str, Any]]]] = [
+            {sobject: {} for sobject in objects} for _ in people
+        ]
 
-        def soql(sobject: str, link: str, where: str) -> str:
-            names = ("Id", link, *fields(sobject))
-            return select(sobject, dict.fromkeys(name for name in names if name), where)
+        def gather(
+            sobject: str,
+            key: str,
+            owners: Mapping[str, Collection[int]],
+            norm: Callable[[str], str],
+        ) -> None:
+            """The rows whose ``key`` is one of ``owners`` (normalised with ``norm``), each given
+            to the people that value belongs to."""
+            names = ("Id", key, *((LINKS[sobject],) if privacy else ()), *fields(sobject))
+            soql = select(sobject, dict.fromkeys(names), f"{key} IN ")
+            for row in self._t.query_in(operation, soql, owners):
+                for person in owners.get(norm(row.get(key) or ""), ()):
+                    found[person][sobject][row["Id"]] = row
 
-        wanted = _addresses_of(emails)
-        if not self.org.privacy:
-            return {
-                sobject: list(self._t.query_in(operation, soql(sobject, "", "Email IN "), wanted))
-                for sobject in BASIC_ROWS
-            }
-        found: dict[str, dict[str, dict[str, Any]]] = {}
-        for sobject, link, where in (
-            ("Contact", "IndividualId", "Email IN "),
-            ("Lead", "IndividualId", "Email IN "),
-            ("ContactPointEmail", "ParentId", "EmailAddress IN "),
-        ):
-            rows = self._t.query_in(operation, soql(sobject, link, where), wanted)
-            found[sobject] = {row["Id"]: row for row in rows}
-        ids = {r["IndividualId"] for s in ("Contact", "Lead") for r in found[s].values()}
-        ids |= {r["ParentId"] for r in found["ContactPointEmail"].values()}
-        ids = {i for i in ids if _is_individual(i)}
-        for sobject, link in (
-            ("Contact", "IndividualId"),
-            ("Lead", "IndividualId"),
-            ("ContactPointEmail", "ParentId"),
-            ("ContactPointTypeConsent", "PartyId"),
-            ("Individual", "Id"),
-        ):
-            rows = self._t.query_in(operation, soql(sobject, link, f"{link} IN "), ids)
-            found.setdefault(sobject, {}).update((row["Id"], row) for row in rows)
-        return {sobject: list(rows.values()) for sobject, rows in found.items()}
+        addresses: dict[str, list[int]] = {}
+        for person, emails in enumerate(people):
+            for address in _addresses_of(emails):
+                addresses.setdefault(address, []).append(person)
+        for sobject, key in BY_ADDRESS:
+            if sobject in objects:
+                gather(sobject, key, addresses, normalise_email)
+        if privacy:
+            reached: dict[str, set[int]] = {}
+            for person, rows in enumerate(found):
+                for sobject, _ in BY_ADDRESS:
+                    parties = (row.get(LINKS[sobject]) for row in rows[sobject].values())
+                    for party in filter(_is_individual, parties):
+                        reached.setdefault(party, set()).add(person)
+            for sobject in ERASE_ORDER:
+                gather(sobject, LINKS[sobject], reached, str)
+        return [{sobject: list(rows.values()) for sobject, rows in each.items()} for each in found]
 
-    def erase(self, target: ErasureTarget, mode: ErasureMode) -> ErasureResult:
-        """Delete (then purge) or anonymise one row; a row already gone is success."""
-        sobject = SOBJECTS.get(target.object_type)
-        if target.system != SALESFORCE or target.id is None or sobject is None:
-            raise ValueError("not a Salesforce record this adapter erases")
-        if mode == "anonymize":
-            return self._anonymise(target, sobject)
-        return self._delete(target, sobject)
+    def erase(
+        self, targets: Sequence[ErasureTarget], mode: ErasureMode
+    ) -> list[ErasureResult | AdapterError]:
+        """Delete (then purge) or anonymise the rows, each object's together and the objects
+        in ``ERASE_ORDER`` whatever the order given; an answer per target, in that order. A
+        row already gone is success and a row refused alone gets its error; a call refused as
+        a whole (the login; Salesforce unreachable after the retries) raises."""
+        rows: dict[str, dict[str, None]] = {}  # per object, its ids in the order given
+        for target in targets:
+            sobject = SOBJECTS.get(target.object_type)
+            if target.system != SALESFORCE or target.id is None or sobject is None:
+                raise ValueError("not a Salesforce record this adapter erases")
+            rows.setdefault(sobject, {})[target.id] = None
+        erase = self._anonymise if mode == "anonymize" else self._delete
+        outcomes: dict[str, Outcome] = {}
+        for sobject in ERASE_ORDER:
+            outcomes |= erase(sobject, list(rows.get(sobject, ())))
+        return [_answer(target, outcomes[str(target.id)]) for target in targets]
 
-    def _delete(self, target: ErasureTarget, sobject: str) -> ErasureResult:
-        record_id = str(target.id)
+    def _delete(self, sobject: str, ids: Sequence[str]) -> dict[str, Outcome]:
+        """One Bulk API 2.0 hardDelete job for every row; once a job is refused (no Hard Delete
+        permission: remembered for the adapter's life), collections deletes and a purge."""
+        if not ids:
+            return {}
         if self._hard_delete:
-            hard = self._t.hard_delete("erase", sobject, record_id)
-            if hard.ok:
-                detail = "hard-deleted (Bulk API 2.0): it never went to the recycle bin"
-                return ErasureResult(target, ErasureStatus.ERASED, detail)
-            if hard.code == HARD_DELETE_REFUSED:
-                self._hard_delete = False
+            hard = self._t.hard_delete("erase", sobject, ids)
+            if hard is not None:
+                return self._after_delete(dict(zip(ids, hard, strict=True)), hard=True)
+            self._hard_delete = False
+        deleted = self._t.delete("erase", ids)
+        return self._after_delete(dict(zip(ids, deleted, strict=True)), hard=False)
+
+    def _after_delete(self, results: Mapping[str, RowResult], *, hard: bool) -> dict[str, Outcome]:
+        """Purge the rows deleted softly or found in the recycle bin; a row not found is gone,
+        and any other failure is that row's error."""
+        outcomes: dict[str, Outcome] = {}
+        binned: dict[str, bool] = {}  # the rows to purge: whether each was deleted just now
+        for record_id, result in results.items():
+            if result.ok and hard:
+                outcomes[record_id] = (ErasureStatus.ERASED, HARD_DELETED)
+            elif result.ok or result.code == ENTITY_IS_DELETED:
+                binned[record_id] = result.ok
+            elif classify(ERRORS, None, result.code) is NotFound:
+                outcomes[record_id] = (ErasureStatus.ALREADY_GONE, "")
             else:
-                return self._after_delete(target, hard)
-        (deleted,) = self._t.delete("erase", [record_id])
-        return self._after_delete(target, deleted)
+                outcomes[record_id] = result.error("erase", "to delete")
+        return outcomes | self._purge(binned)
 
-    def _after_delete(self, target: ErasureTarget, result: RowResult) -> ErasureResult:
-        """Purge a row just deleted (or found in the recycle bin); a row not found is gone."""
-        if result.ok or result.code == ENTITY_IS_DELETED:
-            return self._purge(target, deleted_now=result.ok)
-        if classify(ERRORS, None, result.code) is NotFound:
-            return ErasureResult(target, ErasureStatus.ALREADY_GONE)
-        raise Permanent(SALESFORCE, f"erase: Salesforce refused to delete: {result.detail}")
-
-    def _purge(self, target: ErasureTarget, *, deleted_now: bool) -> ErasureResult:
+    def _purge(self, binned: Mapping[str, bool]) -> dict[str, Outcome]:
+        """Empty the recycle bin of these rows (200 per call), where the settings allow."""
+        if not binned:
+            return {}
         if not self._settings.empty_recycle_bin:
-            return ErasureResult(
-                target,
-                ErasureStatus.IN_RECYCLE_BIN,
+            why = "salesforce.empty_recycle_bin is off"
+            if not self._hard_delete:
+                why = f"the integration user lacks the Bulk API Hard Delete permission and {why}"
+            detail = (
                 f"deleted; it stays in Salesforce's recycle bin for {DELETED_DAYS} days, "
-                "recoverable: the integration user lacks the Bulk API Hard Delete permission "
-                "and salesforce.empty_recycle_bin is off",
+                f"recoverable: {why}"
             )
-        (purged,) = self._t.empty_recycle_bin("erase", [str(target.id)])
-        if purged.ok:
-            return ErasureResult(
-                target, ErasureStatus.ERASED, "deleted, then purged from the recycle bin"
-            )
-        if not deleted_now:
-            return ErasureResult(target, ErasureStatus.ALREADY_GONE)
-        return ErasureResult(
-            target,
-            ErasureStatus.IN_RECYCLE_BIN,
-            f"deleted, but emptyRecycleBin refused it ({purged.detail}); it stays in the "
-            f"recycle bin for {DELETED_DAYS} days, recoverable",
-        )
+            return dict.fromkeys(binned, (ErasureStatus.IN_RECYCLE_BIN, detail))
+        outcomes: dict[str, Outcome] = {}
+        purged = self._t.empty_recycle_bin("erase", list(binned))
+        for (record_id, deleted_now), result in zip(binned.items(), purged, strict=True):
+            if result.ok:
+                outcomes[record_id] = (ErasureStatus.ERASED, PURGED)
+            elif not deleted_now:
+                outcomes[record_id] = (ErasureStatus.ALREADY_GONE, "")
+            else:
+                outcomes[record_id] = (
+                    ErasureStatus.IN_RECYCLE_BIN,
+                    f"deleted, but emptyRecycleBin refused it ({result.detail}); it stays in "
+                    f"the recycle bin for {DELETED_DAYS} days, recoverable",
+                )
+        return outcomes
 
-    def _anonymise(self, target: ErasureTarget, sobject: str) -> ErasureResult:
-        if sobject == "ContactPointTypeConsent":
-            detail = "a consent row holds no personal data: kept as it is"
-            return ErasureResult(target, ErasureStatus.ANONYMIZED, detail)
-        record_id = str(target.id)
+    def _anonymise(self, sobject: str, ids: Sequence[str]) -> dict[str, Outcome]:
+        """Overwrite the rows' personal data: read in one query, written 200 per call. A
+        converted Lead, which Salesforce refuses to change, is deleted instead."""
+        if not ids or sobject == "ContactPointTypeConsent":
+            kept = "a consent row holds no personal data: kept as it is"
+            return dict.fromkeys(ids, (ErasureStatus.ANONYMIZED, kept))
         fields = [
             f
             for f in self._describe("erase", sobject)
             if f.get("updateable") and f.get("type") not in UNEXPORTED_TYPES
         ]
         soql = select(sobject, ("Id", *(f["name"] for f in fields)), "Id IN ")
-        current = next(iter(self._t.query_in("erase", soql, [record_id])), None)
-        if current is None:
-            return ErasureResult(target, ErasureStatus.ALREADY_GONE)
-        changes = anonymised(record_id, fields, current, self._keep.get(sobject, ()))
-        row = {"attributes": {"type": sobject}, "Id": record_id, **changes}
-        (result,) = self._t.save("erase", "PATCH", [row])
-        if result.ok:
-            return ErasureResult(target, ErasureStatus.ANONYMIZED)
-        if result.code == CONVERTED_LEAD:
-            deleted = self._delete(target, sobject)
-            detail = f"a converted lead cannot be changed, so it was deleted: {deleted.detail}"
-            return replace(deleted, detail=detail)
-        if classify(ERRORS, None, result.code) is NotFound:
-            return ErasureResult(target, ErasureStatus.ALREADY_GONE)
-        raise Permanent(SALESFORCE, f"erase: Salesforce refused the anonymisation: {result.detail}")
+        # By the 15-character id, which the 18-character form extends with a checksum.
+        current = {row["Id"][:15]: row for row in self._t.query_in("erase", soql, ids)}
+        keep = self._keep.get(sobject, ())
+        outcomes: dict[str, Outcome] = {}
+        writes: dict[str, dict[str, Any]] = {}
+        for record_id in ids:
+            row = current.get(record_id[:15])
+            if row is None:
+                outcomes[record_id] = (ErasureStatus.ALREADY_GONE, "")
+            else:
+                changes = anonymised(record_id, fields, row, keep)
+                writes[record_id] = {"attributes": {"type": sobject}, "Id": record_id, **changes}
+        saved = self._t.save("erase", "PATCH", list(writes.values()))
+        converted: list[str] = []
+        for record_id, result in zip(writes, saved, strict=True):
+            if result.ok:
+                outcomes[record_id] = (ErasureStatus.ANONYMIZED, "")
+            elif result.code == CONVERTED_LEAD:
+                converted.append(record_id)
+            elif classify(ERRORS, None, result.code) is NotFound:
+                outcomes[record_id] = (ErasureStatus.ALREADY_GONE, "")
+            else:
+                outcomes[record_id] = result.error("erase", "the anonymisation")
+        for record_id, deleted in self._delete(sobject, converted).items():
+            outcomes[record_id] = (
+                deleted
+                if isinstance(deleted, AdapterError)
+                else (
+                    deleted[0],
+                    f"a converted lead cannot be changed, so it was deleted: {deleted[1]}",
+                )
+            )
+        return outcomes
 
     def related(self, targets: Sequence[ErasureTarget], conditions: Sequence[R]) -> dict[str, R]:
         """Contacts and Leads a row of a condition's related object points at, matching its
@@ -896,7 +970,11 @@ def _addresses_of(emails: Collection[str]) -> list[str]:
     return sorted({normalise_email(e) for e in emails if e.strip()})
 
 
-def _is_individual(record_id: Any) -> bool:
+def _answer(target: ErasureTarget, outcome: Outcome) -> ErasureResult | AdapterError:
+    return outcome if isinstance(outcome, AdapterError) else ErasureResult(target, *outcome)
+
+
+def _is_individual(record_id: Any) -> TypeGuard[str]:
     return isinstance(record_id, str) and record_id.startswith(INDIVIDUAL_PREFIX)
 
 

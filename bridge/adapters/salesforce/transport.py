@@ -61,12 +61,11 @@ T = TypeVar("T")
 API_VERSION = "59.0"
 VENDOR = SALESFORCE
 QUERY_PAGE = 2000
-COLLECTION = 200  # rows per sObject Collections call
+COLLECTION = 200  # rows per sObject Collections call, and ids per emptyRecycleBin call
 CONNECTION = "CONNECTION"  # the code of a call that got no (readable) HTTP answer
 LIMITED = "REQUEST_LIMIT_EXCEEDED"
 QUOTA = "REQUEST_LIMIT_EXCEEDED/daily"  # the bridge's code: the same, with the day's quota spent
 EXPIRED = "INVALID_SESSION_ID"
-HARD_DELETE_REFUSED = "HARD_DELETE_REFUSED"  # the bridge's code for a failed hardDelete job
 MAX_MESSAGE = 300
 PARTNER = "{urn:partner.soap.sforce.com}"
 # URI plus headers must stay within 16,384 bytes; the headers simple-salesforce and requests
@@ -85,6 +84,8 @@ ERRORS: tuple[ErrorRule, ...] = (
     ErrorRule(NotFound, code="ENTITY_IS_DELETED"),  # in the recycle bin
     ErrorRule(NotFound, code="NOT_FOUND"),
     ErrorRule(Transient, code="UNABLE_TO_LOCK_ROW"),  # another transaction holds the row
+    # A row shared with the integration user without Full Access (sharing, not the profile).
+    ErrorRule(Permanent, code="INSUFFICIENT_ACCESS_OR_READONLY", failure=Failure.PERMISSION),
     ErrorRule(Transient, code=CONNECTION),  # refused, dropped, timed out
     ErrorRule(Transient, status=range(500, 600)),
     ErrorRule(NotFound, status=404),
@@ -176,6 +177,15 @@ class RowResult:
     def detail(self) -> str:
         """The status code and field names; Salesforce's message would repeat the values."""
         return f"{self.code} ({', '.join(self.fields)})" if self.fields else str(self.code)
+
+    def error(self, operation: str, refused: str) -> AdapterError:
+        """This row's failure as the error ``ERRORS`` maps its code to (a lock is Transient:
+        the row is sent again), with its code and fields, never a value."""
+        rule = rule_for(ERRORS, None, self.code)
+        text = f"{operation}: Salesforce refused {refused}: {self.detail}"
+        error = rule.error(SALESFORCE, text, failure=rule.means())
+        error.code = self.code
+        return error
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> RowResult:
@@ -627,41 +637,53 @@ class Transport:
         return [results[i] for i in range(len(rows))]
 
     def delete(self, operation: str, ids: Sequence[str]) -> list[RowResult]:
-        """Collections delete (idempotent: a second delete answers ENTITY_IS_DELETED)."""
-        params = {"ids": ",".join(ids), "allOrNone": "false"}
-        answer = self.rest(operation, "composite/sobjects", method="DELETE", params=params)
-        return [RowResult.of(row) for row in answer or []]
+        """Collections delete, 200 ids per call, a result per id (idempotent: a second delete
+        answers ENTITY_IS_DELETED)."""
+        results: list[RowResult] = []
+        for chunk in _chunks(ids, COLLECTION):
+            params = {"ids": ",".join(chunk), "allOrNone": "false"}
+            answer = self.rest(operation, "composite/sobjects", method="DELETE", params=params)
+            results += [RowResult.of(row) for row in answer or []]
+        return results
 
     # -- purging: Bulk API 2.0 hardDelete and SOAP emptyRecycleBin ---------------------------
 
-    def hard_delete(self, operation: str, sobject: str, record_id: str) -> RowResult:
-        """Bulk API 2.0 ``hardDelete`` of one row. A failed job (as without the "Bulk API
-        Hard Delete" permission) answers ``HARD_DELETE_REFUSED``."""
+    def hard_delete(
+        self, operation: str, sobject: str, ids: Sequence[str]
+    ) -> list[RowResult] | None:
+        """Bulk API 2.0 ``hardDelete`` of every id in one job (the library splits only past
+        100 MB of CSV), a result per id; None when the job fails as a whole, as without the
+        "Bulk API Hard Delete" permission.
 
-        def send(sf: Salesforce) -> RowResult:
+        simple-salesforce polls the job first after ``bulk_wait`` seconds, then at that
+        interval plus e^n ms (n = 0, 1, ...) until the interval passes 2 s. A repeat after a
+        failed call sends a new job: rows the first one erased answer as not found.
+        """
+
+        def send(sf: Salesforce) -> list[RowResult] | None:
             job = cast(SFBulk2Type, getattr(cast(SFBulk2Handler, sf.bulk2), sobject))
             try:
-                (result,) = job.hard_delete(records=[{"Id": record_id}], wait=self.bulk_wait)
+                answers = job.hard_delete(records=[{"Id": i} for i in ids], wait=self.bulk_wait)
             except SalesforceOperationError as failure:
                 log.warning("salesforce.hard_delete_refused", reason=sanitise(str(failure)))
-                return RowResult(record_id, HARD_DELETE_REFUSED)
-            if not int(result["numberRecordsFailed"]):
-                return RowResult(record_id)
-            failures = job.get_failed_records(str(result["job_id"]))
-            failed = list(csv.DictReader(io.StringIO(failures)))
-            error = failed[0].get("sf__Error", "") if failed else ""
-            return RowResult(record_id, error.partition(":")[0] or "UNKNOWN_EXCEPTION")
+                return None
+            failed: dict[str, str] = {}
+            for answer in answers:
+                if int(answer["numberRecordsFailed"]):
+                    failed |= _failed_rows(job.get_failed_records(str(answer["job_id"])))
+            return [RowResult(i, failed.get(i)) for i in ids]
 
         return self.call(operation, send)
 
     def empty_recycle_bin(self, operation: str, ids: Sequence[str]) -> list[RowResult]:
-        """SOAP ``emptyRecycleBin`` (simple-salesforce has no wrapper): purge deleted rows."""
+        """SOAP ``emptyRecycleBin`` (simple-salesforce has no wrapper): purge deleted rows,
+        200 per call, a result per id in the order given."""
 
-        def send(sf: Salesforce) -> list[RowResult]:
+        def send(chunk: Sequence[str], sf: Salesforce) -> list[RowResult]:
             url = f"https://{sf.sf_instance}/services/Soap/u/{sf.sf_version}"
             response = sf.session.post(
                 url,
-                data=_empty_recycle_bin_envelope(sf.session_id, ids).encode(),
+                data=_empty_recycle_bin_envelope(sf.session_id, chunk).encode(),
                 headers={
                     "Content-Type": "text/xml; charset=UTF-8",
                     "SOAPAction": "emptyRecycleBin",
@@ -672,7 +694,11 @@ class Transport:
             root = ElementTree.fromstring(response.content)
             return [_soap_row(result) for result in root.iter(f"{PARTNER}result")]
 
-        return self.call(operation, send)
+        return [
+            row
+            for chunk in _chunks(ids, COLLECTION)
+            for row in self.call(operation, partial(send, chunk))
+        ]
 
 
 class _Locked(Transient):
@@ -697,6 +723,21 @@ def in_lists(soql: str, values: Sequence[str], budget: int) -> Iterator[list[str
         size += cost
     if chunk:
         yield chunk
+
+
+def _failed_rows(text: str) -> dict[str, str]:
+    """Id and error code of each row of a job's ``failedResults`` CSV. The request's own Id
+    column comes back beside ``sf__Id`` and ``sf__Error`` ("ENTITY_IS_DELETED:entity is
+    deleted:--"), whose message may quote values and is dropped."""
+    return {
+        row.get("Id") or row.get("sf__Id") or "": (row.get("sf__Error") or "").partition(":")[0]
+        or "UNKNOWN_EXCEPTION"
+        for row in csv.DictReader(io.StringIO(text))
+    }
+
+
+def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    return (values[start : start + size] for start in range(0, len(values), size))
 
 
 def _more(url: str, headers: Mapping[str, str], sf: Salesforce) -> Any:

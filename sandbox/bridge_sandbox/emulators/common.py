@@ -66,6 +66,14 @@ class EmulatorControl:
         with self._lock:
             self.calls[key] += 1
 
+    def latency_for(self, method: str, path: str) -> float:
+        """Seconds to hold this call first: the faults' latency, if the call matches."""
+        with self._lock:
+            faults = self.faults
+        if not any(fnmatch.fnmatchcase(f"{method} {path}", p) for p in faults.endpoints):
+            return 0.0
+        return faults.latency_ms / 1000
+
     def choose_fault(self, method: str, path: str) -> Literal["drop", "error", "rate_limit"] | None:
         """Decide, once per call, which fault (if any) this call suffers."""
         target = f"{method} {path}"
@@ -127,9 +135,8 @@ class FaultMiddleware:
             return
         method, path = scope["method"], scope["path"]
         fault = self.control.choose_fault(method, path)
-        latency = self.control.faults.latency_ms
-        if latency:
-            await asyncio.sleep(latency / 1000)
+        if latency := self.control.latency_for(method, path):
+            await asyncio.sleep(latency)
         if fault == "drop" and _abort_connection(send):
             self.control.count(f"{method} {_route_key(self.app, scope)} (dropped)")
             return

@@ -623,7 +623,8 @@ def _admin_router(
     @router.get("/settings")
     def settings() -> Response:
         """``strict_auth``, ``session_lifetime_seconds``, ``daily_api_limit``,
-        ``api_requests_used``, ``hard_delete_permission`` as they are now."""
+        ``api_requests_used``, ``hard_delete_permission``, ``undeletable_ids`` as they are
+        now."""
         return _json(state.settings())
 
     @router.patch("/settings")

@@ -72,6 +72,11 @@ class SalesforceEmulatorConfig(BaseModel):
     session_lifetime_seconds: float = Field(7200.0, gt=0, description="inactivity timeout")
     daily_api_limit: int = Field(15000, ge=0, description="DailyApiRequests Max, rolling 24 h")
     hard_delete_permission: bool = Field(False, description='"Bulk API Hard Delete" granted')
+    undeletable_ids: list[str] = Field(
+        default_factory=list,
+        description="records shared with the integration user Read/Write, not Full Access: "
+        "it may change them but not delete them (INSUFFICIENT_ACCESS_OR_READONLY)",
+    )
     custom_fields: dict[str, list[CustomField]] = Field(default_factory=_default_custom_fields)
     seed_legal_bases: bool = Field(
         True, description="start with the six GDPR legal bases (where the org has the object)"
@@ -98,3 +103,4 @@ class SettingsUpdate(BaseModel):
     daily_api_limit: int | None = Field(None, ge=0)
     api_requests_used: int | None = Field(None, ge=0, description="set the 24 h usage counter")
     hard_delete_permission: bool | None = None
+    undeletable_ids: list[str] | None = None

@@ -64,6 +64,9 @@ ROLLED_BACK = ApiError(
     "header",
     (),
 )
+NO_DELETE_ACCESS = ApiError(
+    "INSUFFICIENT_ACCESS_OR_READONLY", "insufficient access rights on object id", ()
+)
 TOO_MANY_RECORDS = ApiError(
     "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than 200 records into this call"
 )
@@ -223,6 +226,7 @@ class SalesforceState:
                 "daily_api_limit": config.daily_api_limit,
                 "api_requests_used": self._usage["api"],
                 "hard_delete_permission": config.hard_delete_permission,
+                "undeletable_ids": config.undeletable_ids,
                 "organization_id": config.organization_id,
             }
 
@@ -499,7 +503,14 @@ class SalesforceState:
 
     def delete(self, type_name: str, record_id: str, *, hard: bool = False) -> None:
         with self._lock:
-            self._delete(self._find(self._object(type_name), record_id), hard=hard)
+            self._delete(self._deletable(self._find(self._object(type_name), record_id)), hard=hard)
+
+    def _deletable(self, record: Record) -> Record:
+        """The record, unless sharing gives the user less than Full Access to it: Read/Write
+        lets it change a record, and only Full Access (the owner's) lets it delete one."""
+        if record.id in {normalize_id(i) for i in self.config.undeletable_ids}:
+            raise SalesforceError(400, NO_DELETE_ACCESS)
+        return record
 
     def _external_id_field(self, sobject: ObjectDef, field_name: str) -> FieldDef:
         definition = sobject.field(field_name)
@@ -655,7 +666,7 @@ class SalesforceState:
                         400,
                         ApiError("MALFORMED_ID", f"malformed id {record_id}", ()),
                     )
-                record = self._find(sobject, record_id)
+                record = self._deletable(self._find(sobject, record_id))
 
                 def commit() -> dict[str, Any]:
                     self._delete(record, hard=False)
