@@ -49,6 +49,7 @@ from bridge.adapters.base import (
     classify,
 )
 from bridge.adapters.salesforce import SALESFORCE
+from bridge.adapters.salesforce import transport as sf_transport
 from bridge.adapters.salesforce.adapter import SalesforceAdapter
 from bridge.adapters.salesforce.org import PRIVACY_OBJECTS, detect
 from bridge.adapters.salesforce.records import STATUS_READ
@@ -1093,6 +1094,22 @@ def test_the_bridge_stops_before_the_daily_quota_with_a_clear_message(
         list(adapter.read())
     assert "14250 of 15000" in str(stopped.value)
     assert harness.state()["settings"]["api_requests_used"] == 14_250  # not one call more
+
+
+def test_an_adapter_stopped_at_the_quota_goes_on_once_the_day_rolls_on(
+    harness: SalesforceHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness.insert(contacts(3))
+    harness.settings(api_requests_used=14_247)
+    adapter = harness.adapter()  # as the daemon's, which lives for days
+    with pytest.raises(Permanent, match="daily API quota nearly exhausted"):
+        list(adapter.read())
+    harness.settings(api_requests_used=100)  # the rolling 24 h window moved on
+    with pytest.raises(Permanent, match="daily API quota nearly exhausted"):
+        list(adapter.read())  # not yet time to look again: no call sent
+    assert harness.state()["settings"]["api_requests_used"] == 100
+    monkeypatch.setattr(sf_transport, "RECHECK_SECONDS", 0.0)
+    assert len(list(adapter.read())) == 3  # one call learnt today's count; the rest followed
 
 
 def test_a_spent_quota_is_permanent_and_a_momentary_limit_is_retried(

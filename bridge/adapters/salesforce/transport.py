@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -275,6 +276,11 @@ def _missing(message: str) -> str:
 # -- pacing ----------------------------------------------------------------------------------
 
 
+RECHECK_SECONDS = 300.0
+"""Once stopped at the quota's ceiling, how often one call goes through to learn whether the
+rolling 24 h window has moved on (its answer reports the count); every other call waits."""
+
+
 class DailyQuota:
     """The org's rolling 24 h API allowance, as the ``Sforce-Limit-Info`` header reports it.
 
@@ -288,6 +294,7 @@ class DailyQuota:
         self.reserve = reserve
         self.used: int | None = None
         self.total: int | None = None
+        self._reported_at = 0.0  # when an answer last said how many calls the day has seen
 
     @property
     def spent(self) -> bool:
@@ -307,6 +314,11 @@ class DailyQuota:
         if self.used is None or ceiling is None:
             return
         if self.used >= ceiling:
+            if time.monotonic() - self._reported_at >= RECHECK_SECONDS:
+                # The day rolls on: one call (the one asking) learns today's count from its
+                # answer, which the next calls go by; the daemon's adapters live for days.
+                self._reported_at = time.monotonic()
+                return
             raise Permanent(
                 SALESFORCE,
                 f"daily API quota nearly exhausted: {self.used} of {self.total} calls used in "
@@ -321,6 +333,7 @@ class DailyQuota:
         usage = Salesforce.parse_api_usage(header).get("api-usage") if header else None
         if usage is not None:
             self.used, self.total = usage.used, usage.total
+            self._reported_at = time.monotonic()
 
 
 # -- the session -----------------------------------------------------------------------------
