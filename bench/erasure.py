@@ -26,6 +26,7 @@ process, on SQLite) erases them all, and this script prints:
   quota used.
 
 Targets: calls <= 1.2x the minimum, wall <= 1.15x the bound, 0 429s.
+BENCH_LOG_LEVEL=info also prints the end of the bridge's log (no personal data in it).
 """
 
 from __future__ import annotations
