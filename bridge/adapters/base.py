@@ -196,6 +196,12 @@ T = TypeVar("T")
 R = TypeVar("R", bound=RelatedRecords)
 
 
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in slices of ``size``: one vendor batch call each."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def _wait(state: RetryCallState) -> float:
     """Full jitter, but never sooner than a vendor's own retry-after."""
     from tenacity import wait_random_exponential

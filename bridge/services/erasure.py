@@ -319,6 +319,7 @@ class Erasure:
         # again, planning included): left as they are.
         active = {i: r for i in request_ids if (r := self._request(i))["status"] == PLANNED}
         emails = {i: self._open(r) for i, r in active.items()}
+        by_ref = {subject_ref(self.key, e): e for addresses in emails.values() for e in addresses}
         deadline = time.monotonic() + wait_seconds
         ready: list[dict[str, Any]] = []  # settled, to verify with the next ones
         # Requests are verified and completed while the next batches of steps run: a vendor's
@@ -334,7 +335,7 @@ class Erasure:
 
             try:
                 while active and not stop.is_set():
-                    claimed = self._execute(active, emails)
+                    claimed = self._execute(active, by_ref)
                     pending = rows.open_steps(self.store, list(active))
                     if stop.is_set():  # what settled is verified by the next run
                         break
@@ -551,13 +552,12 @@ class Erasure:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _execute(
-        self, requests: Mapping[str, Mapping[str, Any]], emails: Mapping[str, list[str]]
-    ) -> int:
+    def _execute(self, requests: Mapping[str, Mapping[str, Any]], by_ref: Mapping[str, str]) -> int:
         """Claim and run a batch of due steps of these requests: per system as many as one
         of its erase calls carries (``erase_batch``), the systems side by side, leases kept
         while they run; then settle them, the done ones audited in one transaction. Returns
-        how many steps were claimed."""
+        how many steps were claimed. ``by_ref``: the requests' addresses by pseudonym (a
+        step names its address by pseudonym)."""
         now = self.clock()
         lease = _iso(now + self.lease)
         claimed = {
@@ -570,7 +570,6 @@ class Erasure:
         if not steps:
             return 0
         with self._leases_kept(steps) as mine:
-            by_ref = {subject_ref(self.key, e): e for i in requests for e in emails[i]}
             answers = _side_by_side(
                 {
                     system: partial(

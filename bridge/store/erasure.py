@@ -207,11 +207,7 @@ def settle_done(conn: Connection, step: Mapping[str, Any], outcome: str, finishe
     and settles it itself (what this claim did again was harmless, erasure being idempotent)."""
     result = conn.execute(
         update(erasure_steps)
-        .where(
-            erasure_steps.c.id == step["id"],
-            erasure_steps.c.attempts == step["attempts"],
-            erasure_steps.c.status == leases.PROCESSING,
-        )
+        .where(leases.still_claimed(erasure_steps, step["id"], step["attempts"]))
         .values(
             status=leases.DONE,
             outcome=outcome,

@@ -113,6 +113,13 @@ def claim(
     return [{**row, "attempts": row["attempts"] + 1} for row in rows]
 
 
+def still_claimed(table: Table, row_id: int, attempts: int) -> ColumnElement[bool]:
+    """The row is still the claim that counted ``attempts`` (counted at each claim, they tell
+    claims apart): its lease has not run out and been claimed by another worker since."""
+    columns = table.c
+    return and_(columns.id == row_id, columns.status == PROCESSING, columns.attempts == attempts)
+
+
 def renew(
     store: Store, table: Table, claims: Sequence[tuple[int, int]], lease_until: str
 ) -> set[int]:
@@ -120,17 +127,12 @@ def renew(
     rows, those still this claim's: ``attempts`` (counted at each claim) tells claims apart.
     A row left out ran out of lease meanwhile and another worker claimed it, so this one must
     leave it alone."""
-    columns = table.c
     kept: set[int] = set()
     with store.transaction() as conn:
         for row_id, attempts in claims:
             result = conn.execute(
                 update(table)
-                .where(
-                    columns.id == row_id,
-                    columns.status == PROCESSING,
-                    columns.attempts == attempts,
-                )
+                .where(still_claimed(table, row_id, attempts))
                 .values(available_at=lease_until)
             )
             if result.rowcount == 1:

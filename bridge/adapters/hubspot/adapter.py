@@ -48,6 +48,7 @@ from bridge.adapters.base import (
     RectifyProblem,
     WriteOutcome,
     WriteStatus,
+    chunks,
 )
 from bridge.adapters.hubspot import HUBSPOT, readiness
 from bridge.adapters.hubspot.capabilities import Capabilities, ConsentPaths
@@ -67,7 +68,6 @@ from bridge.adapters.hubspot.transport import (
     HubSpotLimits,
     MissingScopes,
     Transport,
-    chunks,
     failures,
     parse_time,
     unique_addresses,
@@ -434,7 +434,9 @@ class HubSpotAdapter(ClosesOnExit):
     ) -> dict[str, Properties]:
         """The ``properties`` of each contact found among ``ids``, 100 contacts per call."""
         return {
-            c.id: c.properties for chunk in chunks(ids) for c in self._batch_read(chunk, properties)
+            c.id: c.properties
+            for chunk in chunks(ids, BATCH)
+            for c in self._batch_read(chunk, properties)
         }
 
     def _contacts_for(
@@ -445,7 +447,7 @@ class HubSpotAdapter(ClosesOnExit):
         properties = properties or self._properties
         wanted = unique_addresses(emails)
         found: dict[str, _Contact] = {}
-        for chunk in chunks(wanted):
+        for chunk in chunks(wanted, BATCH):
             found.update((c.id, c) for c in self._batch_read(chunk, properties, EMAIL))
         held = {normalise_email(e) for c in found.values() for e in c.emails}
         rest = [e for e in wanted if e not in held]
@@ -481,7 +483,7 @@ class HubSpotAdapter(ClosesOnExit):
         """
         held: list[tuple[_Contact, list[Status]]] = []
         for page in pages:
-            for chunk in chunks(page):
+            for chunk in chunks(page, BATCH):
                 addresses = [
                     c.primary
                     for c in chunk
@@ -580,7 +582,9 @@ class HubSpotAdapter(ClosesOnExit):
         update safe to retry.
         """
         ids = list(wanted)
-        current = {c.id: c for chunk in chunks(ids) for c in self._batch_read(chunk, [LEGAL_BASIS])}
+        current = {
+            c.id: c for chunk in chunks(ids, BATCH) for c in self._batch_read(chunk, [LEGAL_BASIS])
+        }
         results: dict[str, tuple[WriteStatus, str]] = {}
         for record_id in ids:
             if record_id not in current:
@@ -599,7 +603,7 @@ class HubSpotAdapter(ClosesOnExit):
     ) -> dict[str, tuple[WriteStatus, str]]:
         """Set properties (per contact id), 100 contacts per call; the outcome of each."""
         results: dict[str, tuple[WriteStatus, str]] = {}
-        for chunk in chunks(list(updates)):
+        for chunk in chunks(list(updates), BATCH):
             request = BatchInputSimplePublicObjectBatchInput(
                 inputs=[
                     SimplePublicObjectBatchInput(id=i, properties=dict(updates[i])) for i in chunk
@@ -821,7 +825,7 @@ class HubSpotAdapter(ClosesOnExit):
             for c in contacts
             if all((c.properties.get(name) or "") == value for name, value in wanted.items())
         }
-        for chunk in chunks([c.id for c in contacts if c.id not in results]):
+        for chunk in chunks([c.id for c in contacts if c.id not in results], BATCH):
             request = BatchInputSimplePublicObjectBatchInput(
                 inputs=[SimplePublicObjectBatchInput(id=i, properties=dict(wanted)) for i in chunk]
             )

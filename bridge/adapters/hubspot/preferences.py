@@ -15,7 +15,14 @@ from urllib.parse import quote
 
 from hubspot.communication_preferences import PublicUpdateSubscriptionStatusRequest
 
-from bridge.adapters.base import ConsentWrite, NotFound, Permanent, WriteOutcome, WriteStatus
+from bridge.adapters.base import (
+    ConsentWrite,
+    NotFound,
+    Permanent,
+    WriteOutcome,
+    WriteStatus,
+    chunks,
+)
 from bridge.adapters.hubspot import HUBSPOT
 from bridge.adapters.hubspot.capabilities import ConsentPaths, Path
 from bridge.adapters.hubspot.settings import purpose_keys
@@ -23,7 +30,6 @@ from bridge.adapters.hubspot.transport import (
     BATCH,
     MissingScopes,
     Transport,
-    chunks,
     failures,
     parse_time,
     unique_addresses,

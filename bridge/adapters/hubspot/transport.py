@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -127,11 +127,6 @@ class HubSpotLimits:
 
     def padded(self, seconds: float) -> float:
         return seconds + max(seconds * self.margin, self.min_margin_seconds)
-
-
-def chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def unique_addresses(emails: Iterable[str]) -> list[str]:

@@ -46,6 +46,7 @@ from bridge.adapters.base import (
     Permanent,
     RateLimited,
     Transient,
+    chunks,
     classify,
     no_answer,
     retrying,
@@ -653,7 +654,7 @@ class Transport:
         """Collections delete, 200 ids per call, a result per id (idempotent: a second delete
         answers ENTITY_IS_DELETED)."""
         results: list[RowResult] = []
-        for chunk in _chunks(ids, COLLECTION):
+        for chunk in chunks(ids, COLLECTION):
             params = {"ids": ",".join(chunk), "allOrNone": "false"}
             answer = self.rest(operation, "composite/sobjects", method="DELETE", params=params)
             results += [RowResult.of(row) for row in answer or []]
@@ -709,7 +710,7 @@ class Transport:
 
         return [
             row
-            for chunk in _chunks(ids, COLLECTION)
+            for chunk in chunks(ids, COLLECTION)
             for row in self.call(operation, partial(send, chunk))
         ]
 
@@ -747,10 +748,6 @@ def _failed_rows(text: str) -> dict[str, str]:
         or "UNKNOWN_EXCEPTION"
         for row in csv.DictReader(io.StringIO(text))
     }
-
-
-def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    return (values[start : start + size] for start in range(0, len(values), size))
 
 
 def _more(url: str, headers: Mapping[str, str], sf: Salesforce) -> Any:
