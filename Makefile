@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pip-tools and pip-audit, in a venv of their own: their dependencies never mix with the product's.
 TOOLS := $(VENV)/tools
 
-.PHONY: demo test lint format bench clean lock audit
+.PHONY: demo test lint format bench clean lock audit browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,24 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict bridge sandbox/bridge_sandbox
 	$(BIN)/lint-imports
 
-test: lint
+test: lint browser
 	$(BIN)/pytest -n auto --dist loadfile
+
+# The console's browser tests drive Debian's chromium through Playwright's executable_path;
+# nothing is downloaded at run time. Installed here when missing (as root, from the apt
+# mirror); anyone else is told what to install. Checked on every run: no stamp.
+CHROMIUM := /usr/bin/chromium
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	    echo "make: the console's browser tests need $(CHROMIUM): install Debian's chromium package (sudo apt-get install chromium)" >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "make: installing chromium for the console's browser tests"; \
+	  $(APT_CHROMIUM) || { apt-get update && $(APT_CHROMIUM); }; \
+	  test -x $(CHROMIUM) || { echo "make: $(CHROMIUM) still missing after apt-get install chromium" >&2; exit 1; }; \
+	}
 
 # Benchmarks print their figures and ratios; run by hand, never as tests.
 bench: $(STAMP)

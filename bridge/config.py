@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -178,8 +179,9 @@ class WebSettings(BaseModel):
     max_connections: int = Field(
         1000,
         ge=1,
-        description="connections open at once; one more is answered 503 and closed (lowered, "
-        "with a warning, if the process may not open that many files)",
+        description="connections open at once on each listener (the receiver's, and the "
+        "console's own); one more is answered 503 and closed (lowered, with a warning, if the "
+        "process may not open that many files)",
     )
     public_rate_limit: str = Field(
         "120/minute",
@@ -187,6 +189,51 @@ class WebSettings(BaseModel):
         "/readyz, /metrics): N/second, N/minute or N/hour; over it, 429. Webhooks are never "
         "limited",
     )
+
+    console_host: str | None = Field(
+        None,
+        description="serve the console (/console) on a listener of its own, e.g. an internal "
+        "interface, instead of beside the webhooks; with console_port",
+    )
+    console_port: int | None = Field(None, ge=1, le=65535, validate_default=True)
+    secure_cookies: bool | None = Field(
+        None,
+        description="mark session cookies Secure; unset: when the request came over https "
+        "(set true behind a proxy that ends TLS)",
+    )
+    session_idle_minutes: float = Field(
+        30, gt=0, description="a console session ends after this long without a request"
+    )
+    session_hours: float = Field(
+        12, gt=0, description="a console session ends this long after sign-in, used or not"
+    )
+    login_max_failures: int = Field(
+        5, ge=1, description="failed sign-ins to one account before it is locked"
+    )
+    login_lockout_minutes: float = Field(
+        15, gt=0, description="how long a locked account (and the failures counted) lasts"
+    )
+    login_max_failures_per_client: int = Field(
+        20, ge=1, description="failed sign-ins from one client address per hour, any account"
+    )
+
+    @field_validator("console_port")
+    @classmethod
+    def _console_apart(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """Both or neither of console_host and console_port; never the receiver's own
+        listener (the console would not be apart from the webhooks, and cannot bind)."""
+        console_host, host, port = (info.data.get(k) for k in ("console_host", "host", "port"))
+        if (console_host is None) != (value is None):
+            raise ValueError(
+                "console_host and console_port go together (the console's own listener); "
+                "set both, or neither to serve the console beside the webhooks"
+            )
+        if console_host and value and host and same_listener(console_host, value, host, port):
+            raise ValueError(
+                f"must differ from web.port ({port}) when the console listens on the "
+                f"receiver's interface ({console_host} and {host} overlap)"
+            )
+        return value
 
     @field_validator("public_rate_limit")
     @classmethod
@@ -200,6 +247,18 @@ class WebSettings(BaseModel):
         if amount < 1:
             raise ValueError("must be N/second, N/minute or N/hour with N >= 1, e.g. 120/minute")
         return value
+
+
+# How a host names every interface (recognised, not bound to, here).
+EVERY_INTERFACE = {"", "0.0.0.0", "::", "[::]", "*"}  # noqa: S104
+_LOOPBACK = {"localhost": "127.0.0.1", "[::1]": "::1"}
+
+
+def same_listener(host: str, port: int | None, other_host: str, other_port: int | None) -> bool:
+    """Whether two listeners would take the same socket: the same port on interfaces that
+    overlap (the same one, or either of them every interface)."""
+    a, b = (_LOOPBACK.get(h.lower(), h.lower()) for h in (host, other_host))
+    return port == other_port and (a == b or a in EVERY_INTERFACE or b in EVERY_INTERFACE)
 
 
 class ScheduleSettings(BaseModel):

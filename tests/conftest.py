@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,17 @@ def wait_until_healthy(
 
 
 @pytest.fixture
+def stopped_at_end() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test starts; any still running at the end is killed."""
+    processes: list[subprocess.Popen[str]] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
 def bridge(tmp_path: Path) -> BridgeCli:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     env |= {
@@ -237,6 +249,14 @@ class Crms:
 
 @pytest.fixture
 def crms(database_url: str, accounts: Accounts) -> Iterator[Crms]:
+    with emulators(database_url, accounts) as running:
+        yield running
+
+
+@contextmanager
+def emulators(database_url: str, accounts: Accounts = DEFAULT) -> Iterator[Crms]:
+    """Both emulators playing ``accounts``, and bridge settings aimed at them (``crms`` for
+    one test; a module that shares them calls this)."""
     portal = HubSpotEmulatorConfig(profile=Profile(tier=accounts.hubspot_tier))
     org = SalesforceEmulatorConfig(org=accounts.salesforce_org)
     with (

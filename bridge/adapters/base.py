@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar, runtime_checkable
 
 from bridge.logs import get_logger
 from bridge.model import (
@@ -399,6 +399,23 @@ class Check:
     ok: bool = True
 
 
+@dataclass(frozen=True)
+class Allowance:
+    """One of a vendor's API limits as the adapter last knew it: ``used`` of ``limit`` calls,
+    in a rolling window of ``window_seconds`` (a burst limit), or per day when None (until
+    midnight, or a rolling 24 h). ``name`` is the vendor's own, as its errors and setup pages
+    say it."""
+
+    name: str
+    used: int
+    limit: int
+    window_seconds: float | None = None
+
+    @property
+    def left(self) -> int:
+        return max(self.limit - self.used, 0)
+
+
 class ClosesOnExit(ABC):
     """``with adapter:`` closes the adapter's connections however the block ends."""
 
@@ -534,6 +551,18 @@ class ReadinessChecker(Protocol):
         allows, and that what the settings name exists there (purposes, fields, and the
         objects and fields of the ``related`` conditions: legal holds, retention rules). A
         call that fails raises (the first one, the login, always does), ending the checks."""
+        ...
+
+
+@runtime_checkable
+class AllowanceReporter(Protocol):
+    """Says how much of the vendor's API limits is left. Optional, and so outside
+    ``CrmAdapter``: the sync records it for the console when an adapter has it."""
+
+    def allowances(self) -> list[Allowance]:
+        """Each limit as the vendor's answers last reported it, with the calls made since;
+        none the vendor has not reported yet. Reads what the adapter holds: never calls the
+        vendor, never raises, so asking costs no quota."""
         ...
 
 

@@ -65,6 +65,13 @@ class RateLimiter:
         with self._lock:
             place[0] = max(place[0], self._clock())
 
+    def counted(self) -> int:
+        """How many calls count against the window now: ours, and others' the vendor's
+        headers reported (what is left of the budget is ``max_calls`` less this)."""
+        with self._lock:
+            self._expire(self._clock())
+            return len(self._sent)
+
     def observe(
         self, remaining: int | None, limit: int | None = None, per_seconds: float | None = None
     ) -> None:

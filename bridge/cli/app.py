@@ -397,7 +397,7 @@ def _needs_sandbox() -> None:
 
 def _add_commands() -> None:
     """Each module adds its commands to ``app`` as it is imported."""
-    from bridge.cli import keys, retention, rights, serve, sync  # noqa: F401
+    from bridge.cli import keys, retention, rights, serve, sync, users  # noqa: F401
 
     _add_plugin_commands()
 

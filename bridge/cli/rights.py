@@ -155,7 +155,11 @@ def export(
         _check_writable(out_file, force)  # before any CRM is asked
     context: Wiring = ctx.obj
     document = export_subject(
-        context.store(), context.adapters(), context.settings.require_pseudonym_key(), [email]
+        context.store(),
+        context.adapters(),
+        context.settings.require_pseudonym_key(),
+        [email],
+        actor="cli",
     )
     text = json.dumps(document, ensure_ascii=False, indent=2, default=str)
     if out_file is None:

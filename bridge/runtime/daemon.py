@@ -208,14 +208,17 @@ class Daemon:
         return run
 
 
-def serve(daemon: Daemon, app: Any, web: WebSettings, host: str, port: int) -> bool:
-    """Run the daemon beside the receiver ``app`` on uvicorn (listening as ``web`` says) until
-    SIGTERM or SIGINT, then stop both within :data:`STOP_SECONDS`. True if every job finished
-    its item in time."""
+def serve(
+    daemon: Daemon, app: Any, web: WebSettings, host: str, port: int, console: Any = None
+) -> bool:
+    """Run the daemon beside the receiver ``app`` on uvicorn (listening as ``web`` says, and
+    with ``console`` on the console's own listener) until SIGTERM or SIGINT, then stop both
+    within :data:`STOP_SECONDS`. True if every job finished its item in time."""
     import uvicorn
 
     from bridge.runtime import listener
 
+    listening = listener.listening(app, web, host, port, HTTP_GRACE_SECONDS, console)
     signalled: list[float] = []
 
     class Server(uvicorn.Server):
@@ -225,14 +228,14 @@ def serve(daemon: Daemon, app: Any, web: WebSettings, host: str, port: int) -> b
             daemon.request_stop()
             super().handle_exit(sig, frame)
 
-    server = Server(listener.config(app, web, host, port, HTTP_GRACE_SECONDS))
+    server = Server(listening.config)
     # Until uvicorn installs its own handlers (and after it restores these), a signal still
     # stops the daemon in order; uvicorn re-raises the signals it caught to these on its way out.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, server.handle_exit)
     daemon.start()
     try:
-        server.run()
+        server.run(sockets=listening.sockets)
     except SystemExit:  # uvicorn could not listen; it has logged why
         daemon.close(time.monotonic() + STOP_SECONDS)
         raise ConfigError(

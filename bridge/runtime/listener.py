@@ -12,27 +12,39 @@ and take ``/healthz`` down with them. Here, per listener (``[web]`` settings):
   deadline covers the whole phase, not each read: a byte a second does not extend it. Past one,
   the answer is 408 (431 for headers too large) and the connection is closed. Time the
   application spends on a request is never counted;
-- at most ``max_connections`` connections are open at once: one more is answered 503 and
-  closed before anything is read from it;
+- at most ``max_connections`` connections are open at once on each listener (the receiver's,
+  and the console's when it has its own): one more is answered 503 and closed before anything
+  is read from it, so a flood of the public receiver does not lock the console out;
 - the soft limit on open files is raised as far as the connection limit needs (up to the hard
   limit), and the connection limit lowered if even that is not enough, keeping
   :data:`RESERVED_FILES` for the database and the rest of the process.
 
 Each cut or refusal counts in ``bridge_http_refused_total`` by reason.
+
+With ``[web] console_host``/``console_port``, one server listens on both sockets
+(:func:`listening`), and each request goes to the app of the socket it came in on
+(:class:`ByListener`): the console never answers on the receiver's socket, nor the receiver
+on the console's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
+import socket
 import time
-from typing import Any
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridge import metrics
-from bridge.config import WebSettings
+from bridge.config import EVERY_INTERFACE, WebSettings, same_listener
+from bridge.errors import ConfigError
 from bridge.logs import get_logger
 
 log = get_logger("bridge.web")
@@ -58,24 +70,31 @@ class GuardedHttp(HttpToolsProtocol):
 
     header_timeout: float
     body_timeout: float
-    max_connections: int
+    max_connections: int  # on each listener
+    # Connections open, by the port of the listener they came to.
+    open_by_port: ClassVar[Counter[int]]
     warned_at = -WARN_EVERY_SECONDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._head_bytes: int | None = None  # of the request head under way; None: none is
+        self._port: int | None = None  # the listener's, once counted
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
+        port = (self.server[1] if self.server else None) or 0
+        self._port = port
+        self.open_by_port[port] += 1
+        if self.open_by_port[port] > self.max_connections:
             self._cut("connection_limit", UNAVAILABLE)
             now = time.monotonic()
             if now - type(self).warned_at >= WARN_EVERY_SECONDS:
                 type(self).warned_at = now
                 log.warning(
                     "web.connection_limit",
-                    open=len(self.connections) - 1,
+                    open=self.open_by_port[port] - 1,
+                    port=port,
                     detail="new connections are answered 503 while web.max_connections are "
                     "open; see bridge_http_refused_total",
                 )
@@ -84,6 +103,9 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._port is not None:
+            self.open_by_port[self._port] -= 1
+            self._port = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -160,15 +182,18 @@ def connection_limit(wanted: int) -> int:
     return allowed
 
 
-def config(app: Any, web: WebSettings, host: str, port: int, grace_seconds: int) -> uvicorn.Config:
+def config(
+    app: Any, web: WebSettings, host: str, port: int, grace_seconds: int, listeners: int = 1
+) -> uvicorn.Config:
     """How ``bridge serve`` and ``bridge run`` listen: the guarded protocol with ``web``'s
-    limits, no access log (a webhook path may carry a secret token), uvicorn's logging left to
-    :mod:`bridge.logs`."""
+    limits (on each of ``listeners`` sockets), no access log (a webhook path may carry a secret
+    token), uvicorn's logging left to :mod:`bridge.logs`."""
 
     class Listener(GuardedHttp):
         header_timeout = web.header_timeout_seconds
         body_timeout = web.body_timeout_seconds
-        max_connections = connection_limit(web.max_connections)
+        max_connections = connection_limit(web.max_connections * listeners) // listeners
+        open_by_port: ClassVar[Counter[int]] = Counter()
 
     return uvicorn.Config(
         app,
@@ -179,3 +204,78 @@ def config(app: Any, web: WebSettings, host: str, port: int, grace_seconds: int)
         access_log=False,
         timeout_graceful_shutdown=grace_seconds,
     )
+
+
+@dataclass(frozen=True)
+class Listening:
+    """What to run: ``uvicorn.Server(config).run(sockets=sockets)``; ``sockets`` None when
+    uvicorn binds the receiver's host and port itself."""
+
+    config: uvicorn.Config
+    sockets: list[socket.socket] | None
+
+
+def listening(
+    receiver: ASGIApp,
+    web: WebSettings,
+    host: str,
+    port: int,
+    grace_seconds: int,
+    console: ASGIApp | None = None,
+) -> Listening:
+    """The receiver on ``host:port``; with ``console`` (an app for the console's own
+    listener), also ``web.console_host:console_port``, both sockets bound here and now (so
+    that one taken is a clear error before anything starts) and served by one server."""
+    if console is None or web.console_host is None or web.console_port is None:
+        return Listening(config(receiver, web, host, port, grace_seconds), None)
+    console_host, console_port = web.console_host, web.console_port
+    if same_listener(host, port, console_host, console_port):
+        raise ConfigError(
+            [f"web: the receiver's {host}:{port} is the console's listener (web.console_host, "
+             "web.console_port); choose another --host/--port"]
+        )  # fmt: skip
+    sockets = [_bind(host, port)]
+    try:
+        sockets.append(_bind(console_host, console_port))
+    except ConfigError:
+        sockets[0].close()
+        raise
+    app = ByListener(receiver, console, sockets[1].getsockname())
+    log.info("web.console_listener", host=console_host, port=console_port)
+    return Listening(config(app, web, host, port, grace_seconds, listeners=2), sockets)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host.strip("[]"), port), family=family)
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise ConfigError(
+            [f"web: cannot listen on {host}:{port} ({reason}); choose another --host/--port "
+             "or web.console_host/console_port"]
+        ) from None  # fmt: skip
+
+
+class ByListener:
+    """Each request to the app of the socket it came in on: the console's (bound to
+    ``console_address``) or the receiver's, which also gets the lifespan events. A
+    connection's local address is its listener's, except on a listener bound to every
+    interface (it is then the interface the connection came in on): that listener is known
+    by its port alone."""
+
+    def __init__(self, receiver: ASGIApp, console: ASGIApp, console_address: Any) -> None:
+        self.receiver = receiver
+        self.console = console
+        host, self.console_port = str(console_address[0]), int(console_address[1])
+        self.console_host = None if host in EVERY_INTERFACE else host
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self.console if self._to_console(scope) else self.receiver
+        await app(scope, receive, send)
+
+    def _to_console(self, scope: Scope) -> bool:
+        server = scope.get("server") if scope["type"] in ("http", "websocket") else None
+        if not server or server[1] != self.console_port:
+            return False
+        return self.console_host is None or server[0] == self.console_host

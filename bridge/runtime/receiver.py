@@ -28,9 +28,10 @@ from bridge.adapters.registry import VENDORS
 from bridge.config import Settings
 from bridge.errors import BridgeError, SchemaError
 from bridge.logs import get_logger
+from bridge.runtime import status
 from bridge.runtime.throttle import ClientLimiter, LimitedPaths
 from bridge.sealing import Keyring
-from bridge.services.erasure import Escalation, standing
+from bridge.services.erasure import Escalation
 from bridge.store import inbox
 from bridge.store.db import Store
 
@@ -222,14 +223,8 @@ def create_app(settings: Settings, store: Store, clock: Callable[[], float] = ti
     escalation = Escalation.of(settings.erasure)
 
     def stored_metrics() -> Response:
-        now = datetime.now(UTC)
-        oldest = inbox.oldest_pending_received_at(store)
-        lag = (now - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0
-        metrics.INBOX_LAG.set(max(lag, 0.0))
-        for status, count in inbox.counts(store).items():
-            metrics.INBOX_EVENTS.labels(status).set(count)
-        for state, count in standing(store, escalation, now).items():
-            metrics.ERASURE_REQUESTS.labels(state).set(count)
+        # The same numbers as the console's Today page (bridge.runtime.status).
+        status.publish(status.backlog(store, escalation, datetime.now(UTC)))
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_api_route("/readyz", _shared(readiness))

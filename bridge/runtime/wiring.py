@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from bridge.runtime.daemon import Job
     from bridge.sealing import Keyring
     from bridge.services.erasure import Erasure
+    from bridge.services.operators import Operators
     from bridge.services.reconcile import Progress, Reconciler
     from bridge.services.retention import Retention
     from bridge.store.db import Store
@@ -130,6 +131,14 @@ class Wiring:
         from bridge.sealing import Keyring
 
         return Keyring(self.settings.require_encryption_keys())
+
+    def operators(self) -> Operators:
+        """The console's operator accounts."""
+        from bridge.audit import derive
+        from bridge.services.operators import Operators
+
+        secret = self.settings.require_pseudonym_key()
+        return Operators(self.store(), self.settings.web, derive(secret, "console clients"))
 
     def erasure(self, adapters: Mapping[System, CrmAdapter] | None = None) -> Erasure:
         """The erasure service over every configured CRM (through ``adapters``, when a
@@ -239,7 +248,7 @@ class Wiring:
         def sync(full: bool) -> Callable[[threading.Event], object]:
             def run(stop: threading.Event) -> object:
                 with one_sync_at_a_time:
-                    return reconciler.sync(full=full, stop=stop)
+                    return reconciler.sync(full=full, stop=stop, trigger="daemon")
 
             return run
 

@@ -50,7 +50,9 @@ from bridge.store.db import Store, chunked
 log = get_logger("bridge.erasure")
 T = TypeVar("T")
 RECEIVED, PLANNED, COMPLETED, FAILED = "received", "planned", "completed", "failed"
+CANCELLED = "cancelled"  # withdrawn before any step was tried (the console's cancel)
 OPEN = (RECEIVED, PLANNED, FAILED)
+CLOSED = (COMPLETED, CANCELLED)  # nothing more happens to these; they hold no address
 ID_PREFIX = 8  # the shortest prefix that names a request (the demo prints 8 characters)
 
 
@@ -103,7 +105,7 @@ class Escalation:
     def flagged(self, request: Mapping[str, Any], now: datetime) -> bool:
         """Whether the request is flagged now: once flagged, until it completes (or is
         extended, and judged again)."""
-        if request["status"] == COMPLETED:
+        if request["status"] in CLOSED:
             return False
         if request["flagged_at"] is not None:
             return True
@@ -123,6 +125,12 @@ def standing(store: Store, escalation: Escalation, now: datetime) -> dict[str, i
         counts["flagged"] += escalation.flagged(request, now)
         counts["overdue"] += request["due_at"] < _iso(now)
     return counts
+
+
+def days_left(due_at: str, now: datetime) -> int:
+    """Whole days until a request's due date, below zero exactly when :meth:`Erasure.view`
+    says it is overdue: the console's badge."""
+    return (datetime.fromisoformat(due_at) - now) // timedelta(days=1)
 
 
 class Erasure:
@@ -242,7 +250,7 @@ class Erasure:
         several): steps already stored are skipped, the emails found join those stored, and a
         request completed in the meantime is left as it is, its emails destroyed.
         """
-        requests = [r for r in map(self._request, request_ids) if r["status"] != COMPLETED]
+        requests = [r for r in map(self._request, request_ids) if r["status"] not in CLOSED]
         people = find_people(self.adapters, [self._open(r) for r in requests])
         planned = self._targets([person.emails for person in people])
         count = 0
@@ -250,7 +258,7 @@ class Erasure:
         with self.store.transaction(serialize=AUDIT_LOCK) as conn:
             for request, person, targets in zip(requests, people, planned, strict=True):
                 current = rows.current_request(conn, request["id"])
-                if current is None or current["status"] == COMPLETED:
+                if current is None or current["status"] in CLOSED:
                     continue
                 steps = [self._step(request["id"], t, hold) for t, hold in targets]
                 rows.add_steps(conn, steps)
@@ -407,13 +415,23 @@ class Erasure:
             self._finish(request, emails[request["id"]], steps[request["id"]], found[request["id"]])
             ended(request["id"])
 
-    def retry(self, request_id: str, wait_seconds: float = 60) -> dict[str, Any]:
+    def retry(
+        self, request_id: str, wait_seconds: float = 60, actor: str = "cli", run: bool = True
+    ) -> dict[str, Any]:
         """Try a request again now, planning included (``bridge requests --retry``): what was
-        never planned is planned, dead steps get a fresh set of attempts."""
+        never planned is planned, dead steps get a fresh set of attempts. Without ``run``, it
+        is only planned again and its steps left to the daemon's erasure job (the console: a
+        page answers in seconds, whatever the vendors' pace). Audited as ``actor``'s."""
         request = self._request(request_id)
+        if request["status"] in CLOSED:
+            raise BridgeError(f"request {request_id} is {request['status']}: nothing to retry")
         with self.store.transaction(serialize=AUDIT_LOCK) as conn:
             if rows.reopen(conn, request_id):
-                audit.append(conn, _retried(request_id, request["subject_ref"], "cli"))
+                audit.append(conn, _retried(request_id, request["subject_ref"], actor))
+        if not run:
+            if self._request(request_id)["status"] == RECEIVED:
+                self._plan_together([request_id])
+            return self.view(request_id)
         return self.run(request_id, wait_seconds)
 
     def drain(self, stop: threading.Event) -> int:
@@ -498,11 +516,13 @@ class Erasure:
             flagged += 1
         return flagged
 
-    def extend(self, request_id: str, months: int, reason: str | None) -> dict[str, Any]:
+    def extend(
+        self, request_id: str, months: int, reason: str | None, actor: str = "cli"
+    ) -> dict[str, Any]:
         """Extend an open request's deadline by ``months`` (Art. 12(3)): two further months at
         most in all, each counted from receipt, with the reasons for the delay (no personal
-        data), decided within the first month, when the person must be told. Audited; the
-        receipt states it."""
+        data), decided within the first month, when the person must be told. Audited as
+        ``actor``'s; the receipt states it."""
         if not reason or not reason.strip():
             raise ConfigError(["--extend needs --reason: Art. 12(3) asks for the reasons"])
         check_reason("--reason", reason)
@@ -511,8 +531,8 @@ class Erasure:
             request = rows.current_request(conn, request_id)
             if request is None:
                 raise BridgeError(f"no erasure request {request_id}")
-            if request["status"] == COMPLETED:
-                raise BridgeError(f"request {request_id} is completed: nothing to extend")
+            if request["status"] in CLOSED:
+                raise BridgeError(f"request {request_id} is {request['status']}: nothing to extend")
             received = datetime.fromisoformat(request["received_at"])
             extensions: list[dict[str, Any]] = json.loads(request["extensions"] or "[]")
             total = sum(e["months"] for e in extensions) + months
@@ -535,7 +555,7 @@ class Erasure:
             audit.append(
                 conn,
                 AuditEvent(
-                    actor="cli",
+                    actor=actor,
                     action="erasure.extended",
                     outcome="extended",
                     subject_ref=request["subject_ref"],
@@ -549,6 +569,70 @@ class Erasure:
                 ),
             )
         return self.view(request_id)
+
+    def cancel(self, request_id: str, reason: str, actor: str) -> dict[str, Any]:
+        """Withdraw a request not yet started: received, or planned with no step tried yet.
+        Its addresses are destroyed with their data key as completion destroys them; nothing
+        is suppressed, no receipt written; audited as ``actor``'s, with the reason (no
+        personal data). One under way or ended is refused: records may be erased already."""
+        if not reason.strip():
+            raise ConfigError(["a cancellation needs a reason (no personal data)"])
+        check_reason("the reason", reason)
+        with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            request = rows.current_request(conn, request_id)
+            if request is None:
+                raise BridgeError(f"no erasure request {request_id}")
+            status = request["status"]
+            # Its steps are withdrawn first, so that none is claimed meanwhile; if one was
+            # tried already, raising undoes that.
+            if status not in (RECEIVED, PLANNED) or not rows.withdraw_steps(conn, request_id):
+                raise BridgeError(
+                    f"request {request_id} has started ({status}); only a request with no step "
+                    "tried yet can be cancelled"
+                )
+            now = _iso(self.clock())
+            rows.set_emails(
+                conn, request_id, None, status=CANCELLED, completed_at=now, retry_at=None
+            )
+            audit.append(
+                conn,
+                AuditEvent(
+                    actor=actor,
+                    action="erasure.cancelled",
+                    outcome="cancelled",
+                    subject_ref=request["subject_ref"],
+                    reason=reason,
+                    details={"request": request_id, "was": status},
+                ),
+            )
+        self._scrub(request_id)
+        return self.view(request_id)
+
+    def reveal(self, request_id: str, actor: str) -> list[str]:
+        """The addresses an open request holds, for an operator who must see them; audited
+        as ``actor``'s. A completed or cancelled request holds none."""
+        with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            request = rows.current_request(conn, request_id)
+            if request is None:
+                raise BridgeError(f"no erasure request {request_id}")
+            if request["status"] in CLOSED:
+                raise BridgeError(
+                    f"request {request_id} is {request['status']}: its addresses were "
+                    "destroyed with it; there is none to reveal"
+                )
+            emails = self._open(request)
+            audit.append(
+                conn,
+                AuditEvent(
+                    actor=actor,
+                    action="erasure.revealed",
+                    outcome="revealed",
+                    subject_ref=request["subject_ref"],
+                    reason=f"request {request_id}",
+                    details={"emails": len(emails)},
+                ),
+            )
+        return emails
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -766,7 +850,7 @@ class Erasure:
             # Another instance may have completed the request, or planned more steps for it,
             # since we looked: completion happens once, and only with every step settled.
             current = rows.current_request(conn, request["id"])
-            if current is None or current["status"] == COMPLETED:
+            if current is None or current["status"] in CLOSED:
                 return
             if rows.open_step_count(conn, request["id"]):
                 return
@@ -796,9 +880,7 @@ class Erasure:
         outcome = {"request": request["id"], "subject_ref": request["subject_ref"]}
         if ok:
             log.info("erasure.completed", **outcome, trigger=request["trigger"])
-            # The key's bytes out of the database's files now; if busy, the daemon's scrub job.
-            if not data_keys.scrub(self.store):
-                log.info("erasure.scrub_deferred", request=request["id"])
+            self._scrub(request["id"])
         else:
             log.warning("erasure.verification_failed", **outcome, records_found=found)
 
@@ -808,10 +890,22 @@ class Erasure:
         """A request's state with per-system outcomes; no personal data."""
         request = self._request(request_id)
         steps = rows.steps(self.store, request_id)
-        now = self.clock()
-        done = request["status"] == COMPLETED
         return {
-            "id": request_id,
+            **self._summary(request, self.clock()),
+            "systems": _outcomes_by_system(steps),
+            "legal_holds": _holds(steps),
+            "failures": [
+                {"system": s["system"], "object_type": s["object_type"], "reason": s["last_error"]}
+                for s in steps
+                if s["status"] == leases.DEAD
+            ],
+        }
+
+    def _summary(self, request: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+        """A request's state without its steps: dates, deadline, flags."""
+        done = request["status"] in CLOSED
+        return {
+            "id": request["id"],
             "status": request["status"],
             "mode": request["mode"],
             "trigger": request["trigger"],
@@ -825,14 +919,30 @@ class Erasure:
             "failing_since": None if done else request["failing_since"],
             "retry_at": request["retry_at"],
             "problem": request["problem"],
-            "systems": _outcomes_by_system(steps),
-            "legal_holds": _holds(steps),
-            "failures": [
-                {"system": s["system"], "object_type": s["object_type"], "reason": s["last_error"]}
-                for s in steps
-                if s["status"] == leases.DEAD
-            ],
         }
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """Every request, oldest first, as :meth:`view` states it less the steps: one query
+        for them all (the console's list and its CSV)."""
+        now = self.clock()
+        return [self._summary(request, now) for request in rows.requests(self.store)]
+
+    def steps(self, request_id: str) -> list[dict[str, Any]]:
+        """A request's steps in the order planned: system, object, record (None: an address
+        erased by email alone), the legal hold on it, status and outcome; no personal data."""
+        shown = ("system", "object_type", "record_id", "hold", "action", "status", "outcome",
+                 "attempts", "last_error", "finished_at")  # fmt: skip
+        return [{k: step[k] for k in shown} for step in rows.steps(self.store, request_id)]
+
+    def trail(self, request_id: str) -> list[dict[str, Any]]:
+        """The audit events of a request, oldest first: its subject's that name it."""
+        request = self._request(request_id)
+        named = f"request {request_id}"
+        return [
+            event
+            for event in audit.events(self.store, request["subject_ref"])
+            if named in (event["reason"] or "") or event["details"].get("request") == request_id
+        ]
 
     def requests(self, overdue: bool = False, failed: bool = False) -> list[dict[str, Any]]:
         views = [self.view(r["id"]) for r in rows.requests(self.store)]
@@ -874,6 +984,12 @@ class Erasure:
             raise BridgeError(f"no erasure request {request_id}")
         return request
 
+    def _scrub(self, request_id: str) -> None:
+        """The bytes of a destroyed data key out of the database's files now; if the database
+        is busy, the daemon's scrub job does it."""
+        if not data_keys.scrub(self.store):
+            log.info("erasure.scrub_deferred", request=request_id)
+
     def _seal(self, emails: Sequence[str]) -> Sealed:
         return self.keyring.seal(json.dumps(list(emails)).encode())
 
@@ -894,7 +1010,7 @@ class Erasure:
         """The request failed now: its problem kept, and, with one, audited."""
         with self.store.transaction(serialize=AUDIT_LOCK) as conn:
             current = rows.current_request(conn, request_id)
-            if current is None or current["status"] == COMPLETED:
+            if current is None or current["status"] in CLOSED:
                 return
             rows.fail_request(conn, request_id, **self._failure(current, problem))
             if problem:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from bridge import audit
 from bridge.adapters.base import (
     AdapterError,
+    AllowanceReporter,
     ConsentWrite,
     CrmAdapter,
     LawfulBasisWrite,
@@ -121,6 +122,88 @@ class SyncReport:
         }
 
 
+def crm_error(error: AdapterError) -> dict[str, str | None]:
+    """What a run keeps of a CRM's failure: its class, kind and vendor code, and the
+    adapter's own words for it (built from the code, never the vendor's message, which may
+    quote a value)."""
+    return {
+        "error": type(error).__name__,
+        "failure": error.failure.value,
+        "code": error.code,
+        "summary": error.summary or None,
+    }
+
+
+@dataclass
+class _Run:
+    """One run as the console sees it: who started it, what each system gave, how it ended."""
+
+    trigger: str
+    full: bool
+    dry_run: bool
+    started: datetime
+    actor: str = "sync"  # whom the audit events of its writes name
+    read: Counter[str] = field(default_factory=Counter)
+    errors: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    error: str | None = None  # the class of an error no CRM raised
+    ended_by: str | None = None  # failed or stopped, when the run raised
+    # Per system whose adapter reports them, its vendor's limits as the run ended (JSON).
+    allowances: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def failed(self, error: BaseException) -> None:
+        if isinstance(error, AdapterError):
+            self.errors[str(error.system)] = crm_error(error)
+        elif isinstance(error, Exception):
+            self.error = type(error).__name__
+        self.ended_by = "failed" if isinstance(error, Exception) else "stopped"
+
+    def row(
+        self, report: SyncReport | None, systems: Sequence[str], now: datetime
+    ) -> dict[str, Any]:
+        counts: dict[str, Any] = report.counts() if report else {}
+        if self.error:
+            counts["error"] = self.error
+        if self.ended_by:
+            outcome = self.ended_by
+        elif report is not None and report.stopped:
+            outcome = "stopped"
+        else:
+            outcome = "failed" if report is not None and report.failed else "ok"
+        return {
+            "trigger": self.trigger,
+            "full": int(self.full),
+            "dry_run": int(self.dry_run),
+            "started_at": _iso(self.started),
+            "finished_at": _iso(now),
+            "outcome": outcome,
+            "counts": counts,
+            "systems": {
+                system: {"records": self.read[system], "error": self.errors.get(system)}
+                | ({"allowances": self.allowances[system]} if system in self.allowances else {})
+                for system in systems
+            },
+        }
+
+    def audit_event(self, row: Mapping[str, Any]) -> AuditEvent:
+        counts = {k: v for k, v in row["counts"].items() if isinstance(v, int)}
+        return AuditEvent(
+            actor=self.trigger,
+            action="sync.planned" if self.dry_run else "sync.run",
+            outcome=row["outcome"],
+            details={"full": self.full, **counts},
+        )
+
+
+def allowances(adapters: Mapping[System, CrmAdapter]) -> dict[str, list[dict[str, Any]]]:
+    """What each adapter that reports them last heard of its vendor's limits, as JSON: the
+    console shows them as of the run's end (they cost no call to learn)."""
+    return {
+        str(system): [asdict(allowance) for allowance in adapter.allowances()]
+        for system, adapter in adapters.items()
+        if isinstance(adapter, AllowanceReporter)
+    }
+
+
 class Reconciler:
     """Makes every configured CRM tell the same lawful story about each person."""
 
@@ -147,29 +230,66 @@ class Reconciler:
     # -- runs -------------------------------------------------------------------------------
 
     def sync(
-        self, *, full: bool = False, dry_run: bool = False, stop: threading.Event | None = None
+        self,
+        *,
+        full: bool = False,
+        dry_run: bool = False,
+        stop: threading.Event | None = None,
+        trigger: str = "cli",
     ) -> SyncReport:
-        """Pull, plan and (unless ``dry_run``) apply; cursors move when all is applied."""
-        stop = stop or threading.Event()
-        started = _now()
+        """Pull, plan and (unless ``dry_run``) apply; cursors move when all is applied.
+
+        Every run is recorded for the console (``sync_runs``), with who started it
+        (``trigger``: ``daemon``, ``cli`` or an operator's ``operator:NAME``); a run that
+        raises is recorded as failed, with the CRM's error class and code, then re-raised.
+        """
+        run = _Run(trigger, full, dry_run, _now())
+        try:
+            report = self._sync(run, stop or threading.Event())
+        except BaseException as error:
+            run.failed(error)
+            self._record(run, None)
+            raise
+        self._record(run, report)
+        return report
+
+    def _sync(self, run: _Run, stop: threading.Event) -> SyncReport:
+        dry_run = run.dry_run
         cursors = {s: record_rows.cursor(self.store, f"sync:{s}") for s in self.adapters}
-        full = full or any(value is None for value in cursors.values())
-        records = self._pull_all(stop) if full else self._pull_changed(cursors, stop)
+        full = run.full = run.full or any(value is None for value in cursors.values())
+        records = self._pull_all(stop, run) if full else self._pull_changed(cursors, stop, run)
+        run.read = Counter(str(record.system) for record in records)
         if stop.is_set():  # shutting down: nothing planned, the next run reads it all again
             return SyncReport(dry_run=dry_run, full=full, records=len(records), stopped=True)
-        report = self._run(records, full, dry_run, stop, actor="sync")
+        report = self._run(records, full, dry_run, stop, run)
         if not dry_run and not report.stopped and not report.failed:
             with self.store.transaction() as conn:
                 for system in self.adapters:
-                    record_rows.set_cursor(conn, f"sync:{system}", _iso(started))
+                    record_rows.set_cursor(conn, f"sync:{system}", _iso(run.started))
             report.cursors_moved = True
         log.info("sync.finished", full=full, dry_run=dry_run, **report.counts())
         return report
 
+    def _record(self, run: _Run, report: SyncReport | None) -> None:
+        """Keep the run for the console; one started by an operator is audited in their
+        name too. Bookkeeping never fails a sync: a run that cannot be kept is logged."""
+        run.allowances = allowances(self.adapters)
+        row = run.row(report, [str(system) for system in self.adapters], _now())
+        audited = run.trigger.startswith("operator:")
+        try:
+            with self.store.transaction(serialize=AUDIT_LOCK if audited else None) as conn:
+                sync_rows.record_run(conn, row)
+                if audited:
+                    audit.append(conn, run.audit_event(row))
+        except Exception as error:
+            log.warning("sync.run_not_recorded", error=type(error).__name__)
+
     def sync_people(self, emails: Collection[str], *, actor: str) -> SyncReport:
-        """Reconcile the people these emails reach, now (propagation of one event)."""
+        """Reconcile the people these emails reach, now (propagation of one event). Not
+        recorded as a run: one comes per webhook event, and each is audited already."""
         records = self._find(emails)
-        return self._run(records, False, False, threading.Event(), actor=actor)
+        run = _Run("event", False, False, _now(), actor=actor)
+        return self._run(records, False, False, threading.Event(), run)
 
     def _run(
         self,
@@ -177,7 +297,7 @@ class Reconciler:
         full: bool,
         dry_run: bool,
         stop: threading.Event,
-        actor: str,
+        run: _Run,
     ) -> SyncReport:
         report = SyncReport(dry_run=dry_run, full=full, records=len(records))
         plans, addresses, agreed = self._plan(records, report)
@@ -188,7 +308,7 @@ class Reconciler:
         if dry_run:
             return report
         self.watch.observe(records)
-        outcomes = self._apply(changes, addresses, stop, actor)
+        outcomes = self._apply(changes, addresses, stop, run)
         for entry, change in zip(report.changes, changes, strict=True):
             outcome = outcomes.get(id(change))
             entry["outcome"] = outcome.status.value if outcome else "not_applied"
@@ -201,21 +321,25 @@ class Reconciler:
 
     # -- pull -------------------------------------------------------------------------------
 
-    def _pull_all(self, stop: threading.Event) -> list[CrmRecord]:
+    def _pull_all(self, stop: threading.Event, run: _Run) -> list[CrmRecord]:
         records: list[CrmRecord] = []
         for system, adapter in self.adapters.items():
-            records += self._counted(f"reading {system}", adapter.read(), stop)
+            read = self._counted(f"reading {system}", adapter.read(), stop)
+            run.read[str(system)] = len(read)
+            records += read
         return records
 
     def _pull_changed(
-        self, cursors: Mapping[System, str | None], stop: threading.Event
+        self, cursors: Mapping[System, str | None], stop: threading.Event, run: _Run
     ) -> list[CrmRecord]:
         """The changed records, and every record of the people they belong to."""
         changed: list[CrmRecord] = []
         for system, adapter in self.adapters.items():
             since = datetime.fromisoformat(str(cursors[system])) - OVERLAP
             phase = f"reading {system} changes"
-            changed += self._counted(phase, adapter.read(since), stop)
+            read = self._counted(phase, adapter.read(since), stop)
+            run.read[str(system)] = len(read)
+            changed += read
         if stop.is_set():
             return changed
         emails = {normalise_email(e) for r in changed for e in r.emails}
@@ -287,7 +411,8 @@ class Reconciler:
 
     def _note_states(self, records: Sequence[CrmRecord], ledger: Ledger) -> None:
         """Keep when each opt-out and lawful basis was first read, and forget the ledger's
-        echoes of states the records have moved away from (the person acted since)."""
+        echoes of states the records have moved away from (the person acted since), and the
+        changes left to the person once the record holds them (the person made them)."""
         now = _iso(_now())
         seen: list[dict[str, Any]] = []
         stale: list[FieldKey] = []
@@ -305,7 +430,10 @@ class Reconciler:
                 key = (*record.key, field_name)
                 before = ledger.get(key)
                 moved = before is not None and before.value != state
-                if moved and before is not None and before.outcome != NEEDS_SELF_SERVICE:
+                waiting = before is not None and before.outcome == NEEDS_SELF_SERVICE
+                # An echo the record moved away from, or a change left to the person that
+                # the record now holds: either way, the person acted.
+                if before is not None and moved != waiting:
                     stale.append(key)
                     before = None
                 if before is None and state is not None and field_name in first_seen:
@@ -349,7 +477,7 @@ class Reconciler:
         changes: Sequence[Change],
         addresses: Mapping[tuple[str, str, str], str],
         stop: threading.Event,
-        actor: str,
+        run: _Run,
     ) -> dict[int, WriteOutcome]:
         """Each system's writes in batches; outcomes by change (``id``), audited.
 
@@ -369,8 +497,8 @@ class Reconciler:
                     if stop.is_set():
                         return outcomes
                     batch = group[start : start + APPLY_BATCH]
-                    results = self._write(adapter, batch, addresses, kind_is_basis)
-                    self._settle(batch, results, actor)
+                    results = self._write(adapter, batch, addresses, kind_is_basis, run)
+                    self._settle(batch, results, run.actor)
                     outcomes.update((id(c), r) for c, r in zip(batch, results, strict=True))
                     self.progress("applying", len(outcomes), total)
         return outcomes
@@ -381,6 +509,7 @@ class Reconciler:
         batch: Sequence[Change],
         addresses: Mapping[tuple[str, str, str], str],
         basis: bool,
+        run: _Run,
     ) -> list[WriteOutcome]:
         try:
             if basis:
@@ -403,6 +532,7 @@ class Reconciler:
                 ]
             )
         except AdapterError as error:  # the whole call failed, after the adapter's retries
+            run.errors[str(error.system)] = crm_error(error)
             return [WriteOutcome(c.record, WriteStatus.FAILED, str(error)[:300]) for c in batch]
 
     def _settle(self, batch: Sequence[Change], results: Sequence[WriteOutcome], actor: str) -> None:

@@ -3,17 +3,24 @@
 ``preview`` judges every subject under every rule and writes nothing; ``apply`` judges the
 same way, marks (or clears) the due date of everyone in a warning period, and turns everyone
 due into an erasure request. One judgement, so the two agree on who is purged.
+
+The console applies a purge only with two operators: one proposes who the preview shows due
+(its :func:`digest`), another approves, and ``apply`` erases only if that is still who is due.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from bridge import audit
 from bridge.adapters.base import (
+    AdapterError,
     CrmAdapter,
     DueMark,
     ErasureTarget,
@@ -22,18 +29,29 @@ from bridge.adapters.base import (
     WriteStatus,
 )
 from bridge.config import LegalHold
+from bridge.errors import BridgeError
 from bridge.identity import link_subjects, subject_ref
 from bridge.logs import get_logger
 from bridge.model import PEOPLE, AuditEvent, ConsentStatus, Purpose, RelatedRecords, Subject, System
 from bridge.policies.consent import merge_purpose
 from bridge.policies.retention import RetentionRule, Verdict, first_due, judge
 from bridge.services.erasure import Erasure
+from bridge.services.operators import actor
 from bridge.store import erasure as erasure_rows
+from bridge.store import proposals as proposal_rows
 from bridge.store.audit_log import LOCK as AUDIT_LOCK
 from bridge.store.db import Store
 
 log = get_logger("bridge.retention")
 ACTOR = "retention"
+
+
+class PurgeRefused(BridgeError):
+    """A proposal that cannot be made, approved or withdrawn now; the message says why."""
+
+
+class PreviewChanged(PurgeRefused):
+    """Who is due now is not who the proposal named: nothing was applied."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,11 @@ class RetentionReport:
     unmarked: int = 0
     mark_failures: int = 0
     requests: list[str] = field(default_factory=list)
+
+    @property
+    def due_now(self) -> list[Candidate]:
+        """Those an apply erases today; the rest of a preview falls due within its window."""
+        return [c for c in self.candidates if c.verdict.due(self.today)]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -133,20 +156,113 @@ class Retention:
         }
         return report
 
-    def apply(self, erasure: Erasure) -> RetentionReport:
+    def apply(self, erasure: Erasure, approved: str | None = None) -> RetentionReport:
         """Mark everyone in a warning period, clear marks no longer due, and submit an
-        erasure request for everyone due today; returns the request ids to run."""
+        erasure request for everyone due today; returns the request ids to run.
+
+        ``approved``: the :func:`digest` of who two operators agreed to purge; if those due
+        now are others, :class:`PreviewChanged` is raised before anything is written."""
         today = self.clock().date()
         subjects = self._subjects()
         warning = max((r.warning_days for r in self.rules), default=0)
         candidates = self._candidates(subjects, today + timedelta(days=warning))
         warned = [c for c in candidates if c.verdict.warned(today) and not c.verdict.due(today)]
         due = [c for c in candidates if c.verdict.due(today)]
+        if approved is not None and digest(due) != approved:
+            raise PreviewChanged("the preview changed since it was proposed; propose again")
         report = RetentionReport(today, 0, due)
         self._mark(subjects, warned, {c.ref for c in due}, report)
         for candidate in due:
             report.requests.append(self._submit(erasure, candidate))
         return report
+
+    # -- two operators (the console) ----------------------------------------------------------
+
+    def propose(self, within: timedelta, seen: str, by: str) -> str:
+        """Propose purging who is due now, as the preview ``by`` looked at showed them
+        (``seen``, its :func:`digest`); the proposal's id. Audited."""
+        due = self.preview(within).due_now
+        if digest(due) != seen:
+            raise PreviewChanged("the preview changed since you loaded it; look again")
+        if not due:
+            raise PurgeRefused("nobody is due today: there is nothing to purge")
+        if any(p["status"] == proposal_rows.PROPOSED for p in self.proposals()):
+            raise PurgeRefused(
+                "a purge proposal awaits approval already: approve or withdraw it first"
+            )
+        proposal = uuid.uuid4().hex
+        row = {"id": proposal, "within_days": within.days, "digest": seen, "people": len(due),
+               "proposed_by": by, "proposed_at": _iso(self.clock())}  # fmt: skip
+        with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            proposal_rows.add(conn, row)
+            audit.append(conn, _decision(by, "retention.proposed", "proposed", row))
+        return proposal
+
+    def approve(self, proposal: str, by: str, erasure: Erasure) -> RetentionReport:
+        """Apply a proposal another operator made, if those due now are still those it
+        named (else it turns stale); the apply's report. Audited with both names."""
+        row = self._open_proposal(proposal)
+        if row["proposed_by"] == by:
+            audit.record(self.store, _decision(by, "retention.approved", "refused", row))
+            raise PurgeRefused(
+                "you proposed this purge: another operator must approve it (two people agree "
+                "before anyone is erased)"
+            )
+        self._decide(row, proposal_rows.PROPOSED, proposal_rows.APPLYING, by)
+        try:
+            report = self.apply(erasure, approved=row["digest"])
+        except Exception as error:
+            status = (
+                proposal_rows.STALE if isinstance(error, PreviewChanged) else proposal_rows.FAILED
+            )
+            self._decide(row, proposal_rows.APPLYING, status, by, {"problem": _problem(error)})
+            raise
+        outcome = {"requests": report.requests, "marked": report.marked,
+                   "unmarked": report.unmarked, "mark_failures": report.mark_failures}  # fmt: skip
+        self._decide(row, proposal_rows.APPLYING, proposal_rows.APPLIED, by, outcome)
+        return report
+
+    def withdraw(self, proposal: str, by: str) -> None:
+        """Withdraw an open proposal (its proposer or any other operator). Audited."""
+        self._decide(
+            self._open_proposal(proposal), proposal_rows.PROPOSED, proposal_rows.WITHDRAWN, by
+        )
+
+    def proposals(self) -> list[dict[str, Any]]:
+        """The open proposals, then the latest decided ones, each with its outcome decoded."""
+        return [
+            row | {"outcome": json.loads(row["outcome"]) if row["outcome"] else None}
+            for row in proposal_rows.newest(self.store)
+        ]
+
+    def _open_proposal(self, proposal: str) -> dict[str, Any]:
+        row = proposal_rows.get(self.store, proposal)
+        if row is None:
+            raise PurgeRefused("there is no such proposal")
+        if row["status"] != proposal_rows.PROPOSED:
+            raise PurgeRefused(f"this proposal is {row['status']} already; nothing was done")
+        return row
+
+    def _decide(
+        self,
+        row: Mapping[str, Any],
+        was: str,
+        status: str,
+        by: str,
+        outcome: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Move the proposal on from ``was``, keeping ``outcome``, and audit it, at once;
+        refused if another operator decided it meanwhile."""
+        values = {"decided_by": by, "decided_at": _iso(self.clock())}
+        if outcome is not None:
+            values["outcome"] = json.dumps(outcome)
+        with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            if not proposal_rows.move(conn, row["id"], was, status, **values):
+                raise PurgeRefused("another operator decided this proposal meanwhile")
+            if status in _AUDITED:
+                action, result = _AUDITED[status]
+                details = {k: len(v) if k == "requests" else v for k, v in (outcome or {}).items()}
+                audit.append(conn, _decision(by, action, result, row, **details))
 
     # -- judging ----------------------------------------------------------------------------
 
@@ -305,3 +421,44 @@ class Retention:
 
 def _before(verdict: Verdict | None, horizon: date) -> bool:
     return verdict is not None and verdict.due(horizon)
+
+
+def digest(candidates: Iterable[Candidate]) -> str:
+    """Who is purged under which rule, as one hash: what two operators agree on."""
+    lines = sorted(f"{c.ref} {c.verdict.rule.name}" for c in candidates)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+# How a proposal moving to each state is audited (claiming it for the apply is not).
+_AUDITED = {
+    proposal_rows.APPLIED: ("retention.approved", "applied"),
+    proposal_rows.STALE: ("retention.approved", "stale"),
+    proposal_rows.FAILED: ("retention.approved", "failed"),
+    proposal_rows.WITHDRAWN: ("retention.withdrawn", "withdrawn"),
+}
+
+
+def _decision(
+    by: str, action: str, outcome: str, proposal: Mapping[str, Any], **details: Any
+) -> AuditEvent:
+    """An operator's step on a proposal, naming the proposer too."""
+    return AuditEvent(
+        actor=actor(by),
+        action=action,
+        outcome=outcome,
+        reason=f"retention proposal {proposal['id']}",
+        details={"proposed_by": actor(proposal["proposed_by"]), "people": proposal["people"],
+                 "within_days": proposal["within_days"]} | details,
+    )  # fmt: skip
+
+
+def _problem(error: Exception) -> str:
+    """Why an apply failed, in words fit for the audit log (a bridge error's or a CRM's own,
+    which hold no personal data; else only the kind of error)."""
+    if isinstance(error, AdapterError):
+        return error.line()
+    return str(error) if isinstance(error, BridgeError) else type(error).__name__
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")

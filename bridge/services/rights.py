@@ -17,19 +17,31 @@ from bridge.store.db import Store
 
 
 def export_subject(
-    store: Store, adapters: Mapping[System, CrmAdapter], key: bytes, emails: Sequence[str]
+    store: Store,
+    adapters: Mapping[System, CrmAdapter],
+    key: bytes,
+    emails: Sequence[str],
+    actor: str,
 ) -> dict[str, Any]:
     """One document with everything held about a person: every record in every system (all
     the fields the adapters expose, consent with the history vendors keep) and the audit
-    events about them. It is the person's own data, so it is given to them in clear."""
+    events about them. It is the person's own data, so it is given to them in clear; the
+    export is audited as ``actor``'s, under the person's pseudonym."""
     everyone = find_person(adapters, emails).emails
     refs = {subject_ref(key, e) for e in everyone}
-    return {
+    document = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "emails": everyone,
         "systems": {system: adapter.export(everyone) for system, adapter in adapters.items()},
         "audit_events": [e for ref in sorted(refs) for e in audit.events(store, ref)],
     }
+    if emails:
+        event = AuditEvent(
+            actor, "export", "exported", subject_ref=subject_ref(key, emails[0]),
+            details={"systems": sorted(adapters), "emails": len(everyone)},
+        )  # fmt: skip
+        audit.record(store, event)
+    return document
 
 
 def rectify_subject(

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import islice
+from typing import Any
 
 from bridge import audit
-from bridge.adapters.base import CrmAdapter
+from bridge.adapters.base import CrmAdapter, RecordRef
+from bridge.errors import BridgeError
 from bridge.identity import subject_ref
 from bridge.logs import get_logger
 from bridge.metrics import REAPPEARANCES
@@ -91,13 +93,55 @@ class Watch:
         REAPPEARANCES.labels(record.system).inc()
         log.warning("erased person re-appeared", system=record.system, record_id=record.id)
         if self.reerase is not None:
-            origin = "reappeared {}/{}/{}".format(*record.key)
-            request_id = self.reerase.submit(list(record.emails), "delete", None, "watch", origin)
-            with self.store.transaction() as conn:
-                for reappearance in new:
-                    rows.link_reappearance(conn, reappearance, request_id)
-            self.reerase.run(request_id, wait_seconds=0)
+            self._erase_again(self.reerase, record.key, record.emails, new, "watch")
         return new
+
+    def erase_again(self, reappearance: int, trigger: str) -> tuple[str, bool]:
+        """Erase the person a re-appearance found, again, as the sync does when configured
+        to (the console's "Re-erase"): the addresses the record holds now, every system. The
+        request's id, and False if it had been erased again already (that request's id)."""
+        if self.reerase is None:
+            raise BridgeError("erase_again needs the erasure service")
+        every = rows.all_reappearances(self.store)
+        row = next((r for r in every if r["id"] == reappearance), None)
+        if row is None:
+            raise BridgeError(f"there is no re-appearance {reappearance}")
+        if row["request_id"]:
+            return row["request_id"], False
+        system, object_type, record_id = key = _key(row)
+        adapter = self.reerase.adapters.get(System(system))
+        if adapter is None:
+            raise BridgeError(f"{system} is not configured: its record cannot be read")
+        emails = adapter.emails_of(RecordRef(System(system), object_type, record_id))
+        if row["subject_ref"] not in {subject_ref(self.key, e) for e in emails}:
+            raise BridgeError(
+                "the record no longer holds the erased person (changed or deleted since): "
+                "nothing to erase; a scan brings the list up to date"
+            )
+        same_record = [r["id"] for r in every if _key(r) == key and not r["request_id"]]
+        return self._erase_again(self.reerase, key, emails, same_record, trigger), True
+
+    def _erase_again(
+        self,
+        erasure: Erasure,
+        key: rows.RecordKey,
+        emails: Sequence[str],
+        reappearances: Sequence[int],
+        trigger: str,
+    ) -> str:
+        """A request erasing ``emails`` again, linked to the re-appearances, run once now
+        (what does not finish, the daemon finishes)."""
+        origin = "reappeared {}/{}/{}".format(*key)
+        request_id = erasure.submit(list(emails), "delete", None, trigger, origin)
+        with self.store.transaction() as conn:
+            for reappearance in reappearances:
+                rows.link_reappearance(conn, reappearance, request_id)
+        erasure.run(request_id, wait_seconds=0)
+        return request_id
+
+
+def _key(reappearance: Mapping[str, Any]) -> rows.RecordKey:
+    return reappearance["system"], reappearance["object_type"], reappearance["record_id"]
 
 
 def _now() -> str:

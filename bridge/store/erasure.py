@@ -19,15 +19,21 @@ _REQUESTS = select(erasure_requests, data_keys.WRAPPED.label("emails_wrapped_key
 )
 
 
+# Requests nothing more happens to (``services.erasure.CLOSED``): no planning, running,
+# failing or reopening brings them back.
+_CLOSED = ("completed", "cancelled")
+_UNCLOSED = erasure_requests.c.status.not_in(_CLOSED)
+
+
 def add_request(conn: Connection, row: dict[str, Any], emails: Sealed) -> None:
     conn.execute(insert(erasure_requests).values(**row, emails_encrypted=emails.token))
     data_keys.add(conn, data_keys.ERASURE_REQUEST, {row["id"]: emails.wrapped_key})
 
 
 def open_request_for(conn: Connection, subject_ref: str) -> str | None:
-    """The id of a request for this subject that has not completed, if any."""
+    """The id of a request for this subject that has not completed or been cancelled."""
     query = select(erasure_requests.c.id).where(
-        erasure_requests.c.subject_ref == subject_ref, erasure_requests.c.status != "completed"
+        erasure_requests.c.subject_ref == subject_ref, _UNCLOSED
     )
     return conn.execute(query.order_by(erasure_requests.c.received_at).limit(1)).scalar()
 
@@ -49,11 +55,11 @@ def set_emails(conn: Connection, request_id: str, emails: Sealed | None, **value
 
 
 def mark_unfinished(conn: Connection, request_id: str, status: str) -> None:
-    """Set the status of a request that has not completed; a completed one stays completed
-    (another instance may have completed it a moment ago)."""
+    """Set the status of a request that has not completed; a completed (or cancelled) one
+    stays so (another instance may have completed it a moment ago)."""
     conn.execute(
         update(erasure_requests)
-        .where(erasure_requests.c.id == request_id, erasure_requests.c.status != "completed")
+        .where(erasure_requests.c.id == request_id, _UNCLOSED)
         .values(status=status)
     )
 
@@ -65,7 +71,7 @@ def reopen(
     never planned; the steps it has stay), its dead steps pending again with fresh attempts.
     ``failed_only``: only a failed request; ``retry_due_by``: only one whose retry is due by
     then (the daemon's, which several instances may try at once). False: none was reopened."""
-    where = [erasure_requests.c.id == request_id, erasure_requests.c.status != "completed"]
+    where = [erasure_requests.c.id == request_id, _UNCLOSED]
     if failed_only:
         where.append(erasure_requests.c.status == "failed")
     if retry_due_by is not None:
@@ -86,7 +92,7 @@ def fail_request(
     with the problem (no personal data) and when the daemon retries it (None: it does not)."""
     conn.execute(
         update(erasure_requests)
-        .where(erasure_requests.c.id == request_id, erasure_requests.c.status != "completed")
+        .where(erasure_requests.c.id == request_id, _UNCLOSED)
         .values(
             status="failed",
             problem=problem,
@@ -250,6 +256,19 @@ def reset_dead_steps(conn: Connection, request_id: str) -> int:
         .values(status=leases.PENDING, available_at=None, attempts=0)
     )
     return int(result.rowcount or 0)
+
+
+def withdraw_steps(conn: Connection, request_id: str) -> bool:
+    """Withdraw a request's steps never tried (``cancelled``: no claim takes them); False
+    when one has been tried, claimed or settled, which the caller's rollback must undo."""
+    steps = erasure_steps.c
+    conn.execute(
+        update(erasure_steps)
+        .where(steps.request_id == request_id, steps.status == leases.PENDING, steps.attempts == 0)
+        .values(status="cancelled", available_at=None)
+    )
+    tried = select(func.count()).where(steps.request_id == request_id, steps.status != "cancelled")
+    return int(conn.execute(tried).scalar_one()) == 0
 
 
 def request_for_origin(conn: Connection, origin: str) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, func, select, text
@@ -164,3 +165,60 @@ class LeaderLock:
         if conn is not None:
             with suppress(SQLAlchemyError):
                 conn.close()
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds the leader lock, as far as the database or the lock file tells: the
+    process (on PostgreSQL, its server backend's) and, on PostgreSQL, where it connects from
+    and since when."""
+
+    pid: int
+    address: str | None = None
+    since: str | None = None
+
+
+def holder(store: Store, name: str = NAME) -> Holder | None:
+    """The instance leading now; None when none does (or it cannot be told). Read-only:
+    it never takes the lock, not even for a moment, so it cannot stand in a daemon's way."""
+    if store.is_sqlite:
+        return _sqlite_holder(store)
+    # A bigint advisory lock appears in pg_locks as its high and low 32 bits, objsubid 1.
+    key = _lock_key(name) & 0xFFFFFFFFFFFFFFFF
+    query = text(
+        "SELECT a.pid, host(a.client_addr) AS address, a.backend_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.objsubid = 1 AND l.classid::bigint = :high AND l.objid::bigint = :low "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    with store.engine.connect() as conn:
+        row = conn.execute(query, {"high": key >> 32, "low": key & 0xFFFFFFFF}).first()
+    if row is None:
+        return None
+    since = row.backend_start.isoformat() if row.backend_start else None
+    return Holder(int(row.pid), row.address, since)
+
+
+def _sqlite_holder(store: Store) -> Holder | None:
+    """The pid a ``bridge run`` on this file wrote into its lock file, if that process lives."""
+    url = store.engine.url
+    if not url.database or url.database == ":memory:" or url.query.get("uri"):
+        return None
+    database = Path(url.database).resolve()
+    try:
+        fd = os.open(database.with_name(database.name + RUN_LOCK_SUFFIX), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        pid = _pid_in(fd)
+    finally:
+        os.close(fd)
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # the file outlived its daemon
+    except PermissionError:
+        pass  # alive, under another user
+    return Holder(pid)

@@ -1,15 +1,16 @@
-"""SQL for the sync: the lawful basis each subject's systems last agreed on, and the ledger
-of the sync's own writes."""
+"""SQL for the sync: the lawful basis each subject's systems last agreed on, the ledger
+of the sync's own writes, and the record of each run (for the console)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, select, tuple_
+from sqlalchemy import Connection, and_, delete, func, select, tuple_
 
 from bridge.store.db import Store, chunked, insert_or_skip
-from bridge.store.tables import sync_state, sync_writes
+from bridge.store.tables import sync_runs, sync_state, sync_writes
 
 FieldKey = tuple[str, str, str, str]  # system, object type, record id, field
 LEDGER_KEY = ["system", "object_type", "record_id", "field"]
@@ -81,3 +82,41 @@ def record_writes(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     forget_writes(conn, [key_of(row) for row in rows])
     # Skip rows another instance wrote meanwhile: the same write, the same act.
     conn.execute(insert_or_skip(conn, sync_writes, LEDGER_KEY), list(rows))
+
+
+def writes_with_outcome(store: Store, outcome: str, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """How many ledger rows have ``outcome``, and the newest ``limit`` of them: record keys,
+    fields and values, never a person's data."""
+    where = sync_writes.c.outcome == outcome
+    newest = sync_writes.select().where(where).order_by(sync_writes.c.written_at.desc())
+    with store.engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(sync_writes).where(where)).scalar()
+        rows = [dict(row) for row in conn.execute(newest.limit(limit)).mappings()]
+    return int(total or 0), rows
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+def record_run(conn: Connection, run: Mapping[str, Any]) -> None:
+    """One finished run: ``counts`` (the report's counts; ``error``, the class of an error no
+    CRM raised) and ``systems`` (per system: records read and its error, if any) as JSON."""
+    row = {**run, "counts": json.dumps(run["counts"]), "systems": json.dumps(run["systems"])}
+    conn.execute(sync_runs.insert().values(**row))
+
+
+def runs(
+    store: Store, limit: int, *, dry_run: bool | None = None, outcome: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest runs first (by when they started), their JSON read back."""
+    query = sync_runs.select().order_by(sync_runs.c.started_at.desc(), sync_runs.c.id.desc())
+    if dry_run is not None:
+        query = query.where(sync_runs.c.dry_run == int(dry_run))
+    if outcome is not None:
+        query = query.where(sync_runs.c.outcome == outcome)
+    with store.engine.connect() as conn:
+        found = [dict(row) for row in conn.execute(query.limit(limit)).mappings()]
+    for row in found:
+        row["counts"], row["systems"] = json.loads(row["counts"]), json.loads(row["systems"])
+        row["full"], row["dry_run"] = bool(row["full"]), bool(row["dry_run"])
+    return found

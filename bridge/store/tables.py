@@ -77,7 +77,7 @@ erasure_requests = Table(
     Column("emails_encrypted", LargeBinary),
     Column("mode", String(10), nullable=False),
     Column("reason", Text),
-    Column("trigger", String(50), nullable=False),
+    Column("trigger", String(100), nullable=False),  # cli, retention, operator:NAME, ...
     Column("status", String(20), nullable=False),
     Column("received_at", String(32), nullable=False),
     Column("due_at", String(32), nullable=False),
@@ -202,4 +202,63 @@ sync_writes = Table(
     Column("act_at", String(32)),
     Column("outcome", String(30), nullable=False),
     Column("written_at", String(32), nullable=False, index=True),
+)
+
+# The console's operator accounts (bridge users): a name, a role, an argon2 hash. ``epoch``
+# moves on a reset or a disable, which ends every session signed under the old one.
+operators = Table(
+    "operators",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("role", String(10), nullable=False),  # viewer, operator, admin
+    Column("password_hash", Text, nullable=False),
+    Column("epoch", Integer, nullable=False, default=0),
+    Column("created_at", String(32), nullable=False),
+    Column("password_set_at", String(32), nullable=False),
+    Column("disabled_at", String(32)),
+)
+
+# Failed console sign-ins, for the lockout: by the name typed and the client's address, both
+# kept as keyed hashes, never in clear. Rows older than a day are pruned.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("account", String(100), nullable=False, index=True),
+    Column("client_ref", String(64), nullable=False, index=True),
+    Column("failed_at", String(32), nullable=False, index=True),
+)
+
+# A retention purge needs two operators: one proposes what the preview showed (its digest),
+# another approves it; only then is it applied.
+retention_proposals = Table(
+    "retention_proposals",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    # proposed, applying, applied, withdrawn, stale, failed
+    Column("status", String(20), nullable=False),
+    Column("within_days", Integer, nullable=False),
+    Column("digest", String(64), nullable=False),  # of the candidates the proposer saw
+    Column("people", Integer, nullable=False),
+    Column("proposed_by", String(100), nullable=False),
+    Column("proposed_at", String(32), nullable=False),
+    Column("decided_by", String(100)),
+    Column("decided_at", String(32)),
+    Column("outcome", Text),  # the apply's counts, JSON
+)
+
+# Each sync run's outcome, for the console: counts by outcome and, per system, records read
+# and the last error (its class and vendor code, never a value).
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("trigger", String(100), nullable=False),  # daemon, cli, operator:<name>
+    Column("full", Integer, nullable=False),
+    Column("dry_run", Integer, nullable=False),
+    Column("started_at", String(32), nullable=False, index=True),
+    Column("finished_at", String(32), nullable=False),
+    Column("outcome", String(20), nullable=False),  # ok, failed, stopped
+    Column("counts", Text, nullable=False),  # JSON: records, subjects, changes by outcome
+    Column("systems", Text, nullable=False),  # JSON: per system, records and error
 )

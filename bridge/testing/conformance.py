@@ -39,7 +39,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -49,6 +49,7 @@ import uvicorn
 
 from bridge.adapters.base import (
     AdapterError,
+    AllowanceReporter,
     ConsentWrite,
     CrmAdapter,
     DueMark,
@@ -847,6 +848,26 @@ class AdapterConformance:
         for person in crowd:
             for value in (person.email, person.first_name, person.last_name):
                 assert value not in text
+
+    # -- limits -----------------------------------------------------------------------------
+
+    def test_allowances_answer_after_one_call(self, world: World) -> None:
+        """An adapter that reports its vendor's limits (``AllowanceReporter``: optional, not
+        in ``CrmAdapter``) says each after one call, as numbers a page can show and a sync
+        run can keep as JSON."""
+        world.seed([Person("limits@example.com")])
+        adapter = world.adapter()
+        if not isinstance(adapter, AllowanceReporter):
+            pytest.skip("this adapter reports no allowances")
+        list(adapter.read())
+        said = adapter.allowances()
+        assert said, "no allowance reported after a call"
+        assert len({a.name for a in said}) == len(said)
+        for allowance in said:
+            assert allowance.name and allowance.limit > 0, allowance
+            assert 0 <= allowance.used <= allowance.limit, allowance
+            assert allowance.window_seconds is None or allowance.window_seconds > 0, allowance
+        json.dumps([asdict(a) for a in said])  # what a sync run records
 
     # -- failures ---------------------------------------------------------------------------
 

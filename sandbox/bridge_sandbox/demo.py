@@ -9,7 +9,8 @@ did by reading the emulators and the database back (:mod:`bridge_sandbox.demo_cr
 ``ok`` never comes from the service's own report. Each step prints one line; the exit code
 is 0 when every check held, 1 when one failed, 130 when interrupted. Whatever happens, the
 emulators, the receiver and the daemon's jobs are stopped and the folder removed before
-returning (unless ``keep_running``: then they stay up until Ctrl-C, and the folder stays).
+returning (unless ``keep_running``: then they stay up until Ctrl-C, and the folder stays,
+and the console's URL and an account's password are printed to sign in with).
 
 A step is one function in :data:`STEPS`, taking the :class:`World` and returning an
 :class:`Outcome`.
@@ -60,6 +61,7 @@ from bridge.logs import get_logger
 from bridge.model import RelatedRecords, System
 from bridge.policies.retention import RetentionRule
 from bridge.runtime.wiring import Wiring
+from bridge.services.erasure import ID_PREFIX
 from bridge.services.plan import NEEDS_SELF_SERVICE
 from bridge.store.db import Store
 from bridge.store.records import all_reappearances
@@ -89,6 +91,7 @@ log = get_logger("bridge_sandbox.demo")
 ORGANIZATION_ID = "00D000000000DEMOAA"
 PROPAGATION_TIMEOUT = 30.0  # seconds; the bridge's goal is one minute
 SETTLE_SECONDS = 5.0  # for an emulator to note a delivery the receiver has answered
+OFFICER = "demo-officer"  # the console account (an admin: the demo shows every page)
 RETAINED_ROLES = (STALE, KEPT_BY_DEAL, KEPT_BY_CONSENT)
 # The example settings' first rule, with a deal keeping people too.
 UNQUALIFIED = RetentionRule(
@@ -120,6 +123,16 @@ class Outcome:
     detail: str
 
 
+@dataclass(frozen=True)
+class Officer:
+    """The console account the demo makes: the check signs in with it, and a kept demo
+    prints it for the user to sign in too."""
+
+    name: str
+    role: str
+    password: str
+
+
 @dataclass
 class World:
     """What the steps act on: the seeded people, the bridge's services, both CRMs and the
@@ -132,6 +145,7 @@ class World:
     services: dict[str, str]
     start_daemon: Callable[[], None]
     accounts: Accounts
+    officer: Officer
     _live: bool = False
 
     @property
@@ -524,6 +538,50 @@ def retention(world: World) -> Outcome:
     return Outcome(ok, detail)
 
 
+CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def console_today(world: World) -> Outcome:
+    """The privacy officer's console as a browser uses it: the demo's operator signs in over
+    HTTP; Today lists every request of the demo (open ones by due date, the others among
+    those ended this week) and Requests every request, by the first characters of its id,
+    and neither page shows a seeded address."""
+    officer = world.officer
+    requests = world.context.erasure().requests()
+    every = [r["id"][:ID_PREFIX] for r in requests]
+    url = f"{world.services['receiver']}/console"
+    with httpx.Client(base_url=url, timeout=30) as browser:
+        form = browser.get("/login")
+        token = CSRF_FIELD.search(form.text)
+        answer = browser.post(
+            "/login",
+            data={"name": officer.name, "password": officer.password,
+                  "csrf": token.group(1) if token else ""},
+        )  # fmt: skip
+        if answer.status_code != 303:
+            return Outcome(False, f"signing in as {officer.name} answered {answer.status_code}")
+        today, listed = browser.get("/"), browser.get("/requests")
+    shown = today.status_code == listed.status_code == 200
+    headed = "<h1>Today</h1>" in today.text and "<h1>Requests</h1>" in listed.text
+    signed_in = f"{officer.name} ({officer.role})" in today.text
+    on_today = [ref for ref in every if ref in today.text]
+    on_list = [ref for ref in every if ref in listed.text]
+    spellings = world.cast.spellings()
+    private = _found((today.text + listed.text).encode(), spellings)
+    ok = (
+        shown and headed and signed_in and bool(every) and not private
+        and on_today == every and on_list == every
+    )  # fmt: skip
+    detail = (
+        f"signed in over HTTP as {officer.name} ({officer.role}); Requests lists {len(on_list)} "
+        f"of the demo's {len(every)} requests ({', '.join(every) or 'none'}), Today "
+        f"{len(on_today)}; seeded addresses on either page: {private or 'none'}"
+    )
+    if not shown or not headed:
+        detail += f"; PAGES NOT SHOWN (Today {today.status_code}, Requests {listed.status_code})"
+    return Outcome(ok, detail)
+
+
 _ADDRESS_RUN = re.compile(rb"[a-z0-9._'+@-]*@[a-z0-9._'+@-]*")
 
 
@@ -543,6 +601,7 @@ STEPS: list[Step] = [
     Step("erasure", "an erasure request, both CRMs searched again", erasure),
     Step("suppression", "the erased person typed in again, then a sync", suppression),
     Step("retention", "purge --preview --within 60d: who the retention rule purges", retention),
+    Step("console", "the console, signed in over HTTP: Today and Requests", console_today),
     Step("audit", "audit --verify, and a search for seeded addresses", audit_verify),
 ]
 
@@ -588,7 +647,9 @@ def run(
             for number, step in enumerate(steps, 1):
                 results.append(_run_step(console, number, step, world, quiet=as_json))
             if keep_running:
-                _report(console, results, started, services, accounts, as_json, stopped=False)
+                signing_in = _console_account(world)
+                _report(console, results, started, services, accounts, as_json, stopped=False,
+                        signing_in=signing_in)  # fmt: skip
                 with suppress(KeyboardInterrupt):  # Ctrl-C is how a kept demo ends
                     _announce_and_wait(notes, world)
     except KeyboardInterrupt:
@@ -664,6 +725,7 @@ def _report(
     accounts: Accounts,
     as_json: bool,
     stopped: bool,
+    signing_in: dict[str, str] | None = None,
 ) -> None:
     seconds = time.monotonic() - started
     ok = all(r.ok for r in results)
@@ -671,6 +733,8 @@ def _report(
         document = {"steps": [r.as_dict() for r in results], "ok": ok,
                     "seconds": round(seconds, 2), "services": services,
                     "accounts": asdict(accounts)}  # fmt: skip
+        if signing_in:
+            document["console"] = signing_in
         print(json.dumps(document, ensure_ascii=False), flush=True)
         return
     passed = sum(r.ok for r in results)
@@ -685,9 +749,13 @@ def _announce_and_wait(console: Console, world: World) -> None:
     env = world.workdir / "demo.env"
     env.write_text(_environment(world.context.settings), encoding="utf-8")
     env.chmod(0o600)  # the demo's keys
+    account = _console_account(world)
     lines = [
         "The emulators, the receiver and the daemon stay up until Ctrl-C:",
         *(f"  {name:<11} {url}" for name, url in world.services.items()),
+        f"  console     {account['url']}",
+        f"              sign in as {account['name']} ({world.officer.role}) with the password "
+        f"{account['password']}",
         f"  database    {world.workdir / 'bridge.db'}",
         "Point the CLI at them (from any shell, any folder):",
         f"  . {shlex.quote(str(env))} && {_bridge_command()} sync --dry-run",
@@ -695,6 +763,12 @@ def _announce_and_wait(console: Console, world: World) -> None:
     console.print("\n".join(lines), markup=False, soft_wrap=True)
     while True:
         time.sleep(3600)
+
+
+def _console_account(world: World) -> dict[str, str]:
+    """Where the console is and how to sign in to it."""
+    url = f"{world.services['receiver']}/console/"
+    return {"url": url, "name": world.officer.name, "password": world.officer.password}
 
 
 def _bridge_command() -> str:
@@ -832,9 +906,11 @@ def _world(people: int, keep: bool, accounts: Accounts) -> Iterator[World]:
         store = context.store(current_schema=False)
         stack.callback(store.dispose)
         store.upgrade()
-        from bridge.runtime.receiver import create_app
+        from bridge.cli.serve import web_apps
 
-        receiver = stack.enter_context(serve_in_thread(create_app(settings, store)))
+        receiver_app, _ = web_apps(context, store)  # the console mounted at /console
+        receiver = stack.enter_context(serve_in_thread(receiver_app))
+        officer = Officer(OFFICER, "admin", context.operators().add(OFFICER, "admin", "demo"))
         hs_admin = stack.enter_context(httpx.Client(base_url=hubspot.url, timeout=30))
         sf_admin = stack.enter_context(httpx.Client(base_url=salesforce.url, timeout=30))
         crms = Crms(hs_admin, sf_admin, PURPOSES)
@@ -856,6 +932,7 @@ def _world(people: int, keep: bool, accounts: Accounts) -> Iterator[World]:
             services,
             lambda: _start_daemon(stack, context),
             accounts,
+            officer,
         )
 
 

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -60,17 +60,6 @@ def seed_people(crms: Crms, people: list[str]) -> None:
         "/__emulator/settings", json={"daily_api_limit": 1_000_000}
     ).raise_for_status()
     crms.seed_people(people, name="P")
-
-
-@pytest.fixture
-def stopped_at_end() -> Iterator[list[subprocess.Popen[str]]]:
-    """Processes a test starts; any still running at the end is killed."""
-    processes: list[subprocess.Popen[str]] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

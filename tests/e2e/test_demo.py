@@ -25,7 +25,8 @@ from bridge_sandbox.demo_seed import cast
 from tests.conftest import BridgeCli
 
 STEPS = ["plan", "sync", "hubspot_opt_out", "salesforce_opt_out", "erasure", "suppression",
-         "retention", "audit"]  # fmt: skip
+         "retention", "console", "audit"]  # fmt: skip
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -82,6 +83,13 @@ def test_demo_checks_every_step_and_leaves_nothing_behind(newcomer: BridgeCli) -
                     detail["retention"])  # fmt: skip
     assert "by the open deal" in detail["retention"] and "nothing written" in detail["retention"]
     assert re.search(r"chain of \d+ events intact; .*: none$", detail["audit"])
+    receipt = re.search(r"receipt ([0-9a-f]{8}):", detail["erasure"])
+    assert receipt, detail["erasure"]
+    assert detail["console"] == (
+        f"signed in over HTTP as demo-officer (admin); Requests lists 1 of the demo's 1 "
+        f"requests ({receipt[1]}), Today 1; seeded addresses on either page: none"
+    )
+    assert "console" not in document  # nothing to sign in to once the demo is over
 
     assert_no_personal_data(stdout + stderr, 100)
     assert_gone(process, document["services"], newcomer.cwd)
@@ -148,11 +156,23 @@ def test_demo_kept_running_serves_until_ctrl_c_then_stops_everything(
         assert httpx.get(f"{services['receiver']}/healthz").status_code == 200
         for emulator in ("hubspot", "salesforce"):
             assert httpx.get(f"{services[emulator]}/__emulator/counters").status_code == 200
+        account = document["console"]
+        assert account["url"] == f"{services['receiver']}/console/"
+        assert account["name"] == "demo-officer"
+        with httpx.Client(base_url=account["url"]) as browser:  # the user signs in too
+            token = CSRF.search(browser.get("login").text)
+            assert token
+            form = {"name": account["name"], "password": account["password"],
+                    "csrf": token.group(1)}  # fmt: skip
+            assert browser.post("login", data=form).status_code == 303
+            assert "demo-officer (admin)" in browser.get("").text
     finally:
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert "bridge sync --dry-run" in stderr and "stopped" in stderr
+    assert f"  console     {account['url']}\n" in stderr
+    assert f"sign in as demo-officer (admin) with the password {account['password']}\n" in stderr
     assert_no_personal_data(stdout + stderr, 10)
     [kept] = (newcomer.cwd / "tmp").iterdir()  # kept for the user to look into
     assert (kept / "bridge.db").exists() and (kept / "demo.env").stat().st_mode & 0o077 == 0

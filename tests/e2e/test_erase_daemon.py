@@ -9,7 +9,7 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -43,19 +43,9 @@ def gauges(port: int) -> dict[str, float]:
     }
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-
-
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_daemon_retries_a_failed_request_flags_it_once_and_completes_it(
-    cli: BridgeCli, crms: Crms, daemons: list[subprocess.Popen[str]]
+    cli: BridgeCli, crms: Crms, stopped_at_end: list[subprocess.Popen[str]]
 ) -> None:
     crms.seed_hubspot(email=PERSON, firstname="D")
     crms.seed_salesforce("Contact", LastName="D", Email=PERSON)
@@ -75,7 +65,7 @@ def test_the_daemon_retries_a_failed_request_flags_it_once_and_completes_it(
     daemon = cli.start(
         "run", "--port", str(port), BRIDGE_SCHEDULE__ERASURE_SECONDS="0.2", **wrong, **quick
     )
-    daemons.append(daemon)
+    stopped_at_end.append(daemon)
     wait_until_healthy(f"http://127.0.0.1:{port}", daemon)
 
     def events(action: str) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from hubspot.crm.properties import PropertyCreate
 
 from bridge.adapters.base import (
     AdapterError,
+    Allowance,
     Check,
     ClosesOnExit,
     ConsentWrite,
@@ -317,6 +318,10 @@ class HubSpotAdapter(ClosesOnExit):
 
     def close(self) -> None:
         self._t.close()
+
+    def allowances(self) -> list[Allowance]:
+        """The burst window and the daily quota as HubSpot's headers last said them."""
+        return self._t.allowances()
 
     def capabilities(self) -> Capabilities:
         """The consent paths this portal and token allow (learnt on first use: asking

@@ -28,6 +28,7 @@ from bridge.adapters import pacing
 from bridge.adapters.base import (
     AdapterError,
     Advice,
+    Allowance,
     ErrorRule,
     Failure,
     NotFound,
@@ -48,6 +49,7 @@ from bridge.metrics import ADAPTER_CALLS, ADAPTER_ERRORS
 VENDOR = HUBSPOT
 CONNECTION = "CONNECTION"  # the code of a call that got no HTTP answer at all
 DAILY = "DAILY"
+BURST = "TEN_SECONDLY_ROLLING"  # the burst window's policy, as a 429 names it
 LOCKED_WAIT = 2.0  # HubSpot: after a 423, wait at least 2 s
 MAX_MESSAGE = 300
 BATCH = 100  # HubSpot's batch maximum (docs/vendors/hubspot.md, "Contacts")
@@ -240,6 +242,9 @@ class Transport:
         self.search_limiter = pacing.limiter(
             f"{account} search", limits.search_max, limits.padded(limits.search_seconds)
         )
+        # What HubSpot's headers last said: the burst window's length, the day's quota.
+        self._burst_seconds = limits.burst_seconds
+        self._daily: Allowance | None = None
 
     def close(self) -> None:
         """Close the v4 client and each SDK API's connections. The SDK's own ``close`` stops
@@ -318,16 +323,31 @@ class Transport:
         return retrying(once, attempts=self.attempts, give_up_after=self.give_up_after)
 
     def _observe(self, headers: Mapping[str, str]) -> None:
+        daily = _number(headers, "X-HubSpot-RateLimit-Daily")
+        daily_left = _number(headers, "X-HubSpot-RateLimit-Daily-Remaining")
+        if daily and daily_left is not None:  # private apps only: OAuth callers get none
+            self._daily = Allowance(DAILY, int(daily - daily_left), int(daily))
         remaining = _number(headers, "X-HubSpot-RateLimit-Remaining")
         if remaining is None:
             return
         limit = _number(headers, "X-HubSpot-RateLimit-Max")
         interval_ms = _number(headers, "X-HubSpot-RateLimit-Interval-Milliseconds")
+        if interval_ms:
+            self._burst_seconds = interval_ms / 1000
         self.burst_limiter.observe(
             int(remaining),
             int(limit) if limit else None,
             self.limits.padded(interval_ms / 1000) if interval_ms else None,
         )
+
+    def allowances(self) -> list[Allowance]:
+        """The app's burst window as pacing counts it (HubSpot's last ``Remaining`` and the
+        calls since, from every adapter of the app in this process), and the account's daily
+        quota as the last answer carrying it said. Search's window is left out: HubSpot
+        reports nothing of it."""
+        limiter = self.burst_limiter
+        burst = Allowance(BURST, limiter.counted(), limiter.max_calls, self._burst_seconds)
+        return [burst] if self._daily is None else [burst, self._daily]
 
     def _error(self, operation: str, failure: Exception, search: bool) -> AdapterError:
         """Map any failure through ``ERRORS``; the message carries no personal data."""

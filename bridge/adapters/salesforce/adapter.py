@@ -23,6 +23,7 @@ from simple_salesforce.format import format_soql
 
 from bridge.adapters.base import (
     AdapterError,
+    Allowance,
     Check,
     ClosesOnExit,
     ConsentWrite,
@@ -182,6 +183,11 @@ class SalesforceAdapter(ClosesOnExit):
 
     def close(self) -> None:
         self._t.close()
+
+    def allowances(self) -> list[Allowance]:
+        """The org's daily API requests as ``Sforce-Limit-Info`` last said them (Salesforce
+        has no short window)."""
+        return self._t.quota.allowances()
 
     @property
     def org(self) -> OrgProfile:

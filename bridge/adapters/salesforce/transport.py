@@ -40,6 +40,7 @@ from simple_salesforce.login import SalesforceLogin
 from bridge.adapters.base import (
     AdapterError,
     Advice,
+    Allowance,
     ErrorRule,
     Failure,
     NotFound,
@@ -68,6 +69,7 @@ CONNECTION = "CONNECTION"  # the code of a call that got no (readable) HTTP answ
 LIMITED = "REQUEST_LIMIT_EXCEEDED"
 QUOTA = "REQUEST_LIMIT_EXCEEDED/daily"  # the bridge's code: the same, with the day's quota spent
 EXPIRED = "INVALID_SESSION_ID"
+DAILY_REQUESTS = "DailyApiRequests"  # the daily quota, as the limits resource names it
 MAX_MESSAGE = 300
 PARTNER = "{urn:partner.soap.sforce.com}"
 # URI plus headers must stay within 16,384 bytes; the headers simple-salesforce and requests
@@ -328,6 +330,13 @@ class DailyQuota:
                 "(salesforce.api_quota_reserve) and resumes as the window rolls on",
             )
         self.used += 1
+
+    def allowances(self) -> list[Allowance]:
+        """The day's calls as the last answer counted them, with the calls made since; none
+        before the first answer."""
+        if self.used is None or self.total is None:
+            return []
+        return [Allowance(DAILY_REQUESTS, self.used, self.total)]
 
     def observe(self, response: requests.Response) -> None:
         header = response.headers.get("Sforce-Limit-Info")
