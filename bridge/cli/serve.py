@@ -48,9 +48,14 @@ def run(
     daemon = Daemon(
         context.daemon_jobs(), LeaderLock(store), settings.schedule.leader_check_seconds
     )
+    listener = context.wake_on_new_work(daemon)  # new work runs at once, not at the poll
     receiver, console = web_apps(context, store)
     host, port = host or settings.web.host, port or settings.web.port
-    serve_daemon(daemon, receiver, settings.web, host, port, console)
+    try:
+        serve_daemon(daemon, receiver, settings.web, host, port, console)
+    finally:
+        if listener is not None:
+            listener.stop()
 
 
 @app.command("serve")

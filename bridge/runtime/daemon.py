@@ -8,6 +8,7 @@ returns within 30 seconds (ARCHITECTURE.md, "Several instances").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -20,6 +21,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from apscheduler.executors.base import BaseExecutor, run_job
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -57,7 +59,12 @@ class Job:
 class _DaemonThreads(BaseExecutor):  # type: ignore[misc]
     """Runs each job in a daemon thread: an item stuck past the shutdown budget (a vendor
     call that hangs) must not keep the process alive; its lease hands it to another instance.
-    The standard thread pool's threads are joined at interpreter exit."""
+    The standard thread pool's threads are joined at interpreter exit. ``ended`` is called
+    with the job's id once a run no longer counts as running (another may start)."""
+
+    def __init__(self, ended: Callable[[str], None]) -> None:
+        super().__init__()
+        self._ended = ended
 
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
         def target() -> None:
@@ -67,6 +74,7 @@ class _DaemonThreads(BaseExecutor):  # type: ignore[misc]
                 self._run_job_error(job.id, error, error.__traceback__)
             else:
                 self._run_job_success(job.id, events)
+            self._ended(job.id)
 
         threading.Thread(target=target, name=f"job-{job.id}", daemon=True).start()
 
@@ -90,8 +98,9 @@ class Daemon:
         self._lock = threading.Lock()  # leadership changes and stopping
         self._running: Counter[str] = Counter()
         self._idle = threading.Condition()
+        self._woken: set[str] = set()  # jobs woken since their last run began
         self._scheduler = BackgroundScheduler(
-            executors={"default": _DaemonThreads()},
+            executors={"default": _DaemonThreads(self._run_again_if_woken)},
             # One run at a time; runs missed while busy collapse into one; never skip a run
             # only because the process was briefly slow to start it.
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
@@ -144,6 +153,28 @@ class Daemon:
             log.warning("daemon.stopped_with_jobs_running", jobs=unfinished)
         return finished
 
+    def wake(self, name: str) -> None:
+        """Run job ``name`` now, not at its next time: new work came (the inbox's, an
+        erasure request). Woken while it runs, it runs again when this run ends, since this
+        run may have looked before the work came. Quick and safe from any thread."""
+        with self._idle:
+            if self.stopping.is_set():
+                return
+            self._woken.add(name)
+        self._run_now(name)
+
+    def _run_again_if_woken(self, name: str) -> None:
+        with self._idle:
+            woken = name in self._woken and not self.stopping.is_set()
+        if woken:
+            self._run_now(name)
+
+    def _run_now(self, name: str) -> None:
+        # Already running, the scheduler skips this run; then _run_again_if_woken, called
+        # once that run no longer counts, asks again.
+        with contextlib.suppress(JobLookupError):  # not scheduled (not started yet)
+            self._scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+
     # -- leadership -------------------------------------------------------------------------
 
     def _check_leadership(self, _stop: threading.Event) -> None:
@@ -153,6 +184,9 @@ class Daemon:
             leading = self._leader.try_lead()
             if leading == self.leading:
                 return
+            # Said before the leader jobs start (or stop): a job never runs while the daemon
+            # (and its gauge) still says it is not leading.
+            self._set_leading(leading)
             if leading:
                 self._term = threading.Event()
                 for job in self.jobs:
@@ -163,7 +197,6 @@ class Daemon:
                 for job in self.jobs:
                     if job.leader_only and self._scheduler.get_job(job.name):
                         self._scheduler.remove_job(job.name)
-            self._set_leading(leading)
 
     def _set_leading(self, leading: bool) -> None:
         if leading != self.leading:
@@ -187,6 +220,7 @@ class Daemon:
                 if self.stopping.is_set() or stop.is_set():
                     return
                 self._running[job.name] += 1
+                self._woken.discard(job.name)  # this run sees whatever woke it
             try:
                 job.run(stop)
             except AdapterError as error:  # a CRM down or refusing: its line names which, why

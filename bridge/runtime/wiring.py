@@ -7,6 +7,7 @@ imported when first asked for (settings, store, adapters, services), not with th
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,13 +24,14 @@ if TYPE_CHECKING:
     from bridge.checkpoints import Checkpointer
     from bridge.config import Settings
     from bridge.model import System
-    from bridge.runtime.daemon import Job
+    from bridge.runtime.daemon import Daemon, Job
     from bridge.sealing import Keyring
     from bridge.services.erasure import Erasure
     from bridge.services.operators import Operators
     from bridge.services.reconcile import Progress, Reconciler
     from bridge.services.retention import Retention
     from bridge.store.db import Store
+    from bridge.store.notify import Listener
 
 
 def connect(settings: Settings) -> dict[System, CrmAdapter]:
@@ -201,6 +203,23 @@ class Wiring:
             settings.retention.rules,
             settings.erasure.legal_holds,
         )
+
+    def wake_on_new_work(self, daemon: Daemon) -> Listener | None:
+        """Wake the daemon's inbox and erasure jobs as soon as work for them commits: in this
+        process (the receiver, the console) through the store's signals, and on PostgreSQL
+        from every other process too, through a :class:`~bridge.store.notify.Listener`,
+        returned started (stop it when the daemon stops). Their polls stay, as the fallback."""
+        from bridge.store import notify
+
+        store = self.store()
+        jobs = {notify.INBOX: "inbox", notify.ERASURE: "erasure"}
+        for channel, name in jobs.items():
+            store.signals.subscribe(channel, functools.partial(daemon.wake, name))
+        if store.is_sqlite:  # one daemon per file; a CLI elsewhere is found by the poll
+            return None
+        listener = notify.Listener(store.url, store.signals, list(jobs))
+        listener.start()
+        return listener
 
     def daemon_jobs(self, *, leader_jobs: bool = True) -> list[Job]:
         """The daemon's jobs. Every instance drains the inbox and runs open erasure requests

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.errors import BridgeError, ConfigError, SchemaError
+from bridge.store import notify
 
 if TYPE_CHECKING:  # Alembic is imported by the calls that need it: it is slow to load.
     from alembic.config import Config
@@ -131,6 +132,7 @@ class Store:
         if problem := url_problem(url):  # settings check it too; a Store may come without
             raise ConfigError([f"database_url: {problem}"])
         self.audit = AuditChain(audit_key)
+        self.signals = notify.Signals()  # this process's waiters for new work
         self.engine = _create_engine(engine_url(url), {AUDIT_CHAIN: self.audit})
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._file = _sqlite_file(self.engine.url) if self.is_sqlite else None
@@ -146,12 +148,16 @@ class Store:
         with self.engine.connect() as conn:
             if serialize and self.is_sqlite:
                 conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            conn.info[notify.PENDING] = set()  # what this transaction names (store.notify)
             with conn.begin():
                 if serialize and not self.is_sqlite:
                     conn.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(serialize)}
                     )
                 yield conn
+            named = conn.info.pop(notify.PENDING, set())
+        if named:  # committed: wake this process's waiters (PostgreSQL's NOTIFY went too)
+            self.signals.fire(sorted(named))
 
     @property
     def absent(self) -> bool:

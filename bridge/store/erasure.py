@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
 
 from bridge.sealing import Sealed
-from bridge.store import data_keys, leases
+from bridge.store import data_keys, leases, notify
 from bridge.store.db import Store, chunked, insert_or_skip
 from bridge.store.tables import erasure_requests, erasure_steps, suppression
 
@@ -28,6 +28,7 @@ _UNCLOSED = erasure_requests.c.status.not_in(_CLOSED)
 def add_request(conn: Connection, row: dict[str, Any], emails: Sealed) -> None:
     conn.execute(insert(erasure_requests).values(**row, emails_encrypted=emails.token))
     data_keys.add(conn, data_keys.ERASURE_REQUEST, {row["id"]: emails.wrapped_key})
+    notify.notify(conn, notify.ERASURE)  # the erasure job runs it at once, here or elsewhere
 
 
 def open_request_for(conn: Connection, subject_ref: str) -> str | None:

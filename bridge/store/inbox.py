@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, String, and_, func, select, update
 
-from bridge.store import data_keys, leases
+from bridge.store import data_keys, leases, notify
 from bridge.store.db import Store, insert_or_skip
 from bridge.store.leases import DONE, PENDING, PROCESSING
 from bridge.store.tables import inbox
@@ -81,6 +81,8 @@ def add(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[bool]:
     inserted = {(source, key): row_id for source, key, row_id in conn.execute(statement, params)}
     keys = {str(row_id): sealed[event].wrapped_key for event, row_id in inserted.items()}
     data_keys.add(conn, data_keys.INBOX, keys)
+    if inserted:  # the inbox job takes them at once, here or on another instance
+        notify.notify(conn, notify.INBOX)
     return [
         first[(row["source"], row["event_key"])] == i
         and (row["source"], row["event_key"]) in inserted

@@ -207,3 +207,38 @@ def test_job_names_must_be_unique() -> None:
     job = Job("inbox", lambda _stop: None, every())
     with pytest.raises(ValueError, match="unique"):
         Daemon([job, job], FakeLock(), leader_check_seconds=1)
+
+
+def test_a_woken_job_runs_at_once_and_again_if_woken_while_running() -> None:
+    runs: list[float] = []
+    ran = threading.Semaphore(0)
+    inside, go_on = threading.Event(), threading.Event()
+
+    def inbox(_stop: threading.Event) -> None:
+        runs.append(time.monotonic())
+        if len(runs) == 2:  # woken again while this run works: it must not be lost
+            inside.set()
+            go_on.wait(5)
+        ran.release()
+
+    daemon = Daemon([Job("inbox", inbox, every(3600))], FakeLock(), leader_check_seconds=FAST)
+    daemon.wake("inbox")  # before the start: nothing to wake, no harm
+    daemon.start()
+    try:
+        assert ran.acquire(timeout=5)  # the run at start; the next would be in an hour
+        woken = time.monotonic()
+        daemon.wake("inbox")
+        assert inside.wait(2), "a wake did not run the job at once"
+        assert runs[1] - woken < 1
+        daemon.wake("inbox")
+        go_on.set()
+        assert ran.acquire(timeout=5)
+        assert ran.acquire(timeout=2), "a wake during a run was lost"
+        assert len(runs) == 3
+        time.sleep(0.3)
+        assert len(runs) == 3  # once per wake, not a loop
+        daemon.wake("nonesuch")  # not a job: ignored
+    finally:
+        assert daemon.close(time.monotonic() + 5)
+    daemon.wake("inbox")  # after the stop: ignored
+    assert len(runs) == 3
