@@ -243,8 +243,14 @@ class Erasure:
         return request_id
 
     def plan(self, request_ids: Sequence[str]) -> int:
+        """Plan these requests and leave them to the daemon's erasure job, woken to run them
+        at once (``erase --no-wait``, the console); returns how many steps were planned."""
+        return self._plan(request_ids, for_the_daemon=True)
+
+    def _plan(self, request_ids: Sequence[str], for_the_daemon: bool = False) -> int:
         """Find every record of each request's subject in every system, for all of them at
-        once, and store one step for each; returns how many steps were planned.
+        once, and store one step for each; returns how many steps were planned. A caller
+        that runs them itself does not wake the daemon's job to compete for their steps.
 
         Another instance may plan or complete the same requests meanwhile (the daemon runs on
         several): steps already stored are skipped, the emails found join those stored, and a
@@ -265,6 +271,8 @@ class Erasure:
                 emails = sorted({*self._open(current), *person.emails})
                 rows.set_emails(conn, request["id"], self._seal(emails), status=PLANNED)
                 count += len(steps)
+            if for_the_daemon and requests:
+                rows.left_to_the_daemon(conn)
         return count
 
     def _step(
@@ -372,7 +380,7 @@ class Erasure:
         planned alone: that one fails, saying why, and the others go on (a request alone
         raises it: a command asked about that one)."""
         try:
-            self._or_fail(request_ids, lambda: self.plan(request_ids))
+            self._or_fail(request_ids, lambda: self._plan(request_ids))
         except LookupBoundReached:
             if len(request_ids) == 1:
                 raise
@@ -528,9 +536,7 @@ class Erasure:
         check_reason("--reason", reason)
         now = self.clock()
         with self.store.transaction(serialize=AUDIT_LOCK) as conn:
-            request = rows.current_request(conn, request_id)
-            if request is None:
-                raise BridgeError(f"no erasure request {request_id}")
+            request = rows.existing_request(conn, request_id)
             if request["status"] in CLOSED:
                 raise BridgeError(f"request {request_id} is {request['status']}: nothing to extend")
             received = datetime.fromisoformat(request["received_at"])
@@ -579,9 +585,7 @@ class Erasure:
             raise ConfigError(["a cancellation needs a reason (no personal data)"])
         check_reason("the reason", reason)
         with self.store.transaction(serialize=AUDIT_LOCK) as conn:
-            request = rows.current_request(conn, request_id)
-            if request is None:
-                raise BridgeError(f"no erasure request {request_id}")
+            request = rows.existing_request(conn, request_id)
             status = request["status"]
             # Its steps are withdrawn first, so that none is claimed meanwhile; if one was
             # tried already, raising undoes that.
@@ -612,9 +616,7 @@ class Erasure:
         """The addresses an open request holds, for an operator who must see them; audited
         as ``actor``'s. A completed or cancelled request holds none."""
         with self.store.transaction(serialize=AUDIT_LOCK) as conn:
-            request = rows.current_request(conn, request_id)
-            if request is None:
-                raise BridgeError(f"no erasure request {request_id}")
+            request = rows.existing_request(conn, request_id)
             if request["status"] in CLOSED:
                 raise BridgeError(
                     f"request {request_id} is {request['status']}: its addresses were "

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
 
+from bridge.errors import BridgeError
 from bridge.sealing import Sealed
 from bridge.store import data_keys, leases, notify
 from bridge.store.db import Store, chunked, insert_or_skip
@@ -28,7 +29,12 @@ _UNCLOSED = erasure_requests.c.status.not_in(_CLOSED)
 def add_request(conn: Connection, row: dict[str, Any], emails: Sealed) -> None:
     conn.execute(insert(erasure_requests).values(**row, emails_encrypted=emails.token))
     data_keys.add(conn, data_keys.ERASURE_REQUEST, {row["id"]: emails.wrapped_key})
-    notify.notify(conn, notify.ERASURE)  # the erasure job runs it at once, here or elsewhere
+
+
+def left_to_the_daemon(conn: Connection) -> None:
+    """Requests planned in this transaction are for the daemon's erasure job to run: it is
+    woken once the transaction commits, in this process or (PostgreSQL) any other."""
+    notify.notify(conn, notify.ERASURE)
 
 
 def open_request_for(conn: Connection, subject_ref: str) -> str | None:
@@ -119,6 +125,14 @@ def current_request(conn: Connection, request_id: str) -> dict[str, Any] | None:
     query = _REQUESTS.where(erasure_requests.c.id == request_id)
     row = conn.execute(query).mappings().first()
     return dict(row) if row else None
+
+
+def existing_request(conn: Connection, request_id: str) -> dict[str, Any]:
+    """:func:`current_request`, for a change that needs the request to exist."""
+    request = current_request(conn, request_id)
+    if request is None:
+        raise BridgeError(f"no erasure request {request_id}")
+    return request
 
 
 def open_steps(store: Store, request_ids: Collection[str]) -> dict[str, list[str | None]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from bridge.store.db import Store
 from bridge.store.tables import login_failures, operators
@@ -36,14 +36,6 @@ def change(conn: Connection, name: str, *, new_epoch: bool, **values: Any) -> bo
         values["epoch"] = operators.c.epoch + 1
     result = conn.execute(update(operators).where(operators.c.name == name).values(**values))
     return result.rowcount > 0
-
-
-def count_active(store: Store, role: str | None = None) -> int:
-    query = select(func.count()).select_from(operators).where(operators.c.disabled_at.is_(None))
-    if role:
-        query = query.where(operators.c.role == role)
-    with store.engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
 
 
 def add_failure(conn: Connection, account: str, client_ref: str, at: str) -> None:
