@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pip-tools and pip-audit, in a venv of their own: their dependencies never mix with the product's.
 TOOLS := $(VENV)/tools
 
-.PHONY: demo test lint format bench clean lock audit browser
+.PHONY: demo test lint format bench clean lock audit browser translations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,17 @@ lock: $(TOOLS)/bin/pip-audit
 # package index get neither.
 audit: $(TOOLS)/bin/pip-audit
 	$(TOOLS)/bin/pip-audit --strict --disable-pip --require-hashes -r requirements.lock
+
+# The privacy portal's languages: its English msgids extracted into locales/messages.pot, each
+# language's catalog (locales/<lang>/LC_MESSAGES/messages.po) updated from it, and compiled to
+# the .mo files the portal reads. Translate what the update left empty, then run it again.
+LOCALES := bridge/web/portal/locales
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F bridge/web/portal/babel.cfg -o $(LOCALES)/messages.pot \
+	  --add-location=file --sort-by-file --no-wrap --omit-header .
+	$(BIN)/pybabel update -i $(LOCALES)/messages.pot -d $(LOCALES) --no-wrap \
+	  --no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel compile --statistics -d $(LOCALES)
 
 format: $(STAMP)
 	$(BIN)/ruff format bridge sandbox tests bench

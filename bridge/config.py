@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.fernet import Fernet
 from pydantic import (
+    AnyHttpUrl,
     BaseModel,
     ConfigDict,
     Field,
@@ -217,22 +218,49 @@ class WebSettings(BaseModel):
         20, ge=1, description="failed sign-ins from one client address per hour, any account"
     )
 
-    @field_validator("console_port")
+    portal_host: str | None = Field(
+        None,
+        description="serve the privacy portal (/privacy) on a listener of its own, e.g. the "
+        "one a reverse proxy forwards to, instead of beside the webhooks; with portal_port",
+    )
+    portal_port: int | None = Field(None, ge=1, le=65535, validate_default=True)
+    public_url: AnyHttpUrl | None = Field(
+        None,
+        description="the address people reach the bridge at, e.g. https://privacy.example.com; "
+        "sign-in links are built from it, never from the request",
+    )
+
+    @field_validator("console_port", "portal_port")
     @classmethod
-    def _console_apart(cls, value: int | None, info: ValidationInfo) -> int | None:
-        """Both or neither of console_host and console_port; never the receiver's own
-        listener (the console would not be apart from the webhooks, and cannot bind)."""
-        console_host, host, port = (info.data.get(k) for k in ("console_host", "host", "port"))
-        if (console_host is None) != (value is None):
+    def _listener_apart(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """Both or neither of a face's host and port; never the receiver's own listener (the
+        face would not be apart from the webhooks, and cannot bind), nor for the portal the
+        console's."""
+        face = (info.field_name or "").removesuffix("_port")
+        face_host = info.data.get(f"{face}_host")
+        if (face_host is None) != (value is None):
             raise ValueError(
-                "console_host and console_port go together (the console's own listener); "
-                "set both, or neither to serve the console beside the webhooks"
+                f"{face}_host and {face}_port go together (the {face}'s own listener); "
+                f"set both, or neither to serve the {face} beside the webhooks"
             )
-        if console_host and value and host and same_listener(console_host, value, host, port):
-            raise ValueError(
-                f"must differ from web.port ({port}) when the console listens on the "
-                f"receiver's interface ({console_host} and {host} overlap)"
-            )
+        others = [("web.port", "receiver", info.data.get("host"), info.data.get("port"))]
+        if face == "portal":
+            console = (info.data.get("console_host"), info.data.get("console_port"))
+            others.append(("web.console_port", "console", *console))
+        for key, whose, host, port in others:
+            if face_host and value and host and same_listener(face_host, value, host, port):
+                raise ValueError(
+                    f"must differ from {key} ({port}) when the {face} listens on the "
+                    f"{whose}'s interface ({face_host} and {host} overlap)"
+                )
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _bare_url(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        """Links are built by appending to it: a query or fragment would end up mid-link."""
+        if value is not None and (value.query or value.fragment):
+            raise ValueError("must be a plain address without ?query or #fragment")
         return value
 
     @field_validator("public_rate_limit")
@@ -259,6 +287,98 @@ def same_listener(host: str, port: int | None, other_host: str, other_port: int 
     overlap (the same one, or either of them every interface)."""
     a, b = (_LOOPBACK.get(h.lower(), h.lower()) for h in (host, other_host))
     return port == other_port and (a == b or a in EVERY_INTERFACE or b in EVERY_INTERFACE)
+
+
+class SmtpSettings(BaseModel):
+    """The mail server the portal's sign-in and confirmation emails go through (the password
+    only from ``BRIDGE_SMTP__PASSWORD`` or the secrets folder)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    host: str | None = Field(
+        None, description="the SMTP server; unset, the portal cannot send sign-in emails"
+    )
+    port: int = Field(587, ge=1, le=65535, description="587: submission, with STARTTLS")
+    starttls: bool = Field(
+        True,
+        description="upgrade the connection with STARTTLS before logging in and sending; "
+        "false only for a relay on this host or a trusted network",
+    )
+    from_address: str = Field(
+        "privacy@localhost",
+        alias="from",
+        description='the From of every email, e.g. "Acme privacy <privacy@acme.example>"',
+    )
+    username: str | None = Field(None, description="log in with this name (and the password)")
+    password: SecretStr | None = Field(None, validate_default=True)
+    timeout_seconds: float = Field(
+        10, gt=0, description="how long connecting and each SMTP exchange may take"
+    )
+
+    @field_validator("password")
+    @classmethod
+    def _login_whole(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if (info.data.get("username") is None) != (value is None):
+            raise ValueError(
+                "a login takes smtp.username and the password together; set both, or neither "
+                "for a server that takes mail without one"
+            )
+        return value
+
+    @field_validator("port")
+    @classmethod
+    def _not_implicit_tls(cls, value: int) -> int:
+        """smtplib's SMTP speaks plain SMTP first; port 465 wants TLS first and would only
+        time out."""
+        if value == 465:
+            raise ValueError(
+                "465 is SMTPS (TLS from the first byte), which the bridge does not speak; use "
+                "the submission port 587 with starttls = true"
+            )
+        return value
+
+    @field_validator("from_address")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        from email.utils import parseaddr
+
+        if "\r" in value or "\n" in value or "@" not in parseaddr(value)[1]:
+            raise ValueError(
+                'must be one address, e.g. privacy@acme.example or "Acme <privacy@acme.example>"'
+            )
+        return value
+
+
+class PortalSettings(BaseModel):
+    """How the privacy portal proves who someone is, and how much it sends to whom."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    link_minutes: float = Field(
+        15, gt=0, le=24 * 60, description="a sign-in link and its code work this long, once"
+    )
+    code_attempts: int = Field(
+        5, ge=1, le=10, description="wrong codes typed before a sign-in email's code is dead"
+    )
+    session_minutes: float = Field(
+        30, gt=0, le=24 * 60, description="a portal session ends this long after sign-in"
+    )
+    per_address_hour: int = Field(3, ge=1, description="sign-in emails to one address an hour")
+    per_address_day: int = Field(10, ge=1, description="sign-in emails to one address a day")
+    per_client_hour: int = Field(
+        10, ge=1, description="sign-in emails asked from one client address an hour"
+    )
+    per_client_day: int = Field(
+        50, ge=1, description="sign-in emails asked from one client address a day"
+    )
+
+    @model_validator(mode="after")
+    def _hour_within_day(self) -> PortalSettings:
+        for who in ("address", "client"):
+            hour, day = getattr(self, f"per_{who}_hour"), getattr(self, f"per_{who}_day")
+            if hour > day:
+                raise ValueError(f"per_{who}_hour ({hour}) is more than per_{who}_day ({day})")
+        return self
 
 
 class ScheduleSettings(BaseModel):
@@ -385,6 +505,8 @@ class CoreSettings(BaseSettings):
     minimisation: MinimisationSettings = MinimisationSettings()
     retention: RetentionSettings = RetentionSettings()
     audit: AuditSettings = AuditSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    portal: PortalSettings = PortalSettings()
     purposes: list[Purpose] = []
 
     @field_validator("database_url")

@@ -33,6 +33,7 @@ from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
 from bridge_sandbox.emulators.hubspot_tiers import Profile
 from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig
 from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
+from bridge_sandbox.mailbox import Mailbox
 
 POSTGRES_URL = os.environ.get("BRIDGE_TEST_POSTGRES_URL")
 PSEUDONYM_KEY = "test-pseudonym-key-0123456789abcdef0123456789"
@@ -72,6 +73,14 @@ def store(database_url: str) -> Iterator[Store]:
     store.upgrade()
     yield store
     store.dispose()
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[Mailbox]:
+    """A real SMTP server on 127.0.0.1 and a free port, keeping every message it receives
+    (``messages``; ``wait_for(to)``)."""
+    with Mailbox() as mailbox:
+        yield mailbox
 
 
 @dataclass

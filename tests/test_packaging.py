@@ -60,10 +60,13 @@ def test_the_product_wheel_holds_the_bridge_and_no_sandbox(product: zipfile.ZipF
     assert len(tops) == 1 and re.fullmatch(r"consent_bridge-[^-]+\.dist-info", tops.pop())
     modules = {n.with_suffix("").as_posix() for n in names if n.suffix == ".py"}
     assert {"bridge/__init__", "bridge/model", "bridge/cli/app", "bridge/adapters/base"} <= modules
-    # The console's pages and the files it serves travel in the wheel: nothing from a CDN.
+    # The console's and the portal's pages, the files they serve and the portal's compiled
+    # translations travel in the wheel: nothing from a CDN.
     files = {n.as_posix() for n in names}
     shipped = {"bridge/web/static/htmx.min.js", "bridge/web/static/console.css",
-               "bridge/web/console/templates/base.html"}  # fmt: skip
+               "bridge/web/console/templates/base.html", "bridge/web/portal/templates/base.html",
+               "bridge/web/portal/locales/nl/LC_MESSAGES/messages.mo",
+               "bridge/web/portal/locales/sv/LC_MESSAGES/messages.mo"}  # fmt: skip
     assert shipped <= files
     sandboxed = [
         n.as_posix()

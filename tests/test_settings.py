@@ -258,3 +258,62 @@ def test_a_database_url_the_bridge_cannot_use_is_refused_naming_the_fix(
 def test_supported_database_urls_pass(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_DATABASE_URL", url)
     assert load_settings().database_url == url
+
+
+def test_the_portal_settings_come_from_toml_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(
+        tmp_path / "bridge.toml",
+        '[web]\npublic_url = "https://privacy.acme.example"\nportal_host = "127.0.0.1"\n'
+        'portal_port = 8082\n[smtp]\nhost = "smtp.acme.example"\nfrom = "Acme <p@acme.example>"\n'
+        'username = "bridge"\n[portal]\nlink_minutes = 10\n',
+    )
+    monkeypatch.setenv("BRIDGE_SMTP__PASSWORD", "mail-secret")
+    monkeypatch.setenv("BRIDGE_PORTAL__PER_CLIENT_DAY", "20")
+    settings = load_settings(config)
+    assert str(settings.web.public_url) == "https://privacy.acme.example/"
+    assert (settings.web.portal_host, settings.web.portal_port) == ("127.0.0.1", 8082)
+    smtp = settings.smtp
+    assert (smtp.host, smtp.port, smtp.starttls) == ("smtp.acme.example", 587, True)
+    assert (smtp.from_address, smtp.username) == ("Acme <p@acme.example>", "bridge")
+    assert smtp.password is not None and smtp.password.get_secret_value() == "mail-secret"
+    assert (settings.portal.link_minutes, settings.portal.per_client_day) == (10, 20)
+    monkeypatch.setenv("BRIDGE_SMTP__FROM", "privacy@acme.example")
+    assert load_settings(config).smtp.from_address == "privacy@acme.example"
+    assert "smtp.password" in secret_keys()  # refused in the TOML, as every secret
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"BRIDGE_WEB__PORTAL_HOST": "127.0.0.1"},
+         "web.portal_port: portal_host and portal_port go together"),
+        ({"BRIDGE_WEB__PORTAL_HOST": "0.0.0.0", "BRIDGE_WEB__PORTAL_PORT": "8080"},  # noqa: S104
+         "web.portal_port: must differ from web.port (8080) when the portal listens on the "
+         "receiver's interface (0.0.0.0 and 127.0.0.1 overlap)"),
+        ({"BRIDGE_WEB__CONSOLE_HOST": "127.0.0.1", "BRIDGE_WEB__CONSOLE_PORT": "8081",
+          "BRIDGE_WEB__PORTAL_HOST": "localhost", "BRIDGE_WEB__PORTAL_PORT": "8081"},
+         "web.portal_port: must differ from web.console_port (8081) when the portal listens "
+         "on the console's interface (localhost and 127.0.0.1 overlap)"),
+        ({"BRIDGE_WEB__PUBLIC_URL": "https://privacy.acme.example/?next=x"},
+         "web.public_url: must be a plain address without ?query or #fragment"),
+        ({"BRIDGE_WEB__PUBLIC_URL": "privacy.acme.example"}, "web.public_url: Input should be"),
+        ({"BRIDGE_SMTP__PORT": "465"}, "smtp.port: 465 is SMTPS"),
+        ({"BRIDGE_SMTP__FROM": "nobody"}, "smtp.from: must be one address"),
+        ({"BRIDGE_SMTP__USERNAME": "bridge"},
+         "smtp.password: a login takes smtp.username and the password together"),
+        ({"BRIDGE_PORTAL__PER_ADDRESS_HOUR": "11"},
+         "portal: per_address_hour (11) is more than per_address_day (10)"),
+        ({"BRIDGE_PORTAL__CODE_ATTEMPTS": "0"}, "portal.code_attempts: Input should be"),
+    ],
+)  # fmt: skip
+def test_a_portal_setting_that_cannot_work_is_refused_by_name(
+    env: dict[str, str], said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    [problem] = caught.value.problems
+    assert problem.startswith(said), problem

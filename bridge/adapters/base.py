@@ -566,6 +566,18 @@ class AllowanceReporter(Protocol):
         ...
 
 
+@runtime_checkable
+class PreferenceLinks(Protocol):
+    """Hands a person to the vendor's own preference page, where a change only they may make
+    (a resubscribe after an opt-out) is theirs to make. Optional, and so outside
+    ``CrmAdapter``: the portal offers the link when an adapter has it."""
+
+    def preference_link(self, email: str) -> str | None:
+        """The address of the vendor's preference page for ``email``, for that address's
+        owner alone; None when the vendor gives none."""
+        ...
+
+
 class CrmAdapter(
     RecordReader,
     ConsentWriter,

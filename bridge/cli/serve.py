@@ -1,4 +1,5 @@
-"""``bridge run`` and ``bridge serve``: the daemon, the webhook receiver and the console."""
+"""``bridge run`` and ``bridge serve``: the daemon, the webhook receiver, the console and the
+privacy portal."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from bridge.runtime.wiring import Wiring
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-    from starlette.types import ASGIApp
 
+    from bridge.runtime.listener import Face
     from bridge.store.db import Store
 
 from bridge.cli.common import app
@@ -31,8 +32,9 @@ def run(
     host: HostOption = None,
     port: PortOption = None,
 ) -> None:
-    """The daemon: scheduled work (inbox, erasure, sync) beside the webhook receiver and
-    the console (/console; on a listener of its own with web.console_host/console_port).
+    """The daemon: scheduled work (inbox, erasure, sync) beside the webhook receiver, the
+    console (/console) and the privacy portal (/privacy), each of these on a listener of its
+    own with web.console_host/console_port and web.portal_host/portal_port.
 
     SIGTERM: the items under way finish, exit 0 within 30 s. Instances may share PostgreSQL;
     on SQLite a second daemon on the same database file is refused (exit 2).
@@ -49,10 +51,10 @@ def run(
         context.daemon_jobs(), LeaderLock(store), settings.schedule.leader_check_seconds
     )
     listener = context.wake_on_new_work(daemon)  # new work runs at once, not at the poll
-    receiver, console = web_apps(context, store)
+    receiver, faces = web_apps(context, store)
     host, port = host or settings.web.host, port or settings.web.port
     try:
-        serve_daemon(daemon, receiver, settings.web, host, port, console)
+        serve_daemon(daemon, receiver, settings.web, host, port, faces)
     finally:
         if listener is not None:
             listener.stop()
@@ -64,17 +66,17 @@ def serve(
     host: HostOption = None,
     port: PortOption = None,
 ) -> None:
-    """Run the webhook receiver and the console alone (the daemon runs them beside the
-    scheduler)."""
+    """Run the webhook receiver, the console and the privacy portal alone (the daemon runs
+    them beside the scheduler)."""
     import uvicorn  # imported here: the server stack is slow to load for other commands
 
     from bridge.runtime import listener
 
     context: Wiring = ctx.obj
     settings = context.settings
-    receiver, console = web_apps(context, context.store())
+    receiver, faces = web_apps(context, context.store())
     host, port = host or settings.web.host, port or settings.web.port
-    listening = listener.listening(receiver, settings.web, host, port, 20, console)
+    listening = listener.listening(receiver, settings.web, host, port, 20, faces)
     stop_quietly_on_signals()
     server = uvicorn.Server(listening.config)
     server.run(sockets=listening.sockets)
@@ -82,28 +84,40 @@ def serve(
         raise SystemExit(3)
 
 
-def web_apps(context: Wiring, store: Store) -> tuple[FastAPI, ASGIApp | None]:
-    """The receiver, and the console's app for a listener of its own when ``[web]
-    console_host`` and ``console_port`` give it one (it answers nothing but /console, and the
-    receiver 404 there); else None, the console mounted in the receiver under /console."""
+def web_apps(context: Wiring, store: Store) -> tuple[FastAPI, list[Face]]:
+    """The receiver, and the faces people use: the console (/console) and the privacy portal
+    (/privacy). A face whose ``[web] <face>_host``/``<face>_port`` give it a listener of its
+    own is returned for it (there it answers nothing but its path, and the receiver 404s
+    there); any other is mounted in the receiver under its path."""
     from starlette.applications import Starlette
     from starlette.responses import RedirectResponse
     from starlette.routing import Mount, Route
 
+    from bridge.runtime.listener import Face
     from bridge.runtime.receiver import create_app
+    from bridge.web.console import auth
     from bridge.web.console.app import create_console
-    from bridge.web.console.auth import PATH
+    from bridge.web.portal import session
+    from bridge.web.portal.app import create_portal
 
+    web = context.settings.web
     receiver = create_app(context.settings, store)
-    console = create_console(context)
-    if context.settings.web.console_port is None:
-        receiver.mount(PATH, console)
-        return receiver, None
+    faces = []
+    for name, path, face in (
+        ("console", auth.PATH, create_console(context)),
+        ("portal", session.PATH, create_portal(context)),
+    ):
+        host, port = getattr(web, f"{name}_host"), getattr(web, f"{name}_port")
+        if host is None or port is None:
+            receiver.mount(path, face)
+            continue
 
-    async def home(_request: object) -> RedirectResponse:
-        return RedirectResponse(f"{PATH}/", 303)
+        async def home(_request: object, path: str = path) -> RedirectResponse:
+            return RedirectResponse(f"{path}/", 303)
 
-    return receiver, Starlette(routes=[Route("/", home), Mount(PATH, console)])
+        routes = [Route("/", home), Mount(path, face)]
+        faces.append(Face(name, Starlette(routes=routes), host, port))
+    return receiver, faces
 
 
 def stop_quietly_on_signals() -> None:

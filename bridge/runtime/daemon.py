@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.jobstores.base import JobLookupError
@@ -30,6 +30,9 @@ from bridge.adapters.base import AdapterError
 from bridge.config import WebSettings
 from bridge.errors import ConfigError
 from bridge.logs import get_logger
+
+if TYPE_CHECKING:
+    from bridge.runtime.listener import Face
 
 log = get_logger("bridge.daemon")
 STOP_SECONDS = 25.0  # from the signal to return: within the promised 30 s, with room to exit
@@ -243,16 +246,21 @@ class Daemon:
 
 
 def serve(
-    daemon: Daemon, app: Any, web: WebSettings, host: str, port: int, console: Any = None
+    daemon: Daemon,
+    app: Any,
+    web: WebSettings,
+    host: str,
+    port: int,
+    faces: Sequence[Face] = (),
 ) -> bool:
     """Run the daemon beside the receiver ``app`` on uvicorn (listening as ``web`` says, and
-    with ``console`` on the console's own listener) until SIGTERM or SIGINT, then stop both
-    within :data:`STOP_SECONDS`. True if every job finished its item in time."""
+    each of ``faces`` on its own listener) until SIGTERM or SIGINT, then stop both within
+    :data:`STOP_SECONDS`. True if every job finished its item in time."""
     import uvicorn
 
     from bridge.runtime import listener
 
-    listening = listener.listening(app, web, host, port, HTTP_GRACE_SECONDS, console)
+    listening = listener.listening(app, web, host, port, HTTP_GRACE_SECONDS, faces)
     signalled: list[float] = []
 
     class Server(uvicorn.Server):

@@ -13,18 +13,19 @@ and take ``/healthz`` down with them. Here, per listener (``[web]`` settings):
   the answer is 408 (431 for headers too large) and the connection is closed. Time the
   application spends on a request is never counted;
 - at most ``max_connections`` connections are open at once on each listener (the receiver's,
-  and the console's when it has its own): one more is answered 503 and closed before anything
-  is read from it, so a flood of the public receiver does not lock the console out;
+  and the console's and the portal's when they have their own): one more is answered 503 and
+  closed before anything is read from it, so a flood of the public receiver does not lock the
+  console out;
 - the soft limit on open files is raised as far as the connection limit needs (up to the hard
   limit), and the connection limit lowered if even that is not enough, keeping
   :data:`RESERVED_FILES` for the database and the rest of the process.
 
 Each cut or refusal counts in ``bridge_http_refused_total`` by reason.
 
-With ``[web] console_host``/``console_port``, one server listens on both sockets
-(:func:`listening`), and each request goes to the app of the socket it came in on
-(:class:`ByListener`): the console never answers on the receiver's socket, nor the receiver
-on the console's.
+With ``[web] console_host``/``console_port`` (and likewise ``portal_host``/``portal_port``),
+one server listens on every socket (:func:`listening`), and each request goes to the app of
+the socket it came in on (:class:`ByListener`): the console never answers on the receiver's
+socket, nor the receiver on the console's, nor either on the portal's.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import resource
 import socket
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -215,67 +217,90 @@ class Listening:
     sockets: list[socket.socket] | None
 
 
+@dataclass(frozen=True)
+class Face:
+    """An app people use (the console, the privacy portal) on a listener of its own:
+    ``[web] <name>_host`` and ``<name>_port``."""
+
+    name: str
+    app: ASGIApp
+    host: str
+    port: int
+
+    @property
+    def settings(self) -> str:
+        return f"web.{self.name}_host/{self.name}_port"
+
+
 def listening(
     receiver: ASGIApp,
     web: WebSettings,
     host: str,
     port: int,
     grace_seconds: int,
-    console: ASGIApp | None = None,
+    faces: Sequence[Face] = (),
 ) -> Listening:
-    """The receiver on ``host:port``; with ``console`` (an app for the console's own
-    listener), also ``web.console_host:console_port``, both sockets bound here and now (so
-    that one taken is a clear error before anything starts) and served by one server."""
-    if console is None or web.console_host is None or web.console_port is None:
+    """The receiver on ``host:port`` and each of ``faces`` on its own listener, every socket
+    bound here and now (so that one taken is a clear error before anything starts) and served
+    by one server. (The settings keep the faces' listeners apart from each other.)"""
+    if not faces:
         return Listening(config(receiver, web, host, port, grace_seconds), None)
-    console_host, console_port = web.console_host, web.console_port
-    if same_listener(host, port, console_host, console_port):
-        raise ConfigError(
-            [f"web: the receiver's {host}:{port} is the console's listener (web.console_host, "
-             "web.console_port); choose another --host/--port"]
-        )  # fmt: skip
-    sockets = [_bind(host, port)]
+    for face in faces:
+        if same_listener(host, port, face.host, face.port):
+            raise ConfigError(
+                [f"web: the receiver's {host}:{port} is the {face.name}'s listener "
+                 f"({face.settings}); choose another --host/--port"]
+            )  # fmt: skip
+    sockets: list[socket.socket] = []
     try:
-        sockets.append(_bind(console_host, console_port))
+        sockets.append(_bind(host, port, "--host/--port"))
+        for face in faces:
+            sockets.append(_bind(face.host, face.port, face.settings))
     except ConfigError:
-        sockets[0].close()
+        for bound in sockets:
+            bound.close()
         raise
-    app = ByListener(receiver, console, sockets[1].getsockname())
-    log.info("web.console_listener", host=console_host, port=console_port)
-    return Listening(config(app, web, host, port, grace_seconds, listeners=2), sockets)
+    routes = [
+        (bound.getsockname(), face.app) for bound, face in zip(sockets[1:], faces, strict=True)
+    ]
+    for face in faces:
+        log.info("web.own_listener", face=face.name, host=face.host, port=face.port)
+    app = ByListener(receiver, routes)
+    return Listening(config(app, web, host, port, grace_seconds, len(sockets)), sockets)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, settings: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         return socket.create_server((host.strip("[]"), port), family=family)
     except OSError as error:
         reason = os.strerror(error.errno) if error.errno else str(error)
         raise ConfigError(
-            [f"web: cannot listen on {host}:{port} ({reason}); choose another --host/--port "
-             "or web.console_host/console_port"]
-        ) from None  # fmt: skip
+            [f"web: cannot listen on {host}:{port} ({reason}); choose another {settings}"]
+        ) from None
 
 
 class ByListener:
-    """Each request to the app of the socket it came in on: the console's (bound to
-    ``console_address``) or the receiver's, which also gets the lifespan events. A
-    connection's local address is its listener's, except on a listener bound to every
-    interface (it is then the interface the connection came in on): that listener is known
-    by its port alone."""
+    """Each request to the app of the socket it came in on: a face's (each bound to its own
+    address) or else the receiver's, which also gets the lifespan events. A connection's
+    local address is its listener's, except on a listener bound to every interface (it is
+    then the interface the connection came in on): that listener is known by its port
+    alone."""
 
-    def __init__(self, receiver: ASGIApp, console: ASGIApp, console_address: Any) -> None:
+    def __init__(self, receiver: ASGIApp, faces: Sequence[tuple[Any, ASGIApp]]) -> None:
         self.receiver = receiver
-        self.console = console
-        host, self.console_port = str(console_address[0]), int(console_address[1])
-        self.console_host = None if host in EVERY_INTERFACE else host
+        self.faces = [
+            (None if str(address[0]) in EVERY_INTERFACE else str(address[0]), int(address[1]), app)
+            for address, app in faces
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app = self.console if self._to_console(scope) else self.receiver
-        await app(scope, receive, send)
+        await self._app(scope)(scope, receive, send)
 
-    def _to_console(self, scope: Scope) -> bool:
+    def _app(self, scope: Scope) -> ASGIApp:
         server = scope.get("server") if scope["type"] in ("http", "websocket") else None
-        if not server or server[1] != self.console_port:
-            return False
-        return self.console_host is None or server[0] == self.console_host
+        if server:
+            for host, port, app in self.faces:
+                if server[1] == port and (host is None or server[0] == host):
+                    return app
+        return self.receiver

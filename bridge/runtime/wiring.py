@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from bridge.runtime.daemon import Daemon, Job
     from bridge.sealing import Keyring
     from bridge.services.erasure import Erasure
+    from bridge.services.mail import Mailer
     from bridge.services.operators import Operators
+    from bridge.services.proofs import Proofs
     from bridge.services.reconcile import Progress, Reconciler
     from bridge.services.retention import Retention
     from bridge.store.db import Store
@@ -141,6 +143,21 @@ class Wiring:
 
         secret = self.settings.require_pseudonym_key()
         return Operators(self.store(), self.settings.web, derive(secret, "console clients"))
+
+    def mailer(self) -> Mailer:
+        """Email through ``[smtp]`` (``configured`` False without a host)."""
+        from bridge.services.mail import Mailer
+
+        return Mailer(self.settings.smtp)
+
+    def proofs(self) -> Proofs:
+        """The privacy portal's sign-in proofs and sessions."""
+        from bridge.services.proofs import Proofs
+
+        settings = self.settings
+        return Proofs(
+            self.store(), self.keyring(), settings.require_pseudonym_key(), settings.portal
+        )
 
     def erasure(self, adapters: Mapping[System, CrmAdapter] | None = None) -> Erasure:
         """The erasure service over every configured CRM (through ``adapters``, when a

@@ -81,6 +81,19 @@ def find_person(
     return person
 
 
+def find_holders(adapters: Mapping[System, RecordReader], emails: Iterable[str]) -> Person:
+    """Every record that holds one of these emails, and those emails alone: no closure
+    through the records' other addresses. For a person acting on the addresses they proved
+    (the portal), to whom an address they did not prove gives nothing."""
+    given = _normalised(emails)
+    by_key: dict[tuple[str, str, str], CrmRecord] = {}
+    for adapter in adapters.values():
+        for record in adapter.find_by_emails(sorted(given)) if given else ():
+            if given & _normalised(record.emails):
+                by_key[record.key] = record
+    return Person(records=list(by_key.values()), emails=sorted(given))
+
+
 def find_people(
     adapters: Mapping[System, RecordReader], people: Sequence[Iterable[str]]
 ) -> list[Person]:

@@ -2,18 +2,21 @@
 
 Erased people are never written or linked; every write is audited and kept in the ledger
 (for echoes); a cursor moves only when everything its pull planned was applied
-(ARCHITECTURE.md, "A sync").
+(ARCHITECTURE.md, "A sync"). A person's own act on their privacy page goes the same way
+(``carry``), entering the plan as a record of the pseudo-system ``portal``.
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import Any, Literal
 
 from bridge import audit
 from bridge.adapters.base import (
@@ -22,20 +25,37 @@ from bridge.adapters.base import (
     ConsentWrite,
     CrmAdapter,
     LawfulBasisWrite,
+    PreferenceLinks,
+    RecordRef,
     WriteOutcome,
     WriteStatus,
 )
+from bridge.errors import BridgeError
 from bridge.identity import link_subjects, normalise_email, subject_ref
 from bridge.logs import get_logger
 from bridge.metrics import SYNC_CHANGES
-from bridge.model import AuditEvent, ConsentStatus, CrmRecord, LawfulBasis, Purpose, System
+from bridge.model import (
+    AuditEvent,
+    Channel,
+    Consent,
+    ConsentStatus,
+    CrmRecord,
+    Evidence,
+    GlobalOptOut,
+    LawfulBasis,
+    ObjectType,
+    Purpose,
+    Subject,
+    System,
+)
 from bridge.policies.minimisation import Minimisation
-from bridge.services.people import LookupBoundReached, find_person
+from bridge.services.people import LookupBoundReached, find_holders, find_person
 from bridge.services.plan import (
     DONE,
     GLOBAL_OPT_OUTS,
     LAWFUL_BASIS_FIELD,
     NEEDS_SELF_SERVICE,
+    OPT_OUT_FIELD,
     SEEN,
     Act,
     Change,
@@ -66,6 +86,14 @@ _ORDER = {
     ChangeKind.LAWFUL_BASIS: 2,
 }
 WITHDRAWN = ConsentStatus.WITHDRAWN.value
+NOT_APPLIED = "not_applied"  # a change no write made: the run stopped first, or was cut short
+# What the recovery of a batch cut short found of each change (``Reconciler.recover``).
+RECOVERED = {
+    True: (DONE, "the vendor holds it: written by a run cut short before its audit"),
+    False: (NOT_APPLIED, "the vendor does not hold it: the next plan makes it again"),
+}
+GRANTED = ConsentStatus.GRANTED.value
+FAILED = WriteStatus.FAILED.value
 Progress = Callable[[str, int, int | None], None]
 """Told the phase, how far it got and (when known) how far it goes."""
 
@@ -120,6 +148,54 @@ class SyncReport:
             "stopped": self.stopped,
             "cursors_moved": self.cursors_moved,
         }
+
+
+PORTAL = System("portal")
+"""The pseudo-system of the acts a person records outside the CRMs, on their privacy page:
+planned as a record of its own, never written (no adapter serves it)."""
+ActKind = Literal["withdraw", "grant", "unsubscribe_all"]
+ACT_KINDS: tuple[ActKind, ...] = ("withdraw", "grant", "unsubscribe_all")
+# What a person's act says to the CRMs (vendor fields hold it: no personal data).
+ACT_EXPLANATION = {
+    "withdraw": "withdrawn by the person on their privacy page",
+    "grant": "given by the person on their privacy page",
+}
+# What each system answers about a carried act, the weightiest first.
+ANSWERS = ("failed", "needs_self_service", "applied", "already", "not_kept", "no_record")
+
+
+@dataclass(frozen=True)
+class PersonAct:
+    """A person's own act on their privacy page: withdraw or grant one purpose, or leave all
+    email (``purpose`` None)."""
+
+    kind: ActKind
+    purpose: str | None = None
+
+
+@dataclass(frozen=True)
+class SystemAnswer:
+    """What one CRM made of a carried act. ``status``: applied, already (nothing to change),
+    failed, needs_self_service (the vendor lets only the person do it: ``preference_url``,
+    where it has a page for that), not_kept (its records of the person have no field for
+    it, or minimisation keeps the bridge from writing it) or no_record. ``detail`` holds no
+    personal data."""
+
+    system: str
+    status: str
+    detail: str
+    preference_url: str | None = None
+
+
+@dataclass(frozen=True)
+class CarryReport:
+    answers: tuple[SystemAnswer, ...]
+
+    @property
+    def outcome(self) -> str:
+        """The weightiest answer of any system."""
+        given = {answer.status for answer in self.answers}
+        return next((status for status in ANSWERS if status in given), "no_record")
 
 
 def crm_error(error: AdapterError) -> dict[str, str | None]:
@@ -237,7 +313,8 @@ class Reconciler:
         stop: threading.Event | None = None,
         trigger: str = "cli",
     ) -> SyncReport:
-        """Pull, plan and (unless ``dry_run``) apply; cursors move when all is applied.
+        """Pull, plan and (unless ``dry_run``) apply; cursors move when all is applied. A
+        run that applies first recovers the batches cut short before (``recover``).
 
         Every run is recorded for the console (``sync_runs``), with who started it
         (``trigger``: ``daemon``, ``cli`` or an operator's ``operator:NAME``); a run that
@@ -255,6 +332,8 @@ class Reconciler:
 
     def _sync(self, run: _Run, stop: threading.Event) -> SyncReport:
         dry_run = run.dry_run
+        if not dry_run:  # first: the plan then knows what batches cut short wrote
+            self.recover(stop)
         cursors = {s: record_rows.cursor(self.store, f"sync:{s}") for s in self.adapters}
         full = run.full = run.full or any(value is None for value in cursors.values())
         records = self._pull_all(stop, run) if full else self._pull_changed(cursors, stop, run)
@@ -269,6 +348,59 @@ class Reconciler:
             report.cursors_moved = True
         log.info("sync.finished", full=full, dry_run=dry_run, **report.counts())
         return report
+
+    def recover(self, stop: threading.Event | None = None) -> int:
+        """Audit what the batches cut short did: those whose process died (or raised)
+        between the vendor call and the audit of its outcomes. A batch another process is
+        still writing is left to it. Each change a batch meant is audited as
+        ``sync.recovered``, done where the vendor now holds the value meant (and kept in
+        the ledger as its write would have been, so it is known as an echo) or not_applied;
+        then the batch's intents go. Returns how many changes were recovered.
+
+        The vendor is read back through the incremental read, from the oldest intent less
+        the usual overlap: a record that read does not return has not changed since, so no
+        write reached it. A system no longer configured keeps its intents until it is.
+        """
+        stop = stop or threading.Event()
+        with sync_rows.orphaned_intents(self.store) as rows:
+            mine = [row for row in rows if System(row["system"]) in self.adapters]
+            if len(mine) < len(rows):
+                log.warning("sync.recovery_waits_for_system", intents=len(rows) - len(mine))
+            if not mine:
+                return 0
+            held = self._held_now(mine, stop)
+            if stop.is_set():  # shutting down: the next run recovers them
+                return 0
+            changes = [_intended(row) for row in mine]
+            done = [held.get(c.key[:3], {}).get(c.field) == c.value for c in changes]
+            events = [
+                _audit_event(c, *RECOVERED[d], row["actor"], recovered=True)
+                for c, d, row in zip(changes, done, mine, strict=True)
+            ]
+            # What was not applied leaves nothing in the ledger: the plan makes it again.
+            statuses = [WriteStatus.DONE if d else WriteStatus.FAILED for d in done]
+            self._keep(changes, statuses, events, {row["batch"] for row in mine})
+        log.info("sync.recovered", done=sum(done), not_applied=len(done) - sum(done))
+        return len(changes)
+
+    def _held_now(
+        self, intents: Sequence[Mapping[str, Any]], stop: threading.Event
+    ) -> dict[tuple[str, str, str], dict[str, str | None]]:
+        """What each intended record holds now, of those changed since its intents, by
+        record; only the records intended are kept as the read goes by."""
+        held: dict[tuple[str, str, str], dict[str, str | None]] = {}
+        for system in sorted({row["system"] for row in intents}):
+            if stop.is_set():
+                break
+            rows = [row for row in intents if row["system"] == system]
+            wanted = {(row["system"], row["object_type"], row["record_id"]) for row in rows}
+            since = min(datetime.fromisoformat(row["created_at"]) for row in rows) - OVERLAP
+            for record in self.adapters[System(system)].read(since):
+                if stop.is_set():
+                    break
+                if record.key in wanted:
+                    held[record.key] = _states(record)
+        return held
 
     def _record(self, run: _Run, report: SyncReport | None) -> None:
         """Keep the run for the console; one started by an operator is audited in their
@@ -291,6 +423,99 @@ class Reconciler:
         run = _Run("event", False, False, _now(), actor=actor)
         return self._run(records, False, False, threading.Event(), run)
 
+    def carry(self, emails: Sequence[str], act: PersonAct, *, actor: str) -> CarryReport:
+        """A person's own act, recorded outside the CRMs (their privacy page), carried to every
+        record holding one of ``emails``, the addresses they proved (no closure through a
+        record's other addresses), by the sync's own plan, apply, ledger and audit: the act
+        enters planning as a record of the pseudo-system ``portal``, dated now, with evidence
+        of an active act (capture source ``portal``). Only the changes the act asks for are
+        written; any other disagreement waits for the sync. Each configured system answers
+        what became of them; the act is audited once more as ``portal.act``."""
+        purpose = self._purpose_of(act)
+        person = find_holders(self.adapters, emails)
+        if not person.emails:
+            raise BridgeError("carry: give an address of the person")
+        now = _now()
+        ref = subject_ref(self.key, person.emails[0])
+        records = sorted(person.records, key=lambda r: r.key)
+        known = frozenset(normalise_email(e) for r in records for e in r.emails)
+        subject = Subject(ref, (*records, _portal_record(act, purpose, now)), known)
+        report = SyncReport(dry_run=False, full=False, records=len(records))
+        plans, addresses, _ = self._plan([subject], report)
+        wanted = [c for plan in plans for c in plan.changes if self._asked(c, act)]
+        self.watch.observe(records)
+        run = _Run("portal", False, False, now, actor=actor)
+        outcomes = self._apply(wanted, addresses, threading.Event(), run)
+        field_name = consent_field(act.purpose) if act.purpose else OPT_OUT_FIELD
+        holding = {r.system for r in records}
+        keeping = {r.system for r in records if self._placement(r, field_name) is Writable.YES}
+        erased = bool(report.suppressed)
+        answers = []
+        for system in self.adapters:
+            writes = [(c, outcomes.get(id(c))) for c in wanted if c.record.system == system]
+            answer = _answer(system, system in holding, system in keeping, erased, writes)
+            answers.append(self._with_page(answer, writes, addresses, set(person.emails)))
+        carried = CarryReport(tuple(answers))
+        details = {"kind": act.kind, "purpose": act.purpose}
+        event = AuditEvent(actor, "portal.act", carried.outcome, subject_ref=ref, details=details)
+        audit.record(self.store, event)
+        log.info("carry.done", subject_ref=ref, kind=act.kind, purpose=act.purpose,
+                 answers={a.system: a.status for a in answers})  # fmt: skip
+        return carried
+
+    def _purpose_of(self, act: PersonAct) -> Purpose | None:
+        """The configured purpose an act names (None: all email); a malformed act is refused."""
+        if act.kind not in ACT_KINDS:
+            raise BridgeError("carry: an act is withdraw, grant or unsubscribe_all")
+        if act.kind == "unsubscribe_all":
+            if act.purpose is not None:
+                raise BridgeError("carry: unsubscribe_all names no purpose")
+            return None
+        found = next((p for p in self.purposes if p.id == act.purpose), None)
+        if found is None:
+            raise BridgeError(f"carry: {act.kind} names no configured purpose")
+        return found
+
+    def _asked(self, change: Change, act: PersonAct) -> bool:
+        """Whether a planned change is one the act asks for: its purpose set as asked, or
+        for leaving all email the opt-out and the withdrawal of every email purpose."""
+        if act.kind == "unsubscribe_all":
+            email = {p.id for p in self.purposes if p.channel == Channel.EMAIL}
+            withdrawal = change.kind is ChangeKind.CONSENT and change.value == WITHDRAWN
+            return change.kind is ChangeKind.OPT_OUT or (withdrawal and change.purpose in email)
+        value = WITHDRAWN if act.kind == "withdraw" else GRANTED
+        return (
+            change.kind is ChangeKind.CONSENT
+            and change.purpose == act.purpose
+            and change.value == value
+        )
+
+    def _with_page(
+        self,
+        answer: SystemAnswer,
+        writes: Sequence[tuple[Change, WriteOutcome | None]],
+        addresses: Mapping[tuple[str, str, str], str],
+        proved: Collection[str],
+    ) -> SystemAnswer:
+        """A change only the person may make, with the vendor's own page for it, where the
+        vendor has one and the record's address is one the person proved: a preference page
+        manages the address it was made for, and no other address is theirs to manage."""
+        if answer.status != NEEDS_SELF_SERVICE:
+            return answer
+        adapter = self.adapters[System(answer.system)]
+        waiting = next(c for c, o in writes if o and o.status is WriteStatus.NEEDS_SELF_SERVICE)
+        address = addresses.get(waiting.key[:3], "")
+        if not isinstance(adapter, PreferenceLinks) or normalise_email(address) not in proved:
+            return answer
+        try:
+            url = adapter.preference_link(address)
+        except AdapterError as error:
+            log.warning(
+                "carry.no_preference_link", system=answer.system, error=type(error).__name__
+            )
+            return answer
+        return replace(answer, preference_url=url)
+
     def _run(
         self,
         records: list[CrmRecord],
@@ -300,7 +525,7 @@ class Reconciler:
         run: _Run,
     ) -> SyncReport:
         report = SyncReport(dry_run=dry_run, full=full, records=len(records))
-        plans, addresses, agreed = self._plan(records, report)
+        plans, addresses, agreed = self._plan(link_subjects(self.key, records), report)
         changes = [c for p in plans for c in p.changes]
         report.changes = [c.as_dict() for c in changes]
         report.awaiting_person = [c.as_dict() for p in plans for c in p.awaiting_person]
@@ -311,7 +536,7 @@ class Reconciler:
         outcomes = self._apply(changes, addresses, stop, run)
         for entry, change in zip(report.changes, changes, strict=True):
             outcome = outcomes.get(id(change))
-            entry["outcome"] = outcome.status.value if outcome else "not_applied"
+            entry["outcome"] = outcome.status.value if outcome else NOT_APPLIED
             if outcome and outcome.detail:
                 entry["detail"] = outcome.detail
             report.outcomes[entry["outcome"]] += 1
@@ -379,11 +604,10 @@ class Reconciler:
     # -- plan -------------------------------------------------------------------------------
 
     def _plan(
-        self, records: list[CrmRecord], report: SyncReport
+        self, subjects: list[Subject], report: SyncReport
     ) -> tuple[list[SubjectPlan], dict[tuple[str, str, str], str], dict[str, str]]:
-        """Each kept subject's plan, the address of each record, and the bases agreed so
-        far."""
-        subjects = link_subjects(self.key, records)
+        """Each kept (not erased) subject's plan, the address of each record, and the bases
+        agreed so far."""
         refs = {s.subject_ref: [subject_ref(self.key, e) for e in s.emails] for s in subjects}
         erased = erasure_rows.suppressed(self.store, {r for rs in refs.values() for r in rs})
         kept = [s for s in subjects if not erased.intersection(refs[s.subject_ref])]
@@ -405,8 +629,8 @@ class Reconciler:
             if done % 1000 == 0 or done == len(kept):
                 self.progress("planning", done, len(kept))
         addresses = {r.key: r.emails[0] for s in kept for r in s.records if r.emails}
-        if not report.dry_run:
-            self._note_states([r for s in kept for r in s.records], ledger)
+        if not report.dry_run:  # a portal act is no CRM's state
+            self._note_states([r for s in kept for r in s.records if r.system != PORTAL], ledger)
         return plans, addresses, agreed
 
     def _note_states(self, records: Sequence[CrmRecord], ledger: Ledger) -> None:
@@ -417,15 +641,12 @@ class Reconciler:
         seen: list[dict[str, Any]] = []
         stale: list[FieldKey] = []
         for record in records:
-            basis = record.lawful_basis.value if record.lawful_basis else None
-            states: dict[str, str | None] = {LAWFUL_BASIS_FIELD: basis}
+            states = _states(record)
+            opt_out = record.opt_out
             first_seen = {LAWFUL_BASIS_FIELD: record.modified_at}
             for flag in GLOBAL_OPT_OUTS:
-                opt_out = record.opt_out
-                held = opt_out is not None and opt_out.holds(flag.channel)
-                states[flag.field] = WITHDRAWN if held else None
+                held = opt_out is not None and states[flag.field] is not None
                 first_seen[flag.field] = opt_out.changed_at if opt_out and held else None
-            states |= {consent_field(c.purpose): c.status.value for c in record.consents}
             for field_name, state in states.items():
                 key = (*record.key, field_name)
                 before = ledger.get(key)
@@ -445,6 +666,8 @@ class Reconciler:
                 sync_rows.record_writes(conn, seen)
 
     def _placement(self, record: CrmRecord, field_name: str) -> Writable:
+        if record.system == PORTAL:  # an act recorded outside the CRMs: nowhere to write
+            return Writable.NOT_HELD
         key = (record.system, record.object_type.value, field_name)
         if key not in self._placements:
             where = self.adapters[record.system].field_for(record.object_type.value, field_name)
@@ -497,8 +720,11 @@ class Reconciler:
                     if stop.is_set():
                         return outcomes
                     batch = group[start : start + APPLY_BATCH]
-                    results = self._write(adapter, batch, addresses, kind_is_basis, run)
-                    self._settle(batch, results, run.actor)
+                    now = _iso(_now())
+                    intents = [_intent_row(c, run.actor, now) for c in batch]
+                    with sync_rows.intending(self.store, intents) as intent:
+                        results = self._write(adapter, batch, addresses, kind_is_basis, run)
+                        self._settle(batch, results, run.actor, intent)
                     outcomes.update((id(c), r) for c, r in zip(batch, results, strict=True))
                     self.progress("applying", len(outcomes), total)
         return outcomes
@@ -535,32 +761,14 @@ class Reconciler:
             run.errors[str(error.system)] = crm_error(error)
             return [WriteOutcome(c.record, WriteStatus.FAILED, str(error)[:300]) for c in batch]
 
-    def _settle(self, batch: Sequence[Change], results: Sequence[WriteOutcome], actor: str) -> None:
-        """Audit every outcome and keep what was written (or refused) in the ledger."""
-        now = _iso(_now())
-        kept = [
-            _ledger_row(
-                c.key,
-                c.value,
-                c.follows,
-                DONE if r.status is WriteStatus.DONE else NEEDS_SELF_SERVICE,
-                now,
-            )
-            for c, r in zip(batch, results, strict=True)
-            if r.status in (WriteStatus.DONE, WriteStatus.NEEDS_SELF_SERVICE)
-        ]
-        explicit = {sync_rows.key_of(row) for row in kept}
-        kept += [
-            _ledger_row((*c.key[:3], implied), WITHDRAWN, c.follows, DONE, now)
-            for c, r in zip(batch, results, strict=True)
-            if r.status is WriteStatus.DONE
-            for implied in c.implied
-            if (*c.key[:3], implied) not in explicit
-        ]
-        with self.store.transaction(serialize=AUDIT_LOCK) as conn:
-            sync_rows.record_writes(conn, kept)
-            for change, result in zip(batch, results, strict=True):
-                audit.append(conn, _audit_event(change, result, actor))
+    def _settle(
+        self, batch: Sequence[Change], results: Sequence[WriteOutcome], actor: str, intent: str
+    ) -> None:
+        """Audit every outcome and keep what was written (or refused) in the ledger; the
+        batch's intents (``intent``) go in the same transaction."""
+        pairs = list(zip(batch, results, strict=True))
+        events = [_audit_event(c, r.status.value, r.detail, actor) for c, r in pairs]
+        self._keep(batch, [r.status for r in results], events, [intent])
         for change, result in zip(batch, results, strict=True):
             SYNC_CHANGES.labels(change.record.system, change.kind.value, result.status).inc()
             if result.status is WriteStatus.FAILED:
@@ -571,6 +779,36 @@ class Reconciler:
                     change=change.field,
                     detail=result.detail,
                 )
+
+    def _keep(
+        self,
+        changes: Sequence[Change],
+        statuses: Sequence[WriteStatus],
+        events: Sequence[AuditEvent],
+        intents: Collection[str],
+    ) -> None:
+        """In one transaction: the audit events, the ledger rows of what was written (or
+        refused: left to the person) and of what the writes implied, and the end of the
+        batches' intents."""
+        now = _iso(_now())
+        kept = [
+            _ledger_row(c.key, c.value, c.follows, status.value, now)
+            for c, status in zip(changes, statuses, strict=True)
+            if status in (WriteStatus.DONE, WriteStatus.NEEDS_SELF_SERVICE)
+        ]
+        explicit = {sync_rows.key_of(row) for row in kept}
+        kept += [
+            _ledger_row((*c.key[:3], implied), WITHDRAWN, c.follows, DONE, now)
+            for c, status in zip(changes, statuses, strict=True)
+            if status is WriteStatus.DONE
+            for implied in c.implied
+            if (*c.key[:3], implied) not in explicit
+        ]
+        with self.store.transaction(serialize=AUDIT_LOCK) as conn:
+            sync_rows.record_writes(conn, kept)
+            for event in events:
+                audit.append(conn, event)
+            sync_rows.forget_intents(conn, intents)
 
     def _agree(
         self,
@@ -596,6 +834,59 @@ class Reconciler:
                 sync_rows.set_agreed_bases(conn, agreed, _iso(_now()))
 
 
+def _answer(
+    system: System,
+    holds: bool,
+    keeps: bool,
+    erased: bool,
+    writes: Sequence[tuple[Change, WriteOutcome | None]],
+) -> SystemAnswer:
+    """What one system made of a carried act, from the outcomes of its writes (a write left
+    unapplied failed); in words without personal data."""
+    if not holds:
+        return SystemAnswer(system, "no_record", "holds no record of these addresses")
+    if erased:
+        return SystemAnswer(system, "failed", "the person was erased: nothing is written to them")
+    if not keeps and not writes:
+        return SystemAnswer(
+            system, "not_kept", "its records have no field the bridge may write for it"
+        )
+    counts = Counter(outcome.status.value if outcome else FAILED for _, outcome in writes)
+    if counts[FAILED]:
+        detail = f"{counts[FAILED]} of {len(writes)} writes failed; try again later"
+        return SystemAnswer(system, "failed", detail)
+    if counts[NEEDS_SELF_SERVICE]:
+        detail = "the CRM lets only the person make this change, on its own page"
+        return SystemAnswer(system, NEEDS_SELF_SERVICE, detail)
+    if counts[DONE]:
+        return SystemAnswer(
+            system, "applied", f"written to {counts[DONE]} of {len(writes)} records"
+        )
+    return SystemAnswer(system, "already", "nothing to change")
+
+
+def _portal_record(act: PersonAct, purpose: Purpose | None, now: datetime) -> CrmRecord:
+    """The act as a record of the portal, named by a fresh id: a consent with the evidence of
+    an active act, or an opt-out of all email. It holds no address, so nothing links to it
+    and nothing is planned for it."""
+    act_id = uuid.uuid4().hex
+    if purpose is None:
+        opt_out = GlobalOptOut(True, False, now, PORTAL, act_id)
+        return CrmRecord(PORTAL, ObjectType.CONTACT, act_id, opt_out=opt_out)
+    granted = act.kind == "grant"
+    consent = Consent(
+        purpose=purpose.id,
+        status=ConsentStatus.GRANTED if granted else ConsentStatus.WITHDRAWN,
+        changed_at=now,
+        source_system=PORTAL,
+        source_record=act_id,
+        lawful_basis=LawfulBasis.CONSENT if granted else None,
+        explanation=ACT_EXPLANATION[act.kind],
+        evidence=Evidence(capture_source=PORTAL, captured_at=now),
+    )
+    return CrmRecord(PORTAL, ObjectType.CONTACT, act_id, consents=(consent,))
+
+
 def _ledger_row(key: FieldKey, value: str, act: Act, outcome: str, now: str) -> dict[str, Any]:
     system, object_type, record_id, field_name = key
     return {
@@ -612,20 +903,75 @@ def _ledger_row(key: FieldKey, value: str, act: Act, outcome: str, now: str) -> 
     }
 
 
-def _audit_event(change: Change, result: WriteOutcome, actor: str) -> AuditEvent:
+def _states(record: CrmRecord) -> dict[str, str | None]:
+    """What a record holds of each field the sync writes (None: nothing, or not opted out)."""
+    basis = record.lawful_basis.value if record.lawful_basis else None
+    states: dict[str, str | None] = {LAWFUL_BASIS_FIELD: basis}
+    for flag in GLOBAL_OPT_OUTS:
+        held = record.opt_out is not None and record.opt_out.holds(flag.channel)
+        states[flag.field] = WITHDRAWN if held else None
+    states |= {consent_field(c.purpose): c.status.value for c in record.consents}
+    return states
+
+
+def _intent_row(change: Change, actor: str, now: str) -> dict[str, Any]:
+    """A change a batch is about to write, as its intent: enough to audit it and keep it in
+    the ledger should the batch be cut short, and no personal data."""
+    system, object_type, record_id, field_name = change.key
+    return {
+        "system": system,
+        "object_type": object_type,
+        "record_id": record_id,
+        "field": field_name,
+        "kind": change.kind.value,
+        "purpose": change.purpose,
+        "value": change.value,
+        "implied": json.dumps(list(change.implied)),
+        "act_system": change.follows.system,
+        "act_record": change.follows.record_id,
+        "act_at": change.follows.at.isoformat() if change.follows.at else None,
+        "subject_ref": change.subject_ref,
+        "reason": change.why,
+        "actor": actor,
+        "created_at": now,
+    }
+
+
+def _intended(row: Mapping[str, Any]) -> Change:
+    """The change an intent names, as far as its audit and the ledger need it."""
+    at = datetime.fromisoformat(row["act_at"]) if row["act_at"] else None
+    return Change(
+        subject_ref=row["subject_ref"],
+        record=RecordRef(System(row["system"]), row["object_type"], row["record_id"]),
+        kind=ChangeKind(row["kind"]),
+        field=row["field"],
+        value=row["value"],
+        follows=Act(row["act_system"], row["act_record"], at),
+        why=row["reason"],
+        purpose=row["purpose"],
+        implied=tuple(json.loads(row["implied"])),
+    )
+
+
+def _audit_event(
+    change: Change, outcome: str, detail: str, actor: str, *, recovered: bool = False
+) -> AuditEvent:
+    """A change's outcome as its write saw it, or (``recovered``) as the next sync found it."""
     details: dict[str, Any] = {
         "object_type": change.record.object_type,
         "value": change.value,
         "follows": f"{change.follows.system}/{change.follows.record_id}",
     }
+    if recovered:
+        details["change"] = change.kind.value
     if change.purpose:
         details["purpose"] = change.purpose
-    if result.detail:
-        details["detail"] = result.detail[:300]
+    if detail:
+        details["detail"] = detail[:300]
     return AuditEvent(
         actor=actor,
-        action=f"sync.{change.kind.value}",
-        outcome=result.status.value,
+        action="sync.recovered" if recovered else f"sync.{change.kind.value}",
+        outcome=outcome,
         system=change.record.system,
         record_id=change.record.id,
         subject_ref=change.subject_ref,

@@ -12,7 +12,7 @@ from bridge.adapters.base import AdapterError, CrmAdapter, RectifyProblem, Write
 from bridge.errors import BridgeError, ConfigError
 from bridge.identity import normalise_email, subject_ref
 from bridge.model import AuditEvent, System
-from bridge.services.people import find_person
+from bridge.services.people import find_holders, find_person
 from bridge.store.db import Store
 
 
@@ -22,12 +22,17 @@ def export_subject(
     key: bytes,
     emails: Sequence[str],
     actor: str,
+    *,
+    linked: bool = True,
 ) -> dict[str, Any]:
     """One document with everything held about a person: every record in every system (all
     the fields the adapters expose, consent with the history vendors keep) and the audit
     events about them. It is the person's own data, so it is given to them in clear; the
-    export is audited as ``actor``'s, under the person's pseudonym."""
-    everyone = find_person(adapters, emails).emails
+    export is audited as ``actor``'s, under the person's pseudonym.
+
+    ``linked`` False: the given addresses alone, not the others their records link to (the
+    portal, where a person has proved only these)."""
+    everyone = find_person(adapters, emails).emails if linked else _given(emails)
     refs = {subject_ref(key, e) for e in everyone}
     document = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -36,10 +41,12 @@ def export_subject(
         "audit_events": [e for ref in sorted(refs) for e in audit.events(store, ref)],
     }
     if emails:
+        details: dict[str, Any] = {"systems": sorted(adapters), "emails": len(everyone)}
+        if not linked:
+            details["linked"] = False
         event = AuditEvent(
-            actor, "export", "exported", subject_ref=subject_ref(key, emails[0]),
-            details={"systems": sorted(adapters), "emails": len(everyone)},
-        )  # fmt: skip
+            actor, "export", "exported", subject_ref=subject_ref(key, emails[0]), details=details
+        )
         audit.record(store, event)
     return document
 
@@ -53,8 +60,10 @@ def rectify_subject(
     allowed: Sequence[str],
     *,
     actor: str = "cli",
+    linked: bool = True,
 ) -> dict[str, Any]:
-    """Correct a person's data (Art. 16) in every record of every system that holds them.
+    """Correct a person's data (Art. 16) in every record of every system that holds them
+    (``linked`` False: only the records holding the given addresses, as ``export_subject``).
 
     Only fields on the allow-list (``rectify.fields``) may be written; any other is refused
     before anything is read. The correction is all or nothing across systems: every system
@@ -77,11 +86,11 @@ def rectify_subject(
                 for name in refused
             ]
         )
-    given = sorted({normalise_email(e) for e in emails if e.strip()})
+    given = _given(emails)
     if not given:
         raise ConfigError(["rectify: give an EMAIL of the person"])
     try:
-        person = find_person(adapters, given)
+        person = find_person(adapters, given) if linked else find_holders(adapters, given)
     except AdapterError as error:
         raise error.during("rectify: cannot look the person up") from None
     everyone = person.emails
@@ -119,6 +128,11 @@ def rectify_subject(
         event = AuditEvent(actor, "rectify", "not_found", subject_ref=ref, details=details)
         audit.record(store, event)
     return {"records": records}
+
+
+def _given(emails: Sequence[str]) -> list[str]:
+    """The addresses given, normalised, each once, blanks left out."""
+    return sorted({normalise_email(e) for e in emails if e.strip()})
 
 
 class RectifyRefused(BridgeError):

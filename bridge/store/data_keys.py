@@ -1,6 +1,6 @@
 """SQL for data keys: the key of each held value (an inbox event's payload, an erasure
-request's emails), wrapped by the configured keys (``bridge/sealing.py``) and named by the row
-that holds the value.
+request's emails, a portal sign-in proof's or session's addresses), wrapped by the configured
+keys (``bridge/sealing.py``) and named by the row that holds the value.
 
 Deleting a data key destroys its value wherever copies of the ciphertext remain. A holder's
 row is always written before its key in the same transaction (first the row, then the key):
@@ -36,7 +36,13 @@ from sqlalchemy.exc import OperationalError
 from bridge.logs import get_logger
 from bridge.sealing import Sealed
 from bridge.store.db import BUSY_TIMEOUT_MS, Store
-from bridge.store.tables import data_keys, erasure_requests, inbox
+from bridge.store.tables import (
+    data_keys,
+    erasure_requests,
+    inbox,
+    portal_proofs,
+    portal_sessions,
+)
 
 log = get_logger("bridge.data_keys")
 SCRUB_WAIT_MS = 1000
@@ -64,7 +70,21 @@ ERASURE_REQUEST = Holder(
     erasure_requests.c.id,
     erasure_requests.c.emails_encrypted,
 )
-HOLDERS = {holder.name: holder for holder in (INBOX, ERASURE_REQUEST)}
+PORTAL_PROOF = Holder(
+    "portal_proof",
+    "portal sign-in proof",
+    portal_proofs,
+    portal_proofs.c.id,
+    portal_proofs.c.email_sealed,
+)
+PORTAL_SESSION = Holder(
+    "portal_session",
+    "portal session",
+    portal_sessions,
+    portal_sessions.c.id,
+    portal_sessions.c.emails_sealed,
+)
+HOLDERS = {holder.name: holder for holder in (INBOX, ERASURE_REQUEST, PORTAL_PROOF, PORTAL_SESSION)}
 WRAPPED = data_keys.c.wrapped
 
 

@@ -1,16 +1,26 @@
 """SQL for the sync: the lawful basis each subject's systems last agreed on, the ledger
-of the sync's own writes, and the record of each run (for the console)."""
+of the sync's own writes, the intents of the batches being written, and the record of each
+run (for the console)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
-from collections.abc import Collection, Mapping, Sequence
+import os
+import tempfile
+import uuid
+import weakref
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, select, tuple_
+from sqlalchemy import Connection, Engine, and_, create_engine, delete, func, select, text, tuple_
+from sqlalchemy.pool import NullPool
 
-from bridge.store.db import Store, chunked, insert_or_skip
-from bridge.store.tables import sync_runs, sync_state, sync_writes
+from bridge.store.db import Store, _lock_key, _sqlite_file, chunked, insert_or_skip
+from bridge.store.leader import CLIENT_TIMEOUTS, SERVER_KEEPALIVES
+from bridge.store.tables import sync_intents, sync_runs, sync_state, sync_writes
 
 FieldKey = tuple[str, str, str, str]  # system, object type, record id, field
 LEDGER_KEY = ["system", "object_type", "record_id", "field"]
@@ -93,6 +103,114 @@ def writes_with_outcome(store: Store, outcome: str, limit: int) -> tuple[int, li
         total = conn.execute(select(func.count()).select_from(sync_writes).where(where)).scalar()
         rows = [dict(row) for row in conn.execute(newest.limit(limit)).mappings()]
     return int(total or 0), rows
+
+
+# -- intents --------------------------------------------------------------------------------
+
+
+@contextmanager
+def intending(store: Store, rows: Sequence[Mapping[str, Any]]) -> Iterator[str]:
+    """Commit one batch's intents (the changes it is about to write) under a lock of the
+    batch's own, held until the block ends; yields the batch's id. The block writes, then
+    audits the outcomes and deletes the intents in one transaction (``forget_intents``): so
+    intents whose lock is free belong to a batch cut short, whatever cut it."""
+    batch = uuid.uuid4().hex
+    with locked_batches(store, [batch]):  # a fresh id: no one else holds it
+        with store.transaction() as conn:
+            conn.execute(sync_intents.insert(), [{**row, "batch": batch} for row in rows])
+        yield batch
+
+
+def forget_intents(conn: Connection, batches: Collection[str]) -> None:
+    """Delete these batches' intents: their outcomes are audited in this transaction."""
+    for chunk in chunked(batches, 500):
+        conn.execute(delete(sync_intents).where(sync_intents.c.batch.in_(chunk)))
+
+
+@contextmanager
+def orphaned_intents(store: Store) -> Iterator[list[dict[str, Any]]]:
+    """The intents of every batch cut short (its lock free: the process that wrote it died,
+    or raised before auditing), oldest first; each such batch stays locked until the block
+    ends, so that no other process recovers it too. Read again once locked: a batch
+    settled meanwhile has none left."""
+    with store.engine.connect() as conn:
+        batches = list(conn.execute(select(sync_intents.c.batch).distinct()).scalars())
+    if not batches:
+        yield []
+        return
+    with locked_batches(store, batches) as mine:
+        found: list[dict[str, Any]] = []
+        with store.engine.connect() as conn:
+            for chunk in chunked(mine, 500):
+                query = select(sync_intents).where(sync_intents.c.batch.in_(chunk))
+                found += [dict(row) for row in conn.execute(query).mappings()]
+        yield sorted(found, key=lambda row: row["id"])
+
+
+@contextmanager
+def locked_batches(store: Store, batches: Sequence[str]) -> Iterator[list[str]]:
+    """Lock each of these batches that no one holds, without waiting; yields those locked,
+    held until the block ends, or until the process dies, however it dies.
+
+    PostgreSQL: session advisory locks, on a connection of their own outside the store's
+    pool (closing it ends the session, and so releases them; a writer waiting on a vendor
+    holds none of the pool's connections). SQLite: an ``flock`` on a file per batch beside
+    the database (processes sharing a SQLite file share its host); the holder removes it.
+    """
+    if store.is_sqlite:
+        with ExitStack() as stack:
+            yield [b for b in batches if stack.enter_context(_file_lock(_lock_path(store, b)))]
+        return
+    with _lock_engine(store).connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        for setting in SERVER_KEEPALIVES:  # a vanished host's locks go within about 25 s
+            conn.execute(text(f"SET {setting}"))
+        lock = func.pg_try_advisory_lock
+        yield [b for b in batches if conn.execute(select(lock(_batch_key(b)))).scalar()]
+
+
+_LOCK_ENGINES: weakref.WeakKeyDictionary[Store, Engine] = weakref.WeakKeyDictionary()
+
+
+def _lock_engine(store: Store) -> Engine:
+    """One engine without a pool per store, for the batch locks (as the leader lock's)."""
+    engine = _LOCK_ENGINES.get(store)
+    if engine is None:
+        engine = create_engine(store.engine.url, poolclass=NullPool, connect_args=CLIENT_TIMEOUTS)
+        _LOCK_ENGINES[store] = engine
+    return engine
+
+
+def _batch_key(batch: str) -> int:
+    return _lock_key(f"bridge.sync.intents:{batch}")
+
+
+def _lock_path(store: Store, batch: str) -> Path:
+    """Beside the database file; for a database in memory, in the temporary directory."""
+    database = _sqlite_file(store.engine.url)
+    if database is None:
+        return Path(tempfile.gettempdir()) / f"bridge-intents-{batch}.lock"
+    database = database.resolve()  # one lock file whatever path or link names it
+    return database.with_name(f"{database.name}.intents-{batch}.lock")
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path`` if free (True), released when the block ends; the
+    holder removes the file first (a file missing is a lock no one holds)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 # -- runs ------------------------------------------------------------------------------------

@@ -262,3 +262,65 @@ sync_runs = Table(
     Column("counts", Text, nullable=False),  # JSON: records, subjects, changes by outcome
     Column("systems", Text, nullable=False),  # JSON: per system, records and error
 )
+
+# The privacy portal's sign-in proofs: one per email sent, its link's token and its code
+# (bound to the proof) kept only as keyed hashes, the address only sealed (its data key in
+# ``data_keys``, destroyed once the proof is spent or expired), the client's address as a
+# keyed hash. Rows are kept a day after they expire: the caps count them.
+portal_proofs = Table(
+    "portal_proofs",
+    metadata,
+    Column("id", String(32), primary_key=True),  # random, shown on the code form
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("code_hash", String(64), nullable=False),
+    Column("subject_ref", String(64), nullable=False),
+    Column("client_ref", String(64), nullable=False),
+    Column("email_sealed", LargeBinary),
+    Column("session_id", String(32)),  # the session adding this address, if any
+    Column("issued_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),  # wrong codes typed
+    Column("spent", String(10)),  # why it no longer works: used, attempts
+    Index("ix_portal_proofs_subject", "subject_ref", "issued_at"),
+    Index("ix_portal_proofs_client", "client_ref", "issued_at"),
+)
+
+# Portal sessions, on the server: the cookie's token kept only as a keyed hash, the addresses
+# proved in the session sealed (a JSON list; data key in ``data_keys``). Deleted when ended
+# or expired.
+portal_sessions = Table(
+    "portal_sessions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("subject_ref", String(64), nullable=False),  # the address it began with
+    Column("emails_sealed", LargeBinary, nullable=False),
+    Column("began_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False, index=True),
+)
+
+# What each apply batch of the sync is about to write, committed before its vendor call and
+# deleted in the transaction that audits its outcomes: intents that outlive their batch's lock
+# (``store.sync``) were cut short by a dead process, and the next sync audits what the vendor
+# holds of them (``sync.recovered``). Record keys, fields, values and the act followed only.
+sync_intents = Table(
+    "sync_intents",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("batch", String(32), nullable=False, index=True),
+    Column("system", String(20), nullable=False),
+    Column("object_type", String(50), nullable=False),
+    Column("record_id", String(100), nullable=False),
+    Column("field", String(100), nullable=False),  # opt_out, consent:<purpose>, lawful_basis
+    Column("kind", String(20), nullable=False),
+    Column("purpose", String(100)),
+    Column("value", String(30), nullable=False),
+    Column("implied", Text, nullable=False),  # JSON: the fields the write may change too
+    Column("act_system", String(20), nullable=False),
+    Column("act_record", String(100), nullable=False),
+    Column("act_at", String(32)),
+    Column("subject_ref", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(100), nullable=False),  # sync, propagate, an operator, the portal
+    Column("created_at", String(32), nullable=False),
+)

@@ -1,9 +1,10 @@
-"""The templates of the console (and, later, the portal): Jinja2 with autoescaping on for
+"""The templates of the console and the privacy portal: Jinja2 with autoescaping on for
 every template, and the filters pages share. Nothing a CRM or a person typed reaches a page
 unescaped."""
 
 from __future__ import annotations
 
+import gettext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,14 +14,22 @@ WEB = Path(__file__).parent
 STATIC = WEB / "static"
 
 
-def environment(*folders: Path) -> Environment:
+def environment(
+    *folders: Path, translations: gettext.NullTranslations | None = None
+) -> Environment:
+    """The templates in ``folders``; with ``translations``, their ``{% trans %}`` and ``_()``
+    in that language (the catalog installed once: rendering stays thread safe)."""
     env = Environment(
         loader=FileSystemLoader([str(folder) for folder in folders]),
         autoescape=select_autoescape(default=True, default_for_string=True),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"] if translations is not None else [],
     )
+    if translations is not None:
+        env.policies["ext.i18n.trimmed"] = True  # a msgid's line breaks are the template's
+        env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
     env.filters["mask"] = mask
     env.filters["when"] = when
     env.filters["day"] = day

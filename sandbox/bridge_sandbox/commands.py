@@ -18,7 +18,8 @@ def demo(
         bool,
         typer.Option(
             "--keep-running",
-            help="Leave the emulators and receiver up and print their URLs; Ctrl-C stops them.",
+            help="Leave the emulators and receiver up and print their URLs (the console's and "
+            "the privacy page's too, and the folder the emails land in); Ctrl-C stops them.",
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,

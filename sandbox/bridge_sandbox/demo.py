@@ -10,7 +10,12 @@ did by reading the emulators and the database back (:mod:`bridge_sandbox.demo_cr
 is 0 when every check held, 1 when one failed, 130 when interrupted. Whatever happens, the
 emulators, the receiver and the daemon's jobs are stopped and the folder removed before
 returning (unless ``keep_running``: then they stay up until Ctrl-C, and the folder stays,
-and the console's URL and an account's password are printed to sign in with).
+and the console's URL and an account's password are printed to sign in with, and the privacy
+page's URL with the folder its emails land in).
+
+The bridge's email goes to a local SMTP sink (:class:`bridge_sandbox.mailbox.Mailbox`), which
+writes each message into the folder's ``mail`` folder; the portal's checks read their
+sign-in link from it.
 
 A step is one function in :data:`STEPS`, taking the :class:`World` and returning an
 :class:`Outcome`.
@@ -18,6 +23,7 @@ A step is one function in :data:`STEPS`, taking the :class:`World` and returning
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -25,6 +31,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,8 +41,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -53,7 +61,7 @@ from bridge import audit
 from bridge.adapters.base import CrmAdapter
 from bridge.adapters.hubspot.settings import HubSpotSettings
 from bridge.adapters.salesforce.settings import SalesforceSettings
-from bridge.config import RetentionSettings, Settings
+from bridge.config import RetentionSettings, Settings, SmtpSettings, WebSettings
 from bridge.errors import BridgeError
 from bridge.identity import normalise_email
 from bridge.logs import configure as configure_logging
@@ -61,15 +69,25 @@ from bridge.logs import get_logger
 from bridge.model import RelatedRecords, System
 from bridge.policies.retention import RetentionRule
 from bridge.runtime.wiring import Wiring
-from bridge.services.erasure import ID_PREFIX
+from bridge.services.erasure import COMPLETED, ID_PREFIX
 from bridge.services.plan import NEEDS_SELF_SERVICE
 from bridge.store.db import Store
 from bridge.store.records import all_reappearances
 from bridge_sandbox.demo_crms import GRANTED, WITHDRAWN, Crms, Person, wait_for
+from bridge_sandbox.demo_portal import PATH as PORTAL
+from bridge_sandbox.demo_portal import (
+    NoSuchForm,
+    Visitor,
+    portal_answers,
+    sign_in_link,
+    status_link,
+)
 from bridge_sandbox.demo_seed import (
     ERASED,
     KEPT_BY_CONSENT,
     KEPT_BY_DEAL,
+    MARKETING,
+    PORTAL_USER,
     PURPOSES,
     REP_OPT_OUT,
     STALE,
@@ -86,11 +104,16 @@ from bridge_sandbox.emulators.lawful_bases import SALESFORCE_LEGAL_BASIS
 from bridge_sandbox.emulators.people import seed_hubspot, seed_salesforce
 from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig
 from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
+from bridge_sandbox.mailbox import Mailbox
 
 log = get_logger("bridge_sandbox.demo")
 ORGANIZATION_ID = "00D000000000DEMOAA"
 PROPAGATION_TIMEOUT = 30.0  # seconds; the bridge's goal is one minute
 SETTLE_SECONDS = 5.0  # for an emulator to note a delivery the receiver has answered
+MAIL_TIMEOUT = 15.0  # seconds for an email the portal sends to reach the SMTP sink
+ERASURE_TIMEOUT = 30.0  # for the daemon to complete the erasure asked on the portal
+PORTAL_TRIGGER = "portal"  # the trigger of an erasure request asked on the privacy page
+MAIL_FOLDER = "mail"  # in the demo's folder: every email the bridge sent, one .eml file each
 OFFICER = "demo-officer"  # the console account (an admin: the demo shows every page)
 RETAINED_ROLES = (STALE, KEPT_BY_DEAL, KEPT_BY_CONSENT)
 # The example settings' first rule, with a deal keeping people too.
@@ -146,6 +169,11 @@ class World:
     start_daemon: Callable[[], None]
     accounts: Accounts
     officer: Officer
+    public_url: str
+    """Where people reach the bridge (``[web] public_url``): the privacy page's root."""
+    mailbox: Mailbox
+    """The SMTP sink the bridge sends its email to; it writes each into ``workdir/mail``."""
+    visitors: list[Visitor] = field(default_factory=list)
     _live: bool = False
 
     @property
@@ -155,6 +183,15 @@ class World:
     @property
     def purposes(self) -> list[str]:
         return [p.id for p in PURPOSES]
+
+    def visitor(self) -> Visitor:
+        """A new browser on the privacy page (no cookies); closed with the world."""
+        self.visitors.append(Visitor(self.public_url))
+        return self.visitors[-1]
+
+    def signed_in(self) -> Visitor | None:
+        """The browser the portal's person signed in with, if the sign-in check got so far."""
+        return next((v for v in self.visitors if v.signed_in), None)
 
     def live(self) -> None:
         """Point both CRMs' webhooks at the receiver and start the daemon's inbox job, as a
@@ -376,10 +413,7 @@ def erasure(world: World) -> Outcome:
     receipt = service.receipt(request_id)
     text = json.dumps(receipt).lower()
     private = any(spelling.lower() in text for spelling in world.cast.spellings())
-    outcomes: Counter[str] = Counter()
-    for system in receipt["systems"].values():
-        for counted in system["objects"].values():
-            outcomes.update(counted)
+    outcomes = _outcomes(receipt)
     steps = sum(outcomes.values())
     erased_kinds = set(receipt["systems"].get("salesforce", {}).get("objects", {}))
     beyond = sorted(erased_kinds - PEOPLE_OBJECTS) if not world.crms.privacy else []
@@ -408,6 +442,15 @@ def erasure(world: World) -> Outcome:
 
 
 PEOPLE_OBJECTS = {"contact", "lead"}  # how an erasure receipt names Salesforce's people
+
+
+def _outcomes(receipt: Mapping[str, Any]) -> Counter[str]:
+    """How many records an erasure's receipt counts by outcome (``erased``, ...)."""
+    outcomes: Counter[str] = Counter()
+    for system in receipt["systems"].values():
+        for counted in system["objects"].values():
+            outcomes.update(counted)
+    return outcomes
 
 
 def _privacy_rows(world: World, person: Person) -> tuple[set[str], list[str]]:
@@ -582,6 +625,162 @@ def console_today(world: World) -> Outcome:
     return Outcome(ok, detail)
 
 
+def portal_sign_in(world: World) -> Outcome:
+    """A person asks the privacy page for a sign-in link (the address form, then the code
+    form), reads the email the SMTP sink received, opens its link (a landing page, whose
+    button uses the link up: a mail scanner's fetch must not) and sees every record both CRMs
+    hold under their address, and no one else's address."""
+    email = world.cast.roles[PORTAL_USER]
+    person = world.crms.person(email)
+    visitor = world.visitor()
+    visitor.open("/")
+    asked = time.monotonic()
+    to_code = visitor.submit("/sign-in", email=email).url.path == f"{PORTAL}/check"
+    message = _mail_to(world, email)
+    if message is None:
+        return Outcome(False, f"no sign-in email reached the SMTP sink in {MAIL_TIMEOUT:.0f} s")
+    delivered = time.monotonic() - asked
+    link = sign_in_link(message)
+    if link is None or not link.startswith(f"{world.public_url}{PORTAL}/"):
+        return Outcome(False, "the sign-in email holds no link built from [web] public_url")
+    landing = visitor.open(link)
+    private = landing.headers.get("referrer-policy") == "no-referrer"
+    visitor.submit("/verify")
+    me = visitor.open("/me")
+    visitor.signed_in = me.status_code == 200 and me.url.path == f"{PORTAL}/me"
+    shown = [r.label for r in person.records if r.id in me.text]
+    others = [s for s in world.cast.spellings() if normalise_email(s) != normalise_email(email)]
+    strangers = _found(html.unescape(me.text).encode(), others)
+    ok = (
+        to_code and private and visitor.signed_in and bool(person.records)
+        and len(shown) == len(person.records) and not strangers
+    )  # fmt: skip
+    detail = (
+        f"asked on {PORTAL}/ for a sign-in link, "
+        f"{'then shown the code form' if to_code else 'NOT SHOWN THE CODE FORM'}; the email "
+        f"reached the SMTP sink {delivered:.1f} s later, its link built from [web] public_url "
+        f"to a landing page {'sent with' if private else 'WITHOUT'} Referrer-Policy "
+        f"no-referrer; signed in by its button, {PORTAL}/me "
+        + (
+            f"lists {', '.join(shown) or 'NO RECORD'} ({len(shown)} of the "
+            f"{len(person.records)} both CRMs hold); other people's addresses on it: "
+            f"{strangers or 'none'}"
+            if visitor.signed_in
+            else f"NOT SHOWN (answered {me.status_code} at {me.url.path})"
+        )
+    )
+    return Outcome(ok, detail)
+
+
+def portal_withdrawal(world: World) -> Outcome:
+    """Signed in, the person withdraws marketing email on the privacy page: the page lists
+    each CRM's answer, and both CRMs, read back through the emulators, hold the withdrawal
+    (those that can: an org without the privacy objects holds no per-purpose consent)."""
+    visitor = world.signed_in()
+    if visitor is None:
+        return Outcome(False, "nobody signed in to the privacy page (see portal_sign_in)")
+    email = world.cast.roles[PORTAL_USER]
+    before = world.crms.person(email)
+    holding = [r for r in before.records if r.holds_consent]
+    granted = all(r.effective(MARKETING) == GRANTED for r in holding)
+    visitor.open("/me")
+    answered = visitor.submit("/consent", {"action": "withdraw", "purpose": MARKETING})
+    answers = portal_answers(answered.text)
+
+    def withdrawn() -> bool:
+        now = {r.id: r for r in world.crms.person(email).records}
+        return all(r.id in now and now[r.id].effective(MARKETING) == WITHDRAWN for r in holding)
+
+    held = wait_for(withdrawn, SETTLE_SECONDS) is not None
+    systems = {r.system for r in before.records}
+    ok = (
+        answered.status_code == 200 and granted and held and bool(holding)
+        and set(answers) == systems
+    )  # fmt: skip
+    told = ", ".join(f"{system} {answer}" for system, answer in sorted(answers.items()))
+    records = " and ".join(r.label for r in holding)
+    detail = (
+        f"withdrew {MARKETING} on {PORTAL}/me; the page lists each CRM's answer "
+        f"({told or 'NONE'}); read back, {records or 'NO RECORD'} "
+        + (
+            ("holds" if len(holding) == 1 else "hold") + " the withdrawal"
+            if held
+            else "DO NOT HOLD IT"
+        )
+    )
+    if not granted:
+        detail += "; the person was not subscribed to begin with"
+    if not world.crms.privacy:
+        detail += "; Salesforce org without the privacy objects: it holds no per-purpose consent"
+    return Outcome(ok, detail)
+
+
+def portal_erasure(world: World) -> Outcome:
+    """The person asks to be forgotten on the privacy page: shown which records it erases,
+    they confirm; the running daemon completes the request (trigger ``portal``), both CRMs searched
+    again hold nothing under the address, and the status page, opened from the link in the
+    confirmation email in another browser, shows the receipt."""
+    visitor = world.signed_in()
+    if visitor is None:
+        return Outcome(False, "nobody signed in to the privacy page (see portal_sign_in)")
+    world.live()  # the daemon runs the request, as deployed
+    email = world.cast.roles[PORTAL_USER]
+    records = world.crms.person(email).records
+    shown = visitor.open("/erase").text
+    planned = [r.label for r in records if r.id in shown]
+    visitor.submit("/erase")
+    service = world.context.erasure()
+    asked = [r for r in service.requests() if r["trigger"] == PORTAL_TRIGGER]
+    if len(asked) != 1:
+        return Outcome(False, f"{len(asked)} erasure requests from the portal, not 1")
+    request_id = asked[0]["id"]
+
+    def completed() -> bool:
+        return str(service.view(request_id)["status"]) == COMPLETED
+
+    took = wait_for(completed, ERASURE_TIMEOUT, every=0.25)
+    message = _mail_to(world, email)
+    link = status_link(message) if message is not None else None
+    status = world.visitor().open(link) if link else None
+    left = world.crms.holding(email)
+    receipt = service.receipt(request_id) if took is not None else {"systems": {}}
+    outcomes = _outcomes(receipt)
+    erased, steps = outcomes["erased"], sum(outcomes.values())
+    # The receipt: the request, and every kind of record it counts, on the page.
+    kinds = {kind for system in receipt["systems"].values() for kind in system["objects"]}
+    shows = (
+        status is not None and status.status_code == 200 and request_id in status.text
+        and all(kind in status.text for kind in kinds)
+    )  # fmt: skip
+    ok = (
+        took is not None and not left and shows and erased == steps >= len(records) > 0
+        and len(planned) == len(records)
+    )  # fmt: skip
+    detail = (
+        f"asked to be forgotten on {PORTAL}/erase, shown first what it erases "
+        f"({len(planned)} of the {len(records)} records); request {request_id[:ID_PREFIX]} "
+        + (f"completed by the daemon {took:.1f} s later" if took is not None else "NOT COMPLETED")
+        + f" ({erased} of {steps} records erased); searched again: "
+        + (", ".join(left) + " LEFT" if left else "nothing")
+        + "; the status page from the confirmation email "
+        + (
+            "shows the receipt"
+            if shows
+            else ("NOT FOUND IN THE EMAIL" if link is None else "DOES NOT SHOW THE RECEIPT")
+        )
+    )
+    return Outcome(ok, detail)
+
+
+def _mail_to(world: World, email: str) -> EmailMessage | None:
+    """The next email the SMTP sink received for ``email``; None if none came in time (the
+    sink's own error would name the address)."""
+    try:
+        return world.mailbox.wait_for(email, MAIL_TIMEOUT)
+    except TimeoutError:
+        return None
+
+
 _ADDRESS_RUN = re.compile(rb"[a-z0-9._'+@-]*@[a-z0-9._'+@-]*")
 
 
@@ -602,6 +801,9 @@ STEPS: list[Step] = [
     Step("suppression", "the erased person typed in again, then a sync", suppression),
     Step("retention", "purge --preview --within 60d: who the retention rule purges", retention),
     Step("console", "the console, signed in over HTTP: Today and Requests", console_today),
+    Step("portal_sign_in", "a person signs in to the privacy page by email", portal_sign_in),
+    Step("portal_withdrawal", "they withdraw marketing email there", portal_withdrawal),
+    Step("portal_erasure", "they ask to be forgotten there", portal_erasure),
     Step("audit", "audit --verify, and a search for seeded addresses", audit_verify),
 ]
 
@@ -647,9 +849,8 @@ def run(
             for number, step in enumerate(steps, 1):
                 results.append(_run_step(console, number, step, world, quiet=as_json))
             if keep_running:
-                signing_in = _console_account(world)
                 _report(console, results, started, services, accounts, as_json, stopped=False,
-                        signing_in=signing_in)  # fmt: skip
+                        kept=_kept(world))  # fmt: skip
                 with suppress(KeyboardInterrupt):  # Ctrl-C is how a kept demo ends
                     _announce_and_wait(notes, world)
     except KeyboardInterrupt:
@@ -675,7 +876,7 @@ def _run_step(console: Console, number: int, step: Step, world: World, quiet: bo
         if status:
             status.start()
         outcome = step.run(world)
-    except (httpx.HTTPError, BridgeError) as error:
+    except (httpx.HTTPError, BridgeError, NoSuchForm) as error:
         log.debug("demo.step_failed", step=step.name, exc_info=True)
         outcome = Outcome(False, f"failed: {type(error).__name__}: {error}")
     except Exception as error:
@@ -725,7 +926,7 @@ def _report(
     accounts: Accounts,
     as_json: bool,
     stopped: bool,
-    signing_in: dict[str, str] | None = None,
+    kept: dict[str, dict[str, str]] | None = None,
 ) -> None:
     seconds = time.monotonic() - started
     ok = all(r.ok for r in results)
@@ -733,8 +934,7 @@ def _report(
         document = {"steps": [r.as_dict() for r in results], "ok": ok,
                     "seconds": round(seconds, 2), "services": services,
                     "accounts": asdict(accounts)}  # fmt: skip
-        if signing_in:
-            document["console"] = signing_in
+        document |= kept or {}
         print(json.dumps(document, ensure_ascii=False), flush=True)
         return
     passed = sum(r.ok for r in results)
@@ -749,13 +949,18 @@ def _announce_and_wait(console: Console, world: World) -> None:
     env = world.workdir / "demo.env"
     env.write_text(_environment(world.context.settings), encoding="utf-8")
     env.chmod(0o600)  # the demo's keys
-    account = _console_account(world)
+    kept = _kept(world)
+    account, portal = kept["console"], kept["portal"]
     lines = [
         "The emulators, the receiver and the daemon stay up until Ctrl-C:",
         *(f"  {name:<11} {url}" for name, url in world.services.items()),
         f"  console     {account['url']}",
         f"              sign in as {account['name']} ({world.officer.role}) with the password "
         f"{account['password']}",
+        f"  privacy     {portal['url']}",
+        "              sign in with any address the emulators hold; the email goes to",
+        f"  emails      {portal['emails']}",
+        "              (one .eml file per email the bridge sent; any mail program opens it)",
         f"  database    {world.workdir / 'bridge.db'}",
         "Point the CLI at them (from any shell, any folder):",
         f"  . {shlex.quote(str(env))} && {_bridge_command()} sync --dry-run",
@@ -765,10 +970,16 @@ def _announce_and_wait(console: Console, world: World) -> None:
         time.sleep(3600)
 
 
-def _console_account(world: World) -> dict[str, str]:
-    """Where the console is and how to sign in to it."""
-    url = f"{world.services['receiver']}/console/"
-    return {"url": url, "name": world.officer.name, "password": world.officer.password}
+def _kept(world: World) -> dict[str, dict[str, str]]:
+    """Where a kept demo's pages are: the console and how to sign in to it, the privacy page
+    and the folder its sign-in emails land in."""
+    console = f"{world.services['receiver']}/console/"
+    return {
+        "console": {"url": console, "name": world.officer.name,
+                    "password": world.officer.password},
+        "portal": {"url": f"{world.public_url}{PORTAL}/",
+                   "emails": str(world.workdir / MAIL_FOLDER)},
+    }  # fmt: skip
 
 
 def _bridge_command() -> str:
@@ -802,6 +1013,10 @@ def _environment(settings: Settings) -> str:
             [r.model_dump(mode="json") for r in settings.retention.rules]
         ),
         "HUBSPOT__PORTAL_ID": str(hubspot.portal_id or ""),
+        "WEB__PUBLIC_URL": str(settings.web.public_url or ""),
+        "SMTP__HOST": settings.smtp.host or "",
+        "SMTP__PORT": str(settings.smtp.port),
+        "SMTP__STARTTLS": str(settings.smtp.starttls).lower(),
         "LOG_LEVEL": "warning",
     }
     return "".join(f"export BRIDGE_{name}='{value}'\n" for name, value in values.items())
@@ -857,7 +1072,9 @@ class _DemoSettings(Settings):
         return (init_settings,)
 
 
-def _settings(workdir: Path, hubspot_url: str, salesforce_url: str) -> Settings:
+def _settings(
+    workdir: Path, hubspot_url: str, salesforce_url: str, public_url: str, mailbox: Mailbox
+) -> Settings:
     from cryptography.fernet import Fernet
 
     values: dict[str, Any] = dict(
@@ -881,6 +1098,14 @@ def _settings(workdir: Path, hubspot_url: str, salesforce_url: str) -> Settings:
         ),
         purposes=list(PURPOSES),
         retention=RetentionSettings(rules=[UNQUALIFIED]),
+        web=WebSettings(public_url=public_url),
+        # The local sink, on loopback: no TLS to ask for (a real server wants STARTTLS).
+        smtp=SmtpSettings(
+            host=mailbox.host,
+            port=mailbox.port,
+            starttls=False,
+            from_address="privacy@demo.example.com",
+        ),
     )
     return _DemoSettings(**values)
 
@@ -901,7 +1126,11 @@ def _world(people: int, keep: bool, accounts: Accounts) -> Iterator[World]:
             hard_delete_permission=True,
         )
         salesforce = stack.enter_context(serve_in_thread(salesforce_emulator(org)))
-        settings = _settings(workdir, hubspot.url, salesforce.url)
+        mailbox = stack.enter_context(Mailbox(workdir / MAIL_FOLDER))
+        # The receiver's port chosen first: the sign-in links are built from it.
+        receiver_port = _free_port()
+        public_url = f"http://127.0.0.1:{receiver_port}"
+        settings = _settings(workdir, hubspot.url, salesforce.url, public_url, mailbox)
         context = Wiring(None, _settings=settings)
         store = context.store(current_schema=False)
         stack.callback(store.dispose)
@@ -909,7 +1138,7 @@ def _world(people: int, keep: bool, accounts: Accounts) -> Iterator[World]:
         from bridge.cli.serve import web_apps
 
         receiver_app, _ = web_apps(context, store)  # the console mounted at /console
-        receiver = stack.enter_context(serve_in_thread(receiver_app))
+        receiver = stack.enter_context(serve_in_thread(receiver_app, port=receiver_port))
         officer = Officer(OFFICER, "admin", context.operators().add(OFFICER, "admin", "demo"))
         hs_admin = stack.enter_context(httpx.Client(base_url=hubspot.url, timeout=30))
         sf_admin = stack.enter_context(httpx.Client(base_url=salesforce.url, timeout=30))
@@ -924,7 +1153,7 @@ def _world(people: int, keep: bool, accounts: Accounts) -> Iterator[World]:
         seed_salesforce(sf_admin, seeded.entries, PURPOSES)
         stack.callback(_close_all, context.adapters())
         services = {"hubspot": hubspot.url, "salesforce": salesforce.url, "receiver": receiver.url}
-        yield World(
+        world = World(
             seeded,
             context,
             crms,
@@ -933,7 +1162,11 @@ def _world(people: int, keep: bool, accounts: Accounts) -> Iterator[World]:
             lambda: _start_daemon(stack, context),
             accounts,
             officer,
+            public_url,
+            mailbox,
         )
+        stack.callback(_close_visitors, world)
+        yield world
 
 
 def _start_daemon(stack: ExitStack, context: Wiring) -> None:
@@ -945,8 +1178,21 @@ def _start_daemon(stack: ExitStack, context: Wiring) -> None:
     jobs = context.daemon_jobs(leader_jobs=False)
     every = context.settings.schedule
     daemon = Daemon(jobs, LeaderLock(context.store()), every.leader_check_seconds)
+    context.wake_on_new_work(daemon)  # SQLite: in this process only, so no listener to stop
     daemon.start()
     stack.callback(lambda: daemon.close(time.monotonic() + STOP_SECONDS))
+
+
+def _free_port() -> int:
+    """A port free on loopback now (the receiver binds it a moment later)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _close_visitors(world: World) -> None:
+    for visitor in world.visitors:
+        visitor.close()
 
 
 def _close_all(adapters: Mapping[System, CrmAdapter]) -> None:

@@ -69,7 +69,11 @@ UNSUBSCRIBER, REP_OPT_OUT, ERASED = "hubspot_unsubscriber", "salesforce_opt_out"
 # Three people no one has worked with for 25 months, for the retention rule (24 months): one
 # with nothing to keep them, one kept by an open opportunity, one by their consent.
 STALE, KEPT_BY_DEAL, KEPT_BY_CONSENT = "stale", "kept_by_deal", "kept_by_consent"
-ROLES = (UNSUBSCRIBER, REP_OPT_OUT, ERASED, STALE, KEPT_BY_DEAL, KEPT_BY_CONSENT)
+# Who signs in to the privacy page, withdraws a purpose there and asks to be forgotten: in both
+# CRMs, subscribed to marketing in both once the sync has run (last, so the others' names stay
+# as they were).
+PORTAL_USER = "portal_user"
+ROLES = (UNSUBSCRIBER, REP_OPT_OUT, ERASED, STALE, KEPT_BY_DEAL, KEPT_BY_CONSENT, PORTAL_USER)
 IDLE_DAYS = 25 * 31  # the three above: past the retention rule's 24 months
 
 
@@ -129,6 +133,8 @@ def cast(count: int, seed: int = 9, today: datetime | None = None) -> Cast:
             made = _person(rng, index, email, first, last)
         elif role in (STALE, KEPT_BY_DEAL):
             made = [Person(email, first, last, hubspot=Held(), salesforce=Held())]
+        elif role == PORTAL_USER:
+            made = [_told_hubspot(email, first, last)]
         else:
             made = _agreed(email, first, last, with_lead=role == ERASED)
         if role is not None:
@@ -159,6 +165,13 @@ def _agreed(email: str, first: str, last: str, with_lead: bool) -> list[Person]:
         lead = Held((Act(MARKETING, GRANTED, later),), None, CONSENT, "lead")
         entries.append(Person(_other_case(email), first, last, hubspot=None, salesforce=lead))
     return entries
+
+
+def _told_hubspot(email: str, first: str, last: str) -> Person:
+    """Subscribed to marketing on a consent basis in HubSpot; Salesforce, holding them too,
+    was told neither: the sync carries both over (so even the smallest demo plans a change)."""
+    hubspot = Held((Act(MARKETING, GRANTED, EPOCH),), lawful_basis=CONSENT)
+    return Person(email, first, last, hubspot=hubspot, salesforce=Held())
 
 
 def _ascii(text: str) -> str:

@@ -25,7 +25,8 @@ from bridge_sandbox.demo_seed import cast
 from tests.conftest import BridgeCli
 
 STEPS = ["plan", "sync", "hubspot_opt_out", "salesforce_opt_out", "erasure", "suppression",
-         "retention", "console", "audit"]  # fmt: skip
+         "retention", "console", "portal_sign_in", "portal_withdrawal", "portal_erasure",
+         "audit"]  # fmt: skip
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -55,6 +56,7 @@ def start(cli: BridgeCli, *args: str) -> subprocess.Popen[str]:
 
 def test_demo_checks_every_step_and_leaves_nothing_behind(newcomer: BridgeCli) -> None:
     began = time.monotonic()
+    newcomer.env["BRIDGE_LOG_LEVEL"] = "info"  # the portal's and the daemon's logs, scanned too
     process = start(newcomer, "--people", "100", "--json")
     stdout, stderr = process.communicate(timeout=90)
     assert process.returncode == 0, stdout + stderr
@@ -89,7 +91,29 @@ def test_demo_checks_every_step_and_leaves_nothing_behind(newcomer: BridgeCli) -
         f"signed in over HTTP as demo-officer (admin); Requests lists 1 of the demo's 1 "
         f"requests ({receipt[1]}), Today 1; seeded addresses on either page: none"
     )
-    assert "console" not in document  # nothing to sign in to once the demo is over
+    assert re.fullmatch(
+        r"asked on /privacy/ for a sign-in link, then shown the code form; the email reached "
+        r"the SMTP sink \d+\.\d s later, its link built from \[web\] public_url to a landing "
+        r"page sent with Referrer-Policy no-referrer; signed in by its button, /privacy/me lists "
+        r"HubSpot contact \d+, Salesforce Contact \w+ \(2 of the 2 both CRMs hold\); other "
+        r"people's addresses on it: none",
+        detail["portal_sign_in"],
+    ), detail["portal_sign_in"]
+    assert re.fullmatch(
+        r"withdrew marketing_email on /privacy/me; the page lists each CRM's answer \(hubspot "
+        r"applied, salesforce applied\); read back, HubSpot contact \d+ and Salesforce Contact "
+        r"\w+ hold the withdrawal",
+        detail["portal_withdrawal"],
+    ), detail["portal_withdrawal"]
+    portal = re.fullmatch(
+        r"asked to be forgotten on /privacy/erase, shown first what it erases \(2 of the 2 "
+        r"records\); request ([0-9a-f]{8}) completed by the "
+        r"daemon (\d+\.\d) s later \((\d+) of \3 records erased\); searched again: nothing; "
+        r"the status page from the confirmation email shows the receipt",
+        detail["portal_erasure"],
+    )
+    assert portal and portal[1] != receipt[1] and float(portal[2]) < 30, detail["portal_erasure"]
+    assert "console" not in document and "portal" not in document  # all stopped
 
     assert_no_personal_data(stdout + stderr, 100)
     assert_gone(process, document["services"], newcomer.cwd)
@@ -125,6 +149,13 @@ def test_demo_on_a_professional_portal_and_a_basic_org_checks_what_they_can_hold
     assert "no Individual or consent rows to erase, and none planned" in detail["erasure"]
     assert "recycle bin too: nothing;" in detail["erasure"]
     assert "2 of 2" in detail["suppression"] and "by consent" in detail["retention"]
+    assert re.fullmatch(
+        r"withdrew marketing_email on /privacy/me; the page lists each CRM's answer \(hubspot "
+        r"applied, salesforce [a-z ]+\); read back, HubSpot contact \d+ holds the withdrawal; "
+        r"Salesforce org without the privacy objects: it holds no per-purpose consent",
+        detail["portal_withdrawal"],
+    ), detail["portal_withdrawal"]
+    assert "searched again: nothing" in detail["portal_erasure"]
     assert_no_personal_data(stdout + stderr, 40)
     assert_gone(process, document["services"], newcomer.cwd)
 
@@ -166,6 +197,11 @@ def test_demo_kept_running_serves_until_ctrl_c_then_stops_everything(
                     "csrf": token.group(1)}  # fmt: skip
             assert browser.post("login", data=form).status_code == 303
             assert "demo-officer (admin)" in browser.get("").text
+        portal = document["portal"]
+        assert portal["url"] == f"http://{services['receiver'].removeprefix('http://')}/privacy/"
+        assert 'name="email"' in httpx.get(portal["url"]).text  # the address form
+        emails = Path(portal["emails"])  # the checks' sign-in and confirmation emails
+        assert len(list(emails.glob("*.eml"))) == 2, list(emails.iterdir())
     finally:
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)
@@ -173,9 +209,12 @@ def test_demo_kept_running_serves_until_ctrl_c_then_stops_everything(
     assert "bridge sync --dry-run" in stderr and "stopped" in stderr
     assert f"  console     {account['url']}\n" in stderr
     assert f"sign in as demo-officer (admin) with the password {account['password']}\n" in stderr
+    assert f"  privacy     {portal['url']}\n" in stderr
+    assert f"  emails      {portal['emails']}\n" in stderr
     assert_no_personal_data(stdout + stderr, 10)
     [kept] = (newcomer.cwd / "tmp").iterdir()  # kept for the user to look into
     assert (kept / "bridge.db").exists() and (kept / "demo.env").stat().st_mode & 0o077 == 0
+    assert emails.parent == kept and emails.is_dir()
     assert_gone(process, services, newcomer.cwd, kept=True)
 
 

@@ -697,6 +697,9 @@ def test_every_vendor_route_names_the_scopes_it_needs() -> None:
     free = {
         "POST /oauth/v2/private-apps/get/access-token-info",
         "GET /oauth/v1/access-tokens/{token}",
+        # the person's own preference page: on the portal's website, opened without a token
+        "GET /hs/manage-preferences",
+        "POST /hs/manage-preferences",
     }
     assert routes - free == set(REQUIRED_SCOPES)
 

@@ -14,7 +14,6 @@ import io
 import json
 import re
 import tomllib
-from collections.abc import Iterator
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -29,7 +28,6 @@ from markupsafe import escape
 from bridge import audit
 from bridge.audit import derive
 from bridge.config import RetentionSettings
-from bridge.logs import configure
 from bridge.web.console.app import create_console
 from bridge.web.console.auth import COOKIE
 from tests.conftest import PSEUDONYM_KEY, Crms
@@ -412,15 +410,6 @@ def on_the_console(location: str) -> bool:
 
 
 # -- what a CRM holds, on every page and in the logs ------------------------------------------
-
-
-@pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    """Everything logged, structlog and the standard library, as the bridge renders it."""
-    stream = io.StringIO()
-    configure("debug", stream)
-    yield stream
-    configure("info")
 
 
 class _Tags(HTMLParser):

@@ -104,6 +104,8 @@ RECTIFIABLE = {
     "phone": "phone",
     "mobile_phone": "mobilephone",
 }
+# The common name of each personal property a record carries (``CrmRecord.personal_fields``).
+COMMON_NAMES = {prop: name for name, prop in RECTIFIABLE.items()}
 MAX_VALUE = 65_536  # HubSpot's limit on a text property value, in characters
 UNDATED_OPT_OUT: Status = {"wideStatusType": "PORTAL_WIDE", "status": "UNSUBSCRIBED"}
 DEFINITIONS = "/communication-preferences/v3/definitions"
@@ -323,6 +325,11 @@ class HubSpotAdapter(ClosesOnExit):
         """The burst window and the daily quota as HubSpot's headers last said them."""
         return self._t.allowances()
 
+    def preference_link(self, email: str) -> str | None:
+        """HubSpot's own preference page for ``email`` (``PreferenceLinks``): where the person
+        resubscribes after an opt-out, which HubSpot lets no API do for them."""
+        return self._prefs.link(email)
+
     def capabilities(self) -> Capabilities:
         """The consent paths this portal and token allow (learnt on first use: asking
         HubSpot the token's scopes costs one call), for reports; ``.lines()`` says them."""
@@ -527,7 +534,7 @@ class HubSpotAdapter(ClosesOnExit):
             id=contact.id,
             emails=contact.emails,
             personal_fields={
-                name: value
+                COMMON_NAMES.get(name, name): value
                 for name in self._personal_fields
                 if (value := contact.properties.get(name))
             },

@@ -40,6 +40,7 @@ from bridge.logs import get_logger
 from bridge.model import Consent, ConsentStatus, GlobalOptOut, LawfulBasis, Purpose
 
 STATUSES = "/communication-preferences/v4/statuses"
+LINKS = "/communication-preferences/v4/links/generate"
 STATES = {"SUBSCRIBED": ConsentStatus.GRANTED, "UNSUBSCRIBED": ConsentStatus.WITHDRAWN}
 EMAIL = "email"
 OPTOUT = "hs_email_optout"  # read-only: "true" once the address left all email
@@ -239,6 +240,18 @@ class Preferences:
             source_system=HUBSPOT,
             source_record=record_id,
         )
+
+    def link(self, email: str) -> str | None:
+        """The preference page HubSpot makes for one address (a beta endpoint: one it refuses,
+        or an answer without the page, is logged and gives None)."""
+        body = {"subscriberIdString": normalise_email(email)}
+        try:
+            answer = self._t.request("preference_link", "POST", LINKS, body, channel="EMAIL")
+        except (Permanent, NotFound) as refused:
+            log.warning("hubspot.preference_link_refused", error=str(refused))
+            return None
+        url = answer.get("managePreferencesUrl") if isinstance(answer, dict) else None
+        return url if isinstance(url, str) and url else None
 
     # -- writing --------------------------------------------------------------------------
 

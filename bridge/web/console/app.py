@@ -9,7 +9,7 @@ updates. Each page lives in ``pages/``; this module wires them, the sign-in and 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bridge.audit import derive
 from bridge.runtime.wiring import Wiring
 from bridge.services.operators import SignInRefused
+from bridge.web import security
 from bridge.web.console import auth
 from bridge.web.console.auth import COOKIE, LOGIN_COOKIE, PATH, Forbidden, NotSignedIn, Sessions
 from bridge.web.console.pages import (
@@ -39,15 +40,6 @@ from bridge.web.console.render import page
 from bridge.web.templating import STATIC, environment
 
 TEMPLATES = Path(__file__).parent / "templates"
-HEADERS = {
-    # Scripts and styles only from the console's own files: an injected <script> never runs.
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-    "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 
 
 def create_console(wiring: Wiring, clock: Callable[[], float] = time.time) -> FastAPI:
@@ -89,7 +81,7 @@ def _sign_in(app: FastAPI) -> None:
         sessions = auth.sessions_of(request)
         token, cookie = sessions.login_token(request.cookies.get(LOGIN_COOKIE))
         error = ""
-        if not request.cookies.get(LOGIN_COOKIE) or not auth.same_token(csrf, token):
+        if not request.cookies.get(LOGIN_COOKIE) or not security.same_token(csrf, token):
             error = "The sign-in form was stale; it has been reloaded, try again."
         else:
             client = request.client.host if request.client else "unknown"
@@ -105,7 +97,7 @@ def _sign_in(app: FastAPI) -> None:
             _set(response, request, LOGIN_COOKIE, cookie, 3600)
             return response
         _, session_cookie = sessions.begin(account)
-        signed_in = RedirectResponse(_base(request) + _local(next), 303)
+        signed_in = RedirectResponse(security.root(request) + _local(next), 303)
         _set(signed_in, request, COOKIE, session_cookie, None)
         signed_in.delete_cookie(LOGIN_COOKIE, path=PATH)
         return signed_in
@@ -115,7 +107,7 @@ def _sign_in(app: FastAPI) -> None:
         request: Request, session: Annotated[auth.Session, Depends(auth.require("viewer"))]
     ) -> Response:
         app.state.operators.signed_out(session.account)
-        response = RedirectResponse(_base(request) + "/login", 303)
+        response = RedirectResponse(security.root(request) + "/login", 303)
         response.delete_cookie(COOKIE, path=PATH)
         request.state.renewed_cookie = None
         return response
@@ -124,8 +116,10 @@ def _sign_in(app: FastAPI) -> None:
 def _answers(app: FastAPI) -> None:
     @app.exception_handler(NotSignedIn)
     async def _not_signed_in(request: Request, error: NotSignedIn) -> Response:
-        if request.method in auth.SAFE_METHODS:
-            target = _base(request) + "/login?next=" + quote(_local(_within(request)), safe="/")
+        if request.method in security.SAFE_METHODS:
+            target = (
+                security.root(request) + "/login?next=" + quote(_local(_within(request)), safe="/")
+            )
             response: Response = RedirectResponse(target, 303)
         else:
             response = page(request, "refused.html", None, 401, why=error.why or "Sign in first.")
@@ -143,9 +137,8 @@ def _answers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _unusable(request: Request, error: RequestValidationError) -> Response:
         """A value a form or link sent that the route's types refuse: the page names the
-        field, never echoing the value (FastAPI's own answer is JSON quoting it back)."""
-        named = (str(e["loc"][-1]) for e in error.errors() if e.get("loc"))
-        fields = sorted({name for name in named if name.isidentifier()})
+        field, never echoing the value."""
+        fields = security.refused_fields(error)
         why = (
             f"The console cannot use what was sent for: {', '.join(fields) or 'the form'} "
             "(missing, too long or not a value it knows). Go back, correct it and try again."
@@ -158,35 +151,22 @@ def _answers(app: FastAPI) -> None:
         return page(request, "refused.html", getattr(request.state, "session", None), 403,
                     why=str(error))  # fmt: skip
 
-    @app.middleware("http")
-    async def _headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        for name, value in HEADERS.items():
-            response.headers.setdefault(name, value)
-        if request.url.scheme == "https":  # browsers then refuse plain http to this host
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    def _renewed(request: Request, response: Response) -> None:
         renewed = getattr(request.state, "renewed_cookie", None)
         if renewed and COOKIE not in response.headers.get("set-cookie", ""):
             _set(response, request, COOKIE, renewed, None)
-        return response
+
+    security.guard(app, after=_renewed)
 
 
 def _set(response: Response, request: Request, name: str, value: str, max_age: int | None) -> None:
-    response.set_cookie(
-        name, value, max_age=max_age, path=PATH, httponly=True, samesite="lax",
-        secure=auth.sessions_of(request).secure(request),
-    )  # fmt: skip
-
-
-def _base(request: Request) -> str:
-    return str(request.scope.get("root_path", ""))
+    secure = auth.sessions_of(request).secure(request)
+    security.set_cookie(response, name, value, path=PATH, secure=secure, max_age=max_age)
 
 
 def _within(request: Request) -> str:
     """The path asked for, below /console, to come back to after signing in."""
-    path = request.url.path.removeprefix(_base(request)) or "/"
+    path = request.url.path.removeprefix(security.root(request)) or "/"
     return path + (f"?{request.url.query}" if request.url.query else "")
 
 

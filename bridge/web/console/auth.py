@@ -9,7 +9,6 @@ signed with a key derived from the pseudonym key, HttpOnly, SameSite=Lax, restri
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -21,13 +20,14 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from bridge.config import WebSettings
 from bridge.services.operators import Account, Operators, Role, allows
+from bridge.web import security
+from bridge.web.security import SAFE_METHODS, same_token
 
 COOKIE = "bridge_console"
 LOGIN_COOKIE = "bridge_console_login"  # carries the sign-in form's CSRF token
 PATH = "/console"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
-SAFE_METHODS = ("GET", "HEAD")
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,7 @@ class Sessions:
         return token, self.signer.dumps(token, salt="consent-bridge console login")
 
     def secure(self, request: Request) -> bool:
-        chosen = self.web.secure_cookies
-        return chosen if chosen is not None else request.url.scheme == "https"
+        return security.secure(self.web, request)
 
 
 def sessions_of(request: Request) -> Sessions:
@@ -121,10 +120,6 @@ async def _form_token(request: Request) -> str:
     form = await request.form()
     value = form.get(CSRF_FIELD)
     return value if isinstance(value, str) else ""
-
-
-def same_token(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def require(role: Role) -> Callable[[Request], Awaitable[Session]]:

@@ -12,12 +12,14 @@ and shape.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from html import escape
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
@@ -61,6 +63,8 @@ CONTACTS = "/crm/v3/objects/contacts"
 SEARCH_PATH = f"{CONTACTS}/search"
 PREFS_V3 = "/communication-preferences/v3"
 PREFS_V4 = "/communication-preferences/v4"
+# The person's preference page: on the portal's website, not the API (no token, no limits).
+PREFERENCE_PAGE = "/hs/manage-preferences"
 PRIVATE_APP_INFO = "/oauth/v2/private-apps/get/access-token-info"
 OAUTH_INFO = "/oauth/v1/access-tokens"
 APP_ID, USER_ID = 1_234_567, 7_654_321  # the emulated private app and the user who made it
@@ -199,6 +203,12 @@ class V4Subscribers(_Body):
     inputs: list[str]
 
 
+class LinksRequest(_Body):
+    subscriber_id_string: str = Field(alias="subscriberIdString")
+    subscription_id: str | None = Field(None, alias="subscriptionId")
+    language: str | None = None
+
+
 # -- shared handler plumbing ----------------------------------------------------------------
 
 Names = Annotated[list[str] | None, Query()]
@@ -257,7 +267,7 @@ def _guard(
 
     def guard(request: Request) -> None:
         path = request.url.path
-        if path.startswith(ADMIN_PREFIX):
+        if path.startswith((ADMIN_PREFIX, PREFERENCE_PAGE)):
             return
         if path != PRIVATE_APP_INFO and not path.startswith(OAUTH_INFO):
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -542,6 +552,11 @@ def preferences_routes(app: FastAPI, state: HubSpotState) -> None:
         statuses = state.unsubscribe_all(subscriber)
         return _json(batch_envelope(statuses if verbose else [], [], now()))
 
+    @app.post(f"{PREFS_V4}/links/generate")
+    def v4_links(body: LinksRequest, channel: Channel, request: Request) -> JSONResponse:
+        page = str(request.url_for("preference_page"))
+        return _json(state.preference_links(body.subscriber_id_string, body.subscription_id, page))
+
     @app.get(f"{PREFS_V4}/statuses/{{subscriber:path}}")
     def v4_status(subscriber: str, channel: Channel) -> JSONResponse:
         return _json(batch_envelope(state.v4_statuses(subscriber), [], now()))
@@ -556,6 +571,46 @@ def preferences_routes(app: FastAPI, state: HubSpotState) -> None:
             body.legal_basis_explanation,
         )
         return _json(batch_envelope([status], [], now()))
+
+
+def preference_page_routes(app: FastAPI, state: HubSpotState) -> None:
+    """The page a ``links/generate`` link opens: the address's public subscriptions as a form
+    the person saves themselves (a GET changes nothing: mail scanners open links)."""
+
+    @app.get(PREFERENCE_PAGE, name="preference_page", response_class=HTMLResponse)
+    def show(
+        d: str = "", leave_all: Annotated[str, Query(alias="all")] = "", unsubscribe: str = ""
+    ) -> HTMLResponse:
+        found = state.preference_page(d)
+        if found is None:
+            return _page("Link expired", "<p>This link is not valid.</p>", 404)
+        email, subscriptions, wide = found
+        rows = "".join(
+            f'<li><label><input type="checkbox" name="subscription" value="{escape(sub_id)}"'
+            f"{' checked' if on and sub_id != unsubscribe else ''}> {escape(name)}</label></li>"
+            for sub_id, name, on in subscriptions
+        )
+        leave = " checked" if leave_all or wide else ""
+        form = (
+            f"<p>Email preferences for {escape(email)}</p>"
+            f'<form method="post" action="?d={escape(d)}"><ul>{rows}</ul>'
+            f'<label><input type="checkbox" name="unsubscribe_all" value="1"{leave}> '
+            "Unsubscribe from all email</label> <button>Save</button></form>"
+        )
+        return _page("Manage preferences", form)
+
+    @app.post(PREFERENCE_PAGE, response_class=HTMLResponse)
+    async def save(request: Request, d: str = "") -> HTMLResponse:
+        form = parse_qs((await request.body()).decode(errors="replace"))
+        chosen = set(form.get("subscription", []))
+        if not state.save_preferences(d, chosen, bool(form.get("unsubscribe_all"))):
+            return _page("Link expired", "<p>This link is not valid.</p>", 404)
+        return _page("Preferences saved", "<p>Your email preferences were saved.</p>")
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    html = f"<!doctype html><html><head><title>{title}</title></head><body>{body}</body></html>"
+    return HTMLResponse(html, status_code=status)
 
 
 # -- errors and the app -------------------------------------------------------------------------
@@ -637,6 +692,7 @@ def create_app(config: HubSpotEmulatorConfig | None = None) -> ASGIApp:
     # cannot name a route inside FastAPI's lazily included routers when it injects a fault.
     crm_routes(app, state)
     preferences_routes(app, state)
+    preference_page_routes(app, state)
     token_routes(app, config, account)
     app.include_router(admin_routes(state, limiter, webhooks, account))
 

@@ -8,9 +8,10 @@ HubSpot's JSON shapes.
 from __future__ import annotations
 
 import itertools
+import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -52,6 +53,9 @@ LegalBasis = Literal[
     "PERFORMANCE_OF_CONTRACT",
     "PROCESS_AND_STORE",
 ]
+# What HubSpot's subscription history calls a change the recipient made themselves (the
+# legacy subscriptions timeline's ``source``): the preference page records its changes so.
+RECIPIENT = "SOURCE_RECIPIENT"
 NOT_FOUND_IN_BATCH = (
     "Could not get some CONTACT objects, they may be deleted or not exist. "
     "Check that ids are valid."
@@ -187,6 +191,7 @@ class HubSpotState:
             self._by_email: dict[str, int] = {}
             self._prefs: dict[str, _Preferences] = {}
             self._blocklist: dict[str, datetime] = {}
+            self._pages: dict[str, str] = {}  # preference-page token -> address
 
     # -- reading contacts -----------------------------------------------------------------
 
@@ -724,6 +729,68 @@ class HubSpotState:
 
                 self._mutate(email, source, apply)
             return [self._public_status(email, d, reason) for d in self.definitions.values()]
+
+    # -- preference pages -------------------------------------------------------------------
+
+    def preference_links(
+        self, raw_email: str, subscription_id: str | None, page: str
+    ) -> dict[str, Any]:
+        """v4 ``links/generate``: the address's own preference page at ``page``, named by an
+        opaque token (as HubSpot's ``d`` parameter), and its unsubscribe variants."""
+        email = self._address(raw_email)
+        with self._lock:
+            single = self._definition(subscription_id).id if subscription_id else None
+            token = secrets.token_urlsafe(24)
+            self._pages[token] = email
+        manage = f"{page}?d={token}"
+        return compact(
+            {
+                "managePreferencesUrl": manage,
+                "subscriberIdString": email,
+                "unsubscribeAllUrl": f"{manage}&all=1",
+                "unsubscribeSingleUrl": f"{manage}&unsubscribe={single}" if single else None,
+            }
+        )
+
+    def preference_page(self, token: str) -> tuple[str, list[tuple[str, str, bool]], bool] | None:
+        """What the page shows: the address, each public subscription (id, name, subscribed)
+        and whether it left all email; None for a token no link carried."""
+        with self._lock:
+            email = self._pages.get(token)
+            if email is None:
+                return None
+            wide = self._opted_out(email)
+            shown = [
+                (d.id, d.name, not wide and (s := self._status(email, d.id)) is not None
+                 and s.state == "SUBSCRIBED")
+                for d in self.definitions.values()
+                if not d.is_internal
+            ]  # fmt: skip
+            return email, shown, wide
+
+    def save_preferences(self, token: str, subscribed: Collection[str], leave_all: bool) -> bool:
+        """The person's own choices on the page, recorded as theirs (``RECIPIENT``): each public
+        subscription as ticked (a tick lifts an unsubscribe from all, as HubSpot's page does),
+        or out of all email. False for an unknown token."""
+        with self._lock:
+            email = self._pages.get(token)
+            if email is None:
+                return False
+            if leave_all:
+                self.unsubscribe_all(email, RECIPIENT)
+                return True
+            for definition in self.definitions.values():
+                if definition.is_internal:
+                    continue
+                status = self._status(email, definition.id)
+                held = status.state if status else "NOT_SPECIFIED"
+                if definition.id in subscribed and (held != "SUBSCRIBED" or self._opted_out(email)):
+                    if self._opted_out(email):
+                        self._set(email, None, "SUBSCRIBED", RECIPIENT)
+                    self._set(email, definition.id, "SUBSCRIBED", RECIPIENT)
+                elif definition.id not in subscribed and held == "SUBSCRIBED":
+                    self._set(email, definition.id, "UNSUBSCRIBED", RECIPIENT)
+            return True
 
     # -- admin ------------------------------------------------------------------------------
 

@@ -85,6 +85,8 @@ REQUIRED_SCOPES: dict[str, tuple[str, ...]] = {
     f"POST {_PREFS}/v4/statuses/{{subscriber:path}}/unsubscribe-all": _WRITE_PREFS,
     f"GET {_PREFS}/v4/statuses/{{subscriber:path}}": _READ_PREFS,
     f"POST {_PREFS}/v4/statuses/{{subscriber:path}}": _WRITE_PREFS,
+    # HubSpot asks for read and write (or read_write); every tier grants both together.
+    f"POST {_PREFS}/v4/links/generate": _WRITE_PREFS,
 }
 
 
