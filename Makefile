@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: lint browser
-	$(BIN)/pytest -n auto --dist loadfile
+	$(BIN)/pytest -n auto --dist loadfile --durations=15
 
 # The console's browser tests drive Debian's chromium through Playwright's executable_path;
 # nothing is downloaded at run time. Installed here when missing (as root, from the apt

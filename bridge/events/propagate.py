@@ -55,7 +55,7 @@ class Propagation:
             "propagate.done",
             system=system,
             record_id=record.id,
-            changes=len(report.changes),
+            changes=report.counts()["planned"],
             delay_seconds=round(delay, 3),
         )
         if report.failed:

@@ -106,18 +106,30 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
+KEEP = 20
+"""How many of a run's changes its report keeps by default: the counts are whole, the lists a
+sample, so that a run of a million changes fits in memory (``keep=None`` keeps them all)."""
+Listed = Literal["changes", "awaiting_person", "not_allowed"]
+OnChange = Callable[[dict[str, Any]], None]
+"""Told each change of a run as it is settled (a dry run: as it is planned)."""
+
+
 @dataclass
 class SyncReport:
-    """What a run planned and, unless it was a dry run, what became of each change."""
+    """What a run planned and, unless it was a dry run, what became of its changes: counted
+    whole, and the first ``keep`` of each list kept (all: None)."""
 
     dry_run: bool
     full: bool
     records: int = 0
     subjects: int = 0
     suppressed: int = 0
+    keep: int | None = KEEP
     changes: list[dict[str, Any]] = field(default_factory=list)
     awaiting_person: list[dict[str, Any]] = field(default_factory=list)
     not_allowed: list[dict[str, Any]] = field(default_factory=list)
+    totals: Counter[Listed] = field(default_factory=Counter)
+    """How many entries each list had in all (``add``)."""
     outcomes: Counter[str] = field(default_factory=Counter)
     stopped: bool = False
     cursors_moved: bool = False
@@ -126,14 +138,23 @@ class SyncReport:
     def failed(self) -> int:
         return self.outcomes[WriteStatus.FAILED.value]
 
+    def add(self, listed: Listed, entry: dict[str, Any]) -> None:
+        """Count an entry of one list (a change with its outcome); keep it while there is room."""
+        self.totals[listed] += 1
+        if "outcome" in entry:
+            self.outcomes[entry["outcome"]] += 1
+        kept: list[dict[str, Any]] = getattr(self, listed)
+        if self.keep is None or len(kept) < self.keep:
+            kept.append(entry)
+
     def counts(self) -> dict[str, int]:
         return {
             "records": self.records,
             "subjects": self.subjects,
             "suppressed": self.suppressed,
-            "planned": len(self.changes),
-            "awaiting_person": len(self.awaiting_person),
-            "not_allowed": len(self.not_allowed),
+            "planned": self.totals["changes"],
+            "awaiting_person": self.totals["awaiting_person"],
+            "not_allowed": self.totals["not_allowed"],
             **{status.value: self.outcomes[status.value] for status in WriteStatus},
         }
 
@@ -142,6 +163,8 @@ class SyncReport:
             "dry_run": self.dry_run,
             "full": self.full,
             "changes": self.changes,
+            "changes_shown": len(self.changes),
+            "changes_total": self.totals["changes"],
             "counts": self.counts(),
             "awaiting_person": self.awaiting_person,
             "not_allowed": self.not_allowed,
@@ -312,17 +335,22 @@ class Reconciler:
         dry_run: bool = False,
         stop: threading.Event | None = None,
         trigger: str = "cli",
+        keep: int | None = KEEP,
+        on_change: OnChange | None = None,
     ) -> SyncReport:
         """Pull, plan and (unless ``dry_run``) apply; cursors move when all is applied. A
-        run that applies first recovers the batches cut short before (``recover``).
+        run that applies first recovers the batches cut short before (``recover``). The
+        report keeps the first ``keep`` changes (all: None); ``on_change`` is told each one
+        as it is settled, so that a caller may stream them all.
 
         Every run is recorded for the console (``sync_runs``), with who started it
         (``trigger``: ``daemon``, ``cli`` or an operator's ``operator:NAME``); a run that
         raises is recorded as failed, with the CRM's error class and code, then re-raised.
         """
         run = _Run(trigger, full, dry_run, _now())
+        report = SyncReport(dry_run=dry_run, full=full, keep=keep)
         try:
-            report = self._sync(run, stop or threading.Event())
+            self._sync(run, report, stop or threading.Event(), on_change)
         except BaseException as error:
             run.failed(error)
             self._record(run, None)
@@ -330,24 +358,27 @@ class Reconciler:
         self._record(run, report)
         return report
 
-    def _sync(self, run: _Run, stop: threading.Event) -> SyncReport:
+    def _sync(
+        self, run: _Run, report: SyncReport, stop: threading.Event, on_change: OnChange | None
+    ) -> None:
         dry_run = run.dry_run
         if not dry_run:  # first: the plan then knows what batches cut short wrote
             self.recover(stop)
         cursors = {s: record_rows.cursor(self.store, f"sync:{s}") for s in self.adapters}
-        full = run.full = run.full or any(value is None for value in cursors.values())
+        full = report.full = run.full = run.full or any(v is None for v in cursors.values())
         records = self._pull_all(stop, run) if full else self._pull_changed(cursors, stop, run)
         run.read = Counter(str(record.system) for record in records)
+        report.records = len(records)
         if stop.is_set():  # shutting down: nothing planned, the next run reads it all again
-            return SyncReport(dry_run=dry_run, full=full, records=len(records), stopped=True)
-        report = self._run(records, full, dry_run, stop, run)
+            report.stopped = True
+            return
+        self._run(records, report, stop, run, on_change)
         if not dry_run and not report.stopped and not report.failed:
             with self.store.transaction() as conn:
                 for system in self.adapters:
                     record_rows.set_cursor(conn, f"sync:{system}", _iso(run.started))
             report.cursors_moved = True
         log.info("sync.finished", full=full, dry_run=dry_run, **report.counts())
-        return report
 
     def recover(self, stop: threading.Event | None = None) -> int:
         """Audit what the batches cut short did: those whose process died (or raised)
@@ -421,7 +452,9 @@ class Reconciler:
         recorded as a run: one comes per webhook event, and each is audited already."""
         records = self._find(emails)
         run = _Run("event", False, False, _now(), actor=actor)
-        return self._run(records, False, False, threading.Event(), run)
+        report = SyncReport(dry_run=False, full=False, records=len(records))
+        self._run(records, report, threading.Event(), run)
+        return report
 
     def carry(self, emails: Sequence[str], act: PersonAct, *, actor: str) -> CarryReport:
         """A person's own act, recorded outside the CRMs (their privacy page), carried to every
@@ -519,30 +552,38 @@ class Reconciler:
     def _run(
         self,
         records: list[CrmRecord],
-        full: bool,
-        dry_run: bool,
+        report: SyncReport,
         stop: threading.Event,
         run: _Run,
-    ) -> SyncReport:
-        report = SyncReport(dry_run=dry_run, full=full, records=len(records))
+        on_change: OnChange | None = None,
+    ) -> None:
+        """Plan and (unless a dry run) apply the people of ``records`` into ``report``; each
+        change is counted, and told to ``on_change``, once settled (a dry run: once planned)."""
         plans, addresses, agreed = self._plan(link_subjects(self.key, records), report)
+        for plan in plans:
+            for change in plan.awaiting_person:
+                report.add("awaiting_person", change.as_dict())
+            for change in plan.not_allowed:
+                report.add("not_allowed", change.as_dict())
+
+        def settled(change: Change, outcome: WriteOutcome | None) -> None:
+            entry = _entry(change, outcome, report.dry_run)
+            report.add("changes", entry)
+            if on_change is not None:
+                on_change(entry)
+
         changes = [c for p in plans for c in p.changes]
-        report.changes = [c.as_dict() for c in changes]
-        report.awaiting_person = [c.as_dict() for p in plans for c in p.awaiting_person]
-        report.not_allowed = [c.as_dict() for p in plans for c in p.not_allowed]
-        if dry_run:
-            return report
+        if report.dry_run:
+            for change in changes:
+                settled(change, None)
+            return
         self.watch.observe(records)
-        outcomes = self._apply(changes, addresses, stop, run)
-        for entry, change in zip(report.changes, changes, strict=True):
-            outcome = outcomes.get(id(change))
-            entry["outcome"] = outcome.status.value if outcome else NOT_APPLIED
-            if outcome and outcome.detail:
-                entry["detail"] = outcome.detail
-            report.outcomes[entry["outcome"]] += 1
+        outcomes = self._apply(changes, addresses, stop, run, settled)
+        for change in changes:
+            if id(change) not in outcomes:
+                settled(change, None)
         report.stopped = stop.is_set() and len(outcomes) < len(changes)
         self._agree(plans, outcomes, agreed)
-        return report
 
     # -- pull -------------------------------------------------------------------------------
 
@@ -701,8 +742,10 @@ class Reconciler:
         addresses: Mapping[tuple[str, str, str], str],
         stop: threading.Event,
         run: _Run,
+        settled: Callable[[Change, WriteOutcome], None] | None = None,
     ) -> dict[int, WriteOutcome]:
-        """Each system's writes in batches; outcomes by change (``id``), audited.
+        """Each system's writes in batches; outcomes by change (``id``), audited, and each
+        told to ``settled`` once its batch is audited.
 
         Like changes go together, so that each batch fills the vendor's own batches:
         opt-outs, then withdrawals, then grants (the GDPR-safe order), then lawful bases.
@@ -725,7 +768,10 @@ class Reconciler:
                     with sync_rows.intending(self.store, intents) as intent:
                         results = self._write(adapter, batch, addresses, kind_is_basis, run)
                         self._settle(batch, results, run.actor, intent)
-                    outcomes.update((id(c), r) for c, r in zip(batch, results, strict=True))
+                    for change, result in zip(batch, results, strict=True):
+                        outcomes[id(change)] = result
+                        if settled is not None:
+                            settled(change, result)
                     self.progress("applying", len(outcomes), total)
         return outcomes
 
@@ -863,6 +909,17 @@ def _answer(
             system, "applied", f"written to {counts[DONE]} of {len(writes)} records"
         )
     return SystemAnswer(system, "already", "nothing to change")
+
+
+def _entry(change: Change, outcome: WriteOutcome | None, dry_run: bool) -> dict[str, Any]:
+    """A change as a report lists it: as planned and, unless a dry run, what became of it
+    (not_applied: no write made it). No personal data."""
+    entry = change.as_dict()
+    if not dry_run:
+        entry["outcome"] = outcome.status.value if outcome else NOT_APPLIED
+        if outcome and outcome.detail:
+            entry["detail"] = outcome.detail
+    return entry
 
 
 def _portal_record(act: PersonAct, purpose: Purpose | None, now: datetime) -> CrmRecord:

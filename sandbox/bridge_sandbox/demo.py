@@ -245,7 +245,7 @@ class Step:
 def plan(world: World) -> Outcome:
     """``sync --dry-run``: the plan, counted by kind of change; nothing written."""
     before = world.crms.fingerprint()
-    report = world.context.reconciler().sync(dry_run=True)
+    report = world.context.reconciler().sync(dry_run=True, keep=None)
     unchanged = world.crms.fingerprint() == before
     kinds = Counter(change["change"] for change in report.changes)
     counted = ", ".join(f"{kinds[kind]} {name}" for kind, name in KINDS.items() if kinds[kind])
@@ -263,7 +263,7 @@ def sync(world: World) -> Outcome:
     what each account can hold: an org without the privacy objects holds no per-purpose
     consent, so its records are held to the opt-out and the lawful basis)."""
     before = world.crms.hubspot_calls()
-    report = world.context.reconciler().sync()
+    report = world.context.reconciler().sync(keep=None)
     calls = world.crms.hubspot_calls() - before
     counts = report.counts()
     refused = Counter(c["purpose"] for c in report.changes if c["outcome"] == NEEDS_SELF_SERVICE)

@@ -206,3 +206,113 @@ def test_erased_person_is_not_brought_back_by_a_later_full_sync(
     assert not crms.accounts.privacy or sf_rows(crms, "Individual") == []
     reappeared = configured_cli("requests", "--reappeared", "--json")
     assert len(json.loads(reappeared.stdout)["reappeared"]) == 1
+
+
+# Twelve people opted out in HubSpot and consenting in Salesforce: more changes than a
+# report lists by default (each person's Salesforce records follow the opt-out).
+CROWD = [
+    Person(
+        f"crowd{n}@example.com",
+        hubspot=Held(opted_out_at=T0),
+        salesforce=Held(acts=(Act("marketing_email", GRANTED, T0 - timedelta(days=30)),)),
+    )
+    for n in range(12)
+]
+
+
+def lines(cli: BridgeCli, *args: str) -> list[dict[str, Any]]:
+    """``sync --jsonl``: every line one JSON object."""
+    result = cli("sync", "--jsonl", *args)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_json_counts_every_change_and_lists_the_first_twenty_unless_told(
+    configured_cli: BridgeCli, crms: Crms
+) -> None:
+    seed(crms, *CROWD)
+
+    report = sync(configured_cli, "--dry-run")
+
+    planned = report["counts"]["planned"]
+    assert planned > 20 and report["changes_total"] == planned
+    assert report["changes_shown"] == len(report["changes"]) == 20
+    whole = sync(configured_cli, "--dry-run", "--changes", "all")
+    assert whole["changes_shown"] == len(whole["changes"]) == planned
+    assert whole["changes"][:20] == report["changes"], "the first twenty, in the plan's order"
+    assert len({json.dumps(c, sort_keys=True) for c in whole["changes"]}) == planned
+    for shown, listed in (("none", []), ("5", whole["changes"][:5])):
+        some = sync(configured_cli, "--dry-run", "--changes", shown)
+        assert (some["changes"], some["changes_shown"]) == (listed, len(listed))
+        assert some["counts"] == whole["counts"] == report["counts"]
+
+
+def test_the_terminal_view_lists_twenty_and_says_how_many_more(
+    configured_cli: BridgeCli, crms: Crms
+) -> None:
+    seed(crms, *CROWD)
+    planned = sync(configured_cli, "--dry-run", "--changes", "none")["counts"]["planned"]
+
+    result = configured_cli("sync", "--dry-run")
+
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split("\t")[:3] == ["system", "object", "record"]
+    assert len([r for r in rows if r.count("\t") == 6]) == 20
+    assert rows[20].endswith(f"would apply {planned} changes")
+    hint = "not shown; --changes all or --jsonl to see them"
+    assert rows[21] == f"{planned - 20} more changes {hint}"
+    none = configured_cli("sync", "--dry-run", "--changes", "none").stdout.splitlines()
+    assert none[-1] == f"{planned} changes {hint}"
+
+
+def test_jsonl_prints_each_change_once_settled_then_a_summary(
+    configured_cli: BridgeCli, crms: Crms
+) -> None:
+    seed(crms, *CROWD)
+    plan = lines(configured_cli, "--dry-run")
+    planned = plan[-1]["counts"]["planned"]
+    assert len(plan) == planned + 1 and planned > 20
+    assert all(line["type"] == "change" and "outcome" not in line for line in plan[:-1])
+
+    result = configured_cli("sync", "--jsonl")
+
+    assert result.returncode == 0, result.stderr
+    *changes, summary = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(changes) == planned and {c["type"] for c in changes} == {"change"}
+    assert {c["outcome"] for c in changes} == {"done"}
+    keys = {"subject_ref", "system", "object_type", "record_id", "change", "purpose", "value",
+            "follows", "reason", "outcome"}  # fmt: skip
+    assert all(set(c) - {"type", "detail"} == keys for c in changes)
+    settled = {(c["system"], c["record_id"], c["change"], c["purpose"]) for c in changes}
+    assert settled == {(c["system"], c["record_id"], c["change"], c["purpose"]) for c in plan[:-1]}
+    assert summary["type"] == "summary" and summary["cursors_moved"] is True
+    assert summary["counts"]["planned"] == summary["counts"]["done"] == planned
+    assert not {"changes", "changes_shown", "changes_total"} & set(summary)
+    assert "@example.com" not in result.stdout + result.stderr
+    [again] = lines(configured_cli, "--full")  # nothing left to do: the summary alone
+    assert again["type"] == "summary" and again["counts"]["planned"] == 0
+
+
+NOT_A_NUMBER = "sync --changes: give all, none or a number of changes, not "
+BOTH = "sync: give --json (one object) or --jsonl (a line a change), not both"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--changes", "lots"), NOT_A_NUMBER + "'lots'"),
+        (("--changes", "-1"), NOT_A_NUMBER + "'-1'"),
+        (("--changes", "2.5"), NOT_A_NUMBER + "'2.5'"),
+        (("--json", "--jsonl"), BOTH),
+    ],
+)
+def test_a_bad_report_option_is_one_line_and_exit_2(
+    configured_cli: BridgeCli, crms: Crms, args: tuple[str, ...], said: str
+) -> None:
+    crms.hubspot.delete("/__emulator/counters").raise_for_status()
+    result = configured_cli("sync", *args)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines()[-1] == f"bridge: {said}"
+    assert "Traceback" not in result.stderr
+    assert crms.hubspot.get("/__emulator/counters").json()["total"] == 0, "nothing was read"

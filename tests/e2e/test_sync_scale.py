@@ -46,7 +46,7 @@ def world(crms: Crms) -> list[Person]:
 
 
 def run(configured_cli: BridgeCli) -> tuple[int, dict[str, Any]]:
-    result = configured_cli("sync", "--json")
+    result = configured_cli("sync", "--json", "--changes", "all")
     assert result.returncode in (0, 1), result.stderr[-2000:]
     report: dict[str, Any] = json.loads(result.stdout)
     return result.returncode, report
@@ -70,9 +70,9 @@ def quiesces(
     grant again (an incremental sync reads only what changed, and a refusal changed nothing)
     and leaves each to the person."""
     if incremental:
-        again = sync(configured_cli)
+        again = sync(configured_cli, "--changes", "all")
         assert again["counts"]["planned"] == 0, again["changes"][:5]
-    full = sync(configured_cli, "--full")
+    full = sync(configured_cli, "--full", "--changes", "all")
     assert full["counts"]["planned"] == 0, full["changes"][:5]
     hubspot = hubspot_view(crms.hubspot, PURPOSES)
     assert refusals(full["awaiting_person"], hubspot) == refused
@@ -82,7 +82,7 @@ def test_two_thousand_conflicting_people_converge_in_one_sync_and_then_quiesce(
     configured_cli: BridgeCli, crms: Crms, world: list[Person]
 ) -> None:
     started = time.monotonic()
-    report = sync(configured_cli)
+    report = sync(configured_cli, "--changes", "all")
     first = time.monotonic() - started
 
     counts = report["counts"]

@@ -23,10 +23,12 @@ def pg_stores(postgres_url: str) -> Iterator[tuple[Store, Store]]:
 
 
 def lock_holders(url: str) -> list[int]:
-    """Backend pids holding an advisory lock, as PostgreSQL itself reports them."""
+    """Backend pids holding an advisory lock in this test's database, as PostgreSQL itself
+    reports them (other tests' syncs hold advisory locks in databases of their own)."""
     with psycopg.connect(url, autocommit=True) as admin:
         rows = admin.execute(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
         ).fetchall()
     return [row[0] for row in rows]
 

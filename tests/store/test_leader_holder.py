@@ -20,8 +20,10 @@ def test_the_postgresql_holder_is_the_session_holding_the_lock(postgres_url: str
         assert holder(looking) is None
         assert lock.try_lead()
         with psycopg.connect(postgres_url, autocommit=True) as admin:
+            # This test's database only: other tests' syncs hold advisory locks of their own.
             [(pid,)] = admin.execute(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
             ).fetchall()
         found = holder(looking)
         assert found is not None and found.pid == pid and found.since
