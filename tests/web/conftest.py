@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -32,29 +33,37 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 @dataclass
-class Operator:
-    """A browser-like client signed in to the console: its cookies, its CSRF token."""
+class FormClient:
+    """A browser-like client of one web face (``prefix``): its cookies, and the CSRF token of
+    the last page it saw, which it posts with each form as the page's own form would."""
 
-    name: str
-    role: str
+    prefix: ClassVar[str]
     client: httpx.Client
-    csrf: str = ""
+    csrf: str = field(default="", kw_only=True)
 
     def get(self, path: str, **kwargs: object) -> httpx.Response:
-        reply = self.client.get(f"/console{path}", **kwargs)  # type: ignore[arg-type]
-        if found := CSRF.search(reply.text):
-            self.csrf = found.group(1)
+        reply = self.client.get(f"{self.prefix}{path}", **kwargs)  # type: ignore[arg-type]
+        if found := CSRF.findall(reply.text):
+            self.csrf = found[-1]  # the page's own form's, after the header's sign-out
         return reply
 
     def post(
-        self, path: str, data: dict[str, str] | None = None, **kwargs: object
+        self, path: str, data: dict[str, str | list[str]] | None = None, **kwargs: object
     ) -> httpx.Response:
-        """A form post carrying the session's CSRF token, as the page's form would."""
         return self.client.post(
-            f"/console{path}",
+            f"{self.prefix}{path}",
             data={"csrf": self.csrf, **(data or {})},
             **kwargs,  # type: ignore[arg-type]
         )
+
+
+@dataclass
+class Operator(FormClient):
+    """Signed in to the console."""
+
+    prefix = "/console"
+    name: str
+    role: str
 
 
 @dataclass
@@ -100,7 +109,7 @@ class Console:
             data={"name": name, "password": self.passwords[name], "csrf": token.group(1)},
         )
         assert reply.status_code == 303, reply.text
-        operator = Operator(name, role, client)
+        operator = Operator(client, name, role)
         assert operator.get("/").status_code == 200
         return operator
 
@@ -150,28 +159,10 @@ def console(crms: Crms, tmp_path: Path) -> Iterator[Console]:
 
 
 @dataclass
-class Visitor:
-    """A browser-like client on the privacy portal: its cookies, and the CSRF token of the
-    last page it saw."""
+class Visitor(FormClient):
+    """On the privacy portal."""
 
-    client: httpx.Client
-    csrf: str = ""
-
-    def get(self, path: str, **kwargs: object) -> httpx.Response:
-        reply = self.client.get(f"/privacy{path}", **kwargs)  # type: ignore[arg-type]
-        if found := CSRF.findall(reply.text):
-            self.csrf = found[-1]  # the page's own form's, after the header's sign-out
-        return reply
-
-    def post(
-        self, path: str, data: dict[str, str | list[str]] | None = None, **kwargs: object
-    ) -> httpx.Response:
-        """A form post carrying the page's CSRF token, as the page's form would."""
-        return self.client.post(
-            f"/privacy{path}",
-            data={"csrf": self.csrf, **(data or {})},
-            **kwargs,  # type: ignore[arg-type]
-        )
+    prefix = "/privacy"
 
 
 @dataclass
