@@ -94,7 +94,7 @@ class RelatedRecords(BaseModel):
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Evidence:
     """How a consent was captured: what makes a grant an *active act* of the person."""
 
@@ -107,7 +107,7 @@ class Evidence:
         return bool(self.capture_source) and self.captured_at is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Consent:
     purpose: str
     status: ConsentStatus
@@ -119,7 +119,7 @@ class Consent:
     evidence: Evidence = field(default_factory=Evidence)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GlobalOptOut:
     """Opted out of all email, or of calls, whatever the purpose (each vendor's global flag)."""
 
@@ -141,7 +141,7 @@ class GlobalOptOut:
         return channel == Channel.PHONE and self.do_not_call
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CrmRecord:
     system: System
     object_type: ObjectType
@@ -176,7 +176,7 @@ class CrmRecord:
         return f"{self.system}.{self.object_name or self.object_type.value}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subject:
     """A person: every record, in every system, that shares a normalised email with another."""
 

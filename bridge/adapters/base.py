@@ -450,6 +450,11 @@ class RecordReader(Protocol):
         if the record is gone."""
         ...
 
+    def emails_of_each(self, records: Sequence[RecordRef]) -> list[list[str]]:
+        """``emails_of`` for many records in the vendor's batches (propagation of a burst of
+        events: one call per batch, not per record), in the order given."""
+        ...
+
     def record_url(self, record: RecordRef) -> str | None:
         """Where a user opens the record in the vendor's own UI; None if unknown."""
         ...

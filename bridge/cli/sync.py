@@ -152,6 +152,11 @@ def _render_sync(report: SyncReport) -> None:
     _not_shown(hidden, "not copied (minimisation)", bool(report.not_allowed), "--changes all")
     if counts["suppressed"]:
         out.print(f"{counts['suppressed']} erased people skipped (suppressed)", markup=False)
+    if counts["recovered"]:
+        out.print(
+            f"{counts['recovered']} changes of a run cut short audited first (sync.recovered)",
+            markup=False,
+        )
     if not report.dry_run and not report.cursors_moved:
         out.print("cursors not moved: the next run reads these changes again", markup=False)
 

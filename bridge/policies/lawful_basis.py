@@ -6,17 +6,20 @@ Pure; each vendor's own words for the bases live with its adapter.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from bridge.model import LawfulBasis
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
+# Decisions go through ``tuple.__new__``, as ``_make`` does: a NamedTuple's generated
+# ``__new__`` is a Python function that costs twice as much.
+_new = tuple.__new__
 
 
-@dataclass(frozen=True)
-class HeldBasis:
-    """One record's lawful basis, with what the merge needs to weigh it."""
+class HeldBasis(NamedTuple):
+    """One record's lawful basis, with what the merge needs to weigh it. A tuple: the sync
+    builds one per record holding a basis."""
 
     basis: LawfulBasis
     modified_at: datetime | None
@@ -24,11 +27,10 @@ class HeldBasis:
     record_id: str
 
     def order(self) -> tuple[datetime, str, str, str]:
-        return (self.modified_at or _OLDEST, self.system, self.record_id, self.basis.value)
+        return (self.modified_at or _OLDEST, self.system, self.record_id, self.basis)
 
 
-@dataclass(frozen=True)
-class BasisDecision:
+class BasisDecision(NamedTuple):
     """The basis every system should hold, and the record it follows."""
 
     basis: LawfulBasis
@@ -51,12 +53,17 @@ def merge_bases(held: Iterable[HeldBasis], agreed: LawfulBasis | None) -> BasisD
         return None
     changed = [h for h in values if h.basis is not agreed]
     if not changed:
-        return BasisDecision(values[0].basis, max(values, key=HeldBasis.order), "agreed")
-    follows = max(changed, key=HeldBasis.order)
-    if len({h.basis for h in changed}) > 1:
+        return _new(BasisDecision, (values[0].basis, _latest(values), "agreed"))
+    follows = _latest(changed)
+    if len(changed) > 1 and len({h.basis for h in changed}) > 1:
         why = "systems disagree: the latest-modified record decides"
     elif agreed is None:
         why = "held in one system, not yet agreed"
     else:
         why = f"changed from {agreed.value} since the systems last agreed"
-    return BasisDecision(follows.basis, follows, why)
+    return _new(BasisDecision, (follows.basis, follows, why))
+
+
+def _latest(held: list[HeldBasis]) -> HeldBasis:
+    """The latest-modified of some records (most subjects have one that votes)."""
+    return held[0] if len(held) == 1 else max(held, key=HeldBasis.order)

@@ -246,7 +246,7 @@ class Wiring:
         from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
-        from bridge.events.inbox import Handler, InboxWorker
+        from bridge.events.inbox import BatchHandler, Handler, InboxWorker
         from bridge.events.propagate import Propagation
         from bridge.events.triggers import ErasureTriggers
         from bridge.runtime.daemon import Job
@@ -255,7 +255,7 @@ class Wiring:
         settings = self.settings
         schedule = settings.schedule
         inbox_erasure = self.erasure(connect(settings))
-        handlers: dict[str, Handler] = {
+        handlers: dict[str, Handler | BatchHandler] = {
             "deletion": ErasureTriggers(inbox_erasure, inbox_erasure.adapters),
             "consent": Propagation(self.reconciler(adapters=inbox_erasure.adapters)),
         }
@@ -265,6 +265,7 @@ class Wiring:
         jobs = [
             Job(
                 "inbox",
+                # one deletion at a time; consent events ``Propagation.batch`` at a time
                 lambda stop: inbox.drain(batch=1, stop=stop),
                 IntervalTrigger(seconds=schedule.inbox_seconds),
             ),

@@ -49,7 +49,7 @@ from bridge.model import (
     System,
 )
 from bridge.policies.minimisation import Minimisation
-from bridge.services.people import LookupBoundReached, find_holders, find_person
+from bridge.services.people import LookupBoundReached, find_holders, find_people, find_person
 from bridge.services.plan import (
     DONE,
     GLOBAL_OPT_OUTS,
@@ -68,6 +68,7 @@ from bridge.services.plan import (
     consent_field,
     plan_subject,
 )
+from bridge.services.staging import PAGE, Staging
 from bridge.services.watch import OVERLAP, Watch
 from bridge.store import erasure as erasure_rows
 from bridge.store import records as record_rows
@@ -124,6 +125,8 @@ class SyncReport:
     records: int = 0
     subjects: int = 0
     suppressed: int = 0
+    recovered: int = 0
+    """Changes of earlier runs' batches cut short, audited by this run first (``recover``)."""
     keep: int | None = KEEP
     changes: list[dict[str, Any]] = field(default_factory=list)
     awaiting_person: list[dict[str, Any]] = field(default_factory=list)
@@ -152,6 +155,7 @@ class SyncReport:
             "records": self.records,
             "subjects": self.subjects,
             "suppressed": self.suppressed,
+            "recovered": self.recovered,
             "planned": self.totals["changes"],
             "awaiting_person": self.totals["awaiting_person"],
             "not_allowed": self.totals["not_allowed"],
@@ -363,16 +367,25 @@ class Reconciler:
     ) -> None:
         dry_run = run.dry_run
         if not dry_run:  # first: the plan then knows what batches cut short wrote
-            self.recover(stop)
+            report.recovered = self.recover(stop)
         cursors = {s: record_rows.cursor(self.store, f"sync:{s}") for s in self.adapters}
         full = report.full = run.full = run.full or any(v is None for v in cursors.values())
-        records = self._pull_all(stop, run) if full else self._pull_changed(cursors, stop, run)
-        run.read = Counter(str(record.system) for record in records)
-        report.records = len(records)
-        if stop.is_set():  # shutting down: nothing planned, the next run reads it all again
-            report.stopped = True
-            return
-        self._run(records, report, stop, run, on_change)
+        with Staging.held(self.store, self.key) as staging:
+            if full:
+                self._pull_all(staging, stop)
+            else:
+                self._pull_changed(staging, cursors, stop)
+            run.read = Counter(staging.added)
+            report.records = staging.total
+            # Shutting down: what is left waits for the next run, which reads it all again.
+            report.stopped = stop.is_set()
+            for records in () if report.stopped else staging.people():
+                if stop.is_set():
+                    report.stopped = True
+                    break
+                self._run(records, report, stop, run, on_change)
+                if report.stopped:
+                    break
         if not dry_run and not report.stopped and not report.failed:
             with self.store.transaction() as conn:
                 for system in self.adapters:
@@ -447,14 +460,36 @@ class Reconciler:
         except Exception as error:
             log.warning("sync.run_not_recorded", error=type(error).__name__)
 
-    def sync_people(self, emails: Collection[str], *, actor: str) -> SyncReport:
-        """Reconcile the people these emails reach, now (propagation of one event). Not
-        recorded as a run: one comes per webhook event, and each is audited already."""
-        records = self._find(emails)
+    def sync_many(
+        self, groups: Sequence[Collection[str]], *, actor: str
+    ) -> tuple[SyncReport, list[Counter[str]]]:
+        """Reconcile the people each group of emails reaches, now, all in one run
+        (propagation of a batch of webhook events): one lookup for them all
+        (``find_people``: each system asked in bulk), one plan, the writes in the vendors'
+        batches. Returns the run's report and, per group, the outcomes of the changes to its
+        people's records (a record two groups reach counts in both), so that a caller retries
+        only the groups whose writes failed. Not recorded as a run: one comes per batch of
+        events, and each change is audited already."""
+        try:
+            people = [person.records for person in find_people(self.adapters, groups)]
+        except LookupBoundReached:  # each alone: only the chains that run on are cut short
+            people = [self._find(emails) for emails in groups]
+        outcomes: list[Counter[str]] = [Counter() for _ in groups]
+        reaching: dict[tuple[str, str, str], list[Counter[str]]] = {}
+        for found, counted in zip(people, outcomes, strict=True):
+            for record in found:
+                reaching.setdefault(record.key, []).append(counted)
+
+        def settled(entry: dict[str, Any]) -> None:
+            key = (entry["system"], entry["object_type"], entry["record_id"])
+            for counted in reaching.get(key, ()):
+                counted[entry["outcome"]] += 1
+
+        records = list({r.key: r for found in people for r in found}.values())
         run = _Run("event", False, False, _now(), actor=actor)
         report = SyncReport(dry_run=False, full=False, records=len(records))
-        self._run(records, report, threading.Event(), run)
-        return report
+        self._run(records, report, threading.Event(), run, settled)
+        return report, outcomes
 
     def carry(self, emails: Sequence[str], act: PersonAct, *, actor: str) -> CarryReport:
         """A person's own act, recorded outside the CRMs (their privacy page), carried to every
@@ -587,31 +622,20 @@ class Reconciler:
 
     # -- pull -------------------------------------------------------------------------------
 
-    def _pull_all(self, stop: threading.Event, run: _Run) -> list[CrmRecord]:
-        records: list[CrmRecord] = []
+    def _pull_all(self, staging: Staging, stop: threading.Event) -> None:
         for system, adapter in self.adapters.items():
-            read = self._counted(f"reading {system}", adapter.read(), stop)
-            run.read[str(system)] = len(read)
-            records += read
-        return records
+            for page in self._read(f"reading {system}", adapter.read(), stop):
+                staging.add(page)
 
     def _pull_changed(
-        self, cursors: Mapping[System, str | None], stop: threading.Event, run: _Run
-    ) -> list[CrmRecord]:
+        self, staging: Staging, cursors: Mapping[System, str | None], stop: threading.Event
+    ) -> None:
         """The changed records, and every record of the people they belong to."""
-        changed: list[CrmRecord] = []
         for system, adapter in self.adapters.items():
             since = datetime.fromisoformat(str(cursors[system])) - OVERLAP
-            phase = f"reading {system} changes"
-            read = self._counted(phase, adapter.read(since), stop)
-            run.read[str(system)] = len(read)
-            changed += read
-        if stop.is_set():
-            return changed
-        emails = {normalise_email(e) for r in changed for e in r.emails}
-        by_key = {r.key: r for r in changed}
-        by_key.update((r.key, r) for r in self._find(emails))
-        return list(by_key.values())
+            for page in self._read(f"reading {system} changes", adapter.read(since), stop):
+                staging.add(page)
+                staging.add(self._find({normalise_email(e) for r in page for e in r.emails}))
 
     def _find(self, emails: Collection[str]) -> list[CrmRecord]:
         """Every record of the people these emails reach, through their other emails too.
@@ -631,16 +655,15 @@ class Reconciler:
             )
             return bound.partial.records
 
-    def _counted(
+    def _read(
         self, phase: str, records: Iterable[CrmRecord], stop: threading.Event
-    ) -> list[CrmRecord]:
-        """Read on, reporting progress, until done or told to stop."""
-        read: list[CrmRecord] = []
-        stream: Iterator[CrmRecord] = iter(records)
-        while not stop.is_set() and (batch := list(islice(stream, 500))):
-            read += batch
-            self.progress(phase, len(read), None)
-        return read
+    ) -> Iterator[list[CrmRecord]]:
+        """Read on, a page at a time, reporting progress, until done or told to stop."""
+        stream, done = iter(records), 0
+        while not stop.is_set() and (page := list(islice(stream, PAGE))):
+            done += len(page)
+            self.progress(phase, done, None)
+            yield page
 
     # -- plan -------------------------------------------------------------------------------
 
@@ -652,7 +675,8 @@ class Reconciler:
         refs = {s.subject_ref: [subject_ref(self.key, e) for e in s.emails] for s in subjects}
         erased = erasure_rows.suppressed(self.store, {r for rs in refs.values() for r in rs})
         kept = [s for s in subjects if not erased.intersection(refs[s.subject_ref])]
-        report.subjects, report.suppressed = len(kept), len(subjects) - len(kept)
+        report.subjects += len(kept)
+        report.suppressed += len(subjects) - len(kept)
         ledger = self._ledger([r.key for s in kept for r in s.records])
         agreed = sync_rows.agreed_bases(self.store, [s.subject_ref for s in kept])
         plans = []
@@ -754,7 +778,7 @@ class Reconciler:
         total = len(changes)
         for system, adapter in self.adapters.items():
             mine = sorted(
-                (c for c in changes if c.record.system is system),
+                (c for c in changes if c.record.system == system),
                 key=lambda c: (_ORDER[c.kind], c.value != WITHDRAWN, c.field),
             )
             for kind_is_basis in (False, True):

@@ -112,16 +112,20 @@ def claim(
     return [InboxRow(**{f: row[f] for f in fields}) for row in rows]
 
 
-def finish(store: Store, event_id: int, now: str) -> None:
-    """Processed: keep the row as the record of it; the payload is destroyed with its data
-    key (the row first, then the key: ``store.data_keys``)."""
+def finish(store: Store, event_ids: Collection[int], now: str) -> None:
+    """Processed: keep each row as the record of it; its payload is destroyed with its data
+    key (the row first, then the key: ``store.data_keys``). One transaction for them all: a
+    batch of events handled together is settled without a commit per event."""
+    if not event_ids:
+        return
     with store.transaction() as conn:
         conn.execute(
             update(inbox)
-            .where(inbox.c.id == event_id)
+            .where(inbox.c.id.in_(list(event_ids)))
             .values(status=DONE, payload=None, processed_at=now, available_at=None, last_error=None)
         )
-        data_keys.destroy(conn, data_keys.INBOX, str(event_id))
+        for event_id in event_ids:
+            data_keys.destroy(conn, data_keys.INBOX, str(event_id))
 
 
 def set_aside(store: Store, row: InboxRow, reason: str) -> None:

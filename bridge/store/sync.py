@@ -150,7 +150,9 @@ def orphaned_intents(store: Store) -> Iterator[list[dict[str, Any]]]:
 @contextmanager
 def locked_batches(store: Store, batches: Sequence[str]) -> Iterator[list[str]]:
     """Lock each of these batches that no one holds, without waiting; yields those locked,
-    held until the block ends, or until the process dies, however it dies.
+    held until the block ends, or until the process dies, however it dies. A batch is an
+    apply batch's intents, or a run's staged records (``store.staging``): both named by a
+    fresh uuid.
 
     PostgreSQL: session advisory locks, on a connection of their own outside the store's
     pool (closing it ends the session, and so releases them; a writer waiting on a vendor

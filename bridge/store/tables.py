@@ -324,3 +324,33 @@ sync_intents = Table(
     Column("actor", String(100), nullable=False),  # sync, propagate, an operator, the portal
     Column("created_at", String(32), nullable=False),
 )
+
+# A sync's records while it runs: read page by page, linked into people here (the pseudonyms
+# of their addresses), and planned partition by partition, so that a run's memory does not
+# grow with the number of people. Each record is sealed under a key only the running process
+# holds (``services.staging``); the run deletes its rows as it ends, and one that died leaves
+# rows no one can open, deleted by the next run (its lock free, as an intent's batch).
+sync_staged = Table(
+    "sync_staged",
+    metadata,
+    Column("run", String(32), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("system", String(20), nullable=False),
+    Column("object_type", String(50), nullable=False),
+    Column("record_id", String(100), nullable=False),
+    Column("part", String(100), nullable=False),  # the person: the least pseudonym linked
+    Column("sealed", LargeBinary, nullable=False),
+    UniqueConstraint("run", "system", "object_type", "record_id"),
+    Index("ix_sync_staged_part", "run", "part"),
+)
+
+# The pseudonyms of each staged record's addresses: what links records into people.
+sync_staged_refs = Table(
+    "sync_staged_refs",
+    metadata,
+    Column("run", String(32), primary_key=True),
+    Column("subject_ref", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    # Both ways round, each covering: linking looks up a record's refs, then each ref's records.
+    Index("ix_sync_staged_refs_seq", "run", "seq", "subject_ref"),
+)

@@ -317,6 +317,7 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "mark_purge_due": ("test_purge_due_mark_round_trips_and_clears",),
     "record_url": ("test_record_url_opens_each_record_in_the_vendors_own_ui",),
     "emails_of": ("test_emails_of_lists_every_address_and_none_once_the_record_is_gone",),
+    "emails_of_each": ("test_emails_of_each_answers_many_records_in_the_order_given",),
     "field_usage": ("test_field_usage_counts_what_the_vendor_holds_and_never_a_value",),
     "readiness": ("test_readiness_holds_on_a_ready_account_and_stops_at_refused_credentials",),
 }
@@ -480,6 +481,16 @@ class AdapterConformance:
         assert [normalise_email(e) for e in adapter.emails_of(world.ref(other_id))] == [
             "else@example.com"
         ]
+
+    def test_emails_of_each_answers_many_records_in_the_order_given(self, world: World) -> None:
+        emails = ("first@example.com", "second@example.com", "gone@example.com")
+        first, second, gone = world.seed([Person(email) for email in emails])
+        adapter = world.adapter()
+        [targets] = adapter.erasure_targets([[emails[2]]])
+        assert set(statuses_of(adapter.erase(targets, "delete"))) <= GONE
+        refs = [world.ref(i) for i in (second, gone, first, second)]
+        answers = [[normalise_email(e) for e in found] for found in adapter.emails_of_each(refs)]
+        assert answers == [[emails[1]], [], [emails[0]], [emails[1]]]
 
     def test_record_url_opens_each_record_in_the_vendors_own_ui(self, world: World) -> None:
         ids = world.seed([Person("shown@example.com"), Person("also.shown@example.com")])

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from bridge import audit
 from bridge.store import sync as sync_rows
 from bridge.store.db import Store
-from bridge.store.tables import sync_intents
+from bridge.store.tables import sync_intents, sync_staged
 from bridge_sandbox.emulators.people import (
     HUBSPOT_SUBSCRIPTION_KEY,
     SALESFORCE_PURPOSE_KEY,
@@ -111,6 +111,11 @@ def intents(store: Store) -> int:
         return int(conn.execute(select(func.count()).select_from(sync_intents)).scalar_one())
 
 
+def staged(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(sync_staged)).scalar_one())
+
+
 def seeded_and_slowed(crms: Crms) -> None:
     seed_hubspot(crms.hubspot, PEOPLE, PURPOSES)
     seed_salesforce(crms.salesforce, PEOPLE, PURPOSES)
@@ -149,6 +154,7 @@ def test_sync_survives_kills_mid_apply_and_audits_each_change_once(
     for _ in range(2):
         kills += killed_mid_batch(configured_cli, crms, store)
         assert intents(store) > 0  # the batch cut short left its intents
+        assert staged(store) > 0  # and the run its records, sealed under a key now gone
     crms.salesforce.delete("/__emulator/faults").raise_for_status()
     unaudited = opted_out(crms) - opt_outs_audited(store)
     final = configured_cli("sync", "--json")
@@ -157,7 +163,8 @@ def test_sync_survives_kills_mid_apply_and_audits_each_change_once(
     assert report["cursors_moved"] is True
     # The kills landed mid-batch: some changes were written and not audited, the rest made now.
     assert kills == 2 and unaudited > 0 and report["counts"]["done"] > 0
-    assert intents(store) == 0
+    assert report["counts"]["recovered"] > 0
+    assert intents(store) == 0 and staged(store) == 0
 
     contacts = records(crms, "Contact")
     assert len(contacts) == len(PEOPLE)

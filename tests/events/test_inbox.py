@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from cryptography.fernet import Fernet
 
 from bridge import audit
@@ -32,7 +35,7 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-def add_events(store: Store, kinds: list[str]) -> None:
+def add_events(store: Store, kinds: list[str], first: int = 0) -> None:
     rows = [
         {
             "source": "hubspot",
@@ -44,7 +47,7 @@ def add_events(store: Store, kinds: list[str]) -> None:
             "received_at": f"2026-11-23T11:00:{n:02d}.000000+00:00",
             "payload": KEYRING.seal(json.dumps({"n": n}).encode()),
         }
-        for n, kind in enumerate(kinds)
+        for n, kind in enumerate(kinds, first)
     ]
     with store.transaction() as conn:
         assert all(inbox.add(conn, rows))
@@ -185,3 +188,83 @@ def test_an_event_no_configured_key_opens_waits_for_its_key_and_is_never_dead_le
     assert [event.payload["n"] for event in seen] == [0, 1]
     with store.engine.connect() as conn:  # every payload destroyed with its data key
         assert conn.execute(tables.data_keys.select()).all() == []
+
+
+class FailsOnce:
+    """A batched handler that fails the events named in ``failing`` the first time it sees
+    them, and notes each batch it is given."""
+
+    batch = 10
+
+    def __init__(self, failing: set[int]) -> None:
+        self.failing = failing
+        self.batches: list[list[int]] = []
+
+    def handle_batch(self, events: Sequence[InboxEvent]) -> dict[int, Exception]:
+        self.batches.append([event.payload["n"] for event in events])
+        failed = {e.id: e.payload["n"] for e in events if e.payload["n"] in self.failing}
+        self.failing -= set(failed.values())
+        return {event_id: Transient(SALESFORCE, "503 Service Unavailable") for event_id in failed}
+
+
+def test_one_failing_event_of_a_batch_is_retried_alone_while_the_others_finish(
+    store: Store,
+) -> None:
+    add_events(store, ["consent", "consent", "deletion", "consent", "consent"])
+    clock, singles = Clock(), []
+    batched = FailsOnce({1})
+    worker = InboxWorker(
+        store, KEYRING, {"consent": batched, "deletion": lambda e: singles.append(e.payload["n"])},
+        backoff_seconds=10, clock=clock,
+    )  # fmt: skip
+
+    first = worker.run_once(batch=1)
+
+    assert batched.batches == [[0, 1, 3, 4]]  # every due consent event in one call
+    assert singles == [2]  # a per-event handler's kind is still handled one by one
+    assert (first.processed, first.retried, first.dead) == (4, 1, 0)
+    assert statuses(store) == ["done", "pending", "done", "done", "done"]
+    clock.advance(60)
+    assert worker.run_once().processed == 1
+    assert batched.batches == [[0, 1, 3, 4], [1]]  # the failed one again, and alone
+    assert [r["attempts"] for r in inbox.all_rows(store)] == [1, 2, 1, 1, 1]
+    assert statuses(store) == ["done"] * 5
+
+
+def test_a_batch_that_raises_fails_each_of_its_events_alone(store: Store) -> None:
+    add_events(store, ["consent", "consent"])
+
+    class Down:
+        batch = 10
+
+        def handle_batch(self, events: Sequence[InboxEvent]) -> dict[int, Exception]:
+            raise Permanent(HUBSPOT, "403 missing scope crm.objects.contacts.read")
+
+    assert InboxWorker(store, KEYRING, {"consent": Down()}).run_once().dead == 2
+    rows = inbox.all_rows(store)
+    assert [(r["status"], r["attempts"]) for r in rows] == [("dead", 1)] * 2
+    dead = [e for e in audit.events(store) if e["action"] == "inbox.dead_letter"]
+    assert len(dead) == 2
+
+
+def test_a_batched_kinds_claim_is_topped_up_while_its_events_keep_coming(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_events(store, ["consent", "consent"])
+    claimed: list[int] = []
+    claim = inbox.claim
+
+    def claim_while_more_arrive(*args: Any, **kwargs: Any) -> list[inbox.InboxRow]:
+        rows = claim(*args, **kwargs)
+        claimed.append(len(rows))
+        if len(claimed) == 1:  # two more arrive during the first quiet spell
+            add_events(store, ["consent", "consent"], first=2)
+        return rows
+
+    monkeypatch.setattr(inbox, "claim", claim_while_more_arrive)
+    batched = FailsOnce(set())
+    worker = InboxWorker(store, KEYRING, {"consent": batched}, gather=(0.01, 60))
+
+    assert worker.run_once().processed == 4
+    assert batched.batches == [[0, 1, 2, 3]]  # one batch: the claim waited for the rest
+    assert claimed[:3] == [2, 2, 0]  # topped up until a quiet spell brought none

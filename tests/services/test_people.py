@@ -72,7 +72,7 @@ def test_sync_and_erasure_reach_the_same_records_through_secondary_addresses(
         for s in rows.steps(store, request_id)
         if s["object_type"] in ("contact", "lead") and s["record_id"]  # not address steps
     }
-    report = reconciler(crms, store).sync_people([ADA.upper()], actor="test")
+    report = reconciler(crms, store).sync_many([[ADA.upper()]], actor="test")[0]
     synced = record_rows.records_of(store, refs(CHAIN))  # what the sync read, remembered
 
     assert erased == synced == ada
@@ -106,7 +106,7 @@ def test_a_chain_past_the_lookup_bound_stops_erasure_and_is_flagged_by_the_sync(
     assert rows.steps(store, request_id) == []  # nothing planned from a partial person
 
     with structlog.testing.capture_logs() as logs:
-        report = reconciler(crms, store).sync_people([ADA], actor="test")
+        report = reconciler(crms, store).sync_many([[ADA]], actor="test")[0]
     assert report.records == 3 and len(ada) == 5  # synced with what was found, and said so
     [warning] = [entry for entry in logs if entry["event"] == "sync.lookup_bound_reached"]
     assert warning["log_level"] == "warning"

@@ -95,6 +95,7 @@ def test_a_batch_cut_short_is_audited_by_the_next_sync_from_what_the_vendor_hold
     report = reconciler(crms, store).sync()
 
     assert intents(store) == 0 and report.cursors_moved
+    assert report.counts()["recovered"] == planned
     recovered = [e for e in salesforce_events(store) if e["action"] == "sync.recovered"]
     assert Counter(e["outcome"] for e in recovered) == {"done": 2, "not_applied": planned - 2}
     assert {e["details"]["change"] for e in recovered if e["outcome"] == "done"} == {"opt_out"}

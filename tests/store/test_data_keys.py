@@ -47,7 +47,7 @@ def test_one_data_key_per_stored_event_none_for_a_duplicate_and_gone_when_finish
     opened = KEYRING.open("inbox event", rows["a"].payload or b"", rows["a"].wrapped_key)
     assert json.loads(opened) == {"n": "1"}
 
-    inbox.finish(store, rows["a"].id, "2026-12-04T11:01")
+    inbox.finish(store, [rows["a"].id], "2026-12-04T11:01")
     with store.transaction() as conn:  # delivered again after it was finished
         assert inbox.add(conn, [event("a", {})]) == [False]
     assert key_count(store) == 1
@@ -63,7 +63,7 @@ def test_a_scrub_leaves_no_destroyed_key_in_the_database_files(store: Store) -> 
     with store.transaction() as conn:
         inbox.add(conn, [event("a", {}) | {"payload": sealed}])
     [row] = claim_all(store)
-    inbox.finish(store, row.id, "2026-12-04T11:01")
+    inbox.finish(store, [row.id], "2026-12-04T11:01")
     assert sealed.wrapped_key in database_bytes(store)  # destroyed, but still in the files
     assert data_keys.scrub(store)
     assert sealed.wrapped_key not in database_bytes(store)
