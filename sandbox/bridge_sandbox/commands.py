@@ -58,11 +58,12 @@ def demo(
         raise typer.Exit(code)
 
 
-DEFAULT_PORTS = {"hubspot": 8765, "salesforce": 8766}  # one each, so both can run side by side
+# One each, so that all can run side by side.
+DEFAULT_PORTS = {"hubspot": 8765, "salesforce": 8766, "dynamics": 8767}
 
 
 def emulate(
-    vendor: Annotated[str, typer.Argument(help="Which vendor API: hubspot, salesforce.")],
+    vendor: Annotated[str, typer.Argument(help="Which vendor API: hubspot, salesforce, dynamics.")],
     port: Annotated[
         int | None,
         typer.Option(

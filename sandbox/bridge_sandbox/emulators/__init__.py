@@ -19,6 +19,16 @@ def _salesforce(org: str = "privacy") -> ASGIApp:
     return create_app(SalesforceEmulatorConfig.model_validate({"org": org}))
 
 
+def _dynamics() -> ASGIApp:
+    from bridge_sandbox.emulators.dynamics import create_app
+
+    return create_app()
+
+
 # Each takes the options of its account profile (``tier`` for HubSpot, ``org`` for Salesforce)
 # as keywords.
-EMULATORS: dict[str, Callable[..., ASGIApp]] = {"hubspot": _hubspot, "salesforce": _salesforce}
+EMULATORS: dict[str, Callable[..., ASGIApp]] = {
+    "hubspot": _hubspot,
+    "salesforce": _salesforce,
+    "dynamics": _dynamics,
+}
