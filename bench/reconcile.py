@@ -14,16 +14,16 @@ clock inside ``plan_subject`` only (making the subjects is the bench's own cost;
 figure), and the growth of the process's peak RSS over the run (target <= 1 GB at any size).
 
 (2) A full sync of P people: ``bridge sync --full --jsonl`` as a process of its own, on
-SQLite, its changes counted from the lines it prints (it holds none of them) and its peak RSS
-read when it exits (target <= 1 GB at any size: it stages what it reads in the database and
-plans a partition of people at a time); both emulators served in this process on loopback,
-seeded through their admin APIs with people the CRMs disagree about (some in one CRM only; grants
-and withdrawals at different times; unsubscribe-all in HubSpot, ``HasOptedOutOfEmail`` in
-Salesforce; Leads and Contacts; lawful bases on one or both sides). The HubSpot portal is of
-``--hubspot-tier`` (default enterprise): its published private-app limits (Starter 100 calls
-per 10 s, Professional and Enterprise 190), or those times ``--scale`` for a quicker run,
-and below Enterprise a token without the batch consent scopes; every ratio is computed
-against the limits in force. Prints:
+SQLite, its changes counted from the lines it prints (it holds none of them) and its peak
+RSS read from /proc while it runs (target <= 1 GB at any size: it stages what it reads in
+the database and plans a partition of people at a time); both emulators served in this
+process on loopback, seeded through their admin APIs with people the CRMs disagree about
+(some in one CRM only; grants and withdrawals at different times; unsubscribe-all in
+HubSpot, ``HasOptedOutOfEmail`` in Salesforce; Leads and Contacts; lawful bases on one or
+both sides). The HubSpot portal is of ``--hubspot-tier`` (default enterprise): its published
+private-app limits (Starter 100 calls per 10 s, Professional and Enterprise 190), or those
+times ``--scale`` for a quicker run, and below Enterprise a token without the batch consent
+scopes; every ratio is computed against the limits in force. Prints:
 
 - API calls used / the minimum possible on that tier, per vendor and in total. The minimum
   does every read and every write the plan needs with the fewest calls the tier's endpoints
@@ -68,6 +68,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -440,6 +441,9 @@ def run_sync(
         stdout=subprocess.PIPE,
         text=True,
     ) as sync:
+        peak = [0]
+        watcher = threading.Thread(target=watch_peak, args=(sync, peak), daemon=True)
+        watcher.start()
         assert sync.stdout is not None
         for line in sync.stdout:
             row = json.loads(line)
@@ -447,10 +451,27 @@ def run_sync(
                 changes.append({k: row.get(k) for k in wanted})
             else:
                 summary = row
+    watcher.join()
     if sync.returncode not in (0, 1):  # 1: some write failed, which the counts show
         raise RuntimeError(f"bridge sync exited with {sync.returncode}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return changes, summary, peak
+    return changes, summary, peak[0]
+
+
+def watch_peak(process: subprocess.Popen[str], peak: list[int]) -> None:
+    """The process's own peak RSS (``VmHWM``, which starts again at its exec), read every
+    0.2 s until it exits: growth in its last 0.2 s is missed. Not ``RUSAGE_CHILDREN``: a
+    child forked from this process counts this process's memory (the emulators') until it
+    execs."""
+    status = Path(f"/proc/{process.pid}/status")
+    while process.poll() is None:
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:  # gone between the poll and the read
+            return
+        for line in lines:
+            if line.startswith("VmHWM:"):
+                peak[0] = max(peak[0], int(line.split()[1]) * 1024)
+        time.sleep(0.2)
 
 
 def main() -> None:

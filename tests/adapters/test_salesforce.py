@@ -49,6 +49,7 @@ from bridge.adapters.base import (
     classify,
 )
 from bridge.adapters.salesforce import SALESFORCE
+from bridge.adapters.salesforce import adapter as sf_adapter
 from bridge.adapters.salesforce import transport as sf_transport
 from bridge.adapters.salesforce.adapter import SalesforceAdapter
 from bridge.adapters.salesforce.org import PRIVACY_OBJECTS, detect
@@ -653,6 +654,35 @@ def test_opt_out_flags_and_individual_objections_round_trip(harness: SalesforceH
         RecordRef(SALESFORCE, "lead", lead), "l@example.com", None, ConsentStatus.GRANTED
     )
     assert [o.status for o in adapter.write_consents([regrant])] == [WriteStatus.DONE]
+
+
+def test_a_full_read_joins_page_by_page_and_keeps_individuals_no_one_points_at(
+    harness: SalesforceHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """People come a page at a time, each joined with its own Individual's rows; an
+    Individual no person points at comes once, if it holds a consent row or an address."""
+    monkeypatch.setattr(sf_adapter, "QUERY_PAGE", 2)  # five people: three pages
+    emails = [f"p{i}@example.com" for i in range(5)]
+    people = harness.seed(
+        [Person(e, additional_emails=(f"alt.{e}",), consents={"marketing": ConsentStatus.GRANTED})
+         for e in emails]
+    )  # fmt: skip
+    lone, bare = harness.insert(
+        [{"attributes": {"type": "Individual"}, "LastName": n} for n in ("Lone", "Bare")]
+    )
+    harness.insert(
+        [{"attributes": {"type": "ContactPointEmail"}, "ParentId": lone,
+          "EmailAddress": "lone@example.com"}]
+    )  # fmt: skip
+
+    read = list(harness.adapter().read())
+
+    assert sorted(r.id for r in read) == sorted([*people, lone])
+    by_id = {r.id: r for r in read}
+    for person, email in zip(people, emails, strict=True):
+        assert [normalise_email(e) for e in by_id[person].emails] == [email, f"alt.{email}"]
+        assert [c.purpose for c in by_id[person].consents] == ["marketing"]
+    assert by_id[lone].emails == ("lone@example.com",) and bare not in by_id
 
 
 def test_purpose_consent_creates_the_individual_and_keeps_its_evidence(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import chain
+from itertools import chain, islice
 from typing import Any, TypeGuard
 from urllib.parse import quote_plus
 
@@ -66,6 +66,7 @@ from bridge.adapters.salesforce.records import (
 from bridge.adapters.salesforce.settings import KEEP_ON_ANONYMIZE, SalesforceSettings, purpose_keys
 from bridge.adapters.salesforce.transport import (
     ERRORS,
+    QUERY_PAGE,
     URI_LIMIT,
     RowResult,
     Transport,
@@ -328,25 +329,22 @@ class SalesforceAdapter(ClosesOnExit):
         return self._assemble(people, {}, {}, lambda _: ())
 
     def _read_all(self) -> Iterator[CrmRecord]:
-        """Each object paged once: consent rows and addresses first, joined into people.
-
-        Individuals are not paged: their objections come with each person's row, and one no
-        person points at is fetched only if it has a consent row or an address (one with
-        neither holds nothing to sync).
-        """
-        consents = self._map.consents(self._consent_rows("read"))
-        addresses = self._addresses("read", None)
-        people = (
-            (object_type, row)
-            for object_type in PEOPLE
-            for row in self._t.query("read", self._people("", object_type))
-        )
-
-        def orphans(linked: Collection[str]) -> Iterable[dict[str, Any]]:
-            alone = {p for p in set(consents) | set(addresses) if _is_individual(p)} - set(linked)
-            return self._individuals("read", alone).values()
-
-        yield from self._assemble(people, consents, addresses, orphans)
+        """Contacts and Leads a page at a time, each page joined with the consent rows and
+        addresses of its Individuals (``_joined``), so that memory holds a page, not the org;
+        then the Individuals no one points at that hold a consent row or an address (one
+        with neither holds nothing to sync). Individuals are not paged: their objections come
+        with each person's row."""
+        linked: set[str] = set()
+        for object_type in PEOPLE:
+            rows = iter(self._t.query("read", self._people("", object_type)))
+            while page := list(islice(rows, QUERY_PAGE)):
+                linked |= {row["IndividualId"] for row in page if row.get("IndividualId")}
+                yield from self._joined("read", [(object_type, row) for row in page], (), {})
+        holding = {row["PartyId"] for row in self._consent_rows("read", fields=("PartyId",))}
+        points = self._t.query("read", select("ContactPointEmail", ("ParentId",)))
+        holding |= {row["ParentId"] for row in points}
+        alone = {party for party in holding if _is_individual(party)} - linked
+        yield from self._joined("read", [], alone, {})
 
     def _read_changed(self, since: datetime) -> Iterator[CrmRecord]:
         """What changed, and the people whose Individual, consent rows or addresses did."""
