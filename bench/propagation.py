@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -37,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,6 +177,20 @@ def prepared(workdir: Path, hubspot_url: str, salesforce_url: str) -> dict[str, 
     return env
 
 
+def wait_first_sync(database: Path, process: subprocess.Popen[bytes]) -> None:
+    """Until the daemon's sync on leading (a full read: it has no cursors yet) is recorded,
+    so that its calls are not counted as propagation's."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bridge run exited with {process.returncode}")
+        with closing(sqlite3.connect(database)) as conn:
+            if conn.execute("SELECT count(*) FROM sync_runs").fetchone()[0]:
+                return
+        time.sleep(0.5)
+    raise TimeoutError("the daemon's first sync")
+
+
 @contextmanager
 def daemon(people: list[Person]) -> Iterator[Rig]:
     """The emulators and `bridge run`, HubSpot's webhooks aimed at it; counters from zero."""
@@ -189,6 +204,7 @@ def daemon(people: list[Person]) -> Iterator[Rig]:
         process = subprocess.Popen(command, env=env, cwd=workdir)
         try:
             wait_healthy(url, process)
+            wait_first_sync(workdir / "bridge.db", process)
             rig.hubspot.put(
                 "/__emulator/webhooks",
                 json={"target_url": f"{url}/webhooks/hubspot", "client_secret": SECRET},
