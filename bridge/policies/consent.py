@@ -19,9 +19,6 @@ _OLDEST = datetime.min.replace(tzinfo=UTC)
 # small allocation, and the merge runs per purpose and person.
 _GRANTED, _WITHDRAWN = ConsentStatus.GRANTED, ConsentStatus.WITHDRAWN
 _UNKNOWN = ConsentStatus.UNKNOWN
-# Decisions go through ``tuple.__new__``, as ``_make`` does: a NamedTuple's generated
-# ``__new__`` is a Python function that costs twice as much.
-_new = tuple.__new__
 
 
 def _later(a: Consent | None, b: Consent | None) -> Consent | None:
@@ -73,15 +70,13 @@ def _decide(
 ) -> ConsentDecision:  # fmt: skip
     """The state a summary's parts add up to (``ConsentSummary`` names them)."""
     if withdrawal is None and grant is not None:
-        return _new(ConsentDecision, (_GRANTED, grant, "latest grant"))
+        return ConsentDecision(_GRANTED, grant, "latest grant")
     if withdrawal is not None:
         overturned = active is not None and _when(active) > _when(withdrawal)
         if not overturned:
-            return _new(ConsentDecision, (_WITHDRAWN, withdrawal, "latest withdrawal"))
-        return _new(
-            ConsentDecision, (_GRANTED, active, "evidenced grant after the latest withdrawal")
-        )
-    return _new(ConsentDecision, (_UNKNOWN, unknown, "no known state"))
+            return ConsentDecision(_WITHDRAWN, withdrawal, "latest withdrawal")
+        return ConsentDecision(_GRANTED, active, "evidenced grant after the latest withdrawal")
+    return ConsentDecision(_UNKNOWN, unknown, "no known state")
 
 
 def _when(consent: Consent) -> datetime:

@@ -12,9 +12,6 @@ from typing import NamedTuple
 from bridge.model import LawfulBasis
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
-# Decisions go through ``tuple.__new__``, as ``_make`` does: a NamedTuple's generated
-# ``__new__`` is a Python function that costs twice as much.
-_new = tuple.__new__
 
 
 class HeldBasis(NamedTuple):
@@ -53,7 +50,7 @@ def merge_bases(held: Iterable[HeldBasis], agreed: LawfulBasis | None) -> BasisD
         return None
     changed = [h for h in values if h.basis is not agreed]
     if not changed:
-        return _new(BasisDecision, (values[0].basis, _latest(values), "agreed"))
+        return BasisDecision(values[0].basis, _latest(values), "agreed")
     follows = _latest(changed)
     if len(changed) > 1 and len({h.basis for h in changed}) > 1:
         why = "systems disagree: the latest-modified record decides"
@@ -61,7 +58,7 @@ def merge_bases(held: Iterable[HeldBasis], agreed: LawfulBasis | None) -> BasisD
         why = "held in one system, not yet agreed"
     else:
         why = f"changed from {agreed.value} since the systems last agreed"
-    return _new(BasisDecision, (follows.basis, follows, why))
+    return BasisDecision(follows.basis, follows, why)
 
 
 def _latest(held: list[HeldBasis]) -> HeldBasis:

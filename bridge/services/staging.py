@@ -6,16 +6,15 @@ pseudonyms of their addresses (transitively, as ``identity.link_subjects`` links
 given back whole people at a time, for the sync to plan and apply one partition after another.
 
 A staged record holds personal data (its addresses, the fields retention reads), so it is
-sealed: compressed and encrypted (AES-GCM) under a key made for the run that never leaves this
-process. Its rows go when the run ends; those of a run whose process died can be opened by no
-one, and the next run deletes them. Being authenticated under a key only this process holds,
-a sealed record cannot be forged by whoever can write to the database, which is why it may be
-a pickle.
+sealed: compressed and encrypted (Fernet, as ``bridge.sealing`` seals) under a key made for
+the run that never leaves this process. Its rows go when the run ends; those of a run whose
+process died can be opened by no one, and the next run deletes them. Being authenticated
+under a key only this process holds, a sealed record cannot be forged by whoever can write
+to the database, which is why it may be a pickle.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import uuid
 import zlib
@@ -24,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.fernet import Fernet
 
 from bridge.identity import normalise_email, subject_ref
 from bridge.model import CrmRecord
@@ -35,7 +34,6 @@ PEOPLE_PER_PARTITION = 5_000
 """People planned and applied together: enough to fill the vendors' write batches (100 and
 200) many times over, few enough that a partition's records take tens of megabytes."""
 PAGE = 500  # records staged per transaction
-NONCE = 12
 
 
 class Staging:
@@ -47,7 +45,7 @@ class Staging:
         self.run = run
         self.added: Counter[str] = Counter()
         """Records staged, by system (a record read twice counts once)."""
-        self._cipher = AESGCM(AESGCM.generate_key(bit_length=128))
+        self._cipher = Fernet(Fernet.generate_key())
         self._seq = 0
 
     @classmethod
@@ -100,11 +98,8 @@ class Staging:
         return sorted(subject_ref(self.key, email) for email in emails)
 
     def _seal(self, record: CrmRecord) -> bytes:
-        nonce = os.urandom(NONCE)
-        plain = zlib.compress(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
-        return nonce + self._cipher.encrypt(nonce, plain, self.run.encode())
+        return self._cipher.encrypt(zlib.compress(pickle.dumps(record, pickle.HIGHEST_PROTOCOL)))
 
     def _open(self, blob: bytes) -> CrmRecord:
-        plain = self._cipher.decrypt(blob[:NONCE], blob[NONCE:], self.run.encode())
-        record: CrmRecord = pickle.loads(zlib.decompress(plain))  # noqa: S301 (see above)
+        record: CrmRecord = pickle.loads(zlib.decompress(self._cipher.decrypt(blob)))  # noqa: S301
         return record
