@@ -576,6 +576,50 @@ class CoreSettings(BaseSettings):
         return data
 
     @model_validator(mode="after")
+    def _related_rows_name_their_crm(self) -> CoreSettings:
+        """A condition on related rows is one CRM's query: with two CRMs that keep such rows
+        configured, each must say whose (``system``)."""
+        keeping = [
+            v.name for v in VENDORS.values() if v.related_rows and v.configured(self.vendor(v.name))
+        ]
+        conditions: list[tuple[str, RelatedRecords]] = [
+            ("legal hold", c) for c in self.erasure.legal_holds
+        ]
+        conditions += [
+            ("retention rule", c) for rule in self.retention.rules for c in rule.kept_while_related
+        ]
+        for kind, condition in conditions:
+            if condition.system is not None and condition.system not in VENDORS:
+                raise ValueError(
+                    f"{kind} {condition.name}: system {condition.system!r} is no CRM the bridge "
+                    f"knows; use one of {', '.join(VENDORS)}"
+                )
+            if condition.system is None and len(keeping) > 1:
+                raise ValueError(
+                    f"{kind} {condition.name}: {' and '.join(keeping)} both keep related rows; "
+                    f'say whose rows it reads, e.g. system = "{keeping[0]}"'
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _rules_date_every_crms_activity(self) -> CoreSettings:
+        """A rule judges people by their records' latest dates: for a CRM whose records say
+        nothing of activity, only the creation date would be left, and people still worked
+        with would fall due; such a rule must name that CRM's activity date (``since``)."""
+        for rule in self.retention.rules:
+            for obj in rule.covers:
+                vendor = VENDORS.get(obj.partition(".")[0])
+                if vendor is None or vendor.last_activity or rule.since_fields(obj):
+                    continue
+                raise ValueError(
+                    f"retention rule {rule.name}: {vendor.title} records carry no "
+                    f"last-activity date, so {obj} would be judged by its creation date "
+                    f"alone and people still worked with could fall due; name the column "
+                    f'that holds their last activity: since = ["{obj}.<column>"]'
+                )
+        return self
+
+    @model_validator(mode="after")
     def _rules_name_purposes(self) -> CoreSettings:
         known = {p.id for p in self.purposes}
         for rule in self.retention.rules:

@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 REDACTED = "[redacted]"
 EMAIL = re.compile(r"[^\s@<>\"(),;:]+@[^\s@<>\"'(),;:]+\.[^\s@<>\"'(),;:]+")
 # A leading "+" with digits, or digit groups split by spaces, dots, dashes or brackets.
-# Dates (2026-11-23), times and plain numeric ids do not match.
+# Dates (2026-11-23), times, plain numeric ids and GUIDs (Dataverse's record ids, whose inner
+# groups may be all digits: hence no dash either side) do not match.
 PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d[\d\s().-]{6,}\d|\(?\d{2,5}\)?[\s.-]\d{2,5}[\s.-]\d{3,6})(?!\w)"
+    r"(?<![\w+-])(?:\+\d[\d\s().-]{6,}\d|\(?\d{2,5}\)?[\s.-]\d{2,5}[\s.-]\d{3,6})(?![\w-])"
 )
 # One line per request at debug, nothing below it.
 HTTP_LIBRARIES = ("httpx", "urllib3")

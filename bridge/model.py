@@ -92,6 +92,15 @@ class RelatedRecords(BaseModel):
     where: str = Field(
         description="condition on the related object, in the vendor's query language"
     )
+    system: str | None = Field(
+        None,
+        description="the CRM whose rows these are (a vendor's name, as its settings section "
+        "is called); None: the one configured CRM that keeps related rows",
+    )
+
+    def for_system(self, system: str) -> bool:
+        """Whether ``system``'s rows are the ones meant."""
+        return self.system is None or self.system == system
 
 
 @dataclass(frozen=True, slots=True)

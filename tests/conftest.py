@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,10 @@ import httpx
 import psycopg
 import pytest
 from cryptography.fernet import Fernet
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
+from bridge.adapters.dynamics.settings import DynamicsSettings
 from bridge.adapters.hubspot.settings import HubSpotSettings
 from bridge.adapters.salesforce.settings import SalesforceSettings
 from bridge.audit import chain_key
@@ -28,6 +30,9 @@ from bridge.model import Purpose
 from bridge.store.db import Store
 from bridge_sandbox.emulators.accounts import DEFAULT, EVERY_ACCOUNT, Accounts
 from bridge_sandbox.emulators.common import serve_in_thread
+from bridge_sandbox.emulators.dynamics import DynamicsEmulatorConfig
+from bridge_sandbox.emulators.dynamics import create_app as dynamics_emulator
+from bridge_sandbox.emulators.dynamics_auth import Apps
 from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig
 from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
 from bridge_sandbox.emulators.hubspot_tiers import Profile
@@ -163,9 +168,9 @@ def bridge(tmp_path: Path) -> BridgeCli:
 
 PURPOSES = [
     Purpose(id="marketing_email", hubspot_subscription_id="1",
-            salesforce_data_use_purpose="Marketing"),
+            salesforce_data_use_purpose="Marketing", dynamics_purpose="Marketing"),
     Purpose(id="product_updates", hubspot_subscription_id="2",
-            salesforce_data_use_purpose="Product Updates"),
+            salesforce_data_use_purpose="Product Updates", dynamics_purpose="Product updates"),
 ]  # fmt: skip
 
 
@@ -213,12 +218,14 @@ def accounts(request: pytest.FixtureRequest) -> Accounts:
 @dataclass
 class Crms:
     """Both emulators, their admin APIs, bridge settings aimed at them, and the accounts
-    they play."""
+    they play; with ``dynamics``, a Dataverse emulator as the third CRM (``emulators(...,
+    dynamics=True)``), else none."""
 
     hubspot: httpx.Client
     salesforce: httpx.Client
     settings: Settings
     accounts: Accounts
+    dynamics: httpx.Client | None = None
 
     def env(self) -> dict[str, str]:
         """The same settings as environment variables, for the CLI as a subprocess."""
@@ -232,6 +239,20 @@ class Crms:
             "BRIDGE_ENCRYPTION_KEY": str(self.settings.encryption_key.get_secret_value())
             if self.settings.encryption_key
             else "",
+            **self.dynamics_env(),
+        }
+
+    def dynamics_env(self) -> dict[str, str]:
+        """The ``[dynamics]`` section as environment variables; none without the emulator."""
+        section = self.settings.dynamics
+        if self.dynamics is None or section.client_secret is None:
+            return {}
+        return {
+            "BRIDGE_DYNAMICS__TENANT_ID": str(section.tenant_id),
+            "BRIDGE_DYNAMICS__CLIENT_ID": str(section.client_id),
+            "BRIDGE_DYNAMICS__CLIENT_SECRET": section.client_secret.get_secret_value(),
+            "BRIDGE_DYNAMICS__ENVIRONMENT_URL": str(section.environment_url),
+            "BRIDGE_DYNAMICS__BASE_URL": str(section.base_url),
         }
 
     def seed_salesforce(self, sobject: str, **fields: Any) -> str:
@@ -263,9 +284,12 @@ def crms(database_url: str, accounts: Accounts) -> Iterator[Crms]:
 
 
 @contextmanager
-def emulators(database_url: str, accounts: Accounts = DEFAULT) -> Iterator[Crms]:
+def emulators(
+    database_url: str, accounts: Accounts = DEFAULT, *, dynamics: bool = False
+) -> Iterator[Crms]:
     """Both emulators playing ``accounts``, and bridge settings aimed at them (``crms`` for
-    one test; a module that shares them calls this)."""
+    one test; a module that shares them calls this); ``dynamics``: a Dataverse emulator
+    too, its default tenant and app in the settings."""
     portal = HubSpotEmulatorConfig(profile=Profile(tier=accounts.hubspot_tier))
     org = SalesforceEmulatorConfig(org=accounts.salesforce_org)
     with (
@@ -273,7 +297,21 @@ def emulators(database_url: str, accounts: Accounts = DEFAULT) -> Iterator[Crms]
         serve_in_thread(salesforce_emulator(org)) as salesforce,
         httpx.Client(base_url=hubspot.url, timeout=10) as hubspot_admin,
         httpx.Client(base_url=salesforce.url, timeout=10) as salesforce_admin,
+        ExitStack() as third,
     ):
+        dynamics_admin, dynamics_settings = None, DynamicsSettings()
+        if dynamics:
+            environment = DynamicsEmulatorConfig()
+            running = third.enter_context(serve_in_thread(dynamics_emulator(environment)))
+            dynamics_admin = third.enter_context(httpx.Client(base_url=running.url, timeout=10))
+            app = Apps().apps[0]  # the emulator's default application user
+            dynamics_settings = DynamicsSettings(
+                tenant_id=environment.tenant_id,
+                client_id=app.client_id,
+                client_secret=SecretStr(app.client_secret),
+                environment_url=running.url,
+                base_url=running.url,
+            )
         settings = Settings(
             database_url=database_url,
             pseudonym_key=PSEUDONYM_KEY,
@@ -285,9 +323,10 @@ def emulators(database_url: str, accounts: Accounts = DEFAULT) -> Iterator[Crms]
                 password="password",
                 security_token="token",
             ),
+            dynamics=dynamics_settings,
             purposes=PURPOSES,
         )
-        yield Crms(hubspot_admin, salesforce_admin, settings, accounts)
+        yield Crms(hubspot_admin, salesforce_admin, settings, accounts, dynamics_admin)
 
 
 @pytest.fixture

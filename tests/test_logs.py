@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.adapters.salesforce import SALESFORCE
-from bridge.logs import configure, get_logger
+from bridge.logs import configure, get_logger, looks_personal, redact_text
 from bridge.model import CrmRecord, ObjectType
 
 PEOPLE = [
@@ -80,3 +83,19 @@ def test_values_that_only_look_like_numbers_survive(captured: io.StringIO) -> No
         "12345678901",
         "1.2.3",
     )
+
+
+@given(st.uuids())
+def test_a_guid_never_looks_like_a_phone_number(guid: uuid.UUID) -> None:
+    """Dataverse's record ids are GUIDs, whose inner groups may all be digits; an audit event
+    naming one must not be refused as personal data, nor a log line redacted."""
+    for text in (str(guid), str(guid).upper(), f"contacts({guid})", f"id {guid} gone"):
+        assert not looks_personal(text), text
+        assert redact_text(text) == text
+
+
+def test_an_all_digit_guid_survives_and_phone_numbers_still_do_not() -> None:
+    guid = "12345678-1234-5678-9012-123456789012"
+    assert not looks_personal(guid) and redact_text(f"row {guid}") == f"row {guid}"
+    for person in PEOPLE:
+        assert looks_personal(f"call {person['phone']} now"), person["phone"]

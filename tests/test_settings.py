@@ -317,3 +317,58 @@ def test_a_portal_setting_that_cannot_work_is_refused_by_name(
         load_settings()
     [problem] = caught.value.problems
     assert problem.startswith(said), problem
+
+
+HOLD = """
+[[erasure.legal_holds]]
+name = "won_deal"
+{system}related_object = "opportunities"
+link_field = "_parentcontactid_value"
+where = "statecode eq 1"
+action = "refuse"
+reason = "Art. 17(3)(e)"
+"""
+
+
+def test_a_hold_names_its_crm_once_two_configured_crms_keep_related_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A condition is one CRM's query (SOQL, an OData filter): asked of the other, it fails
+    every erasure; so with Salesforce and Dynamics 365 both configured it must say whose."""
+    monkeypatch.setenv("BRIDGE_SALESFORCE__SESSION_ID", "session")
+    unnamed = write(tmp_path / "unnamed.toml", HOLD.format(system=""))
+    assert load_settings(unnamed).erasure.legal_holds[0].system is None  # one such CRM
+    monkeypatch.setenv("BRIDGE_DYNAMICS__CLIENT_ID", "app")
+    monkeypatch.setenv("BRIDGE_DYNAMICS__CLIENT_SECRET", "secret")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(unnamed)
+    assert "won_deal" in str(caught.value) and 'system = "salesforce"' in str(caught.value)
+    named = write(tmp_path / "named.toml", HOLD.format(system='system = "dynamics"\n'))
+    assert load_settings(named).erasure.legal_holds[0].system == "dynamics"
+    unknown = write(tmp_path / "unknown.toml", HOLD.format(system='system = "sap"\n'))
+    with pytest.raises(ConfigError, match="'sap' is no CRM the bridge knows"):
+        load_settings(unknown)
+
+
+RULE = """
+[[retention.rules]]
+name = "idle"
+keep_months = 24
+action = "delete"
+{since}[retention.rules.covers]
+"dynamics.contact" = {{}}
+"""
+
+
+def test_a_retention_rule_over_dynamics_names_its_activity_date(tmp_path: Path) -> None:
+    """Dataverse rows say nothing of activity: judged by creation alone, people still worked
+    with would be erased; so the rule must name the column that holds it."""
+    bare = write(tmp_path / "bare.toml", RULE.format(since=""))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(bare)
+    assert "idle" in str(caught.value)
+    assert 'since = ["dynamics.contact.<column>"]' in str(caught.value)
+    dated = write(
+        tmp_path / "dated.toml", RULE.format(since='since = ["dynamics.contact.cb_lastactivity"]\n')
+    )
+    assert load_settings(dated).retention.rules[0].since == ["dynamics.contact.cb_lastactivity"]

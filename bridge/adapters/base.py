@@ -113,6 +113,10 @@ class Permanent(AdapterError):
     """The vendor refused for good (validation, permission, quota for the day)."""
 
 
+class TokenExpired(Permanent):
+    """A change-tracking token the vendor no longer honours: read everything again."""
+
+
 ErrorKind = type[AdapterError]
 
 
@@ -568,6 +572,31 @@ class AllowanceReporter(Protocol):
         """Each limit as the vendor's answers last reported it, with the calls made since;
         none the vendor has not reported yet. Reads what the adapter holds: never calls the
         vendor, never raises, so asking costs no quota."""
+        ...
+
+
+@dataclass
+class TrackedRead:
+    """What :meth:`ChangeTracker.track` read: ``records`` stream lazily; once they are all
+    read, ``token`` is where the next read starts and ``deleted`` how many records were
+    deleted in the vendor since the last (the bridge holds no records to drop, so a count
+    is all it keeps)."""
+
+    records: Iterator[CrmRecord]
+    token: str | None = None
+    deleted: int = 0
+
+
+@runtime_checkable
+class ChangeTracker(Protocol):
+    """Reads changes by the vendor's own change tracking rather than by a clock: each change
+    once, deletions too, however the clocks of the vendor and the bridge drift. Optional,
+    and so outside ``CrmAdapter``: the sync uses it when an adapter has it."""
+
+    def track(self, token: str | None) -> TrackedRead:
+        """Every record and a first token (``token`` None), or what changed since
+        ``token``. An expired token raises :class:`TokenExpired` here, before any record is
+        read; the caller then reads everything again with ``track(None)``."""
         ...
 
 

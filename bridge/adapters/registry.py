@@ -5,11 +5,12 @@ vendor choices and the event handling all come from here: adding a CRM is a fold
 
 from __future__ import annotations
 
+from bridge.adapters.dynamics.spec import VENDOR as DYNAMICS
 from bridge.adapters.hubspot.spec import VENDOR as HUBSPOT
 from bridge.adapters.salesforce.spec import VENDOR as SALESFORCE
 from bridge.adapters.spec import Vendor
 
-VENDORS: dict[str, Vendor] = {vendor.name: vendor for vendor in (HUBSPOT, SALESFORCE)}
+VENDORS: dict[str, Vendor] = {vendor.name: vendor for vendor in (HUBSPOT, SALESFORCE, DYNAMICS)}
 
 
 def person_objects() -> tuple[str, ...]:

@@ -123,5 +123,10 @@ class Vendor:
     """The purpose's channel as the vendor's mapping implies it, if it does."""
     link_hint: str = ""
     """What to set so that reports can link to the vendor's records, if anything."""
+    related_rows: bool = False
+    """Whether legal holds and retention rules can name rows of this CRM (``related``)."""
+    last_activity: bool = True
+    """Whether its records say when someone last worked with the person (``active_at``);
+    without, a retention rule must name a ``since`` date for them."""
     moved_keys: Mapping[str, str] = field(default_factory=dict)
     """Older dotted setting names -> their place in this vendor's section."""

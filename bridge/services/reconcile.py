@@ -22,11 +22,14 @@ from bridge import audit
 from bridge.adapters.base import (
     AdapterError,
     AllowanceReporter,
+    ChangeTracker,
     ConsentWrite,
     CrmAdapter,
     LawfulBasisWrite,
     PreferenceLinks,
     RecordRef,
+    TokenExpired,
+    TrackedRead,
     WriteOutcome,
     WriteStatus,
 )
@@ -252,6 +255,9 @@ class _Run:
     ended_by: str | None = None  # failed or stopped, when the run raised
     # Per system whose adapter reports them, its vendor's limits as the run ended (JSON).
     allowances: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Per system read by its vendor's change tracking: that read, whose token is kept once
+    # the run's cursors move.
+    tracked: dict[System, TrackedRead] = field(default_factory=dict)
 
     def failed(self, error: BaseException) -> None:
         if isinstance(error, AdapterError):
@@ -372,10 +378,13 @@ class Reconciler:
         full = report.full = run.full = run.full or any(v is None for v in cursors.values())
         with Staging.held(self.store, self.key) as staging:
             if full:
-                self._pull_all(staging, stop)
+                self._pull_all(staging, stop, run)
             else:
-                self._pull_changed(staging, cursors, stop)
+                self._pull_changed(staging, cursors, stop, run)
             run.read = Counter(staging.added)
+            for system, tracked in run.tracked.items():
+                if tracked.deleted:  # the CRM's own deletions: nothing of theirs is held here
+                    log.info("sync.deleted_in_crm", system=system, records=tracked.deleted)
             report.records = staging.total
             # Shutting down: what is left waits for the next run, which reads it all again.
             report.stopped = stop.is_set()
@@ -390,6 +399,9 @@ class Reconciler:
             with self.store.transaction() as conn:
                 for system in self.adapters:
                     record_rows.set_cursor(conn, f"sync:{system}", _iso(run.started))
+                for system, tracked in run.tracked.items():
+                    if tracked.token is not None:
+                        record_rows.set_cursor(conn, f"track:{system}", tracked.token)
             report.cursors_moved = True
         log.info("sync.finished", full=full, dry_run=dry_run, **report.counts())
 
@@ -622,20 +634,46 @@ class Reconciler:
 
     # -- pull -------------------------------------------------------------------------------
 
-    def _pull_all(self, staging: Staging, stop: threading.Event) -> None:
+    def _pull_all(self, staging: Staging, stop: threading.Event, run: _Run) -> None:
         for system, adapter in self.adapters.items():
-            for page in self._read(f"reading {system}", adapter.read(), stop):
+            records = self._tracked(system, adapter, None, run) or adapter.read()
+            for page in self._read(f"reading {system}", records, stop):
                 staging.add(page)
 
     def _pull_changed(
-        self, staging: Staging, cursors: Mapping[System, str | None], stop: threading.Event
+        self,
+        staging: Staging,
+        cursors: Mapping[System, str | None],
+        stop: threading.Event,
+        run: _Run,
     ) -> None:
-        """The changed records, and every record of the people they belong to."""
+        """The changed records, and every record of the people they belong to. A system
+        with change tracking is read from its token (all of it again when the token has
+        expired); the others from their cursor's time, less the overlap."""
         for system, adapter in self.adapters.items():
-            since = datetime.fromisoformat(str(cursors[system])) - OVERLAP
-            for page in self._read(f"reading {system} changes", adapter.read(since), stop):
+            token = record_rows.cursor(self.store, f"track:{system}")
+            records = self._tracked(system, adapter, token, run) if token else None
+            if records is None:
+                since = datetime.fromisoformat(str(cursors[system])) - OVERLAP
+                records = adapter.read(since)
+            for page in self._read(f"reading {system} changes", records, stop):
                 staging.add(page)
                 staging.add(self._find({normalise_email(e) for r in page for e in r.emails}))
+
+    def _tracked(
+        self, system: System, adapter: CrmAdapter, token: str | None, run: _Run
+    ) -> Iterator[CrmRecord] | None:
+        """The records of a change-tracking read from ``token`` (None: all, and a first
+        token), or None when the adapter tracks no changes."""
+        if not isinstance(adapter, ChangeTracker):
+            return None
+        try:
+            tracked = adapter.track(token)
+        except TokenExpired:
+            log.warning("sync.change_token_expired", system=system)
+            tracked = adapter.track(None)
+        run.tracked[system] = tracked
+        return tracked.records
 
     def _find(self, emails: Collection[str]) -> list[CrmRecord]:
         """Every record of the people these emails reach, through their other emails too.

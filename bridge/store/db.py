@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # Alembic is imported by the calls that need it: it is slow t
     from sqlalchemy.engine import URL
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA = "0011"
+SCHEMA = "0012"
 """The schema this code needs: the newest migration's revision (tests/store/test_db.py holds
 it to Alembic's head). Checking a database against it takes no Alembic, slow to load."""
 T = TypeVar("T")

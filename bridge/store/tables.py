@@ -168,12 +168,13 @@ reappearances = Table(
     ),
 )
 
-# Where each incremental read left off (an ISO timestamp), per reader and system.
+# Where each incremental read left off, per reader and system: an ISO timestamp, or a
+# vendor's change-tracking token (``track:<system>``).
 cursors = Table(
     "cursors",
     metadata,
     Column("name", String(100), primary_key=True),
-    Column("value", String(64), nullable=False),
+    Column("value", Text, nullable=False),
 )
 
 # The lawful basis both CRMs last agreed on, per subject: the base of the three-way merge

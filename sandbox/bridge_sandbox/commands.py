@@ -39,10 +39,20 @@ def demo(
             "(without the privacy objects, so no per-purpose consent).",
         ),
     ] = "privacy",
+    crms: Annotated[
+        str,
+        typer.Option(
+            "--crms",
+            help="Which CRMs to emulate, two or more of hubspot, salesforce, dynamics, "
+            "comma-separated (default: all three).",
+        ),
+    ] = "hubspot,salesforce,dynamics",
 ) -> None:
-    """The whole story against both emulators on loopback, every claim checked by reading
-    both CRMs back (exit 1 if a check fails). Nothing to configure; nothing left running."""
+    """The whole story against the chosen emulators on loopback, every claim checked by
+    reading every CRM back (exit 1 if a check fails). Nothing to configure; nothing left
+    running."""
     from bridge_sandbox.demo import run
+    from bridge_sandbox.demo_crms import SYSTEMS
     from bridge_sandbox.emulators.accounts import Accounts
     from bridge_sandbox.emulators.hubspot_tiers import TIERS
     from bridge_sandbox.emulators.salesforce_config import ORGS
@@ -53,7 +63,16 @@ def demo(
         raise ConfigError([f"demo: --hubspot-tier is one of {', '.join(TIERS)}"])
     if org is None:
         raise ConfigError([f"demo: --salesforce-org is one of {', '.join(ORGS)}"])
-    code = run(people, accounts=Accounts(tier, org), keep_running=keep_running, as_json=as_json)
+    chosen = [name.strip() for name in crms.split(",")]
+    if len(set(chosen)) < 2 or len(set(chosen)) != len(chosen) or set(chosen) - set(SYSTEMS):
+        raise ConfigError([f"demo: --crms is two or more of {', '.join(SYSTEMS)}, comma-separated"])
+    code = run(
+        people,
+        accounts=Accounts(tier, org),
+        crms=chosen,
+        keep_running=keep_running,
+        as_json=as_json,
+    )
     if code:
         raise typer.Exit(code)
 

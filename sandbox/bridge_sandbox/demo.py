@@ -1,6 +1,7 @@
-"""``bridge demo``: the bridge's whole job against both emulators, every claim checked.
+"""``bridge demo``: the bridge's whole job against two or three emulators, every claim checked.
 
-Both vendor emulators and the bridge's receiver run in this process, on free loopback ports,
+The chosen vendor emulators (HubSpot, Salesforce, Dynamics 365: any two, by default all
+three) and the bridge's receiver run in this process, on free loopback ports,
 with a fresh SQLite database in a temporary folder and keys made for the run; nothing of
 the user's configuration is read. A few hundred realistic people are seeded
 (:mod:`bridge_sandbox.demo_seed`), then each step runs one of the product's own services (the
@@ -18,7 +19,8 @@ writes each message into the folder's ``mail`` folder; the portal's checks read 
 sign-in link from it.
 
 A step is one function in :data:`STEPS`, taking the :class:`World` and returning an
-:class:`Outcome`.
+:class:`Outcome`; a step about one CRM's own act (an opt-out made there) runs when that CRM
+is chosen, and every step checks every chosen CRM.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -59,7 +61,9 @@ from rich.console import Console
 
 from bridge import audit
 from bridge.adapters.base import CrmAdapter
+from bridge.adapters.dynamics.settings import DynamicsSettings
 from bridge.adapters.hubspot.settings import HubSpotSettings
+from bridge.adapters.registry import VENDORS
 from bridge.adapters.salesforce.settings import SalesforceSettings
 from bridge.config import RetentionSettings, Settings, SmtpSettings, WebSettings
 from bridge.errors import BridgeError
@@ -73,7 +77,20 @@ from bridge.services.erasure import COMPLETED, ID_PREFIX
 from bridge.services.plan import NEEDS_SELF_SERVICE
 from bridge.store.db import Store
 from bridge.store.records import all_reappearances
-from bridge_sandbox.demo_crms import GRANTED, WITHDRAWN, Crms, Person, wait_for
+from bridge_sandbox.demo_crms import (
+    DYNAMICS,
+    GRANTED,
+    HUBSPOT,
+    SALESFORCE,
+    SELLER_APP,
+    SYSTEMS,
+    TITLES,
+    WITHDRAWN,
+    Crms,
+    Held,
+    Person,
+    wait_for,
+)
 from bridge_sandbox.demo_portal import PATH as PORTAL
 from bridge_sandbox.demo_portal import (
     NoSuchForm,
@@ -90,6 +107,7 @@ from bridge_sandbox.demo_seed import (
     PORTAL_USER,
     PURPOSES,
     REP_OPT_OUT,
+    SELLER_OPT_OUT,
     STALE,
     UNSUBSCRIBER,
     Cast,
@@ -97,11 +115,20 @@ from bridge_sandbox.demo_seed import (
 )
 from bridge_sandbox.emulators.accounts import DEFAULT, Accounts
 from bridge_sandbox.emulators.common import serve_in_thread
+from bridge_sandbox.emulators.dynamics import DynamicsEmulatorConfig
+from bridge_sandbox.emulators.dynamics import create_app as dynamics_emulator
+from bridge_sandbox.emulators.dynamics_auth import AppRegistration
 from bridge_sandbox.emulators.hubspot import HubSpotEmulatorConfig
 from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
 from bridge_sandbox.emulators.hubspot_tiers import Profile
 from bridge_sandbox.emulators.lawful_bases import SALESFORCE_LEGAL_BASIS
-from bridge_sandbox.emulators.people import seed_hubspot, seed_salesforce
+from bridge_sandbox.emulators.people import (
+    DYNAMICS_ACTIVITY_FIELD,
+    seed_dynamics,
+    seed_hubspot,
+    seed_salesforce,
+)
+from bridge_sandbox.emulators.people import Person as SeedPerson
 from bridge_sandbox.emulators.salesforce import SalesforceEmulatorConfig
 from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
 from bridge_sandbox.mailbox import Mailbox
@@ -116,28 +143,50 @@ PORTAL_TRIGGER = "portal"  # the trigger of an erasure request asked on the priv
 MAIL_FOLDER = "mail"  # in the demo's folder: every email the bridge sent, one .eml file each
 OFFICER = "demo-officer"  # the console account (an admin: the demo shows every page)
 RETAINED_ROLES = (STALE, KEPT_BY_DEAL, KEPT_BY_CONSENT)
-# The example settings' first rule, with a deal keeping people too.
-UNQUALIFIED = RetentionRule(
-    name="unqualified_leads",
-    description="People no one qualified, idle for two years",
-    covers={
-        "salesforce.Lead": {"Status": ["Open - Not Contacted", "Working - Contacted"]},
-        "salesforce.Contact": {},
-        "hubspot.contact": {"lifecyclestage": ["", "subscriber", "lead"]},
-    },
-    keep_months=24,
-    warning_days=30,
-    action="delete",
-    kept_while_consent=["marketing_email"],
-    kept_while_related=[
-        RelatedRecords(
-            name="open_opportunity",
-            related_object="Opportunity",
-            link_field="ContactId",
-            where="IsClosed = false",
-        )
-    ],
-)
+DYNAMICS_WEBHOOK_HEADER = "x-bridge-key"  # the [dynamics] webhook_header default
+# The bridge's app registration in the emulated tenant, a secret made for the run.
+BRIDGE_APP = ("consent-bridge-demo", secrets.token_urlsafe(24))
+# An open opportunity, as each CRM that has them asks it (SOQL, an OData $filter).
+OPEN_OPPORTUNITY = {
+    SALESFORCE: RelatedRecords(
+        name="open_opportunity",
+        related_object="Opportunity",
+        link_field="ContactId",
+        where="IsClosed = false",
+        system=SALESFORCE,
+    ),
+    DYNAMICS: RelatedRecords(
+        name="open_opportunity",
+        related_object="opportunities",
+        link_field="_parentcontactid_value",
+        where="statecode eq 0",
+        system=DYNAMICS,
+    ),
+}
+
+
+def unqualified(crms: Sequence[str]) -> RetentionRule:
+    """The example settings' first rule, with a deal keeping people too: the open
+    opportunity of the first chosen CRM that has them (Salesforce, else Dynamics)."""
+    deals = next(OPEN_OPPORTUNITY[crm] for crm in (SALESFORCE, DYNAMICS) if crm in crms)
+    return RetentionRule(
+        name="unqualified_leads",
+        description="People no one qualified, idle for two years",
+        covers={
+            "salesforce.Lead": {"Status": ["Open - Not Contacted", "Working - Contacted"]},
+            "salesforce.Contact": {},
+            "hubspot.contact": {"lifecyclestage": ["", "subscriber", "lead"]},
+            "dynamics.contact": {},
+            "dynamics.lead": {},
+        },
+        keep_months=24,
+        # Dataverse keeps no last activity on a row: the README's rollup column holds it.
+        since=[f"dynamics.{table}.{DYNAMICS_ACTIVITY_FIELD}" for table in ("contact", "lead")],
+        warning_days=30,
+        action="delete",
+        kept_while_consent=["marketing_email"],
+        kept_while_related=[deals],
+    )
 
 
 @dataclass(frozen=True)
@@ -158,8 +207,8 @@ class Officer:
 
 @dataclass
 class World:
-    """What the steps act on: the seeded people, the bridge's services, both CRMs and the
-    accounts they play."""
+    """What the steps act on: the seeded people, the bridge's services, the chosen CRMs and
+    the accounts they play."""
 
     cast: Cast
     context: Wiring
@@ -193,23 +242,44 @@ class World:
         """The browser the portal's person signed in with, if the sign-in check got so far."""
         return next((v for v in self.visitors if v.signed_in), None)
 
+    @property
+    def two(self) -> bool:
+        """Whether two CRMs were chosen (the lines then say "both" and "neither")."""
+        return len(self.crms.chosen) == 2
+
     def live(self) -> None:
-        """Point both CRMs' webhooks at the receiver and start the daemon's inbox job, as a
-        deployment does once its first sync is done (so the sync's own writes are not all
-        sent back as events)."""
+        """Point every chosen CRM's webhooks at the receiver and start the daemon's inbox
+        job, as a deployment does once its first sync is done (so the sync's own writes are
+        not all sent back as events)."""
         if self._live:
             return
-        settings = self.context.settings
-        receiver = self.services["receiver"]
-        secret = settings.vendor("hubspot").client_secret
-        token = settings.vendor("salesforce").outbound_token
-        assert secret is not None and token is not None
+        if self.crms.has(HUBSPOT):
+            self._hubspot_webhooks()
+        if self.crms.has(SALESFORCE):
+            self._salesforce_outbound()
+        if self.crms.has(DYNAMICS):
+            key = self.context.settings.vendor("dynamics").webhook_key
+            assert key is not None
+            endpoint = {"url": f"{self.services['receiver']}/webhooks/dynamics",
+                        "auth": "HttpHeader", "key_name": DYNAMICS_WEBHOOK_HEADER,
+                        "key_value": key.get_secret_value()}  # fmt: skip
+            self.crms.dynamics.put("/__emulator/webhooks", json=[endpoint]).raise_for_status()
+        self.start_daemon()
+        self._live = True
+
+    def _hubspot_webhooks(self) -> None:
+        secret = self.context.settings.vendor("hubspot").client_secret
+        assert secret is not None
         self.crms.hubspot.put(
             "/__emulator/webhooks",
-            json={"target_url": f"{receiver}/webhooks/hubspot",
+            json={"target_url": f"{self.services['receiver']}/webhooks/hubspot",
                   "client_secret": secret.get_secret_value()},
         ).raise_for_status()  # fmt: skip
-        endpoint = f"{receiver}/webhooks/salesforce/{token.get_secret_value()}"
+
+    def _salesforce_outbound(self) -> None:
+        token = self.context.settings.vendor("salesforce").outbound_token
+        assert token is not None
+        endpoint = f"{self.services['receiver']}/webhooks/salesforce/{token.get_secret_value()}"
         watched = [
             ("Contact", ["HasOptedOutOfEmail", "DoNotCall"]),
             ("Lead", ["HasOptedOutOfEmail", "DoNotCall"]),
@@ -223,8 +293,6 @@ class World:
             "/__emulator/outbound",
             json={"organization_id": ORGANIZATION_ID, "messages": messages},
         ).raise_for_status()
-        self.start_daemon()
-        self._live = True
 
 
 Check = Callable[[World], Outcome]
@@ -237,6 +305,8 @@ class Step:
     title: str
     """What the step does, shown while it runs."""
     run: Check
+    needs: str | None = None
+    """The CRM the step acts in, where it is about one: run only when it is chosen."""
 
 
 # -- the steps -------------------------------------------------------------------------------
@@ -253,21 +323,26 @@ def plan(world: World) -> Outcome:
     detail = (
         f"{len(report.changes)} changes for {people} of {report.subjects} people "
         f"({counted or 'none'}); read back, "
-        + ("neither CRM changed" if unchanged else "a CRM CHANGED")
+        + (
+            ("neither CRM" if world.two else "no CRM") + " changed"
+            if unchanged
+            else "a CRM CHANGED"
+        )
     )
     return Outcome(unchanged and bool(report.changes), detail)
 
 
 def sync(world: World) -> Outcome:
-    """The sync, then both CRMs read back: everyone held in both tells one story (told by
-    what each account can hold: an org without the privacy objects holds no per-purpose
+    """The sync, then the CRMs read back: everyone held in two or more tells one story (told
+    by what each account can hold: an org without the privacy objects holds no per-purpose
     consent, so its records are held to the opt-out and the lawful basis)."""
-    before = world.crms.hubspot_calls()
+    hubspot = world.crms.has(HUBSPOT)
+    before = world.crms.hubspot_calls() if hubspot else Counter[str]()
     report = world.context.reconciler().sync(keep=None)
-    calls = world.crms.hubspot_calls() - before
+    calls = world.crms.hubspot_calls() - before if hubspot else Counter[str]()
     counts = report.counts()
     refused = Counter(c["purpose"] for c in report.changes if c["outcome"] == NEEDS_SELF_SERVICE)
-    both = [p for p in world.crms.people().values() if p.hubspot and p.salesforce]
+    both = [p for p in world.crms.people().values() if len(p.systems) > 1]
     waiting: Counter[str] = Counter()
     differing = resubscribing = 0
     unfounded = sum(all(r.basis is None for r in p.records) for p in both)
@@ -280,9 +355,10 @@ def sync(world: World) -> Outcome:
     ok = not counts["failed"] and not differing and waiting == refused
     agree = len(both) - differing - resubscribing
     held = "opt-out, consent and lawful basis" if world.crms.privacy else "opt-out and lawful basis"
+    where = "both CRMs" if world.two else "two CRMs or more"
     detail = (
         f"{counts['done']} changes written, {counts['failed']} failed; read back, {agree} of "
-        f"the {len(both)} people in both CRMs agree on {held}"
+        f"the {len(both)} people in {where} agree on {held}"
     )
     if resubscribing:
         detail += f"; {resubscribing} must resubscribe in HubSpot themselves"
@@ -295,7 +371,7 @@ def sync(world: World) -> Outcome:
             "; Salesforce org without the privacy objects: checked its email opt-out instead "
             "of per-purpose consent, which it cannot hold"
         )
-    if not world.accounts.batch_consent:
+    if hubspot and not world.accounts.batch_consent:
         single, batch = _consent_calls(calls)
         detail += (
             f"; HubSpot {world.accounts.hubspot_tier} has no batch consent scopes: {single} "
@@ -319,41 +395,55 @@ def _consent_calls(calls: Counter[str]) -> tuple[int, int]:
 def _left_to_person(person: Person, found: list[tuple[str, str, str]]) -> set[str]:
     """The purposes a person must resubscribe to in HubSpot themselves, if those are all the
     records disagree about: HubSpot holds the person's own withdrawal (the v3 API cannot
-    resubscribe them), Salesforce a newer, evidenced grant."""
-    if not found or any(not what.startswith("consent:") for what, _, _ in found):
+    resubscribe them), the other CRMs a newer, evidenced grant."""
+    if not person.hubspot or any(not what.startswith("consent:") for what, _, _ in found):
         return set()
     hubspot = person.hubspot[0]
+    others = [r for r in person.records if r.system != HUBSPOT and r.holds_consent]
     purposes = {what.removeprefix("consent:") for what, _, _ in found}
-    held = all(
+    held = bool(found) and all(
         not hubspot.opted_out
         and hubspot.consent.get(purpose) == WITHDRAWN
-        and all(r.effective(purpose) == GRANTED for r in person.salesforce)
+        and all(r.effective(purpose) == GRANTED for r in others)
         for purpose in purposes
     )
     return purposes if held else set()
 
 
+def _in_every_crm(world: World, role: str) -> tuple[Person, list[str]]:
+    """The person playing ``role``, and why they cannot be acted on (not held by every
+    chosen CRM, or opted out somewhere already); empty when they can."""
+    person = world.crms.person(world.cast.roles[role])
+    missing = [TITLES[c] for c in world.crms.chosen if c not in person.systems]
+    problems = [f"not in {', '.join(missing)}"] if missing else []
+    if any(r.opted_out for r in person.records):
+        problems.append("opted out already")
+    return person, problems
+
+
+def _others(world: World, person: Person, system: str) -> list[Held]:
+    """The person's records in the chosen CRMs but ``system``."""
+    return [r for r in person.records if r.system != system]
+
+
 def hubspot_opt_out(world: World) -> Outcome:
     """A person unsubscribes in HubSpot; the signed webhook reaches the receiver, the
-    daemon propagates it, and Salesforce shows the opt-out."""
+    daemon propagates it, and every other chosen CRM shows the opt-out."""
     world.live()
-    email = world.cast.roles[UNSUBSCRIBER]
-    person = world.crms.person(email)
-    if not person.hubspot or not person.salesforce or any(r.opted_out for r in person.records):
-        return Outcome(False, "the person to unsubscribe is not in both CRMs, opted in")
+    person, problems = _in_every_crm(world, UNSUBSCRIBER)
+    if problems:
+        return Outcome(False, f"the person to unsubscribe is {'; '.join(problems)}")
     delivered = world.crms.webhooks()["delivered"]
-    world.crms.unsubscribe_all_in_hubspot(email)
-
-    def salesforce_opted_out() -> bool:
-        return world.crms.opted_out(person.salesforce)
+    world.crms.unsubscribe_all_in_hubspot(world.cast.roles[UNSUBSCRIBER])
+    others = _others(world, person, HUBSPOT)
 
     def accepted() -> bool:  # the receiver answers 2xx only to a valid signature, once stored
         hooks = world.crms.webhooks()
         return hooks["delivered"] > delivered and all(d["ok"] for d in hooks["deliveries"])
 
-    delay = wait_for(salesforce_opted_out, PROPAGATION_TIMEOUT)
+    delay = wait_for(lambda: world.crms.opted_out(others), PROPAGATION_TIMEOUT)
     signed = wait_for(accepted, SETTLE_SECONDS) is not None
-    target = " and ".join(r.label for r in person.salesforce)
+    target = " and ".join(r.label for r in others)
     if delay is None:
         return Outcome(False, f"{target} not opted out after {PROPAGATION_TIMEOUT:.0f} s")
     detail = (
@@ -365,43 +455,75 @@ def hubspot_opt_out(world: World) -> Outcome:
 
 def salesforce_opt_out(world: World) -> Outcome:
     """A rep ticks Email Opt Out in Salesforce; the outbound message reaches the receiver
-    and HubSpot shows the person unsubscribed from all email."""
+    and every other chosen CRM shows the person opted out of all email."""
     world.live()
-    email = world.cast.roles[REP_OPT_OUT]
-    person = world.crms.person(email)
+    person, problems = _in_every_crm(world, REP_OPT_OUT)
     contacts = [r for r in person.salesforce if r.object_type == "Contact"]
-    if not person.hubspot or not contacts or any(r.opted_out for r in person.records):
-        return Outcome(False, "the person to opt out is not in both CRMs, opted in")
+    if problems or not contacts:
+        return Outcome(False, f"the person to opt out is {'; '.join(problems) or 'no Contact'}")
     contact = contacts[0]
     world.crms.rep_update("Contact", contact.id, {"HasOptedOutOfEmail": True})
-
-    def hubspot_unsubscribed() -> bool:
-        return world.crms.opted_out(person.hubspot)
+    others = _others(world, person, SALESFORCE)
 
     def acknowledged() -> bool:  # the receiver acks only a stored message of this org
         notes = [n for n in world.crms.outbound()["notifications"] if n["record_id"] == contact.id]
         return bool(notes) and all(n["status"] == "delivered" for n in notes)
 
-    delay = wait_for(hubspot_unsubscribed, PROPAGATION_TIMEOUT)
+    delay = wait_for(lambda: world.crms.opted_out(others), PROPAGATION_TIMEOUT)
     acked = wait_for(acknowledged, SETTLE_SECONDS) is not None
-    target = person.hubspot[0].label
+    target = " and ".join(r.label for r in others)
     if delay is None:
-        return Outcome(False, f"{target} not unsubscribed after {PROPAGATION_TIMEOUT:.0f} s")
+        return Outcome(False, f"{target} not opted out after {PROPAGATION_TIMEOUT:.0f} s")
+    unsubscribed = "unsubscribed from" if others[0].system == HUBSPOT else "opted out of"
     detail = (
         f"a rep ticked Email Opt Out on {contact.label}; outbound message "
-        f"{'acknowledged' if acked else 'NOT acknowledged'}; {target} unsubscribed from all "
+        f"{'acknowledged' if acked else 'NOT acknowledged'}; {target} {unsubscribed} all "
         f"email {delay:.1f} s later"
     )
     return Outcome(acked, detail)
 
 
+def dynamics_opt_out(world: World) -> Outcome:
+    """A seller sets "Bulk Email: Do Not Allow" on a contact in Dynamics 365; the
+    environment's webhook, its key in a header, reaches the receiver, and every other chosen
+    CRM shows the person opted out of all email."""
+    world.live()
+    person, problems = _in_every_crm(world, SELLER_OPT_OUT)
+    contacts = [r for r in person.dynamics if r.object_type == "contact"]
+    if problems or not contacts:
+        return Outcome(False, f"the person to opt out is {'; '.join(problems) or 'no contact'}")
+    contact = contacts[0]
+    before = len(world.crms.dynamics_deliveries()["deliveries"])
+    world.crms.seller_update("contacts", contact.id, {"donotbulkemail": True})
+    others = _others(world, person, DYNAMICS)
+
+    def accepted() -> bool:  # the receiver answers 2xx only to the right key, once stored
+        hooks = world.crms.dynamics_deliveries()
+        mine = [d for d in hooks["deliveries"][before:] if d["id"] == contact.id]
+        return bool(mine) and all(d["delivered"] for d in mine)
+
+    delay = wait_for(lambda: world.crms.opted_out(others), PROPAGATION_TIMEOUT)
+    keyed = wait_for(accepted, SETTLE_SECONDS) is not None
+    target = " and ".join(r.label for r in others)
+    if delay is None:
+        return Outcome(False, f"{target} not opted out after {PROPAGATION_TIMEOUT:.0f} s")
+    detail = (
+        f"a seller set Bulk Email: Do Not Allow on {contact.label}; keyed webhook "
+        f"{'accepted' if keyed else 'NOT accepted'}; {target} opted out {delay:.1f} s later"
+    )
+    return Outcome(keyed, detail)
+
+
 def erasure(world: World) -> Outcome:
-    """An erasure request (the address in capitals, as people type it): both CRMs searched
-    again, the recycle bin too, and empty; the receipt, which holds no address. An org
-    without the privacy objects has no Individual or consent rows: none may be planned."""
+    """An erasure request (the address in capitals, as people type it): every chosen CRM
+    searched again, the recycle bins too, and empty (Dynamics' consent rows of the address
+    too); the receipt, which holds no address. An org without the privacy objects has no
+    Individual or consent rows: none may be planned."""
     email = world.cast.roles[ERASED]
     person = world.crms.person(email)
-    individuals, consents = _privacy_rows(world, person) if world.crms.privacy else (set(), [])
+    salesforce = world.crms.has(SALESFORCE) and world.crms.privacy
+    individuals, consents = _privacy_rows(world, person) if salesforce else (set(), [])
+    dynamics_rows = [h for h in world.crms.holding(email) if h.startswith("Dynamics consent")]
     service = world.context.erasure()
     request_id = service.submit([email.upper()], "delete", "demo: the person asked", "demo")
     service.run(request_id)
@@ -425,7 +547,11 @@ def erasure(world: World) -> Outcome:
         and not beyond
     )
     records = ", ".join(r.label for r in person.records)
-    if world.crms.privacy:
+    if dynamics_rows:
+        records += f", {len(dynamics_rows)} Dynamics consent rows"
+    if not world.crms.has(SALESFORCE):
+        erased = records
+    elif world.crms.privacy:
         erased = f"{records}, {len(individuals)} Individuals and {len(consents)} consent rows"
     else:
         erased = (
@@ -471,30 +597,44 @@ def _privacy_rows(world: World, person: Person) -> tuple[set[str], list[str]]:
 
 
 def suppression(world: World) -> Outcome:
-    """The erased person is typed in again in both CRMs: the next sync neither links
-    nor writes them, and flags both records."""
+    """The erased person is typed in again in every chosen CRM: the next sync neither links
+    nor writes them, and flags every record."""
     erased = world.cast.playing(ERASED)
     email = erased.email
-    hubspot_id = world.crms.create_hubspot_contact(
-        {"email": email, "firstname": erased.first_name, "lastname": erased.last_name}
-    )
-    basis = SALESFORCE_LEGAL_BASIS["legitimate_interests"]
-    lead_id = world.crms.rep_create(
-        "Lead",
-        {"FirstName": erased.first_name, "LastName": erased.last_name, "Email": email.title(),
-         "Company": "Analytical Engines Ltd", "Lawful_Basis__c": basis},
-    )  # fmt: skip
+    made: list[str] = []
+    if world.crms.has(HUBSPOT):
+        hubspot_id = world.crms.create_hubspot_contact(
+            {"email": email, "firstname": erased.first_name, "lastname": erased.last_name}
+        )
+        made.append(f"HubSpot contact {hubspot_id}")
+    if world.crms.has(SALESFORCE):
+        basis = SALESFORCE_LEGAL_BASIS["legitimate_interests"]
+        lead_id = world.crms.rep_create(
+            "Lead",
+            {"FirstName": erased.first_name, "LastName": erased.last_name,
+             "Email": email.title(), "Company": "Analytical Engines Ltd",
+             "Lawful_Basis__c": basis},
+        )  # fmt: skip
+        made.append(f"Salesforce Lead {lead_id}")
+    if world.crms.has(DYNAMICS):
+        contact_id = world.crms.seller_create(
+            "contacts",
+            {"firstname": erased.first_name, "lastname": erased.last_name,
+             "emailaddress1": email.upper()},
+        )  # fmt: skip
+        made.append(f"Dynamics contact {contact_id}")
+    ids = {label.rpartition(" ")[2] for label in made}
     before = world.crms.person(email)
     report = world.context.reconciler().sync()
     after = world.crms.person(email)
     flagged = {row["record_id"] for row in all_reappearances(world.store)}
-    untouched = before.records == after.records and len(after.records) == 2
-    ok = untouched and {hubspot_id, lead_id} <= flagged and report.suppressed >= 1
+    untouched = before.records == after.records and len(after.records) == len(made)
+    ok = untouched and ids <= flagged and report.suppressed >= 1
+    basis = " (the Lead's lawful basis not copied)" if world.crms.has(SALESFORCE) else ""
     detail = (
-        f"re-entered as HubSpot contact {hubspot_id} and Salesforce Lead {lead_id}; the next "
-        f"sync {'wrote nothing to them' if untouched else 'CHANGED THEM'} (the Lead's lawful "
-        f"basis not copied) and flagged "
-        f"{len({hubspot_id, lead_id} & flagged)} of 2 as re-appeared"
+        f"re-entered as {' and '.join(made)}; the next sync "
+        f"{'wrote nothing to them' if untouched else 'CHANGED THEM'}{basis} and flagged "
+        f"{len(ids & flagged)} of {len(made)} as re-appeared"
     )
     return Outcome(ok, detail)
 
@@ -548,15 +688,22 @@ def retention(world: World) -> Outcome:
     """``purge --preview --within 60d`` after a rep opens a deal with one of three people
     idle for 25 months: the one with nothing to keep them is listed, with the reason and a
     link to each record; the deal and a consent keep the others off; nothing is written."""
-    everyone = world.crms.people()  # one read of both CRMs for the three people
+    everyone = world.crms.people()  # one read of the CRMs for the three people
     people = {
         role: everyone.get(normalise_email(world.cast.roles[role]), Person(()))
         for role in RETAINED_ROLES
     }
-    contact = next(r for r in people[KEPT_BY_DEAL].salesforce if r.object_type == "Contact")
     close = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
-    deal = {"Name": "Renewal", "StageName": "Negotiation/Review", "CloseDate": close}
-    world.crms.rep_create("Opportunity", deal | {"ContactId": contact.id})
+    if world.crms.has(SALESFORCE):  # the CRM whose opportunities the rule asks about
+        contact = next(r for r in people[KEPT_BY_DEAL].salesforce if r.object_type == "Contact")
+        deal = {"Name": "Renewal", "StageName": "Negotiation/Review", "CloseDate": close}
+        world.crms.rep_create("Opportunity", deal | {"ContactId": contact.id})
+    else:
+        contact = next(r for r in people[KEPT_BY_DEAL].dynamics if r.object_type == "contact")
+        world.crms.seller_create(
+            "opportunities",
+            {"name": "Renewal", "parentcontactid@odata.bind": f"/contacts({contact.id})"},
+        )  # fmt: skip
     before = world.crms.fingerprint()
     report = world.context.retention().preview(timedelta(days=60))
     unchanged = world.crms.fingerprint() == before
@@ -663,7 +810,8 @@ def portal_sign_in(world: World) -> Outcome:
         f"no-referrer; signed in by its button, {PORTAL}/me "
         + (
             f"lists {', '.join(shown) or 'NO RECORD'} ({len(shown)} of the "
-            f"{len(person.records)} both CRMs hold); other people's addresses on it: "
+            f"{len(person.records)} {'both CRMs' if world.two else 'the CRMs'} hold); other "
+            f"people's addresses on it: "
             f"{strangers or 'none'}"
             if visitor.signed_in
             else f"NOT SHOWN (answered {me.status_code} at {me.url.path})"
@@ -693,9 +841,12 @@ def portal_withdrawal(world: World) -> Outcome:
 
     held = wait_for(withdrawn, SETTLE_SECONDS) is not None
     systems = {r.system for r in before.records}
+    # The page names each CRM by its title ("Dynamics 365"), as the registry has it.
+    titled = {vendor.title.lower(): name for name, vendor in VENDORS.items()}
+    named = {titled.get(name, name) for name in answers}
     ok = (
         answered.status_code == 200 and granted and held and bool(holding)
-        and set(answers) == systems
+        and named == systems
     )  # fmt: skip
     told = ", ".join(f"{system} {answer}" for system, answer in sorted(answers.items()))
     records = " and ".join(r.label for r in holding)
@@ -794,10 +945,21 @@ def _found(data: bytes, spellings: Sequence[str]) -> int:
 
 STEPS: list[Step] = [
     Step("plan", "sync --dry-run: what the sync would change", plan),
-    Step("sync", "sync, then both CRMs read back", sync),
-    Step("hubspot_opt_out", "a person unsubscribes in HubSpot", hubspot_opt_out),
-    Step("salesforce_opt_out", "a rep ticks Email Opt Out in Salesforce", salesforce_opt_out),
-    Step("erasure", "an erasure request, both CRMs searched again", erasure),
+    Step("sync", "sync, then the CRMs read back", sync),
+    Step("hubspot_opt_out", "a person unsubscribes in HubSpot", hubspot_opt_out, HUBSPOT),
+    Step(
+        "salesforce_opt_out",
+        "a rep ticks Email Opt Out in Salesforce",
+        salesforce_opt_out,
+        SALESFORCE,
+    ),
+    Step(
+        "dynamics_opt_out",
+        "a seller sets Bulk Email: Do Not Allow in Dynamics 365",
+        dynamics_opt_out,
+        DYNAMICS,
+    ),
+    Step("erasure", "an erasure request, every CRM searched again", erasure),
     Step("suppression", "the erased person typed in again, then a sync", suppression),
     Step("retention", "purge --preview --within 60d: who the retention rule purges", retention),
     Step("console", "the console, signed in over HTTP: Today and Requests", console_today),
@@ -827,13 +989,19 @@ def run(
     people: int,
     *,
     accounts: Accounts = DEFAULT,
+    crms: Sequence[str] = SYSTEMS,
     keep_running: bool = False,
     as_json: bool = False,
     steps: Sequence[Step] = STEPS,
     console: Console | None = None,
 ) -> int:
-    """Set up both emulators as ``accounts``, run every step, tear down; the exit code (0
-    all held, 1 one failed, 130 interrupted)."""
+    """Set up the chosen emulators (two or three of :data:`SYSTEMS`; HubSpot and Salesforce
+    as ``accounts``), run every step that applies to them, tear down; the exit code (0 all
+    held, 1 one failed, 130 interrupted)."""
+    chosen = tuple(system for system in SYSTEMS if system in crms)
+    if len(chosen) < 2 or len(chosen) != len(set(crms)):
+        raise ValueError(f"the demo runs two or more of {', '.join(SYSTEMS)}")
+    steps = [step for step in steps if step.needs is None or step.needs in chosen]
     console = console or Console(highlight=False)
     configure_logging(_log_level())
     started = time.monotonic()
@@ -842,15 +1010,15 @@ def run(
     services: dict[str, str] = {}
     restore = _interrupt_on_signals()
     try:
-        with _world(people, keep_running, accounts) as world:
+        with _world(people, keep_running, accounts, chosen) as world:
             services = world.services
             if not as_json:
                 _header(console, world)
             for number, step in enumerate(steps, 1):
                 results.append(_run_step(console, number, step, world, quiet=as_json))
             if keep_running:
-                _report(console, results, started, services, accounts, as_json, stopped=False,
-                        kept=_kept(world))  # fmt: skip
+                _report(console, results, started, services, accounts, chosen, as_json,
+                        stopped=False, kept=_kept(world))  # fmt: skip
                 with suppress(KeyboardInterrupt):  # Ctrl-C is how a kept demo ends
                     _announce_and_wait(notes, world)
     except KeyboardInterrupt:
@@ -865,7 +1033,7 @@ def run(
             soft_wrap=True,
         )
     else:
-        _report(console, results, started, services, accounts, as_json, stopped=True)
+        _report(console, results, started, services, accounts, chosen, as_json, stopped=True)
     return 0 if all(r.ok for r in results) else 1
 
 
@@ -907,11 +1075,19 @@ def _header(console: Console, world: World) -> None:
     counts = world.cast.counts()
     accounts = world.accounts
     org = "Data Protection and Privacy on" if accounts.privacy else "no privacy objects"
+    held = {
+        HUBSPOT: f"HubSpot (Marketing Hub {accounts.hubspot_tier}: "
+        f"{counts['hubspot_contacts']} contacts)",
+        SALESFORCE: f"Salesforce ({org}: {counts['salesforce_contacts']} Contacts, "
+        f"{counts['salesforce_leads']} Leads)",
+        DYNAMICS: f"Dynamics 365 ({counts['dynamics_contacts']} contacts, "
+        f"{counts['dynamics_leads']} leads)",
+    }
+    *first, last = [held[crm] for crm in world.crms.chosen]
+    people = len({normalise_email(p.email) for p in _seeded(world.cast, world.crms.chosen)})
     text = (
-        f"{counts['people']} people seeded into emulated HubSpot "
-        f"(Marketing Hub {accounts.hubspot_tier}: {counts['hubspot_contacts']} contacts) and "
-        f"Salesforce ({org}: {counts['salesforce_contacts']} Contacts, "
-        f"{counts['salesforce_leads']} Leads), the bridge's receiver and daemon on loopback:"
+        f"{people} people seeded into emulated {', '.join(first)} and {last}, the bridge's "
+        f"receiver and daemon on loopback:"
     )
     console.print("[bold]consent-bridge demo[/]", end="")
     console.print(":", markup=False)
@@ -924,6 +1100,7 @@ def _report(
     started: float,
     services: dict[str, str],
     accounts: Accounts,
+    crms: Sequence[str],
     as_json: bool,
     stopped: bool,
     kept: dict[str, dict[str, str]] | None = None,
@@ -933,7 +1110,7 @@ def _report(
     if as_json:
         document = {"steps": [r.as_dict() for r in results], "ok": ok,
                     "seconds": round(seconds, 2), "services": services,
-                    "accounts": asdict(accounts)}  # fmt: skip
+                    "accounts": asdict(accounts), "crms": list(crms)}  # fmt: skip
         document |= kept or {}
         print(json.dumps(document, ensure_ascii=False), flush=True)
         return
@@ -993,26 +1170,45 @@ def _bridge_command() -> str:
 
 
 def _environment(settings: Settings) -> str:
-    """The demo's settings as shell exports, so that ``bridge`` commands reach its world."""
-    hubspot, salesforce = settings.vendor("hubspot"), settings.vendor("salesforce")
+    """The demo's settings as shell exports, so that ``bridge`` commands reach its world:
+    the chosen CRMs' sections only."""
     values = {
         "DATABASE_URL": settings.database_url,
         "PSEUDONYM_KEY": _reveal(settings.pseudonym_key),
         "ENCRYPTION_KEY": _reveal(settings.encryption_key),
-        "HUBSPOT__BASE_URL": hubspot.base_url,
-        "HUBSPOT__ACCESS_TOKEN": _reveal(hubspot.access_token),
-        "HUBSPOT__CLIENT_SECRET": _reveal(hubspot.client_secret),
-        "SALESFORCE__BASE_URL": salesforce.base_url or "",
-        "SALESFORCE__USERNAME": salesforce.username or "",
-        "SALESFORCE__PASSWORD": _reveal(salesforce.password),
-        "SALESFORCE__SECURITY_TOKEN": _reveal(salesforce.security_token),
-        "SALESFORCE__ORGANIZATION_ID": salesforce.organization_id or "",
-        "SALESFORCE__OUTBOUND_TOKEN": _reveal(salesforce.outbound_token),
+    }
+    hubspot, salesforce = settings.vendor("hubspot"), settings.vendor("salesforce")
+    if hubspot.access_token:
+        values |= {
+            "HUBSPOT__BASE_URL": hubspot.base_url,
+            "HUBSPOT__ACCESS_TOKEN": _reveal(hubspot.access_token),
+            "HUBSPOT__CLIENT_SECRET": _reveal(hubspot.client_secret),
+            "HUBSPOT__PORTAL_ID": str(hubspot.portal_id or ""),
+        }
+    if salesforce.username:
+        values |= {
+            "SALESFORCE__BASE_URL": salesforce.base_url or "",
+            "SALESFORCE__USERNAME": salesforce.username or "",
+            "SALESFORCE__PASSWORD": _reveal(salesforce.password),
+            "SALESFORCE__SECURITY_TOKEN": _reveal(salesforce.security_token),
+            "SALESFORCE__ORGANIZATION_ID": salesforce.organization_id or "",
+            "SALESFORCE__OUTBOUND_TOKEN": _reveal(salesforce.outbound_token),
+        }
+    dynamics = settings.vendor("dynamics")
+    if dynamics.client_id:
+        values |= {
+            "DYNAMICS__TENANT_ID": dynamics.tenant_id or "",
+            "DYNAMICS__CLIENT_ID": dynamics.client_id or "",
+            "DYNAMICS__CLIENT_SECRET": _reveal(dynamics.client_secret),
+            "DYNAMICS__ENVIRONMENT_URL": dynamics.environment_url or "",
+            "DYNAMICS__BASE_URL": dynamics.base_url or "",
+            "DYNAMICS__WEBHOOK_KEY": _reveal(dynamics.webhook_key),
+        }
+    values |= {
         "PURPOSES": json.dumps([p.model_dump(mode="json") for p in settings.purposes]),
         "RETENTION__RULES": json.dumps(
             [r.model_dump(mode="json") for r in settings.retention.rules]
         ),
-        "HUBSPOT__PORTAL_ID": str(hubspot.portal_id or ""),
         "WEB__PUBLIC_URL": str(settings.web.public_url or ""),
         "SMTP__HOST": settings.smtp.host or "",
         "SMTP__PORT": str(settings.smtp.port),
@@ -1073,31 +1269,46 @@ class _DemoSettings(Settings):
 
 
 def _settings(
-    workdir: Path, hubspot_url: str, salesforce_url: str, public_url: str, mailbox: Mailbox
+    workdir: Path, urls: Mapping[str, str], public_url: str, mailbox: Mailbox
 ) -> Settings:
+    """The bridge's settings for the run: a section for each chosen CRM (``urls``: their
+    emulators), none for the others, so the bridge knows only those."""
     from cryptography.fernet import Fernet
 
-    values: dict[str, Any] = dict(
-        database_url=f"sqlite:///{workdir / 'bridge.db'}",
-        pseudonym_key=secrets.token_hex(32),
-        encryption_key=Fernet.generate_key().decode(),
-        log_level=_log_level(),
-        hubspot=HubSpotSettings(
+    sections: dict[str, Any] = {}
+    if HUBSPOT in urls:
+        sections[HUBSPOT] = HubSpotSettings(
             access_token=secrets.token_urlsafe(16),
-            base_url=hubspot_url,
+            base_url=urls[HUBSPOT],
             client_secret=secrets.token_urlsafe(24),
             portal_id=HubSpotEmulatorConfig().portal_id,
-        ),
-        salesforce=SalesforceSettings(
-            base_url=salesforce_url,
+        )
+    if SALESFORCE in urls:
+        sections[SALESFORCE] = SalesforceSettings(
+            base_url=urls[SALESFORCE],
             username="bridge@example.com",
             password=secrets.token_urlsafe(16),
             security_token=secrets.token_urlsafe(16),
             organization_id=ORGANIZATION_ID,
             outbound_token=secrets.token_urlsafe(24),
-        ),
+        )
+    if DYNAMICS in urls:
+        sections[DYNAMICS] = DynamicsSettings(
+            tenant_id=DynamicsEmulatorConfig().tenant_id,
+            client_id=BRIDGE_APP[0],
+            client_secret=SecretStr(BRIDGE_APP[1]),
+            environment_url=urls[DYNAMICS],
+            base_url=urls[DYNAMICS],
+            webhook_key=SecretStr(secrets.token_urlsafe(24)),
+        )
+    values: dict[str, Any] = dict(
+        database_url=f"sqlite:///{workdir / 'bridge.db'}",
+        pseudonym_key=secrets.token_hex(32),
+        encryption_key=Fernet.generate_key().decode(),
+        log_level=_log_level(),
+        **sections,
         purposes=list(PURPOSES),
-        retention=RetentionSettings(rules=[UNQUALIFIED]),
+        retention=RetentionSettings(rules=[unqualified(list(urls))]),
         web=WebSettings(public_url=public_url),
         # The local sink, on loopback: no TLS to ask for (a real server wants STARTTLS).
         smtp=SmtpSettings(
@@ -1110,27 +1321,38 @@ def _settings(
     return _DemoSettings(**values)
 
 
+def _seeded(seeded: Cast, crms: Sequence[str]) -> list[SeedPerson]:
+    """The cast's entries as the chosen CRMs hold them: each side of a CRM not chosen left
+    out, and an entry no chosen CRM holds dropped."""
+    kept = []
+    for entry in seeded.entries:
+        chosen = replace(
+            entry,
+            hubspot=entry.hubspot if HUBSPOT in crms else None,
+            salesforce=entry.salesforce if SALESFORCE in crms else None,
+            dynamics=entry.dynamics if DYNAMICS in crms else None,
+        )
+        if chosen.hubspot or chosen.salesforce or chosen.dynamics:
+            kept.append(chosen)
+    return kept
+
+
 @contextmanager
-def _world(people: int, keep: bool, accounts: Accounts) -> Iterator[World]:
+def _world(people: int, keep: bool, accounts: Accounts, crms: Sequence[str]) -> Iterator[World]:
     """Everything the steps need, torn down in reverse order on the way out, however the
     way out comes (a failed check, an error, Ctrl-C)."""
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="bridge-demo-"))
         if not keep:
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        portal = HubSpotEmulatorConfig(profile=Profile(tier=accounts.hubspot_tier))
-        hubspot = stack.enter_context(serve_in_thread(hubspot_emulator(portal)))
-        org = SalesforceEmulatorConfig(
-            org=accounts.salesforce_org,
-            organization_id=ORGANIZATION_ID,
-            hard_delete_permission=True,
-        )
-        salesforce = stack.enter_context(serve_in_thread(salesforce_emulator(org)))
+        servers = {crm: stack.enter_context(serve_in_thread(_emulator(crm, accounts)))
+                   for crm in crms}  # fmt: skip
         mailbox = stack.enter_context(Mailbox(workdir / MAIL_FOLDER))
         # The receiver's port chosen first: the sign-in links are built from it.
         receiver_port = _free_port()
         public_url = f"http://127.0.0.1:{receiver_port}"
-        settings = _settings(workdir, hubspot.url, salesforce.url, public_url, mailbox)
+        urls = {crm: server.url for crm, server in servers.items()}
+        settings = _settings(workdir, urls, public_url, mailbox)
         context = Wiring(None, _settings=settings)
         store = context.store(current_schema=False)
         stack.callback(store.dispose)
@@ -1140,23 +1362,23 @@ def _world(people: int, keep: bool, accounts: Accounts) -> Iterator[World]:
         receiver_app, _ = web_apps(context, store)  # the console mounted at /console
         receiver = stack.enter_context(serve_in_thread(receiver_app, port=receiver_port))
         officer = Officer(OFFICER, "admin", context.operators().add(OFFICER, "admin", "demo"))
-        hs_admin = stack.enter_context(httpx.Client(base_url=hubspot.url, timeout=30))
-        sf_admin = stack.enter_context(httpx.Client(base_url=salesforce.url, timeout=30))
-        crms = Crms(hs_admin, sf_admin, PURPOSES)
+        admins = {crm: stack.enter_context(httpx.Client(base_url=url, timeout=30))
+                  for crm, url in urls.items()}  # fmt: skip
+        crms_ = Crms(admins, PURPOSES, tenant_id=DynamicsEmulatorConfig().tenant_id)
         # Webhooks off before the emulators stop: nothing is sent to a receiver gone away.
-        stack.callback(_quietly, lambda: hs_admin.delete("/__emulator/webhooks"))
-        stack.callback(
-            _quietly, lambda: sf_admin.put("/__emulator/outbound", json={"messages": []})
-        )
+        for crm in crms:
+            stack.callback(_quietly, _webhooks_off(crm, admins[crm]))
         seeded = cast(people)
-        seed_hubspot(hs_admin, seeded.entries, PURPOSES)
-        seed_salesforce(sf_admin, seeded.entries, PURPOSES)
+        entries = _seeded(seeded, crms)
+        seeders = {HUBSPOT: seed_hubspot, SALESFORCE: seed_salesforce, DYNAMICS: seed_dynamics}
+        for crm in crms:
+            seeders[crm](admins[crm], entries, PURPOSES)
         stack.callback(_close_all, context.adapters())
-        services = {"hubspot": hubspot.url, "salesforce": salesforce.url, "receiver": receiver.url}
+        services = urls | {"receiver": receiver.url}
         world = World(
             seeded,
             context,
-            crms,
+            crms_,
             workdir,
             services,
             lambda: _start_daemon(stack, context),
@@ -1167,6 +1389,31 @@ def _world(people: int, keep: bool, accounts: Accounts) -> Iterator[World]:
         )
         stack.callback(_close_visitors, world)
         yield world
+
+
+def _emulator(crm: str, accounts: Accounts) -> Any:
+    """The chosen CRM's emulator app: HubSpot and Salesforce as ``accounts`` say, Dynamics
+    with the bridge's app and a seller's registered, and a recycle bin off (deletion is
+    permanent, as by default)."""
+    if crm == HUBSPOT:
+        return hubspot_emulator(HubSpotEmulatorConfig(profile=Profile(tier=accounts.hubspot_tier)))
+    if crm == SALESFORCE:
+        org = SalesforceEmulatorConfig(
+            org=accounts.salesforce_org,
+            organization_id=ORGANIZATION_ID,
+            hard_delete_permission=True,
+        )
+        return salesforce_emulator(org)
+    apps = [AppRegistration(client_id=i, client_secret=s) for i, s in (BRIDGE_APP, SELLER_APP)]
+    return dynamics_emulator(DynamicsEmulatorConfig(apps=apps))
+
+
+def _webhooks_off(crm: str, admin: httpx.Client) -> Callable[[], object]:
+    if crm == HUBSPOT:
+        return lambda: admin.delete("/__emulator/webhooks")
+    if crm == SALESFORCE:
+        return lambda: admin.put("/__emulator/outbound", json={"messages": []})
+    return lambda: admin.put("/__emulator/webhooks", json=[])
 
 
 def _start_daemon(stack: ExitStack, context: Wiring) -> None:

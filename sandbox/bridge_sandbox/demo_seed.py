@@ -10,7 +10,10 @@ under the reserved ``example.*`` domains. The mix:
 - consent disagrees: an unsubscribe-all on one side, a withdrawal on one side newer than a
   grant on the other, a grant on one side only, and a few evidenced Salesforce grants newer
   than a HubSpot opt-out (which HubSpot leaves to the person);
-- the lawful basis is set on one side, on both (sometimes differently), or nowhere.
+- the lawful basis is set on one side, on both (sometimes differently), or nowhere;
+- Dynamics 365 holds most of them too (a contact, some a lead), telling HubSpot's story,
+  Salesforce's or one of its own; it is drawn from a random stream of its own, so the
+  HubSpot and Salesforce sides are the same whether Dynamics is seeded or not.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ PURPOSES = (
         description="Marketing newsletters and offers by email",
         hubspot_subscription_id="1",
         salesforce_data_use_purpose="Marketing",
+        dynamics_purpose="Marketing",
     ),
     Purpose(
         id=UPDATES,
         description="Product announcements by email",
         hubspot_subscription_id="2",
         salesforce_data_use_purpose="Product Updates",
+        dynamics_purpose="Product updates",
     ),
 )
 CONSENT = "consent"
@@ -73,7 +78,10 @@ STALE, KEPT_BY_DEAL, KEPT_BY_CONSENT = "stale", "kept_by_deal", "kept_by_consent
 # CRMs, subscribed to marketing in both once the sync has run (last, so the others' names stay
 # as they were).
 PORTAL_USER = "portal_user"
-ROLES = (UNSUBSCRIBER, REP_OPT_OUT, ERASED, STALE, KEPT_BY_DEAL, KEPT_BY_CONSENT, PORTAL_USER)
+# Who a seller opts out of bulk email in Dynamics 365 (last: the roles before keep their names).
+SELLER_OPT_OUT = "dynamics_opt_out"
+ROLES = (UNSUBSCRIBER, REP_OPT_OUT, ERASED, STALE, KEPT_BY_DEAL, KEPT_BY_CONSENT, PORTAL_USER,
+         SELLER_OPT_OUT)  # fmt: skip
 IDLE_DAYS = 25 * 31  # the three above: past the retention rule's 24 months
 
 
@@ -102,11 +110,14 @@ class Cast:
     def counts(self) -> dict[str, int]:
         hubspot = sum(p.hubspot is not None for p in self.entries)
         sf = [p.salesforce for p in self.entries if p.salesforce is not None]
+        dynamics = [p.dynamics for p in self.entries if p.dynamics is not None]
         return {
             "people": len(self.addresses),
             "hubspot_contacts": hubspot,
             "salesforce_contacts": sum(h.object_type == "contact" for h in sf),
             "salesforce_leads": sum(h.object_type == "lead" for h in sf),
+            "dynamics_contacts": sum(h.object_type == "contact" for h in dynamics),
+            "dynamics_leads": sum(h.object_type == "lead" for h in dynamics),
         }
 
 
@@ -117,6 +128,7 @@ def cast(count: int, seed: int = 9, today: datetime | None = None) -> Cast:
     if count < len(ROLES):
         raise ValueError(f"the demo needs at least {len(ROLES)} people")
     rng = random.Random(seed)
+    other = random.Random(f"dynamics-{seed}")  # Dynamics' own stream: see the module's note
     now = today or datetime.now(UTC)
     taken: set[str] = set()
     entries: list[Person] = []
@@ -131,8 +143,9 @@ def cast(count: int, seed: int = 9, today: datetime | None = None) -> Cast:
             email = _address(rng, first, last, taken)
         if role is None:
             made = _person(rng, index, email, first, last)
+            made[0] = replace(made[0], dynamics=_dynamics(other, made[0]))
         elif role in (STALE, KEPT_BY_DEAL):
-            made = [Person(email, first, last, hubspot=Held(), salesforce=Held())]
+            made = [Person(email, first, last, hubspot=Held(), salesforce=Held(), dynamics=Held())]
         elif role == PORTAL_USER:
             made = [_told_hubspot(email, first, last)]
         else:
@@ -147,20 +160,21 @@ def cast(count: int, seed: int = 9, today: datetime | None = None) -> Cast:
 
 def _active(person: Person, last_active: datetime) -> Person:
     """The person as each CRM holding them has them last active at ``last_active``."""
-    hubspot, salesforce = person.hubspot, person.salesforce
+    hubspot, salesforce, dynamics = person.hubspot, person.salesforce, person.dynamics
     return replace(
         person,
         hubspot=replace(hubspot, last_active=last_active) if hubspot else None,
         salesforce=replace(salesforce, last_active=last_active) if salesforce else None,
+        dynamics=replace(dynamics, last_active=last_active) if dynamics else None,
     )
 
 
 def _agreed(email: str, first: str, last: str, with_lead: bool) -> list[Person]:
-    """Subscribed to marketing in both CRMs on a consent basis: nothing for a sync to do."""
+    """Subscribed to marketing in every CRM on a consent basis: nothing for a sync to do."""
     hubspot = Held((Act(MARKETING, GRANTED, EPOCH),), lawful_basis=CONSENT)
     later = EPOCH + timedelta(days=30)
     salesforce = Held((Act(MARKETING, GRANTED, later),), lawful_basis=CONSENT)
-    entries = [Person(email, first, last, hubspot=hubspot, salesforce=salesforce)]
+    entries = [Person(email, first, last, hubspot, salesforce, dynamics=salesforce)]
     if with_lead:
         lead = Held((Act(MARKETING, GRANTED, later),), None, CONSENT, "lead")
         entries.append(Person(_other_case(email), first, last, hubspot=None, salesforce=lead))
@@ -169,9 +183,26 @@ def _agreed(email: str, first: str, last: str, with_lead: bool) -> list[Person]:
 
 def _told_hubspot(email: str, first: str, last: str) -> Person:
     """Subscribed to marketing on a consent basis in HubSpot; Salesforce, holding them too,
-    was told neither: the sync carries both over (so even the smallest demo plans a change)."""
+    was told neither: the sync carries both over (so even the smallest demo plans a change).
+    Dynamics holds the subscription without a basis, so that any two CRMs hold it once
+    synced."""
     hubspot = Held((Act(MARKETING, GRANTED, EPOCH),), lawful_basis=CONSENT)
-    return Person(email, first, last, hubspot=hubspot, salesforce=Held())
+    dynamics = Held((Act(MARKETING, GRANTED, EPOCH),))
+    return Person(email, first, last, hubspot=hubspot, salesforce=Held(), dynamics=dynamics)
+
+
+def _dynamics(rng: random.Random, person: Person) -> Held | None:
+    """What Dynamics holds about a person: most as a contact, some as a lead, some not at
+    all; HubSpot's story, Salesforce's, or its own, with a basis of its own."""
+    shape, story = rng.random(), rng.random()
+    own = _consent_story(rng)[rng.randrange(2)]
+    basis = rng.choice((None, *BASES))
+    if shape >= 0.75:
+        return None
+    told = person.hubspot if story < 0.35 else person.salesforce if story < 0.6 else own
+    told = told or own
+    kind: Literal["contact", "lead"] = "lead" if shape >= 0.6 else "contact"
+    return Held(told.acts, told.opted_out_at, basis, kind)
 
 
 def _ascii(text: str) -> str:
@@ -215,23 +246,22 @@ def _person(rng: random.Random, index: int, email: str, first: str, last: str) -
     hubspot = Held(hubspot.acts, hubspot.opted_out_at, hs_basis)
     salesforce = Held(salesforce.acts, salesforce.opted_out_at, sf_basis)
     sf_email = _other_case(email) if rng.random() < 0.4 else email
-    name = {"first_name": first, "last_name": last}
     if shape < 0.45:  # both CRMs, Salesforce Contact
-        return [Person(email, hubspot=hubspot, salesforce=salesforce, **name)]
+        return [Person(email, first, last, hubspot=hubspot, salesforce=salesforce)]
     if shape < 0.60:  # both CRMs, Salesforce Lead
         lead = Held(salesforce.acts, salesforce.opted_out_at, sf_basis, "lead")
-        return [Person(email, hubspot=hubspot, salesforce=lead, **name)]
+        return [Person(email, first, last, hubspot=hubspot, salesforce=lead)]
     if shape < 0.70:  # both CRMs, a Contact and a Lead in Salesforce (the Lead in another case)
         lead = Held(lawful_basis=None, object_type="lead")
         return [
-            Person(email, hubspot=hubspot, salesforce=salesforce, **name),
-            Person(_other_case(email), hubspot=None, salesforce=lead, **name),
+            Person(email, first, last, hubspot=hubspot, salesforce=salesforce),
+            Person(_other_case(email), first, last, hubspot=None, salesforce=lead),
         ]
     if shape < 0.85:  # HubSpot only
-        return [Person(email, hubspot=hubspot, salesforce=None, **name)]
+        return [Person(email, first, last, hubspot=hubspot, salesforce=None)]
     kind: Literal["contact", "lead"] = "lead" if index % 2 else "contact"  # Salesforce only
     only = Held(salesforce.acts, salesforce.opted_out_at, sf_basis, kind)
-    return [Person(sf_email, hubspot=None, salesforce=only, **name)]
+    return [Person(sf_email, first, last, hubspot=None, salesforce=only)]
 
 
 def _consent_story(rng: random.Random) -> tuple[Held, Held]:

@@ -24,9 +24,10 @@ from bridge.identity import normalise_email
 from bridge_sandbox.demo_seed import cast
 from tests.conftest import BridgeCli
 
-STEPS = ["plan", "sync", "hubspot_opt_out", "salesforce_opt_out", "erasure", "suppression",
-         "retention", "console", "portal_sign_in", "portal_withdrawal", "portal_erasure",
-         "audit"]  # fmt: skip
+STEPS = ["plan", "sync", "hubspot_opt_out", "salesforce_opt_out", "dynamics_opt_out", "erasure",
+         "suppression", "retention", "console", "portal_sign_in", "portal_withdrawal",
+         "portal_erasure", "audit"]  # fmt: skip
+TWO_CRMS = ["hubspot", "salesforce"]
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -54,7 +55,11 @@ def start(cli: BridgeCli, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def test_demo_checks_every_step_and_leaves_nothing_behind(newcomer: BridgeCli) -> None:
+def test_demo_checks_every_step_in_all_three_crms_and_leaves_nothing_behind(
+    newcomer: BridgeCli,
+) -> None:
+    """The default: HubSpot, Salesforce and Dynamics 365, each opt-out carried to the other
+    two, every erasure and re-entry checked in all three."""
     began = time.monotonic()
     newcomer.env["BRIDGE_LOG_LEVEL"] = "info"  # the portal's and the daemon's logs, scanned too
     process = start(newcomer, "--people", "100", "--json")
@@ -67,20 +72,30 @@ def test_demo_checks_every_step_and_leaves_nothing_behind(newcomer: BridgeCli) -
     assert list(steps) == STEPS
     assert document["ok"] is True
     assert document["accounts"] == {"hubspot_tier": "enterprise", "salesforce_org": "privacy"}
+    assert document["crms"] == ["hubspot", "salesforce", "dynamics"]
     assert all(step["ok"] and step["detail"] for step in steps.values()), steps
     detail = {name: step["detail"] for name, step in steps.items()}
     assert int(re.match(r"(\d+) changes for \d+ of 100 people", detail["plan"])[1]) > 0
-    assert "neither CRM changed" in detail["plan"]
-    assert re.search(r"0 failed; read back, \d+ of the \d+ people in both CRMs agree",
+    assert "no CRM changed" in detail["plan"]
+    assert re.search(r"0 failed; read back, \d+ of the \d+ people in two CRMs or more agree",
                      detail["sync"])  # fmt: skip
-    for name in ("hubspot_opt_out", "salesforce_opt_out"):
-        seconds = float(re.search(r"(\d+\.\d) s later", detail[name])[1])
-        assert seconds < 60, detail[name]
+    others = {
+        "hubspot_opt_out": r"Salesforce Contact \w+ and Dynamics contact [0-9a-f-]{36}",
+        "salesforce_opt_out": r"HubSpot contact \d+ and Dynamics contact [0-9a-f-]{36}",
+        "dynamics_opt_out": r"HubSpot contact \d+ and Salesforce Contact \w+",
+    }
+    for name, targets in others.items():
+        found = re.search(rf"; {targets} (?:unsubscribed from all email|opted out) "
+                          rf"(\d+\.\d) s later", detail[name])  # fmt: skip
+        assert found and float(found[1]) < 60, detail[name]
     assert "signed webhook accepted" in detail["hubspot_opt_out"]
     assert "outbound message acknowledged" in detail["salesforce_opt_out"]
+    assert "keyed webhook accepted" in detail["dynamics_opt_out"]
+    assert "Dynamics contact" in detail["erasure"] and "Dynamics consent rows" in detail["erasure"]
+    assert "flagged 3 of 3" in detail["suppression"]
     assert "recycle bin too: nothing;" in detail["erasure"]
     assert "no address in it" in detail["erasure"]
-    assert "wrote nothing to them" in detail["suppression"] and "2 of 2" in detail["suppression"]
+    assert "wrote nothing to them" in detail["suppression"]
     assert re.match(r"1 of 100 people fall due: .* \(due \d{4}-\d\d-\d\d, delete: no activity",
                     detail["retention"])  # fmt: skip
     assert "by the open deal" in detail["retention"] and "nothing written" in detail["retention"]
@@ -95,18 +110,18 @@ def test_demo_checks_every_step_and_leaves_nothing_behind(newcomer: BridgeCli) -
         r"asked on /privacy/ for a sign-in link, then shown the code form; the email reached "
         r"the SMTP sink \d+\.\d s later, its link built from \[web\] public_url to a landing "
         r"page sent with Referrer-Policy no-referrer; signed in by its button, /privacy/me lists "
-        r"HubSpot contact \d+, Salesforce Contact \w+ \(2 of the 2 both CRMs hold\); other "
-        r"people's addresses on it: none",
+        r"HubSpot contact \d+, Salesforce Contact \w+, Dynamics contact [0-9a-f-]{36} \(3 of the "
+        r"3 the CRMs hold\); other people's addresses on it: none",
         detail["portal_sign_in"],
     ), detail["portal_sign_in"]
     assert re.fullmatch(
-        r"withdrew marketing_email on /privacy/me; the page lists each CRM's answer \(hubspot "
-        r"applied, salesforce applied\); read back, HubSpot contact \d+ and Salesforce Contact "
-        r"\w+ hold the withdrawal",
+        r"withdrew marketing_email on /privacy/me; the page lists each CRM's answer \(dynamics "
+        r"365 applied, hubspot applied, salesforce applied\); read back, HubSpot contact \d+ and "
+        r"Salesforce Contact \w+ and Dynamics contact [0-9a-f-]{36} hold the withdrawal",
         detail["portal_withdrawal"],
     ), detail["portal_withdrawal"]
     portal = re.fullmatch(
-        r"asked to be forgotten on /privacy/erase, shown first what it erases \(2 of the 2 "
+        r"asked to be forgotten on /privacy/erase, shown first what it erases \(3 of the 3 "
         r"records\); request ([0-9a-f]{8}) completed by the "
         r"daemon (\d+\.\d) s later \((\d+) of \3 records erased\); searched again: nothing; "
         r"the status page from the confirmation email shows the receipt",
@@ -125,17 +140,19 @@ def test_demo_on_a_professional_portal_and_a_basic_org_checks_what_they_can_hold
 ) -> None:
     """The lower accounts most teams have: every check holds, and each line adjusted to what
     the accounts hold says so. (40 people: a Professional portal paces one address per call.)"""
-    process = start(newcomer, "--people", "40", "--json",
+    process = start(newcomer, "--people", "40", "--json", "--crms", "hubspot,salesforce",
                     "--hubspot-tier", "professional", "--salesforce-org", "basic")  # fmt: skip
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stdout + stderr
 
     document = json.loads(stdout)
     assert document["accounts"] == {"hubspot_tier": "professional", "salesforce_org": "basic"}
+    assert document["crms"] == TWO_CRMS
     steps = {step["name"]: step for step in document["steps"]}
-    assert list(steps) == STEPS
+    assert list(steps) == [name for name in STEPS if name != "dynamics_opt_out"]
     assert all(step["ok"] for step in steps.values()), steps
     detail = {name: step["detail"] for name, step in steps.items()}
+    assert "neither CRM changed" in detail["plan"]
     assert re.search(r"0 failed; read back, (\d+) of the \1 people in both CRMs agree on "
                      r"opt-out and lawful basis;", detail["sync"])  # fmt: skip
     assert (
@@ -148,7 +165,8 @@ def test_demo_on_a_professional_portal_and_a_basic_org_checks_what_they_can_hold
         assert float(re.search(r"(\d+\.\d) s later", detail[name])[1]) < 60, detail[name]
     assert "no Individual or consent rows to erase, and none planned" in detail["erasure"]
     assert "recycle bin too: nothing;" in detail["erasure"]
-    assert "2 of 2" in detail["suppression"] and "by consent" in detail["retention"]
+    assert "flagged 2 of 2" in detail["suppression"] and "by consent" in detail["retention"]
+    assert "Dynamics" not in json.dumps(document)
     assert re.fullmatch(
         r"withdrew marketing_email on /privacy/me; the page lists each CRM's answer \(hubspot "
         r"applied, salesforce [a-z ]+\); read back, HubSpot contact \d+ holds the withdrawal; "
@@ -176,16 +194,62 @@ def test_demo_refuses_an_unknown_account_in_one_line_exit_2(
     assert result.stdout == "" and list((newcomer.cwd / "tmp").iterdir()) == []
 
 
+def test_demo_on_hubspot_and_dynamics_carries_each_opt_out_to_the_other(
+    newcomer: BridgeCli,
+) -> None:
+    """Any two CRMs: HubSpot and Dynamics 365 without Salesforce (the deal that keeps a
+    person is a Dynamics opportunity then)."""
+    began = time.monotonic()
+    process = start(newcomer, "--people", "60", "--json", "--crms", "dynamics, hubspot")
+    stdout, stderr = process.communicate(timeout=90)
+    assert process.returncode == 0, stdout + stderr
+    assert time.monotonic() - began < 60
+    document = json.loads(stdout)
+    assert document["crms"] == ["hubspot", "dynamics"]
+    assert set(document["services"]) == {"hubspot", "dynamics", "receiver"}
+    steps = {step["name"]: step for step in document["steps"]}
+    assert list(steps) == [name for name in STEPS if name != "salesforce_opt_out"]
+    assert all(step["ok"] for step in steps.values()), steps
+    detail = {name: step["detail"] for name, step in steps.items()}
+    assert "neither CRM changed" in detail["plan"]
+    assert re.search(r"0 failed; read back, \d+ of the \d+ people in both CRMs agree",
+                     detail["sync"])  # fmt: skip
+    assert re.search(r"; Dynamics contact [0-9a-f-]{36} opted out \d+\.\d s later$",
+                     detail["hubspot_opt_out"])  # fmt: skip
+    assert re.search(r"keyed webhook accepted; HubSpot contact \d+ opted out \d+\.\d s later$",
+                     detail["dynamics_opt_out"])  # fmt: skip
+    assert "Salesforce" not in json.dumps(document["steps"])
+    assert "recycle bin too: nothing;" in detail["erasure"]
+    assert "flagged 2 of 2" in detail["suppression"]
+    assert "HubSpot contact" in detail["retention"] and "by the open deal" in detail["retention"]
+    assert "(2 of the 2 both CRMs hold)" in detail["portal_sign_in"]
+    assert "searched again: nothing" in detail["portal_erasure"]
+    assert_no_personal_data(stdout + stderr, 60)
+    assert_gone(process, document["services"], newcomer.cwd)
+
+
+@pytest.mark.parametrize("crms", ["hubspot", "hubspot,hubspot", "hubspot,pipedrive", ""])
+def test_demo_refuses_fewer_than_two_or_unknown_crms_in_one_line_exit_2(
+    newcomer: BridgeCli, crms: str
+) -> None:
+    result = newcomer("demo", "--crms", crms)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "bridge: demo: --crms is two or more of hubspot, salesforce, dynamics, comma-separated\n"
+    )
+    assert result.stdout == "" and list((newcomer.cwd / "tmp").iterdir()) == []
+
+
 def test_demo_kept_running_serves_until_ctrl_c_then_stops_everything(
     newcomer: BridgeCli,
 ) -> None:
-    process = start(newcomer, "--people", "10", "--json", "--keep-running")
+    process = start(newcomer, "--people", "10", "--json", "--keep-running")  # all three CRMs
     try:
         document = json.loads(read_line(process, timeout=60))
         assert document["ok"] is True
         services = document["services"]
         assert httpx.get(f"{services['receiver']}/healthz").status_code == 200
-        for emulator in ("hubspot", "salesforce"):
+        for emulator in ("hubspot", "salesforce", "dynamics"):
             assert httpx.get(f"{services[emulator]}/__emulator/counters").status_code == 200
         account = document["console"]
         assert account["url"] == f"{services['receiver']}/console/"
@@ -282,7 +346,18 @@ def test_demo_kept_running_survives_a_cli_erasure_and_its_hint_works(
     output = tmp_path / "demo.out"
     with output.open("w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "demo", "--keep-running", "--people", "40"],
+            # Two CRMs: what is tested is the kept demo, which the test above runs on three.
+            [
+                sys.executable,
+                "-m",
+                "bridge",
+                "demo",
+                "--keep-running",
+                "--people",
+                "40",
+                "--crms",
+                "hubspot,salesforce",
+            ],
             cwd=newcomer.cwd,
             env=newcomer.env,
             stdout=sink,

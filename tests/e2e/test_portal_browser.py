@@ -156,10 +156,10 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
         }
         with daemon(cli, **env):
             eventually(lambda: _answers(f"{public}/privacy/"), 30, "the portal's own listener")
+            both = {"hubspot": crms.hubspot, "salesforce": crms.salesforce}
             running = Portal(
-                f"{public}/privacy", mailbox, ReadBack(crms.hubspot, crms.salesforce, PURPOSES),
-                browser, shots, workdir,
-            )  # fmt: skip
+                f"{public}/privacy", mailbox, ReadBack(both, PURPOSES), browser, shots, workdir
+            )
             try:
                 yield running
             finally:

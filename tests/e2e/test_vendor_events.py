@@ -20,7 +20,8 @@ from bridge.store.db import Store
 from bridge_sandbox.emulators.common import serve_in_thread
 from bridge_sandbox.emulators.hubspot import create_app as hubspot_emulator
 from bridge_sandbox.emulators.salesforce import create_app as salesforce_emulator
-from tests.conftest import BridgeCli, free_port, wait_until_healthy
+from tests.conftest import BridgeCli
+from tests.e2e.receiving import receiving
 from tests.e2e.test_emulate import ToEmulator
 from tests.runtime.conftest import CLIENT_SECRET, ORG_ID, OUTBOUND_TOKEN
 
@@ -29,22 +30,14 @@ KEY = Fernet.generate_key().decode()
 
 @pytest.fixture
 def receiver_url(bridge: BridgeCli) -> Iterator[str]:
-    assert bridge("db", "upgrade").returncode == 0
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = bridge.start(
-        "serve",
-        "--port",
-        str(port),
+    with receiving(
+        bridge,
         BRIDGE_ENCRYPTION_KEY=KEY,
         BRIDGE_HUBSPOT__CLIENT_SECRET=CLIENT_SECRET,
         BRIDGE_SALESFORCE__ORGANIZATION_ID=ORG_ID,
         BRIDGE_SALESFORCE__OUTBOUND_TOKEN=OUTBOUND_TOKEN,
-    )
-    wait_until_healthy(url, process)
-    yield url
-    process.terminate()
-    assert process.wait(timeout=30) == 0
+    ) as url:
+        yield url
     assert_no_seeded_email_in(bridge.cwd)
 
 

@@ -2,13 +2,16 @@
 
 Each test states one behaviour of Dataverse (docs/vendors/dynamics.md) that the adapter will
 rely on: the token endpoint and application users, the upsert trap, paging, change
-tracking, ``$batch``, service protection limits, consent4 rows and the recycle bin.
+tracking, ``$batch``, service protection limits, consent4 rows, the recycle bin, string
+lengths, metadata, opportunities and webhooks.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request, Response
 
 from bridge_sandbox.emulators.common import RunningServer, serve_in_thread
 from bridge_sandbox.emulators.dynamics import (
@@ -27,6 +31,7 @@ from bridge_sandbox.emulators.dynamics import (
 from bridge_sandbox.emulators.dynamics_http import DataverseError
 from bridge_sandbox.emulators.dynamics_limits import ServiceProtection
 from bridge_sandbox.emulators.dynamics_state import DynamicsState, build_tables
+from tests.adapters.dynamics_world import reset
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 APP = AppRegistration(client_id="bridge-app", client_secret="s3cret-value")
@@ -72,11 +77,7 @@ def api(server: RunningServer, admin: httpx.Client) -> Iterator[httpx.Client]:
 
 @pytest.fixture(autouse=True)
 def clean(admin: httpx.Client) -> None:
-    admin.post("/__emulator/reset").raise_for_status()
-    admin.delete("/__emulator/faults").raise_for_status()
-    admin.delete("/__emulator/counters").raise_for_status()
-    admin.put("/__emulator/limits", json=ServiceLimits().model_dump()).raise_for_status()
-    admin.put("/__emulator/settings", json={"recycle_bin_days": None}).raise_for_status()
+    reset(admin)
 
 
 def seed(admin: httpx.Client, **tables: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -553,3 +554,325 @@ def test_tokens_and_binned_rows_lapse_with_their_configured_days() -> None:
         state.changes_since("contacts", token)
     assert expired.value.code == "0x80044352"
     assert state.snapshot()["recycle_bin"] == []
+
+
+# -- seeding old rows, person columns, string lengths ---------------------------------------
+
+
+def test_seeding_keeps_given_timestamps_and_web_api_writes_restamp(
+    api: httpx.Client, admin: httpx.Client
+) -> None:
+    old = {"lastname": "Old", "createdon": "2020-01-02T03:04:05Z", "modifiedon": "2021-06-07"}
+    (contact,) = seed(admin, contacts=[old])["contacts"]
+    row = api.get(f"contacts({contact})?$select=createdon,modifiedon").json()
+    assert (row["createdon"], row["modifiedon"]) == ("2020-01-02T03:04:05Z", "2021-06-07T00:00:00Z")
+    stale = api.get("contacts", params={"$filter": "modifiedon lt 2022-01-01T00:00:00Z"})
+    assert [r["contactid"] for r in stale.json()["value"]] == [contact]
+    api.patch(f"contacts({contact})", json={"lastname": "New"}, headers={"If-Match": "*"})
+    row = api.get(f"contacts({contact})?$select=createdon,modifiedon").json()
+    assert row["createdon"] == "2020-01-02T03:04:05Z"
+    assert row["modifiedon"] > "2025"
+    made = api.post("leads", json={"lastname": "L", "createdon": "2000-01-01T00:00:00Z"})
+    lead = api.get(made.headers["OData-EntityId"]).json()
+    assert lead["createdon"] > "2025"
+    assert admin.post("/__emulator/seed", json={"contacts": [{"createdon": "x"}]}).is_error
+
+
+def test_description_and_purge_due_date_on_contact_and_lead(
+    api: httpx.Client, admin: httpx.Client
+) -> None:
+    for entity_set in ("contacts", "leads"):
+        body = {"lastname": "A", "description": "notes", "cb_purgedue": "2026-12-31"}
+        made = api.post(entity_set, json=body, headers={"Prefer": "return=representation"})
+        assert made.status_code == 201, made.text
+        assert (made.json()["description"], made.json()["cb_purgedue"]) == ("notes", "2026-12-31")
+        assert api.post(entity_set, json={"cb_lawfulbasis": 100000001}).status_code == 204
+        bad = api.post(entity_set, json={"cb_purgedue": "2026-12-31T00:00:00Z"})
+        assert bad.status_code == 400 and "Edm.Date" in bad.json()["error"]["message"]
+    due = api.get(
+        "contacts", params={"$filter": "cb_purgedue le 2027-01-01", "$select": "lastname"}
+    )
+    assert [row["lastname"] for row in due.json()["value"]] == ["A"]
+
+
+@pytest.mark.parametrize(
+    ("entity_set", "column", "limit"),
+    [
+        ("contacts", "firstname", 50),
+        ("contacts", "lastname", 50),
+        ("contacts", "emailaddress3", 100),
+        ("leads", "telephone1", 50),
+        ("leads", "description", 2000),
+        ("msdynmkt_contactpointconsent4s", "msdynmkt_contactpointvalue", 400),
+        ("msdynmkt_contactpointconsent4s", "msdynmkt_reason", 500),
+        ("msdynmkt_purposes", "msdynmkt_name", 100),
+    ],
+)
+def test_text_beyond_its_maximum_length_is_refused_without_echoing_it(
+    api: httpx.Client, admin: httpx.Client, entity_set: str, column: str, limit: int
+) -> None:
+    assert api.post(entity_set, json={column: "a" * limit}).status_code == 204
+    record = api.post(entity_set, json={}).headers["OData-EntityId"]
+    too_long = "Zq" * limit
+    for response in (
+        api.post(entity_set, json={column: too_long}),
+        api.patch(record, json={column: too_long}, headers={"If-Match": "*"}),
+    ):
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "0x80044331"
+        assert f"'{column}'" in error["message"] and f"'{limit}'" in error["message"]
+        assert "Zq" not in response.text
+    assert len(table(admin, entity_set)) == 2
+
+
+# -- metadata -----------------------------------------------------------------------------------
+
+
+def test_entity_definitions_say_which_tables_track_changes(
+    api: httpx.Client, admin: httpx.Client
+) -> None:
+    query = {
+        "$select": "LogicalName,ChangeTrackingEnabled",
+        "$filter": "ChangeTrackingEnabled eq true",
+    }
+    tracked = api.get("EntityDefinitions", params=query)
+    assert tracked.status_code == 200, tracked.text
+    names = {row["LogicalName"] for row in tracked.json()["value"]}
+    assert {"contact", "lead", "msdynmkt_contactpointconsent4", "opportunity"} <= names
+    assert set(tracked.json()["value"][0]) == {"LogicalName", "ChangeTrackingEnabled"}
+    admin.put("/__emulator/settings", json={"untracked_tables": ["lead"]}).raise_for_status()
+    names = {
+        row["LogicalName"] for row in api.get("EntityDefinitions", params=query).json()["value"]
+    }
+    assert "lead" not in names and "contact" in names
+    assert admin.get("/__emulator/settings").json()["untracked_tables"] == ["lead"]
+    assert api.get("EntityDefinitions", headers={"Authorization": "Bearer x"}).status_code == 401
+
+
+def test_attributes_give_type_and_maximum_length_of_every_column(api: httpx.Client) -> None:
+    """The type of every column on the base AttributeMetadata; MaxLength only through a
+    cast to the String and Memo types, as Dataverse holds it there."""
+    columns = "EntityDefinitions(LogicalName='contact')/Attributes"
+    response = api.get(columns, params={"$select": "LogicalName,AttributeType"})
+    assert response.status_code == 200, response.text
+    found = {row["LogicalName"]: row for row in response.json()["value"]}
+    assert found["lastname"] == {"LogicalName": "lastname", "AttributeType": "String"}
+    assert found["description"]["AttributeType"] == "Memo"
+    refused = api.get(columns, params={"$select": "LogicalName,MaxLength"})
+    assert refused.status_code == 400 and "MaxLength" in refused.json()["error"]["message"]
+    lengths = {}
+    for cast in ("StringAttributeMetadata", "MemoAttributeMetadata"):
+        typed = api.get(
+            f"{columns}/Microsoft.Dynamics.CRM.{cast}", params={"$select": "LogicalName,MaxLength"}
+        )
+        assert typed.status_code == 200, typed.text
+        lengths |= {row["LogicalName"]: row["MaxLength"] for row in typed.json()["value"]}
+    assert lengths["lastname"] == 50 and lengths["description"] == 2000
+    assert "donotbulkemail" not in lengths
+    unknown = api.get(f"{columns}/Microsoft.Dynamics.CRM.NoSuchAttributeMetadata")
+    assert unknown.status_code == 404
+    assert found["donotbulkemail"] == {"LogicalName": "donotbulkemail", "AttributeType": "Boolean"}
+    assert found["cb_lawfulbasis"]["AttributeType"] == "Picklist"
+    assert found["cb_purgedue"]["AttributeType"] == "DateTime"
+    assert found["contactid"]["AttributeType"] == "Uniqueidentifier"
+    assert "msdyn_gdproptout" in found
+    opportunity = api.get("EntityDefinitions(LogicalName='opportunity')/Attributes").json()
+    types = {row["LogicalName"]: row["AttributeType"] for row in opportunity["value"]}
+    assert types["parentcontactid"] == types["originatingleadid"] == "Lookup"
+    missing = api.get("EntityDefinitions(LogicalName='nosuchtable')/Attributes")
+    assert missing.status_code == 404
+    assert set(missing.json()["error"]) == {"code", "message"}
+    bad = api.get("EntityDefinitions", params={"$select": "Nickname"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "0x80060888"
+
+
+def test_metadata_calls_spend_the_request_limit(api: httpx.Client, admin: httpx.Client) -> None:
+    admin.put("/__emulator/limits", json={"max_requests": 1}).raise_for_status()
+    assert api.get("EntityDefinitions").status_code == 200
+    assert api.get("EntityDefinitions").status_code == 429
+
+
+# -- opportunities and the recycle bin's configuration ---------------------------------------
+
+
+def test_opportunities_filter_by_contact_and_state(api: httpx.Client, admin: httpx.Client) -> None:
+    first, second = seed(admin, contacts=people(2))["contacts"]
+    (lead,) = seed(admin, leads=people(1))["leads"]
+    made = seed(
+        admin,
+        opportunities=[
+            {"name": "Won", "statecode": 1, "parentcontactid@odata.bind": f"/contacts({first})"},
+            {"name": "Open", "parentcontactid@odata.bind": f"/contacts({second})"},
+            {"name": "Lost", "statecode": 2, "originatingleadid@odata.bind": f"/leads({lead})"},
+        ],
+    )["opportunities"]
+
+    def names(expression: str) -> list[str]:
+        response = api.get("opportunities", params={"$filter": expression, "$select": "name"})
+        assert response.status_code == 200, response.text
+        return sorted(row["name"] for row in response.json()["value"])
+
+    assert names(f"_parentcontactid_value eq {first}") == ["Won"]
+    assert names(
+        f"Microsoft.Dynamics.CRM.In(PropertyName='_parentcontactid_value',"
+        f"PropertyValues=['{first}','{second}'])"
+    ) == ["Open", "Won"]
+    assert names("statecode eq 1") == ["Won"]
+    assert names(f"_originatingleadid_value eq {lead} and statecode eq 2") == ["Lost"]
+    assert len(made) == 3
+    unbound = admin.post(
+        "/__emulator/seed",
+        json={"opportunities": [{"parentcontactid@odata.bind": f"/contacts({MISSING})"}]},
+    )
+    assert unbound.status_code == 404
+
+
+def test_recycle_bin_configs_follow_the_setting(api: httpx.Client, admin: httpx.Client) -> None:
+    select = {"$select": "name,statecode,isreadyforrecyclebin,cleanupintervalindays"}
+    assert api.get("recyclebinconfigs", params=select).json()["value"] == []
+    admin.put("/__emulator/settings", json={"recycle_bin_days": 30}).raise_for_status()
+    rows = api.get("recyclebinconfigs", params=select).json()["value"]
+    assert {row["name"]: row["cleanupintervalindays"] for row in rows} == {
+        "organization": 30,
+        "contact": -1,
+        "lead": -1,
+    }
+    assert all(row["statecode"] == 0 and row["isreadyforrecyclebin"] for row in rows)
+    organization = api.get(
+        "recyclebinconfigs", params={"$filter": "name eq 'organization'", **select}
+    ).json()["value"]
+    assert [row["cleanupintervalindays"] for row in organization] == [30]
+    assert api.post("recyclebinconfigs", json={"name": "x"}).status_code == 405
+
+
+# -- webhooks -------------------------------------------------------------------------------------
+
+
+class Receiver:
+    """A webhook endpoint that records what arrives and answers the statuses it is given."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], dict[str, str], dict[str, Any]]] = []
+        self.statuses: list[int] = []
+        self.lock = threading.Lock()
+        self.app = FastAPI()
+        self.app.add_api_route("/hook", self.hook, methods=["POST"])
+
+    async def hook(self, request: Request) -> Response:
+        body = await request.json()
+        with self.lock:
+            self.received.append((dict(request.headers), dict(request.query_params), body))
+            status = self.statuses.pop(0) if self.statuses else 204
+        return Response(status_code=status)
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    hooks = Receiver()
+    with serve_in_thread(hooks.app) as running:
+        yield hooks, f"{running.url}/hook"
+
+
+@pytest.fixture
+def hooks(receiver: tuple[Receiver, str]) -> tuple[Receiver, str]:
+    receiver[0].received.clear()
+    receiver[0].statuses.clear()
+    return receiver
+
+
+def settle(admin: httpx.Client, count: int) -> list[dict[str, Any]]:
+    """The deliveries, once ``count`` of them are done and none is pending."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = admin.get("/__emulator/webhooks/deliveries").json()
+        if found["pending"] == 0 and len(found["deliveries"]) >= count:
+            deliveries: list[dict[str, Any]] = found["deliveries"]
+            return deliveries
+        assert time.monotonic() < deadline, found
+        time.sleep(0.02)
+
+
+def test_webhooks_post_the_execution_context_of_committed_writes(
+    api: httpx.Client, admin: httpx.Client, hooks: tuple[Receiver, str]
+) -> None:
+    receiver, url = hooks
+    endpoint = {"url": url, "auth": "HttpHeader", "key_name": "x-bridge-key", "key_value": "k1"}
+    admin.put("/__emulator/webhooks", json=[endpoint]).raise_for_status()
+    seed(admin, contacts=people(1))
+    created = api.post("contacts", json={"lastname": "A", "emailaddress1": "a@example.test"})
+    contact = created.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+    api.patch(f"contacts({contact})", json={"firstname": "Ann"}, headers={"If-Match": "*"})
+    api.delete(f"contacts({contact})")
+    send_batch(
+        api,
+        [
+            changeset(
+                [
+                    http_part("POST", f"{API}leads", {"lastname": "never"}, cid="1"),
+                    http_part("PATCH", f"{API}leads({MISSING})", {"lastname": "B"}, "2", True),
+                ]
+            )
+        ],
+    )
+    deliveries = settle(admin, 3)
+    assert [(d["message"], d["statuses"], d["delivered"]) for d in deliveries] == [
+        ("Create", [204], True),
+        ("Update", [204], True),
+        ("Delete", [204], True),
+    ]
+    (create_h, create_q, create), (_, _, update), (_, _, delete) = receiver.received
+    assert create_h["x-bridge-key"] == "k1" and create_q == {}
+    assert create_h["x-ms-dynamics-organization"] == "127.0.0.1"
+    assert create_h["x-ms-dynamics-entity-name"] == "contact"
+    assert create_h["x-ms-dynamics-request-name"] == "Create"
+    assert create_h["x-ms-correlation-request-id"] == create["CorrelationId"]
+    assert (create["MessageName"], create["PrimaryEntityName"]) == ("Create", "contact")
+    assert create["PrimaryEntityId"] == contact
+    assert (create["Stage"], create["Mode"], create["Depth"]) == (40, 1, 1)
+    assert re.fullmatch(r"/Date\(\d+\)/", create["OperationCreatedOn"])
+    assert create["OperationId"] != update["OperationId"]
+    assert create["OrganizationId"] == update["OrganizationId"]
+    assert create["UserId"] == update["UserId"]
+    ((target_key, target),) = [(p["key"], p["value"]) for p in create["InputParameters"]]
+    assert target_key == "Target" and target["LogicalName"] == "contact"
+    attributes = {pair["key"]: pair["value"] for pair in target["Attributes"]}
+    assert attributes["emailaddress1"] == "a@example.test"
+    update_target = update["InputParameters"][0]["value"]
+    assert {p["key"]: p["value"] for p in update_target["Attributes"]} == {
+        "contactid": contact,
+        "firstname": "Ann",
+    }
+    assert delete["InputParameters"][0]["value"] == {
+        "LogicalName": "contact",
+        "Id": contact,
+        "Name": None,
+    }
+
+
+def test_webhook_keys_in_the_query_and_the_one_retry(
+    api: httpx.Client, admin: httpx.Client, hooks: tuple[Receiver, str]
+) -> None:
+    receiver, url = hooks
+    endpoints = [
+        {"url": url, "auth": "WebhookKey", "key_value": "k2", "messages": ["Create"]},
+        {
+            "url": url,
+            "auth": "HttpQueryString",
+            "key_name": "secret",
+            "key_value": "k3",
+            "messages": ["Update"],
+            "entities": ["lead"],
+        },
+    ]
+    admin.put("/__emulator/webhooks", json=endpoints).raise_for_status()
+    receiver.statuses[:] = [503, 200]
+    lead = api.post("leads", json={"lastname": "L"}).headers["OData-EntityId"]
+    assert settle(admin, 1)[0]["statuses"] == [503, 200]
+    receiver.statuses[:] = [500]
+    api.patch(lead, json={"lastname": "M"}, headers={"If-Match": "*"})
+    api.patch(f"contacts({MISSING})", json={"lastname": "C"}, headers={"If-Match": "*"})
+    second = settle(admin, 2)[1]
+    assert (second["message"], second["statuses"], second["delivered"]) == ("Update", [500], False)
+    queries = [query for _, query, _ in receiver.received]
+    assert queries == [{"code": "k2"}, {"code": "k2"}, {"secret": "k3"}]

@@ -245,7 +245,7 @@ class SalesforceAdapter(ClosesOnExit):
         elif wanted:
             yield Check("purposes", "DataUsePurpose names unused: this org holds no such consent")
         yield readiness.erasure(self._may_hard_delete(), self._settings.empty_recycle_bin)
-        yield from (self._condition(condition) for condition in related)
+        yield from (self._condition(c) for c in related if c.for_system(SALESFORCE))
 
     def _may_hard_delete(self) -> bool | None:
         """Whether the user has Bulk API Hard Delete, as UserPermissionAccess shows the running
@@ -881,7 +881,7 @@ class SalesforceAdapter(ClosesOnExit):
         people = {t.value for t in PEOPLE}
         ids = {str(t.id) for t in targets if t.object_type in people and t.id}
         found: dict[str, R] = {}
-        for condition in conditions:
+        for condition in (c for c in conditions if c.for_system(SALESFORCE)):
             where = f"({condition.where}) AND {condition.link_field} IN "
             soql = select(condition.related_object, (condition.link_field,), where)
             for row in self._t.query_in("related", soql, ids - found.keys()):

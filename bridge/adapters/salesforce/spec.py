@@ -51,5 +51,6 @@ VENDOR = Vendor(
     keep_on_anonymize=KEEP_ON_ANONYMIZE,
     purpose_keys=SalesforcePurpose,
     channel_of=_channel,
+    related_rows=True,
     moved_keys={"retention.salesforce_due_field": "due_field"},
 )

@@ -1,11 +1,12 @@
 """A Dataverse (Dynamics 365) emulator: the Web API paths the bridge uses, from memory.
 
 It serves Entra ID's client-credentials token endpoint and the Web API v9.2 over contacts,
-leads and Customer Insights - Journeys' consent tables (``msdynmkt_contactpointconsent4s``,
-purposes, topics), with OData paging, the ``$filter`` subset, ``$batch`` changesets, change
-tracking, the upsert trap, service protection limits and an optional recycle bin, as
-docs/vendors/dynamics.md describes them. ``create_app()`` is what ``bridge emulate dynamics``
-serves; the admin API (``/__emulator/...``) seeds and inspects it.
+leads, opportunities and Customer Insights - Journeys' consent tables
+(``msdynmkt_contactpointconsent4s``, purposes, topics), with OData paging, the ``$filter``
+subset, ``$batch`` changesets, change tracking, the upsert trap, string lengths, service
+protection limits, an optional recycle bin (and ``recyclebinconfigs``), ``EntityDefinitions``
+metadata and webhooks, as docs/vendors/dynamics.md describes them. ``create_app()`` is what
+``bridge emulate dynamics`` serves; the admin API (``/__emulator/...``) seeds and inspects it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from bridge_sandbox.emulators.common import (
     install,
 )
 from bridge_sandbox.emulators.dynamics_admin import admin_routes
-from bridge_sandbox.emulators.dynamics_auth import TOKEN_PATH, AppRegistration, Apps, Directory
+from bridge_sandbox.emulators.dynamics_auth import (
+    OPENID_PATH,
+    TOKEN_PATH,
+    AppRegistration,
+    Apps,
+    Directory,
+)
 from bridge_sandbox.emulators.dynamics_http import (
     API_ROOT,
     REQUESTS_LIMIT,
@@ -38,10 +45,12 @@ from bridge_sandbox.emulators.dynamics_limits import ServiceLimits, ServiceProte
 from bridge_sandbox.emulators.dynamics_state import DynamicsState, build_tables
 from bridge_sandbox.emulators.dynamics_webapi import (
     BATCH,
+    DEFINITIONS,
     DELETE_HISTORY,
     WebApi,
     not_a_segment,
 )
+from bridge_sandbox.emulators.dynamics_webhooks import Webhooks
 
 __all__ = ["AppRegistration", "DynamicsEmulatorConfig", "ServiceLimits", "create_app"]
 
@@ -57,6 +66,11 @@ class DynamicsEmulatorConfig(BaseModel):
     sales_solution: bool = Field(True, description="msdyn_gdproptout exists on contact and lead")
     recycle_bin_days: int | None = Field(None, ge=1, le=90, description="None: the bin is off")
     change_expiry_days: float = Field(7, gt=0, description="delta tokens expire after this")
+    untracked_tables: list[str] = Field(
+        default_factory=list,
+        description="logical names of tables whose metadata says change tracking is off",
+    )
+    organization_id: str = "99999999-8888-7777-6666-555555555555"
 
 
 def _call(request: Request, body: bytes) -> Call:
@@ -85,6 +99,7 @@ def web_api_routes(
         call = _call(request, await request.body())
         try:
             user = directory.caller(request.headers.get("authorization", ""), call.base_url)
+            call.user = user
             with protection.running(user):
                 if call.path == BATCH:
                     return web.batch(call, lambda n: protection.admit(user, n))
@@ -100,9 +115,13 @@ def web_api_routes(
         for method in methods:  # one operation each, so OpenAPI ids stay unique
             app.add_api_route(path, endpoint, methods=[method], name=f"{method.lower()}_{name}")
 
-    for name in web.state.tables:
+    for name in web.state.tables:  # writes to a read-only table get the Web API's 405
         route(f"{API_ROOT}/{name}", ("GET", "POST"), name)
         route(f"{API_ROOT}/{name}({{record_id}})", ("GET", "PATCH", "DELETE"), f"{name}_item")
+    route(f"{API_ROOT}/{DEFINITIONS}", ("GET",), "entity_definitions")
+    route(f"{API_ROOT}/{DEFINITIONS}({{key}})", ("GET",), "entity_definition")
+    route(f"{API_ROOT}/{DEFINITIONS}({{key}})/Attributes", ("GET",), "entity_attributes")
+    route(f"{API_ROOT}/{DEFINITIONS}({{key}})/Attributes/{{cast}}", ("GET",), "typed_attributes")
     route(f"{API_ROOT}/{BATCH}", ("POST",), "batch")
     route(f"{API_ROOT}/{DELETE_HISTORY}", ("POST",), "delete_record_change_history")
 
@@ -122,7 +141,9 @@ def create_app(config: DynamicsEmulatorConfig | None = None) -> ASGIApp:
         build_tables(config.lawful_basis_field, config.sales_solution),
         config.recycle_bin_days,
         config.change_expiry_days,
+        untracked=frozenset(config.untracked_tables),
     )
+    webhooks = Webhooks(config.organization_id)
     directory = Directory(config.tenant_id, Apps(apps=config.apps), config.token_lifetime_s)
     protection = ServiceProtection(config.limits)
     app = FastAPI(
@@ -138,8 +159,9 @@ def create_app(config: DynamicsEmulatorConfig | None = None) -> ASGIApp:
         redoc_url=None,
     )
     app.state.dynamics = state
+    app.add_api_route(OPENID_PATH, directory.openid_configuration, methods=["GET"], name="openid")
     app.add_api_route(TOKEN_PATH, directory.token, methods=["POST"], name="token")
-    web_api_routes(app, WebApi(state), directory, protection)
-    app.include_router(admin_routes(state, directory, protection))
+    web_api_routes(app, WebApi(state, webhooks), directory, protection)
+    app.include_router(admin_routes(state, directory, protection, webhooks))
     describe_api(app, "Dataverse")
     return install(app, EmulatorControl(), _fault_response)

@@ -23,6 +23,8 @@ from pydantic import BaseModel, Field
 from bridge_sandbox.emulators.dynamics_http import NOT_A_MEMBER, DataverseError
 
 TOKEN_PATH = "/{tenant}/oauth2/v2.0/token"  # noqa: S105 - a path, not a password
+OPENID_PATH = "/{tenant}/v2.0/.well-known/openid-configuration"
+LOGIN_HOST = "https://login.microsoftonline.com"
 
 
 class AppRegistration(BaseModel):
@@ -81,6 +83,22 @@ class Directory:
         with self._lock:
             self.apps = apps
             self._by_id = {app.client_id: app for app in apps.apps}
+
+    def openid_configuration(self, tenant: str) -> JSONResponse:
+        """What MSAL reads before its first token: where the token endpoint is. The URLs name
+        Entra's own host, as the real document does; a client aimed at the emulator rewrites
+        the host (the adapter's ``base_url``)."""
+        if tenant != self.tenant_id:
+            return _entra_error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
+        root = f"{LOGIN_HOST}/{tenant}"
+        return JSONResponse(
+            {
+                "token_endpoint": f"{root}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
+                "issuer": f"{root}/v2.0",
+                "token_endpoint_auth_methods_supported": ["client_secret_post"],
+            }
+        )
 
     async def token(self, tenant: str, request: Request) -> JSONResponse:
         """``POST /{tenant}/oauth2/v2.0/token`` with ``grant_type=client_credentials``."""

@@ -108,6 +108,7 @@ class Call:
     headers: Headers
     body: bytes
     base_url: str  # scheme and host, for the links answers carry
+    user: str = ""  # the calling app's client id, once authenticated
 
     def json(self) -> dict[str, Any]:
         try:

@@ -1,7 +1,7 @@
 """The OData the Dataverse emulator understands: a ``$filter`` subset and ``$batch`` bodies.
 
 ``$filter``: comparisons (``eq ne gt ge lt le``) of a column with a string, GUID, number,
-boolean, ``null`` or date-time; ``and``, ``or``, ``not`` and parentheses; ``contains``,
+boolean, ``null``, date-time or date; ``and``, ``or``, ``not`` and parentheses; ``contains``,
 ``startswith``, ``endswith``; and ``Microsoft.Dynamics.CRM.In(PropertyName=…,
 PropertyValues=[…])``. Anything else is refused as Dataverse refuses a query it cannot read.
 ``$batch``: multipart/mixed with ``application/http`` parts and nested changesets, parsed into
@@ -33,6 +33,7 @@ _TOKEN = re.compile(
       (?P<string>'(?:[^']|'')*')
     | (?P<guid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)
     | (?P<datetime>\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?)
+    | (?P<date>\d{4}-\d{2}-\d{2}\b)
     | (?P<number>-?\d+(?:\.\d+)?\b)
     | (?P<name>[A-Za-z_][A-Za-z0-9_.]*)
     | (?P<punct>[()\[\],=])
@@ -189,7 +190,7 @@ class FilterParser:
             return text[1:-1].replace("''", "'")
         if kind == "guid":
             return text.lower()
-        if kind == "datetime":
+        if kind in ("datetime", "date"):  # a date-only column compares as its ISO text
             return text
         if kind == "number":
             return float(text) if "." in text else int(text)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from bridge_sandbox.emulators.dynamics_http import (
     DUPLICATE_RECORD,
@@ -29,17 +29,26 @@ from bridge_sandbox.emulators.dynamics_http import (
     does_not_exist,
     iso,
     now,
+    parse_iso,
 )
 
 Row = dict[str, Any]
-Kind = Literal["string", "bool", "int", "guid", "datetime"]
+# "choice" and "state" columns hold option values (ints); "date" is a date-only column
+# ("2026-12-31"); "memo" is multi-line text.
+Kind = Literal[
+    "string", "memo", "bool", "int", "bigint", "choice", "state", "guid", "datetime", "date"
+]
 SYSTEM_COLUMNS = ("createdon", "modifiedon", "versionnumber")
 _BIND = re.compile(r"(?:^|/)(\w+)\(([0-9a-fA-F-]{36})\)$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+STRING_TOO_LONG = "0x80044331"  # not verified: the code Dataverse gives an over-long string
+_INTEGERS = ("int", "bigint", "choice", "state")
 
 
 @dataclass(frozen=True)
 class Table:
-    """One table: its entity set, logical name, key, typed columns and lookups."""
+    """One table: its entity set, logical name, key, typed columns, the maximum length of
+    each text column, and lookups; a read-only table answers GET only."""
 
     entity_set: str
     logical_name: str
@@ -47,6 +56,8 @@ class Table:
     columns: dict[str, Kind]
     defaults: dict[str, Any] = field(default_factory=dict)
     lookups: dict[str, str] = field(default_factory=dict)  # navigation property -> entity set
+    lengths: dict[str, int] = field(default_factory=dict)
+    read_only: bool = False
 
     def readable(self) -> set[str]:
         return set(self.columns) | {f"_{nav}_value" for nav in self.lookups}
@@ -59,12 +70,29 @@ _PERSON: dict[str, Kind] = {
     "emailaddress2": "string",
     "emailaddress3": "string",
     "telephone1": "string",
+    # The README's set-up: a rollup column, the latest end of the row's activities (Dataverse
+    # keeps no last-activity date on a contact or lead of its own).
+    "cb_lastactivity": "datetime",
+    "description": "memo",
     "donotbulkemail": "bool",
     "donotemail": "bool",
     "donotphone": "bool",
     "donotpostalmail": "bool",
     "donotfax": "bool",
     "followemail": "bool",
+    "cb_purgedue": "date",
+}
+# Maximum lengths from the Dataverse contact reference (Contact ref in
+# docs/vendors/dynamics.md: firstname and lastname 50, emailaddress1-3 100, telephone1 50,
+# description 2000); lead is assumed to match.
+_PERSON_LENGTHS = {
+    "firstname": 50,
+    "lastname": 50,
+    "emailaddress1": 100,
+    "emailaddress2": 100,
+    "emailaddress3": 100,
+    "telephone1": 50,
+    "description": 2000,
 }
 _PERSON_DEFAULTS = {
     "donotbulkemail": False,
@@ -77,8 +105,12 @@ _PERSON_DEFAULTS = {
 _SYSTEM: dict[str, Kind] = {
     "createdon": "datetime",
     "modifiedon": "datetime",
-    "versionnumber": "int",
+    "versionnumber": "bigint",
 }
+# consent4 and purpose lengths from the D365 refs (docs/vendors/dynamics.md, "Contact point
+# consent"); opportunity's name length (300) and recyclebinconfig's (100) are assumed.
+_CONSENT_LENGTHS = {"msdynmkt_contactpointvalue": 400, "msdynmkt_reason": 500}
+_NAME_LENGTHS = {"msdynmkt_name": 100}
 
 
 def _columns(key: str, columns: dict[str, Kind]) -> dict[str, Kind]:
@@ -88,25 +120,56 @@ def _columns(key: str, columns: dict[str, Kind]) -> dict[str, Kind]:
 
 
 def build_tables(lawful_basis_field: str, sales_solution: bool) -> dict[str, Table]:
-    """The five tables the bridge uses; ``msdyn_gdproptout`` only with the Sales solution."""
-    person: dict[str, Kind] = _PERSON | {lawful_basis_field: "int"}
+    """The tables the bridge uses; ``msdyn_gdproptout`` only with the Sales solution."""
+    person: dict[str, Kind] = _PERSON | {lawful_basis_field: "choice"}
     person_defaults = dict(_PERSON_DEFAULTS)
     if sales_solution:
         person["msdyn_gdproptout"] = "bool"
         person_defaults["msdyn_gdproptout"] = False
     consent: dict[str, Kind] = {
         "msdynmkt_contactpointvalue": "string",
-        "msdynmkt_contactpointtype": "int",
-        "msdynmkt_value": "int",
-        "msdynmkt_source": "int",
+        "msdynmkt_contactpointtype": "choice",
+        "msdynmkt_value": "choice",
+        "msdynmkt_source": "choice",
         "msdynmkt_reason": "string",
-        "msdynmkt_logicalreason": "int",
+        "msdynmkt_logicalreason": "choice",
     }
     named: dict[str, Kind] = {"msdynmkt_name": "string"}
     purpose = {"msdynmkt_purposeid": "msdynmkt_purposes"}
+    opportunity: dict[str, Kind] = {"name": "string", "statecode": "state"}
+    bin_config: dict[str, Kind] = {
+        "name": "string",
+        "statecode": "state",
+        "isreadyforrecyclebin": "bool",
+        "cleanupintervalindays": "int",
+    }
     tables = [
-        Table("contacts", "contact", "contactid", _columns("contactid", person), person_defaults),
-        Table("leads", "lead", "leadid", _columns("leadid", person), person_defaults),
+        Table(
+            "contacts",
+            "contact",
+            "contactid",
+            _columns("contactid", person),
+            person_defaults,
+            lengths=_PERSON_LENGTHS,
+        ),
+        Table(
+            "leads",
+            "lead",
+            "leadid",
+            # A lead's company (text 100 in the D365 lead reference).
+            _columns("leadid", person | {"companyname": "string"}),
+            person_defaults,
+            lengths=_PERSON_LENGTHS | {"companyname": 100},
+        ),
+        Table(
+            "opportunities",
+            "opportunity",
+            "opportunityid",
+            _columns("opportunityid", opportunity),
+            {"statecode": 0},  # 0 open, 1 won, 2 lost
+            {"parentcontactid": "contacts", "originatingleadid": "leads"},
+            {"name": 300},
+        ),
         Table(
             "msdynmkt_contactpointconsent4s",
             "msdynmkt_contactpointconsent4",
@@ -114,12 +177,14 @@ def build_tables(lawful_basis_field: str, sales_solution: bool) -> dict[str, Tab
             _columns("msdynmkt_contactpointconsent4id", consent),
             {"msdynmkt_value": 534120000, "msdynmkt_contactpointtype": 534120000},
             purpose | {"msdynmkt_topicid": "msdynmkt_topics"},
+            _CONSENT_LENGTHS,
         ),
         Table(
             "msdynmkt_purposes",
             "msdynmkt_purpose",
             "msdynmkt_purposeid",
             _columns("msdynmkt_purposeid", named),
+            lengths=_NAME_LENGTHS,
         ),
         Table(
             "msdynmkt_topics",
@@ -127,21 +192,54 @@ def build_tables(lawful_basis_field: str, sales_solution: bool) -> dict[str, Tab
             "msdynmkt_topicid",
             _columns("msdynmkt_topicid", named),
             lookups=purpose,
+            lengths=_NAME_LENGTHS,
+        ),
+        Table(
+            "recyclebinconfigs",
+            "recyclebinconfig",
+            "recyclebinconfigid",
+            _columns("recyclebinconfigid", bin_config),
+            lengths={"name": 100},
+            read_only=True,
         ),
     ]
     return {table.entity_set: table for table in tables}
 
 
 def _check_type(table: Table, name: str, value: Any) -> None:
+    """Dataverse's refusals of a value of the wrong type or an over-long text; the length
+    message names the column and its maximum, never the value."""
+    if value is None:
+        return
     kind = table.columns[name]
-    wrong = (kind == "bool" and not isinstance(value, bool)) or (
-        kind == "int" and (isinstance(value, bool) or not isinstance(value, int))
+    edm = {"bool": "Edm.Boolean", "date": "Edm.Date"}.get(kind, "Edm.Int32")
+    wrong = (
+        (kind == "bool" and not isinstance(value, bool))
+        or (kind in _INTEGERS and (isinstance(value, bool) or not isinstance(value, int)))
+        or (kind == "date" and not (isinstance(value, str) and _DATE.match(value)))
     )
-    if value is not None and wrong:
-        edm = {"bool": "Edm.Boolean", "int": "Edm.Int32"}[kind]
+    if wrong:
         raise DataverseError(
             400, "", f"Cannot convert the literal '{value}' to the expected type '{edm}'."
         )
+    limit = table.lengths.get(name)
+    if limit is not None and isinstance(value, str) and len(value) > limit:
+        raise DataverseError(
+            400,
+            STRING_TOO_LONG,
+            f"A validation error occurred. The length of the '{name}' attribute of the "
+            f"'{table.logical_name}' entity exceeded the maximum allowed length of '{limit}'.",
+        )
+
+
+class Written(NamedTuple):
+    """A PATCH's outcome: the row, whether it was created, and the columns it set (every
+    column sent counts as updated, changed or not: docs/vendors/dynamics.md, "Web API
+    basics")."""
+
+    row: Row
+    created: bool
+    sent: Row
 
 
 @dataclass
@@ -160,10 +258,12 @@ class DynamicsState:
         recycle_bin_days: int | None = None,
         change_expiry_days: float = 7,
         clock: Callable[[], datetime] = now,
+        untracked: frozenset[str] = frozenset(),
     ) -> None:
         self.tables = tables
         self.recycle_bin_days = recycle_bin_days
         self.change_expiry_days = change_expiry_days
+        self.untracked = untracked  # logical names of tables without change tracking
         self.clock = clock
         self._lock = threading.RLock()
         self.reset()
@@ -235,8 +335,14 @@ class DynamicsState:
         entry = {"changedon": iso(self.clock()), "operation": operation, "changes": changes}
         self.audit.setdefault((entity_set, record_id), []).append(entry)
 
-    def create(self, entity_set: str, body: Row, record_id: str | None = None) -> Row:
+    def create(
+        self, entity_set: str, body: Row, record_id: str | None = None, seeded: bool = False
+    ) -> Row:
+        """A new row; ``seeded`` (the admin API) keeps the body's ``createdon`` and
+        ``modifiedon``, so tests can make old rows; Web API writes are always stamped now."""
         table = self.tables[entity_set]
+        if table.read_only:
+            raise DataverseError(403, "", f"The {table.logical_name} table cannot be written.")
         with self._lock:
             record_id = (record_id or str(body.get(table.key) or uuid.uuid4())).lower()
             if record_id in self.rows[entity_set]:
@@ -249,6 +355,8 @@ class DynamicsState:
             row |= table.defaults | values
             row["createdon"] = iso(self.clock())
             self._stamp(row)
+            if seeded:
+                row |= _seeded_times(body)
             self.rows[entity_set][record_id] = row
             self.bin.pop((entity_set, record_id), None)
             self._log(entity_set, record_id, "create", {k: [None, v] for k, v in values.items()})
@@ -261,7 +369,7 @@ class DynamicsState:
         body: Row,
         if_match: str | None = None,
         if_none_match: str | None = None,
-    ) -> tuple[Row, bool]:
+    ) -> Written:
         """PATCH: update, or create when the row is missing unless ``If-Match`` is sent
         (then 404); ``If-None-Match: *`` refuses an existing row (412). Microsoft documents
         these conditional refusals with an empty code."""
@@ -272,7 +380,8 @@ class DynamicsState:
             if row is None:
                 if if_match is not None:
                     raise does_not_exist(table.logical_name, record_id, code="")
-                return self.create(entity_set, body, record_id), True
+                made = self.create(entity_set, body, record_id)
+                return Written(made, True, set_values(table, made))
             if if_none_match == "*":
                 raise DataverseError(412, "", "A record with matching key values already exists.")
             if if_match not in (None, "*") and if_match != etag(row):
@@ -287,7 +396,7 @@ class DynamicsState:
             row |= values
             self._stamp(row)
             self._log(entity_set, record_id, "update", changes)
-            return dict(row), False
+            return Written(dict(row), False, values)
 
     def delete(self, entity_set: str, record_id: str) -> None:
         """Gone for good, or into the recycle bin when it is on; related rows stay."""
@@ -332,9 +441,15 @@ class DynamicsState:
 
     # -- reads -------------------------------------------------------------------------------
 
+    def _live(self, entity_set: str) -> dict[str, Row]:
+        """A table's rows by id; ``recyclebinconfigs`` reflects the recycle bin setting."""
+        if entity_set == "recyclebinconfigs":
+            return _bin_configs(self.recycle_bin_days)
+        return self.rows[entity_set]
+
     def get(self, entity_set: str, record_id: str) -> Row:
         with self._lock:
-            row = self.rows[entity_set].get(record_id.lower())
+            row = self._live(entity_set).get(record_id.lower())
             if row is None:
                 raise does_not_exist(self.tables[entity_set].logical_name, record_id.lower())
             return dict(row)
@@ -342,7 +457,8 @@ class DynamicsState:
     def rows_of(self, entity_set: str) -> list[Row]:
         """Every row, in key order (the order pages follow)."""
         with self._lock:
-            return [dict(self.rows[entity_set][k]) for k in sorted(self.rows[entity_set])]
+            rows = self._live(entity_set)
+            return [dict(rows[k]) for k in sorted(rows)]
 
     # -- change tracking ---------------------------------------------------------------------
 
@@ -393,6 +509,47 @@ class DynamicsState:
                 "recycle_bin_days": self.recycle_bin_days,
                 "change_expiry_days": self.change_expiry_days,
             }
+
+
+def _seeded_times(body: Row) -> Row:
+    """``createdon``/``modifiedon`` given to the admin seed, in Dataverse's form."""
+    times: Row = {}
+    for name in ("createdon", "modifiedon"):
+        if body.get(name) is not None:
+            try:
+                times[name] = iso(parse_iso(str(body[name])))
+            except ValueError as exc:
+                raise DataverseError(400, "", f"'{name}' is not an ISO date-time.") from exc
+    return times
+
+
+def set_values(table: Table, row: Row) -> Row:
+    """The columns a new row holds values in, system columns and key left out."""
+    skip = {table.key, *SYSTEM_COLUMNS}
+    return {k: v for k, v in row.items() if v is not None and k not in skip}
+
+
+def _bin_configs(days: int | None) -> dict[str, Row]:
+    """``recyclebinconfigs`` as docs/vendors/dynamics.md describes it: no rows before the
+    bin is first enabled; then ``organization`` holds the days for all tables and the
+    contact and lead rows hold -1 (not overridden). Turning the bin off here removes the
+    rows again, which a real environment may not do (not verified)."""
+    if days is None:
+        return {}
+    rows: dict[str, Row] = {}
+    for name, interval in (("organization", days), ("contact", -1), ("lead", -1)):
+        record_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"recyclebinconfig/{name}"))
+        rows[record_id] = {
+            "recyclebinconfigid": record_id,
+            "name": name,
+            "statecode": 0,
+            "isreadyforrecyclebin": True,
+            "cleanupintervalindays": interval,
+            "createdon": None,
+            "modifiedon": None,
+            "versionnumber": 1,
+        }
+    return rows
 
 
 def etag(row: Row) -> str:

@@ -27,6 +27,12 @@ from bridge_sandbox.emulators.dynamics_http import (
     no_property,
     query_error,
 )
+from bridge_sandbox.emulators.dynamics_metadata import (
+    CASTS,
+    LENGTHY,
+    attributes,
+    entity_definition,
+)
 from bridge_sandbox.emulators.dynamics_odata import (
     BatchAnswer,
     BatchPart,
@@ -35,12 +41,24 @@ from bridge_sandbox.emulators.dynamics_odata import (
     parse_filter,
     render_batch,
 )
-from bridge_sandbox.emulators.dynamics_state import DynamicsState, Row, Table, etag
+from bridge_sandbox.emulators.dynamics_state import (
+    DynamicsState,
+    Row,
+    Table,
+    etag,
+    set_values,
+)
+from bridge_sandbox.emulators.dynamics_webhooks import NOTIFIED, Event, Message, Webhooks
 
 MAX_PAGE = 5000
 BATCH = "$batch"
 DELETE_HISTORY = "DeleteRecordChangeHistory"
+DEFINITIONS = "EntityDefinitions"
 _ITEM = re.compile(r"^(\w+)\(([0-9a-fA-F-]{36})\)$")
+_DEFINITION = re.compile(
+    r"^EntityDefinitions(?:\(LogicalName='(\w+)'\)"
+    r"(/Attributes(?:/Microsoft\.Dynamics\.CRM\.(\w+))?)?)?$"
+)
 
 
 def not_a_segment(segment: str) -> DataverseError:
@@ -66,20 +84,35 @@ def _query_string(query: dict[str, str]) -> str:
 
 
 class WebApi:
-    """Answers calls against one environment's state; failures become error replies."""
+    """Answers calls against one environment's state; failures become error replies.
+    Writes that commit are reported to the webhooks; a failed changeset reports nothing."""
 
-    def __init__(self, state: DynamicsState) -> None:
+    def __init__(self, state: DynamicsState, webhooks: Webhooks) -> None:
         self.state = state
+        self.webhooks = webhooks
 
     def execute(self, call: Call) -> Reply:
+        events: list[Event] = []
         try:
-            return self._route(call)
+            reply = self._route(call, events)
         except DataverseError as error:
             return error.reply()
+        self._notify(call, events)
+        return reply
 
-    def _route(self, call: Call) -> Reply:
+    def _notify(self, call: Call, events: list[Event]) -> None:
+        if events:
+            self.webhooks.emit(events, call.base_url, call.user)
+
+    def _route(self, call: Call, events: list[Event]) -> Reply:
         if call.path == DELETE_HISTORY and call.method == "POST":
             return self._delete_history(call)
+        definition = _DEFINITION.match(call.path)
+        if definition is not None:
+            if call.method != "GET":
+                raise _not_allowed(call)
+            logical_name, columns, cast = definition.groups()
+            return self._metadata(call, logical_name, bool(columns), cast)
         item = _ITEM.match(call.path)
         if item is None and "(" in call.path:
             raise query_error("Bad Request - Error in query syntax.")
@@ -87,22 +120,76 @@ class WebApi:
         if name not in self.state.tables:
             raise not_a_segment(name)
         table = self.state.table(name)
+        if table.read_only and call.method != "GET":
+            raise _not_allowed(call)
         if item is None:
             if call.method == "GET":
                 return self._read_collection(call, table)
             if call.method == "POST":
-                return self._create(call, table)
+                return self._create(call, table, events)
         else:
             record_id = item.group(2).lower()
             if call.method == "GET":
                 row = self.state.get(name, record_id)
                 return Reply(200, self._entity(call, table, row, "/$entity"))
             if call.method == "PATCH":
-                return self._upsert(call, table, record_id)
+                return self._upsert(call, table, record_id, events)
             if call.method == "DELETE":
                 self.state.delete(name, record_id)
+                if table.logical_name in NOTIFIED:
+                    events.append(Event("Delete", table.logical_name, record_id))
                 return Reply(204)
-        raise DataverseError(405, "", f"The HTTP method '{call.method}' is not allowed here.")
+        raise _not_allowed(call)
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    def _metadata(
+        self, call: Call, logical_name: str | None, columns: bool, cast: str | None = None
+    ) -> Reply:
+        """``EntityDefinitions``, one of them, or its ``Attributes`` (cast to a derived type
+        or not), with ``$select`` and ``$filter``. The 404s for an unknown table or type are
+        the emulator's wording (not verified)."""
+        if logical_name is None:
+            rows = [entity_definition(self.state, t) for t in self.state.tables.values()]
+            return self._metadata_rows(call, "EntityMetadata", rows, DEFINITIONS)
+        table = next(
+            (t for t in self.state.tables.values() if t.logical_name == logical_name), None
+        )
+        if table is None:
+            raise DataverseError(
+                404, "0x80040217", f"Could not find entity with logical name '{logical_name}'."
+            )
+        if columns:
+            if cast is not None and cast not in CASTS:
+                raise not_a_segment(f"Microsoft.Dynamics.CRM.{cast}")
+            path = f"{DEFINITIONS}('{logical_name}')/Attributes"
+            type_name = cast or "AttributeMetadata"
+            rows = attributes(table, cast)
+            known = {"MetadataId", "LogicalName", "AttributeType"}
+            known |= {"MaxLength"} if cast is not None and CASTS[cast] in LENGTHY else set()
+            return self._metadata_rows(call, type_name, rows, path, known)
+        row = entity_definition(self.state, table)
+        names = _metadata_select(call, "EntityMetadata", set(row))
+        context = f"{call.base_url}{API_ROOT}/$metadata#{DEFINITIONS}/$entity"
+        return Reply(200, {"@odata.context": context} | _pick(row, names))
+
+    def _metadata_rows(
+        self,
+        call: Call,
+        type_name: str,
+        rows: list[Row],
+        path: str,
+        known: set[str] | None = None,
+    ) -> Reply:
+        known = known or set().union(*(set(row) for row in rows))
+        names = _metadata_select(call, type_name, known)
+        if "$filter" in call.query:
+            predicate = parse_filter(
+                call.query["$filter"], known, lambda name: no_property(name, type_name)
+            )
+            rows = [row for row in rows if predicate(row)]
+        context = f"{call.base_url}{API_ROOT}/$metadata#{path}"
+        return Reply(200, {"@odata.context": context, "value": [_pick(r, names) for r in rows]})
 
     # -- shaping -----------------------------------------------------------------------------
 
@@ -213,18 +300,26 @@ class WebApi:
             return Reply(status, body, headers | {"Preference-Applied": "return=representation"})
         return Reply(204, None, headers)
 
-    def _create(self, call: Call, table: Table) -> Reply:
-        return self._written(call, table, self.state.create(table.entity_set, call.json()), 201)
+    def _create(self, call: Call, table: Table, events: list[Event]) -> Reply:
+        row = self.state.create(table.entity_set, call.json())
+        if table.logical_name in NOTIFIED:
+            values = {table.key: row[table.key]} | set_values(table, row)
+            events.append(Event("Create", table.logical_name, row[table.key], values))
+        return self._written(call, table, row, 201)
 
-    def _upsert(self, call: Call, table: Table, record_id: str) -> Reply:
-        row, _ = self.state.upsert(
+    def _upsert(self, call: Call, table: Table, record_id: str, events: list[Event]) -> Reply:
+        written = self.state.upsert(
             table.entity_set,
             record_id,
             call.json(),
             if_match=call.headers.get("if-match"),
             if_none_match=call.headers.get("if-none-match"),
         )
-        return self._written(call, table, row, 200)
+        if table.logical_name in NOTIFIED:
+            message: Message = "Create" if written.created else "Update"
+            values = {table.key: record_id} | written.sent
+            events.append(Event(message, table.logical_name, record_id, values))
+        return self._written(call, table, written.row, 200)
 
     def _delete_history(self, call: Call) -> Reply:
         target = call.json().get("Target")
@@ -273,22 +368,24 @@ class WebApi:
         if not part.changeset:
             request = part.requests[0]
             try:
-                reply = self._route(self._inner(call, request, {}))
+                inner = self._inner(call, request, {})
             except DataverseError as error:
-                reply = error.reply()
-            return BatchAnswer([(request, reply)])
+                return BatchAnswer([(request, error.reply())])
+            return BatchAnswer([(request, self.execute(inner))])
         refs: dict[str, str] = {}
         replies: list[tuple[BatchRequest, Reply]] = []
+        events: list[Event] = []
         current = part.requests[0]
         try:
             with self.state.transaction():
                 for current in part.requests:
-                    reply = self._route(self._inner(call, current, refs))
+                    reply = self._route(self._inner(call, current, refs), events)
                     replies.append((current, reply))
                     if current.content_id and "OData-EntityId" in reply.headers:
                         refs[current.content_id] = reply.headers["OData-EntityId"]
         except DataverseError as error:
             return BatchAnswer([(current, error.reply())])
+        self._notify(call, events)
         return BatchAnswer(replies, changeset=True)
 
     def _inner(self, call: Call, request: BatchRequest, refs: dict[str, str]) -> Call:
@@ -306,4 +403,22 @@ class WebApi:
         parts = urlsplit(url)
         path = parts.path.split(API_ROOT, 1)[-1].lstrip("/")
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        return Call(request.method, path, query, Headers(request.headers), body, call.base_url)
+        headers = Headers(request.headers)
+        return Call(request.method, path, query, headers, body, call.base_url, call.user)
+
+
+def _not_allowed(call: Call) -> DataverseError:
+    return DataverseError(405, "", f"The HTTP method '{call.method}' is not allowed here.")
+
+
+def _metadata_select(call: Call, type_name: str, known: set[str]) -> list[str] | None:
+    names = [n.strip() for n in call.query.get("$select", "").split(",") if n.strip()]
+    for name in names:
+        if name not in known:
+            raise no_property(name, type_name)
+    return names or None
+
+
+def _pick(row: Row, names: list[str] | None) -> Row:
+    """The selected properties a row has (``MaxLength`` only on text columns)."""
+    return {k: v for k, v in row.items() if names is None or k in names}

@@ -39,6 +39,23 @@ CAPTURE_SOURCE = "web form"
 # The keys of a ``[[purposes]]`` table that name the purpose in each CRM.
 HUBSPOT_SUBSCRIPTION_KEY = "hubspot_subscription_id"
 SALESFORCE_PURPOSE_KEY = "salesforce_data_use_purpose"
+DYNAMICS_PURPOSE_KEY = "dynamics_purpose"
+# Dataverse (docs/vendors/dynamics.md, "Contact point consent"): consent4's msdynmkt_value
+# (Opted In, Opted Out), the Email channel, the Real-time marketing form source (each act
+# seeded as a form's, as Salesforce's as a web form's) and no logical reason; the lawful-basis
+# choice column's options as the README's set-up creates them, from the default publisher's
+# prefix value 100,000,000 in the Art. 6 order.
+DYNAMICS_CONSENT = {GRANTED: 534120001, WITHDRAWN: 534120002}
+DYNAMICS_EMAIL, DYNAMICS_FORM, DYNAMICS_NO_REASON = 534120000, 534120005, 534119999
+DYNAMICS_LAWFUL_BASIS = {
+    basis: 100_000_000 + index
+    for index, basis in enumerate(
+        ("consent", "contract", "legal_obligation", "vital_interests", "public_task",
+         "legitimate_interests", "not_applicable")
+    )
+}  # fmt: skip
+DYNAMICS_BASIS_FIELD = "cb_lawfulbasis"
+DYNAMICS_ACTIVITY_FIELD = "cb_lastactivity"  # the README's rollup of the row's activities
 
 
 class ConfiguredPurpose(Protocol):
@@ -82,7 +99,8 @@ class Held:
     """The common name of the basis (``consent``, ``contract``, ...), if the CRM holds one."""
     object_type: Literal["contact", "lead"] = "contact"  # Salesforce only
     last_active: datetime | None = None
-    """The record's last activity (a call, an email, a meeting), as the CRM tracks it."""
+    """The record's last activity (a call, an email, a meeting), as the CRM tracks it
+    (Dynamics, tracking none on the row, is seeded as having created the row then)."""
     do_not_call_at: datetime | None = None
     """When the person asked not to be called (Salesforce ``DoNotCall``; HubSpot holds none)."""
 
@@ -100,6 +118,9 @@ class Person:
     last_name: str = "Lovelace"
     hubspot: Held | None = field(default_factory=Held)
     salesforce: Held | None = field(default_factory=Held)
+    dynamics: Held | None = None
+    """What Dynamics 365 holds (a contact or a lead); None: not held, as where only two
+    CRMs are seeded."""
 
 
 def batches(items: Iterable[T], size: int = SEED_BATCH) -> Iterator[list[T]]:
@@ -259,6 +280,75 @@ def seed_salesforce(
                 if act.purpose in purpose_ids
             ],
         )
+
+
+def dynamics_purposes(admin: httpx.Client, purposes: Sequence[ConfiguredPurpose]) -> dict[str, str]:
+    """The ``msdynmkt_purpose`` row id of each purpose, created where missing."""
+    names = purpose_names(purposes, DYNAMICS_PURPOSE_KEY)
+    state = admin.get("/__emulator/state")
+    state.raise_for_status()
+    rows = state.json()["tables"]["msdynmkt_purposes"]
+    ids = {row["msdynmkt_name"]: row["msdynmkt_purposeid"] for row in rows}
+    missing = sorted(set(names.values()) - set(ids))
+    if missing:
+        made = admin.post(
+            "/__emulator/seed",
+            json={"msdynmkt_purposes": [{"msdynmkt_name": name} for name in missing]},
+        )
+        made.raise_for_status()
+        ids |= dict(zip(missing, made.json()["msdynmkt_purposes"], strict=True))
+    return {purpose: str(ids[name]) for purpose, name in names.items()}
+
+
+def seed_dynamics(
+    admin: httpx.Client, people: Sequence[Person], purposes: Sequence[ConfiguredPurpose]
+) -> None:
+    """Contacts or leads with ``donotbulkemail``, ``donotphone`` and the lawful-basis column,
+    and one ``msdynmkt_contactpointconsent4`` row per address and consent act, as Customer
+    Insights - Journeys keeps consent (the row is the address's, not the record's)."""
+    purpose_ids = dynamics_purposes(admin, purposes)
+    created = datetime(2024, 1, 1, tzinfo=UTC)
+    for batch in batches(p for p in people if p.dynamics is not None):
+        tables: dict[str, list[dict[str, Any]]] = {"contacts": [], "leads": []}
+        consents = []
+        for person in batch:
+            side = person.dynamics
+            assert side is not None  # filtered above
+            basis = side.lawful_basis
+            # A Dataverse row keeps no last activity of its own: the README's set-up adds a
+            # rollup column of its activities' latest end, which retention rules name.
+            row: dict[str, Any] = {
+                "firstname": person.first_name,
+                "lastname": person.last_name,
+                "emailaddress1": person.email,
+                "donotbulkemail": side.opted_out_at is not None,
+                "donotphone": side.do_not_call_at is not None,
+                DYNAMICS_BASIS_FIELD: DYNAMICS_LAWFUL_BASIS[basis] if basis else None,
+                DYNAMICS_ACTIVITY_FIELD: side.last_active.isoformat() if side.last_active else None,
+                "createdon": created.isoformat(),
+                "modifiedon": (side.last_active or side.stamp(created)).isoformat(),
+            }
+            tables["leads" if side.object_type == "lead" else "contacts"].append(row)
+            consents += [
+                {
+                    "msdynmkt_contactpointvalue": person.email,
+                    "msdynmkt_contactpointtype": DYNAMICS_EMAIL,
+                    "msdynmkt_value": DYNAMICS_CONSENT[act.status],
+                    "msdynmkt_purposeid@odata.bind": (
+                        f"/msdynmkt_purposes({purpose_ids[act.purpose]})"
+                    ),
+                    "msdynmkt_source": DYNAMICS_FORM,
+                    "msdynmkt_logicalreason": DYNAMICS_NO_REASON,
+                    "createdon": act.at.isoformat(),
+                    "modifiedon": act.at.isoformat(),
+                }
+                for act in side.acts
+                if act.purpose in purpose_ids
+            ]
+        seeded = admin.post(
+            "/__emulator/seed", json=tables | {"msdynmkt_contactpointconsent4s": consents}
+        )
+        seeded.raise_for_status()
 
 
 def _records(admin: httpx.Client, sobject: str) -> list[dict[str, Any]]:
