@@ -391,7 +391,7 @@ class DynamicsAdapter(ClosesOnExit):
             elif isinstance(answer, AdapterError):
                 raise answer
             else:
-                emails[ref] = emails_in(answer.body or {})
+                emails[ref] = emails_in(answer.body if isinstance(answer.body, dict) else {})
         return [emails.get(r, []) for r in records]
 
     def record_url(self, record: RecordRef) -> str | None:

@@ -332,11 +332,15 @@ class Transport:
             prefer = f"odata.track-changes,{prefer}"
         link: str | None = path
         while link is not None:
-            answer = self.call(Request("GET", link, headers={"Prefer": prefer}), operation)
-            yield from answer.body.get("value", [])
-            link = answer.body.get("@odata.nextLink")
-            if delta is not None and link is None and answer.body.get("@odata.deltaLink"):
-                delta.append(str(answer.body["@odata.deltaLink"]))
+            body = self.call(Request("GET", link, headers={"Prefer": prefer}), operation).body
+            if not isinstance(body, dict) or not isinstance(body.get("value", []), list):
+                raise Permanent(
+                    DYNAMICS, f"{operation}: Dynamics 365 answered a query with no rows"
+                )
+            yield from body.get("value", [])
+            link = body.get("@odata.nextLink")
+            if delta is not None and link is None and body.get("@odata.deltaLink"):
+                delta.append(str(body["@odata.deltaLink"]))
 
     # -- many requests ----------------------------------------------------------------------
 

@@ -209,7 +209,7 @@ class Intake:
             raise _bad_payload(error, "") from None
         try:
             # A Delete's Target is not read: its shape is "Not verified", and no column of a
-            # deleted record matters, so no shape of it may lose the deletion.
+            # deleted record matters, so no shape of it may refuse the event.
             delete = context.message.lower() == "delete"
             changed = None if delete else context.changed_columns()
         except ValidationError as error:
