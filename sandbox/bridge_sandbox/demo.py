@@ -352,7 +352,15 @@ def sync(world: World) -> Outcome:
         waiting.update(left)
         resubscribing += bool(left)
         differing += bool(found) and not left
-    ok = not counts["failed"] and not differing and waiting == refused
+    # A grant HubSpot refused for a contact opted out of all email there: the records agree
+    # (the opt-out withdraws every purpose everywhere), and only the person can lift it.
+    unsubscribed = {r.id for p in both for r in p.hubspot if r.opted_out}
+    lifting = Counter(
+        c["purpose"]
+        for c in report.changes
+        if c["outcome"] == NEEDS_SELF_SERVICE and c["record_id"] in unsubscribed
+    )
+    ok = not counts["failed"] and not differing and waiting + lifting == refused
     agree = len(both) - differing - resubscribing
     held = "opt-out, consent and lawful basis" if world.crms.privacy else "opt-out and lawful basis"
     where = "both CRMs" if world.two else "two CRMs or more"
@@ -362,6 +370,11 @@ def sync(world: World) -> Outcome:
     )
     if resubscribing:
         detail += f"; {resubscribing} must resubscribe in HubSpot themselves"
+    if lifting:
+        detail += (
+            f"; {lifting.total()} newer grants wait for people opted out of all email, which "
+            "only they can lift in HubSpot"
+        )
     if unfounded:
         detail += f"; {unfounded} with no lawful basis anywhere still have none (not guessed)"
     if differing:
