@@ -651,7 +651,8 @@ class Reconciler:
         with change tracking is read from its token (all of it again when the token has
         expired); the others from their cursor's time, less the overlap."""
         for system, adapter in self.adapters.items():
-            token = record_rows.cursor(self.store, f"track:{system}")
+            tracks = isinstance(adapter, ChangeTracker)
+            token = record_rows.cursor(self.store, f"track:{system}") if tracks else None
             records = self._tracked(system, adapter, token, run) if token else None
             if records is None:
                 since = datetime.fromisoformat(str(cursors[system])) - OVERLAP

@@ -41,9 +41,9 @@ from tests.adapters.dynamics_world import (
     CLIENT_SECRET,
     CONSENT_VALUES,
     PURPOSES,
-    TENANT,
     DynamicsWorld,
     contact_json,
+    web_api,
 )
 from tests.conftest import free_port
 
@@ -64,26 +64,6 @@ ADA_ALIAS = "countess@example.org"
 ORPHAN = "orphan.address@example.net"  # consent rows, no contact or lead
 GRANTED, WITHDRAWN = ConsentStatus.GRANTED, ConsentStatus.WITHDRAWN
 ANONYMISED = "Anonymised"
-
-
-def web_api(world: DynamicsWorld) -> httpx.Client:
-    """The Web API as another user of the environment calls it (someone in the app, a
-    plug-in): changes behind the adapter's back. The caller closes it."""
-    answer = httpx.post(
-        f"{world.url}/{TENANT}/oauth2/v2.0/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "scope": f"{world.url}/.default",
-        },
-    )
-    answer.raise_for_status()
-    return httpx.Client(
-        base_url=f"{world.url}{API_ROOT}/",
-        headers={"Authorization": f"Bearer {answer.json()['access_token']}"},
-        timeout=30,
-    )
 
 
 def dynamics_adapter(
@@ -159,7 +139,7 @@ class TestUpsertTrap:
     ) -> None:
         [contact] = world.seed([Person(ADA)])
         ref = world.ref(contact)
-        with web_api(world) as api:
+        with web_api(world.url) as api:
             api.delete(f"contacts({contact})").raise_for_status()
         adapter = world.adapter()
         outcomes = adapter.write_consents(
@@ -178,7 +158,7 @@ class TestUpsertTrap:
         """Erased in Dynamics (the contact and its consent rows): a later consent write for
         the record must not put the address back into consent4."""
         [contact] = world.seed([Person(ADA, consents={"newsletter": GRANTED})])
-        with web_api(world) as api:
+        with web_api(world.url) as api:
             for row_id in consent_ids_of(world, ADA):
                 api.delete(f"msdynmkt_contactpointconsent4s({row_id})").raise_for_status()
             api.delete(f"contacts({contact})").raise_for_status()
@@ -197,7 +177,7 @@ class TestUpsertTrap:
         before its PATCH lands. Only ``If-Match: *`` turns that PATCH into a 404."""
         [contact] = world.seed([Person(ADA)])
         ref = world.ref(contact)
-        with web_api(world) as api, dynamics_adapter(world) as adapter:
+        with web_api(world.url) as api, dynamics_adapter(world) as adapter:
             send = adapter.transport.batch
 
             def deleted_first(requests: Sequence[Request], operation: str) -> list[Any]:
@@ -223,7 +203,7 @@ class TestUpsertTrap:
     ) -> None:
         [contact] = world.seed([Person(ADA, consents={"newsletter": GRANTED})])
         [row_id] = consent_ids_of(world, ADA)
-        with web_api(world) as api, dynamics_adapter(world) as adapter:
+        with web_api(world.url) as api, dynamics_adapter(world) as adapter:
             send = adapter.transport.send
 
             def deleted_first(requests: Sequence[Request], operation: str) -> list[Any]:
@@ -405,7 +385,7 @@ class TestServiceProtection:
             assert refused.status_code == 429
             return float(refused.headers["Retry-After"])
 
-        with web_api(world) as api, dynamics_adapter(world, attempts=1) as adapter:
+        with web_api(world.url) as api, dynamics_adapter(world, attempts=1) as adapter:
             assert api.get("contacts", params={"$top": "1"}).status_code == 200
             before = retry_after(api)
             with pytest.raises(RateLimited) as limited:
@@ -490,7 +470,7 @@ class TestReadSince:
         )
         changed_id = made["contacts"][0]
         [row_id] = consent_ids_of(world, changed_person)
-        with web_api(world) as api:
+        with web_api(world.url) as api:
             api.patch(
                 f"msdynmkt_contactpointconsent4s({row_id})",
                 json={"msdynmkt_value": CONSENT_VALUES[WITHDRAWN]},

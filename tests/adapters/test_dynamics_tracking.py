@@ -20,7 +20,7 @@ from bridge.services.watch import Watch
 from bridge.store import records as record_rows
 from bridge.store.db import Store
 from bridge.testing.conformance import Person
-from tests.adapters.dynamics_world import PURPOSES, DynamicsWorld
+from tests.adapters.dynamics_world import PURPOSES, DynamicsWorld, web_api
 from tests.conftest import PSEUDONYM_KEY
 
 WITHDRAWN = ConsentStatus.WITHDRAWN
@@ -31,12 +31,10 @@ def world(dynamics_world: DynamicsWorld) -> DynamicsWorld:
     return dynamics_world
 
 
-def web_api(world: DynamicsWorld, method: str, path: str, body: dict[str, Any]) -> None:
-    """A change made in Dynamics by someone else (a user, a flow), behind the bridge."""
-    adapter: Any = world.adapter()
-    from bridge.adapters.dynamics.transport import Request
-
-    adapter.transport.call(Request(method, path, body, {"If-Match": "*"}), "test")
+def behind_the_bridge(world: DynamicsWorld, method: str, path: str, body: Any = None) -> None:
+    """A change made in Dynamics by someone else (a user, a flow)."""
+    with web_api(world.url) as api:
+        api.request(method, path, json=body, headers={"If-Match": "*"}).raise_for_status()
 
 
 def test_a_token_reads_just_what_changed_since_and_counts_the_deletions(
@@ -53,8 +51,8 @@ def test_a_token_reads_just_what_changed_since_and_counts_the_deletions(
     assert everything.token is not None
     # Behind the bridge: a name edited, a contact deleted, a consent withdrawn (on the
     # consent4 row alone: the contact itself does not change).
-    web_api(world, "PATCH", f"contacts({ids[0]})", {"firstname": "Edited"})
-    web_api(world, "DELETE", f"contacts({ids[1]})", {})
+    behind_the_bridge(world, "PATCH", f"contacts({ids[0]})", {"firstname": "Edited"})
+    behind_the_bridge(world, "DELETE", f"contacts({ids[1]})")
     [outcome] = adapter.write_consents(
         [ConsentWrite(world.ref(ids[2]), "p2@example.com", first, WITHDRAWN)]
     )
@@ -102,7 +100,7 @@ def test_the_sync_keeps_the_token_reads_from_it_and_reads_all_once_it_expired(
     assert reconciler.sync().records == 5
     token = record_rows.cursor(store, "track:dynamics")
     assert token is not None
-    web_api(world, "PATCH", f"contacts({ids[3]})", {"donotbulkemail": True})
+    behind_the_bridge(world, "PATCH", f"contacts({ids[3]})", {"donotbulkemail": True})
     changed = reconciler.sync()
     assert not changed.full and changed.records == 1
     moved = record_rows.cursor(store, "track:dynamics")
@@ -112,5 +110,5 @@ def test_the_sync_keeps_the_token_reads_from_it_and_reads_all_once_it_expired(
     assert not again.full and again.records == 5  # the whole environment, read once more
     renewed = record_rows.cursor(store, "track:dynamics")
     assert renewed is not None
-    web_api(world, "PATCH", f"contacts({ids[4]})", {"lastname": "Renewed"})
+    behind_the_bridge(world, "PATCH", f"contacts({ids[4]})", {"lastname": "Renewed"})
     assert reconciler.sync().records == 1  # the renewed token reads changes again

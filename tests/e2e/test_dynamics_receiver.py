@@ -19,8 +19,7 @@ from bridge.store import inbox
 from bridge.store.db import Store
 from bridge_sandbox.emulators.common import serve_in_thread
 from bridge_sandbox.emulators.dynamics import create_app
-from bridge_sandbox.emulators.dynamics_http import API_ROOT
-from tests.adapters.dynamics_world import CLIENT_ID, CLIENT_SECRET, TENANT
+from tests.adapters.dynamics_world import web_api
 from tests.conftest import BridgeCli
 from tests.e2e.receiving import receiving
 
@@ -42,24 +41,6 @@ def receiver_url(bridge: BridgeCli) -> Iterator[str]:
         BRIDGE_DYNAMICS__WEBHOOK_HEADER=HEADER,
     ) as url:
         yield url
-
-
-def web_api(url: str) -> httpx.Client:
-    """The Web API with a bearer token, as a user of the environment changes records."""
-    answer = httpx.post(
-        f"{url}/{TENANT}/oauth2/v2.0/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "scope": f"{url}/.default",
-        },
-    )
-    answer.raise_for_status()
-    token = answer.json()["access_token"]
-    return httpx.Client(
-        base_url=f"{url}{API_ROOT}/", headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
 
 
 def delivered(admin: httpx.Client, count: int) -> list[dict[str, Any]]:

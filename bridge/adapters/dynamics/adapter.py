@@ -120,7 +120,7 @@ class DynamicsAdapter(ClosesOnExit):
         self.due_field = due_field
         self.basis_field = section.lawful_basis_field
         self.bases = {value: basis for basis, value in section.lawful_basis_options.items()}
-        self._purpose_ids: dict[str, tuple[Purpose, int]] | None = None
+        self._purpose_ids: dict[str, Purpose] | None = None
         self._attributes: dict[str, dict[str, dict[str, Any]]] = {}
         self._tables: tuple[Table, ...] | None = None
 
@@ -144,9 +144,9 @@ class DynamicsAdapter(ClosesOnExit):
                 self._tables = (PEOPLE[0],)
         return self._tables
 
-    def _purposes(self, operation: str) -> dict[str, tuple[Purpose, int]]:
-        """Dataverse purpose id -> the configured purpose and its channel's choice value;
-        purposes are matched by name (``msdynmkt_name``), asked once."""
+    def _purposes(self, operation: str) -> dict[str, Purpose]:
+        """Dataverse purpose id -> the configured purpose, matched by name
+        (``msdynmkt_name``), asked once."""
         if self._purpose_ids is None:
             rows = self.transport.pages(
                 query(PURPOSE_SET, select="msdynmkt_purposeid,msdynmkt_name"), operation
@@ -159,19 +159,12 @@ class DynamicsAdapter(ClosesOnExit):
             for purpose in self.purposes:
                 found = by_name.get(str(purpose_keys(purpose).purpose).casefold())
                 if found is not None:
-                    self._purpose_ids[found] = (purpose, EMAIL_CHANNEL)
+                    self._purpose_ids[found] = purpose
         return self._purpose_ids
 
-    def _purpose_row(self, operation: str, purpose_id: str) -> tuple[str, int] | None:
-        """The Dataverse id and channel of a configured purpose, if the environment has it."""
-        return next(
-            (
-                (dv, channel)
-                for dv, (p, channel) in self._purposes(operation).items()
-                if p.id == purpose_id
-            ),
-            None,
-        )
+    def _purpose_row(self, operation: str, purpose_id: str) -> str | None:
+        """The Dataverse id of a configured purpose, if the environment has it."""
+        return next((dv for dv, p in self._purposes(operation).items() if p.id == purpose_id), None)
 
     def _columns(self) -> list[str]:
         extra = [c for c in (self.basis_field, self.due_field) if c]
@@ -480,7 +473,7 @@ class DynamicsAdapter(ClosesOnExit):
         results: dict[int, Outcome] = {}
         flags: dict[RecordRef, dict[str, Any]] = {}
         flag_writes: dict[int, RecordRef] = {}
-        purpose_writes: list[tuple[int, ConsentWrite, str, int]] = []
+        purpose_writes: list[tuple[int, ConsentWrite, str]] = []
         for index, write in enumerate(writes):
             if write.purpose is None:
                 if write.record.object_type not in TABLES:
@@ -499,9 +492,11 @@ class DynamicsAdapter(ClosesOnExit):
                 said = "no such purpose in Dynamics 365" if found is None else "no state to write"
                 results[index] = (WriteStatus.NOT_HOLDABLE, said)
                 continue
-            purpose_writes.append((index, write, *found))
+            purpose_writes.append((index, write, found))
+        # One read of every record written: the flags it holds, and whether it is still there.
+        refs = set(flags) | {w.record for _, w, _ in purpose_writes}
+        current = self._current(refs, list(FLAGS.values()), operation) if refs else {}
         # Each write is ALREADY by its own flag, though one PATCH carries a record's flags.
-        current = self._current(flags, list(FLAGS.values()), operation) if flags else {}
         for index, ref in list(flag_writes.items()):
             column = FLAGS[writes[index].channel]
             row = current.get(ref)
@@ -512,16 +507,15 @@ class DynamicsAdapter(ClosesOnExit):
         for index, ref in flag_writes.items():
             results[index] = patched[ref]
         # A consent row holds the address itself: never one for a person no longer here.
-        present = self._current({w.record for _, w, _, _ in purpose_writes}, [], operation)
-        for index, write, _, _ in purpose_writes:
-            if write.record.object_type in TABLES and write.record not in present:
+        for index, write, _ in purpose_writes:
+            if write.record.object_type in TABLES and write.record not in current:
                 results[index] = (WriteStatus.FAILED, _gone(write.record))
         purpose_writes = [w for w in purpose_writes if w[0] not in results]
         results |= self._write_consent_rows(purpose_writes, operation)
         return [WriteOutcome(w.record, *results[i]) for i, w in enumerate(writes)]
 
     def _write_consent_rows(
-        self, writes: Sequence[tuple[int, ConsentWrite, str, int]], operation: str
+        self, writes: Sequence[tuple[int, ConsentWrite, str]], operation: str
     ) -> dict[int, Outcome]:
         """Set each (address, purpose) row's state: the existing row updated (``If-Match:
         *``) or a row created. A create is not idempotent, so rows are read again before any
@@ -531,15 +525,16 @@ class DynamicsAdapter(ClosesOnExit):
         for _ in range(self.transport.attempts):
             if not pending:
                 break
-            values = {normalise_email(w.email) for _, w, _, _ in pending}
+            values = {normalise_email(w.email) for _, w, _ in pending}
             existing = {
-                (r.address, r.purpose_id, r.channel): r
+                (r.address, r.purpose_id): r
                 for r in self._consent_rows(values, operation)
+                if r.channel == EMAIL_CHANNEL
             }
             sending: list[tuple[int, Request]] = []
-            for index, write, purpose_id, channel in pending:
+            for index, write, purpose_id in pending:
                 address = normalise_email(write.email)
-                row = existing.get((address, purpose_id, channel))
+                row = existing.get((address, purpose_id))
                 if row is not None and row.status is write.status:
                     results[index] = (WriteStatus.ALREADY, "")
                     continue
@@ -556,7 +551,7 @@ class DynamicsAdapter(ClosesOnExit):
                     continue
                 body |= {
                     VALUE: address,
-                    CHANNEL: channel,
+                    CHANNEL: EMAIL_CHANNEL,
                     "msdynmkt_purposeid@odata.bind": f"/{PURPOSE_SET}({purpose_id})",
                 }
                 sending.append((index, Request("POST", CONSENT_SET, body)))
@@ -994,7 +989,7 @@ class DynamicsAdapter(ClosesOnExit):
                     else f"create {column} on {table.logical_name}, or set dynamics.{name}",
                     ok=present,
                 )
-        known = {p.id for p, _ in self._purposes(operation).values()}
+        known = {p.id for p in self._purposes(operation).values()}
         for purpose in self.purposes:
             called = purpose_keys(purpose).purpose
             here = purpose.id in known

@@ -171,15 +171,15 @@ class ConsentIndex:
 def consents_of(
     addresses: Sequence[str],
     index: ConsentIndex,
-    purposes: Mapping[str, tuple[Purpose, int]],
+    purposes: Mapping[str, Purpose],
 ) -> tuple[Consent, ...]:
-    """Each mapped purpose's consent as the person's addresses hold it: the latest row of
-    the purpose's channel among the record's addresses."""
+    """Each mapped purpose's consent as the person's addresses hold it: the latest email
+    row of the purpose among the record's addresses."""
     values = [normalise_email(a) for a in addresses]
     latest: dict[str, ConsentRow] = {}
-    for dataverse_id, (purpose, channel) in purposes.items():
+    for dataverse_id, purpose in purposes.items():
         for row in index.of(values):
-            if row.purpose_id != dataverse_id or row.channel != channel:
+            if row.purpose_id != dataverse_id or row.channel != EMAIL_CHANNEL:
                 continue
             held = latest.get(purpose.id)
             stamp = row.modified_at or datetime.min.replace(tzinfo=UTC)
@@ -209,7 +209,7 @@ def record_of(
     table: Table,
     row: Mapping[str, Any],
     index: ConsentIndex,
-    purposes: Mapping[str, tuple[Purpose, int]],
+    purposes: Mapping[str, Purpose],
     *,
     basis_field: str | None,
     bases: Mapping[int, LawfulBasis],

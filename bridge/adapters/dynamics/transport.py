@@ -156,19 +156,22 @@ class Answer:
         return 200 <= self.status < 300
 
 
-class _Redirected(requests.Session):
-    """MSAL's HTTP client aimed at ``base_url`` (the emulator): Entra's URLs keep their path,
-    lose their host. MSAL insists on an https authority it can discover."""
+class _Login(requests.Session):
+    """MSAL's HTTP client: every call bounded by a timeout (a hung login must end like any
+    other call), and with ``base_url`` (the emulator) Entra's URLs keep their path and lose
+    their host, since MSAL insists on an https authority it can discover."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str | None) -> None:
         super().__init__()
-        self._base = urlsplit(base_url)
+        self._base = urlsplit(base_url) if base_url else None
 
     def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        target = urlsplit(url.decode() if isinstance(url, bytes) else url)
-        moved = target._replace(scheme=self._base.scheme, netloc=self._base.netloc)
+        target = url.decode() if isinstance(url, bytes) else url
+        if self._base is not None:
+            parts = urlsplit(target)
+            target = urlunsplit(parts._replace(scheme=self._base.scheme, netloc=self._base.netloc))
         kwargs.setdefault("timeout", 30)
-        return super().request(method, urlunsplit(moved), *args, **kwargs)
+        return super().request(method, target, *args, **kwargs)
 
 
 class Transport:
@@ -193,7 +196,7 @@ class Transport:
             base_url=self.api, headers=HEADERS, timeout=httpx.Timeout(60, connect=10)
         )
         self._msal: Any = None
-        self._login = _Redirected(section.base_url) if section.base_url else requests.Session()
+        self._login = _Login(section.base_url)
         key = f"dynamics:{fingerprint(section.client_id + self.environment)}"
         self.limiter = limiter(key, section.requests_per_window, WINDOW_SECONDS)
         self.calls = 0
